@@ -1,0 +1,51 @@
+#include "ir/analysis.h"
+
+#include <algorithm>
+
+namespace optjit {
+
+Scope::Scope(const Program& program) {
+    names_[std::string(kParamName)] = {NameKind::Param, {Varies::Element, false}};
+    names_[std::string(kGradName)] = {NameKind::Grad, {Varies::Element, false}};
+    names_[std::string(kStepName)] = {NameKind::Step, {Varies::Launch, false}};
+    for (const HyperDecl& h : program.hypers) names_.try_emplace(h.name, Entry{NameKind::Hyper, {Varies::Launch, false}});
+    for (const StateDecl& s : program.states) names_.try_emplace(s.name, Entry{NameKind::State, {Varies::Element, false}});
+}
+
+const Scope::Entry* Scope::find(std::string_view name) const {
+    auto it = names_.find(std::string(name));
+    return it == names_.end() ? nullptr : &it->second;
+}
+
+void Scope::bind(const std::string& name, ValueInfo info) {
+    auto [it, inserted] = names_.try_emplace(name, Entry{NameKind::Local, info});
+    if (!inserted) it->second.info = info;
+}
+
+ValueInfo Scope::info(const Expr& e) const {
+    switch (e.op) {
+    case Op::Number: return {Varies::Constant, false};
+    case Op::Ref: {
+        const Entry* entry = find(e.name);
+        return entry ? entry->info : ValueInfo{Varies::Element, false};
+    }
+    case Op::TensorSum:
+    case Op::TensorMax: return {Varies::Tensor, true};
+    case Op::GlobalSum:
+    case Op::GlobalMax: return {Varies::Global, true};
+    default: break;
+    }
+    ValueInfo out;
+    for (const Expr& a : e.args) {
+        ValueInfo ai = info(a);
+        out.varies = std::max(out.varies, ai.varies);
+        out.uses_reduction |= ai.uses_reduction;
+    }
+    return out;
+}
+
+bool is_updatable(const Program& program, std::string_view name) {
+    return name == kParamName || program.state_index(name) >= 0;
+}
+
+}  // namespace optjit

@@ -1,0 +1,53 @@
+// What a value varies with, and which names are visible at a point of a program.
+//
+// The verifier, the passes, the interpreter and the code generators all walk a program the
+// same way: statement by statement, binding each target to the kind of value it now holds.
+// Scope is that walk's state.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "ir/program.h"
+
+namespace optjit {
+
+// Ordered: combining values takes the largest.
+enum class Varies : uint8_t {
+    Constant,  // numbers only
+    Launch,    // hyper-parameters and step: fixed for a launch, known before any element
+    Global,    // depends on a global reduction: one value per step
+    Tensor,    // depends on a tensor reduction: one value per tensor
+    Element,   // per element (p, g, states)
+};
+
+struct ValueInfo {
+    Varies varies = Varies::Constant;
+    bool uses_reduction = false;  // depends, directly or through names, on a reduction's result
+};
+
+enum class NameKind { Param, Grad, Step, Hyper, State, Local };
+
+class Scope {
+public:
+    explicit Scope(const Program& program);
+
+    struct Entry {
+        NameKind kind;
+        ValueInfo info;
+    };
+    const Entry* find(std::string_view name) const;
+    // Records an assignment; a new name becomes a Local.
+    void bind(const std::string& name, ValueInfo info);
+    // What `e` varies with in this scope; unknown names count as per-element values.
+    ValueInfo info(const Expr& e) const;
+
+private:
+    std::unordered_map<std::string, Entry> names_;
+};
+
+// True for the names a program can assign as updates (p and states), as opposed to locals.
+bool is_updatable(const Program& program, std::string_view name);
+
+}  // namespace optjit

@@ -1,0 +1,208 @@
+#include "ir/interpreter.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "ir/numeric.h"
+#include "ir/semantics.h"
+
+namespace optjit {
+
+std::vector<double> hyper_values(const Program& program, const std::map<std::string, double>& overrides) {
+    std::vector<double> values;
+    for (const HyperDecl& h : program.hypers) values.push_back(h.value);
+    for (const auto& [name, v] : overrides) {
+        int i = program.hyper_index(name);
+        if (i < 0) {
+            std::string known;
+            for (const HyperDecl& h : program.hypers) known += (known.empty() ? "" : ", ") + h.name;
+            throw std::invalid_argument(fmt::format("optimizer '{}' has no hyper-parameter '{}' (its hyper-parameters: {})",
+                                                    program.name, name, known.empty() ? "none" : known));
+        }
+        values[i] = v;
+    }
+    return values;
+}
+
+namespace {
+
+// One instruction of the flattened program: regs[dst] = op(regs[a], regs[b], regs[c]).
+struct Instr {
+    Op op;
+    int dst, a = -1, b = -1, c = -1;
+    double number = 0;
+    int reduction = -1;  // reductions: index into the reduction list
+};
+
+}  // namespace
+
+struct Interpreter::Impl {
+    const Program program;
+    std::vector<double> hypers;
+    std::optional<StorageSignature> storage;
+
+    // Register layout: p, g, step, hypers..., states..., then one register per node.
+    int reg_p = 0, reg_g = 1, reg_step = 2, reg_hyper0 = 3, reg_state0 = 0;
+    int nregs = 0;
+    std::vector<Instr> code;
+    int final_p = 0;
+    std::vector<int> final_states;
+    std::vector<Op> reductions;  // kind of each reduction, by index
+    std::vector<std::vector<double>> reduction_values;
+
+    Impl(const Program& prog, std::vector<double> h, std::optional<StorageSignature> s)
+        : program(prog), hypers(std::move(h)), storage(std::move(s)) {
+        if (hypers.size() != program.hypers.size())
+            throw std::invalid_argument(fmt::format("optimizer '{}' has {} hyper-parameters, {} values given", program.name,
+                                                    program.hypers.size(), hypers.size()));
+        reg_state0 = reg_hyper0 + int(program.hypers.size());
+        nregs = reg_state0 + int(program.states.size());
+        std::unordered_map<std::string, int> names;
+        names[std::string(kParamName)] = reg_p;
+        names[std::string(kGradName)] = reg_g;
+        names[std::string(kStepName)] = reg_step;
+        for (size_t i = 0; i < program.hypers.size(); ++i) names[program.hypers[i].name] = reg_hyper0 + int(i);
+        for (size_t i = 0; i < program.states.size(); ++i) names[program.states[i].name] = reg_state0 + int(i);
+        for (const auto* section : {&program.scalars, &program.update})
+            for (const Assign& a : *section) names[a.target] = compile(a.value, names);
+        final_p = names.at(std::string(kParamName));
+        for (const StateDecl& s : program.states) final_states.push_back(names.at(s.name));
+    }
+
+    int compile(const Expr& e, const std::unordered_map<std::string, int>& names) {
+        if (e.op == Op::Ref) return names.at(e.name);
+        Instr in{e.op, 0};
+        if (e.op == Op::Number) in.number = e.number;
+        if (e.args.size() > 0) in.a = compile(e.args[0], names);
+        if (e.args.size() > 1) in.b = compile(e.args[1], names);
+        if (e.args.size() > 2) in.c = compile(e.args[2], names);
+        if (is_reduction(e.op)) {
+            in.reduction = int(reductions.size());
+            reductions.push_back(e.op);
+        }
+        in.dst = nregs++;
+        code.push_back(in);
+        return in.dst;
+    }
+
+    // Runs the instructions for one element. In the statistics phase (`accumulate` set),
+    // reductions add their argument into it and read as 0; otherwise they read `values`.
+    void run(double* r, const double* values, double* accumulate) const {
+        for (const Instr& in : code) {
+            double a = in.a >= 0 ? r[in.a] : 0, b = in.b >= 0 ? r[in.b] : 0, c = in.c >= 0 ? r[in.c] : 0;
+            double v = 0;
+            switch (in.op) {
+            case Op::Number: v = in.number; break;
+            case Op::Ref: break;  // never compiled to an instruction
+            default: v = evaluate(in.op, a, b, c); break;
+            case Op::TensorSum:
+            case Op::GlobalSum:
+                if (accumulate) accumulate[in.reduction] += a;
+                else v = values[in.reduction];
+                break;
+            case Op::TensorMax:
+            case Op::GlobalMax:
+                if (accumulate) accumulate[in.reduction] = nan_max(accumulate[in.reduction], a);
+                else v = values[in.reduction];
+                break;
+            }
+            r[in.dst] = v;
+        }
+    }
+
+    void load(double* r, int64_t step, const HostTensor& t, size_t i) const {
+        r[reg_p] = t.p[i];
+        r[reg_g] = t.g[i];
+        r[reg_step] = double(step);
+        for (size_t h = 0; h < hypers.size(); ++h) r[reg_hyper0 + h] = hypers[h];
+        for (size_t s = 0; s < t.states.size(); ++s) r[reg_state0 + s] = t.states[s][i];
+    }
+
+    void store(const double* r, HostTensor& t, size_t i) const {
+        double p = r[final_p];
+        if (storage) p = round_to(storage->param, p);
+        t.p[i] = p;
+        for (size_t s = 0; s < final_states.size(); ++s) {
+            double v = r[final_states[s]];
+            if (storage) v = round_to(state_dtype(storage->state(program.states[s].name).format), v);
+            t.states[s][i] = v;
+        }
+    }
+
+    void step(int64_t step, std::span<HostTensor> tensors) {
+        for (const HostTensor& t : tensors) {
+            if (t.g.size() != t.p.size())
+                throw std::invalid_argument(fmt::format("gradient has {} elements, parameter {}", t.g.size(), t.p.size()));
+            if (t.states.size() != program.states.size())
+                throw std::invalid_argument("tensor states not initialized (call init_states)");
+        }
+        std::vector<double> r(nregs);
+        const size_t nred = reductions.size();
+        // Per tensor: the value of every reduction as that tensor sees it.
+        std::vector<std::vector<double>> values(tensors.size(), std::vector<double>(nred));
+        reduction_values.assign(nred, {});
+        if (nred > 0) {
+            std::vector<double> global(nred);
+            for (size_t k = 0; k < nred; ++k)
+                global[k] = (reductions[k] == Op::GlobalMax) ? -std::numeric_limits<double>::infinity() : 0.0;
+            for (size_t ti = 0; ti < tensors.size(); ++ti) {
+                std::vector<double> acc(nred);
+                for (size_t k = 0; k < nred; ++k)
+                    acc[k] = (reductions[k] == Op::TensorMax || reductions[k] == Op::GlobalMax)
+                                 ? -std::numeric_limits<double>::infinity() : 0.0;
+                for (size_t i = 0; i < tensors[ti].p.size(); ++i) {
+                    load(r.data(), step, tensors[ti], i);
+                    run(r.data(), nullptr, acc.data());
+                }
+                for (size_t k = 0; k < nred; ++k) {
+                    if (reductions[k] == Op::GlobalSum) global[k] += acc[k];
+                    else if (reductions[k] == Op::GlobalMax) global[k] = nan_max(global[k], acc[k]);
+                    else {
+                        values[ti][k] = acc[k];
+                        reduction_values[k].push_back(acc[k]);
+                    }
+                }
+            }
+            for (size_t k = 0; k < nred; ++k)
+                if (is_global_reduction(reductions[k])) {
+                    for (auto& v : values) v[k] = global[k];
+                    reduction_values[k] = {global[k]};
+                }
+        }
+        for (size_t ti = 0; ti < tensors.size(); ++ti) {
+            HostTensor& t = tensors[ti];
+            for (size_t i = 0; i < t.p.size(); ++i) {
+                load(r.data(), step, t, i);
+                run(r.data(), values[ti].data(), nullptr);
+                store(r.data(), t, i);
+            }
+        }
+    }
+};
+
+Interpreter::Interpreter(const Program& program, std::vector<double> hypers, std::optional<StorageSignature> storage)
+    : impl_(std::make_unique<Impl>(program, std::move(hypers), std::move(storage))) {}
+
+Interpreter::~Interpreter() = default;
+
+void Interpreter::init_states(HostTensor& t) const {
+    t.states.clear();
+    for (const StateDecl& s : impl_->program.states) t.states.emplace_back(t.p.size(), s.init);
+}
+
+void Interpreter::step(int64_t step, std::span<HostTensor> tensors) { impl_->step(step, tensors); }
+
+void Interpreter::set_hyper(const std::string& name, double value) {
+    int i = impl_->program.hyper_index(name);
+    if (i < 0) hyper_values(impl_->program, {{name, value}});  // throws the standard message
+    impl_->hypers[i] = value;
+}
+
+const std::vector<std::vector<double>>& Interpreter::last_reductions() const { return impl_->reduction_values; }
+
+}  // namespace optjit

@@ -1,0 +1,64 @@
+#include "passes/hoist_scalars.h"
+
+#include "ir/analysis.h"
+#include "passes/rewrite.h"
+
+namespace optjit {
+
+namespace {
+
+class Hoister {
+public:
+    explicit Hoister(Program& program) : program_(program), scope_(program), names_(program, "_s") {}
+
+    void run() {
+        for (const Assign& a : program_.scalars) scope_.bind(a.target, scope_.info(a.value));
+        std::vector<Assign> update = std::move(program_.update);
+        program_.update.clear();
+        for (Assign& a : update) {
+            std::string target = a.target;
+            ValueInfo info = scope_.info(a.value);
+            if (!is_updatable(program_, a.target) && hoistable(a.value)) {
+                program_.scalars.push_back(std::move(a));
+            } else {
+                extract(a.value);
+                program_.update.push_back(std::move(a));
+            }
+            scope_.bind(target, info);
+        }
+    }
+
+private:
+    // Fixed for the launch, and not reading p or a state (which may hold a per-launch value
+    // after an assignment like `p = 0`, but are per-element inputs in the scalars section).
+    bool hoistable(const Expr& e) const {
+        if (scope_.info(e).varies > Varies::Launch) return false;
+        return !any_node(e, [&](const Expr& n) { return n.op == Op::Ref && is_updatable(program_, n.name); });
+    }
+
+    void extract(Expr& e) {
+        if (e.op == Op::Number || e.op == Op::Ref) return;
+        if (hoistable(e)) {
+            std::string name = names_.next();
+            Loc loc = e.loc;
+            program_.scalars.push_back({name, std::move(e), loc});
+            scope_.bind(name, {Varies::Launch, false});
+            e = Expr::ref(name, loc);
+            return;
+        }
+        for (Expr& a : e.args) extract(a);
+    }
+
+    Program& program_;
+    Scope scope_;
+    FreshNames names_;
+};
+
+}  // namespace
+
+Program hoist_scalars(Program program) {
+    Hoister(program).run();
+    return program;
+}
+
+}  // namespace optjit
