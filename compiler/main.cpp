@@ -18,8 +18,10 @@
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
+#include "compiler/compile.h"
 #include "passes/pipeline.h"
-#include "runtime/random.h"
+#include "runtime/checked_run.h"
+#include "runtime/cuda_driver.h"
 
 namespace optjit {
 namespace {
@@ -41,6 +43,7 @@ commands:
   check FILE...      verify optimizer programs and summarize each
   print FILE         print a program in canonical form, optionally after passes
   run FILE           run steps on random data and summarize the result
+  compile FILE       generate a kernel: LLVM IR, PTX or host assembly
 
 options:
   --help             this text (and 'optjit <command> --help' for each command)
@@ -65,16 +68,39 @@ Prints the program in canonical form: as parsed, after the pass PASS, or after e
 passes, in order: specialize, constant-fold, hoist-scalars, cse, dead-code
 )";
 
-constexpr const char* kRunHelp = R"(usage: optjit run FILE --target interp [--size N] [--steps K] [--seed S] [--hyper NAME=VALUE]...
+constexpr const char* kRunHelp = R"(usage: optjit run FILE --target interp|host|cuda [--size N] [--steps K] [--seed S] [--hyper NAME=VALUE]... [--check] [kernel options]
 
 Runs K optimizer steps over one tensor of N elements: the parameter starts as standard normal
 values, each step's gradient is standard normal, all drawn deterministically from the seed.
 Prints, for the parameter and each state, its L2 norm and a checksum of its fp32 values.
-  --target interp        the float64 reference interpreter (values stored as fp32)
+  --target interp        the float64 reference interpreter (values rounded to their storage)
+  --target host          a kernel JIT-compiled for this CPU, run on all its cores
+  --target cuda          a kernel for the GPU (device 0), through the CUDA driver
+  --check                also run the interpreter and report the largest relative difference
+                         per tensor; exit code 1 past tolerance
+  kernel options: --param-dtype, --grad-dtype, --state, --specialize, --fast-math
+                         (see 'optjit compile --help')
   --size N               elements (default 4096)
   --steps K              steps (default 10)
   --seed S               seed of the random data (default 0)
   --hyper NAME=VALUE     a hyper-parameter's value (default: the program's)
+)";
+
+constexpr const char* kCompileHelp = R"(usage: optjit compile FILE --target host|sm_80|sm_90 --emit llvm|ptx|asm [kernel options] [-o FILE]
+
+Generates the kernel for a target and prints it (or writes it to FILE).
+  --target T               host (this CPU), or sm_NN (an NVIDIA GPU of compute capability N.N)
+  --emit llvm              optimized LLVM IR
+  --emit ptx | asm         PTX for sm_NN targets, assembly for the host
+  -o FILE                  write to FILE instead of standard output
+kernel options (also taken by 'optjit run'):
+  --param-dtype D          parameter storage: f32, bf16 or f16 (default f32)
+  --grad-dtype D           gradient storage: f32, bf16 or f16 (default f32)
+  --state NAME=FORMAT      a state's storage: fp32 or bf16 (default fp32)
+  --specialize NAME=VALUE  compile hyper-parameter NAME as the constant VALUE
+  --fast-math              approximate division and square roots
+environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;
+             OPTJIT_DEBUG=1 logs each compile and the time of each phase.
 )";
 
 std::string read_file(const std::string& path) {
@@ -143,6 +169,89 @@ std::pair<std::string, double> parse_assignment(const std::string& s, const std:
     auto eq = s.find('=');
     if (eq == std::string::npos || eq == 0) throw UsageError{fmt::format("{} wants NAME=VALUE, got '{}'", option, s)};
     return {s.substr(0, eq), parse_double(s.substr(eq + 1), option + " " + s.substr(0, eq))};
+}
+
+// Options that select a kernel, shared by compile and run.
+struct KernelOptions {
+    PassOptions passes;
+    StorageSignature storage;
+    CodegenOptions codegen;
+};
+
+// Takes `option` (already read) and its value if it is a kernel option; false otherwise.
+bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k) {
+    if (option == "--param-dtype" || option == "--grad-dtype") {
+        std::string v = args.value(option);
+        std::optional<DType> t = parse_dtype(v);
+        if (!t) throw UsageError{fmt::format("{}: unknown dtype '{}' (expected f32, bf16 or f16)", option, v)};
+        (option == "--param-dtype" ? k.storage.param : k.storage.grad) = *t;
+        return true;
+    }
+    if (option == "--state") {
+        std::string v = args.value(option);
+        auto eq = v.find('=');
+        if (eq == std::string::npos || eq == 0) throw UsageError{fmt::format("--state wants NAME=FORMAT, got '{}'", v)};
+        std::string error;
+        std::optional<StateStorage> st = parse_state_storage(v.substr(eq + 1), &error);
+        if (!st) throw UsageError{fmt::format("--state {}: {}", v.substr(0, eq), error)};
+        k.storage.states[v.substr(0, eq)] = *st;
+        return true;
+    }
+    if (option == "--specialize") {
+        k.passes.specialize.insert(parse_assignment(args.value(option), option));
+        return true;
+    }
+    if (option == "--fast-math") {
+        k.codegen.fast_math = true;
+        return true;
+    }
+    return false;
+}
+
+Target parse_target_option(const std::string& value) {
+    std::string error;
+    std::optional<Target> t = parse_target(value, &error);
+    if (!t) throw UsageError{error};
+    return *t;
+}
+
+void write_output(const std::string& path, const std::string& text) {
+    if (path.empty() || path == "-") {
+        fmt::print("{}", text);
+        return;
+    }
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+    if (!out) throw InputError{fmt::format("optjit: cannot write '{}': {}\n", path, std::strerror(errno))};
+}
+
+int cmd_compile(Args& args) {
+    std::string file, target_name, emit, output;
+    KernelOptions k;
+    while (!args.done()) {
+        std::string a = args.take();
+        if (a == "--help") { fmt::print("{}", kCompileHelp); return 0; }
+        if (take_kernel_option(args, a, k)) continue;
+        if (a == "--target") target_name = args.value(a);
+        else if (a == "--emit") emit = args.value(a);
+        else if (a == "-o") output = args.value(a);
+        else if (a.size() > 1 && a[0] == '-') throw UsageError{fmt::format("unknown option '{}'", a)};
+        else if (file.empty()) file = a;
+        else throw UsageError{fmt::format("one program at a time (got '{}' and '{}')", file, a)};
+    }
+    if (file.empty()) throw UsageError{"no program file given"};
+    if (target_name.empty()) throw UsageError{"--target is required (host, sm_80, sm_90, ...)"};
+    Target target = parse_target_option(target_name);
+    if (emit.empty()) throw UsageError{"--emit is required (llvm, ptx or asm)"};
+    if (emit != "llvm" && emit != "ptx" && emit != "asm") throw UsageError{fmt::format("unknown --emit '{}' (llvm, ptx or asm)", emit)};
+    if (emit == "ptx" && !target.is_gpu()) throw UsageError{"--emit ptx needs a GPU target (sm_NN); use --emit asm for the host"};
+    KernelRequest request{load_program(file), k.passes, k.storage, target, k.codegen};
+    try {
+        write_output(output, emit_text(request, emit == "llvm" ? Emit::LLVM : Emit::Assembly));
+    } catch (const std::invalid_argument& e) {
+        throw InputError{fmt::format("optjit: {}\n", e.what())};
+    }
+    return 0;
 }
 
 std::string summary(const Program& program) {
@@ -224,71 +333,62 @@ int cmd_print(Args& args) {
     return 0;
 }
 
-// FNV-1a over the fp32 bits of the values: equal checksums mean bit-identical fp32 data.
-uint64_t checksum(const std::vector<double>& values) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (double v : values) {
-        float f = float(v);
-        uint32_t bits;
-        std::memcpy(&bits, &f, 4);
-        for (int i = 0; i < 4; ++i) {
-            h ^= (bits >> (8 * i)) & 0xff;
-            h *= 0x100000001b3ull;
-        }
-    }
-    return h;
-}
-
-double norm(const std::vector<double>& values) {
-    double s = 0;
-    for (double v : values) s += v * v;
-    return std::sqrt(s);
-}
-
 int cmd_run(Args& args) {
-    std::string file, target;
-    long long size = 4096, steps = 10, seed = 0;
-    std::map<std::string, double> hypers;
+    std::string file, target_name;
+    RunOptions run;
+    KernelOptions k;
+    long long size = 4096;
     while (!args.done()) {
         std::string a = args.take();
         if (a == "--help") { fmt::print("{}", kRunHelp); return 0; }
-        if (a == "--target") target = args.value(a);
-        else if (a == "--size") size = parse_integer(args.value(a), a, 1, 1ll << 31);
-        else if (a == "--steps") steps = parse_integer(args.value(a), a, 0, 1ll << 31);
-        else if (a == "--seed") seed = parse_integer(args.value(a), a, 0, 1ll << 62);
-        else if (a == "--hyper") hypers.insert(parse_assignment(args.value(a), a));
+        if (take_kernel_option(args, a, k)) continue;
+        if (a == "--target") target_name = args.value(a);
+        else if (a == "--size") size = parse_integer(args.value(a), a, 1, 1ll << 34);
+        else if (a == "--steps") run.steps = parse_integer(args.value(a), a, 0, 1ll << 31);
+        else if (a == "--seed") run.seed = parse_integer(args.value(a), a, 0, 1ll << 62);
+        else if (a == "--hyper") run.hypers.insert(parse_assignment(args.value(a), a));
+        else if (a == "--check") run.check = true;
         else if (a.size() > 1 && a[0] == '-') throw UsageError{fmt::format("unknown option '{}'", a)};
         else if (file.empty()) file = a;
         else throw UsageError{fmt::format("one program at a time (got '{}' and '{}')", file, a)};
     }
     if (file.empty()) throw UsageError{"no program file given"};
-    if (target.empty()) throw UsageError{"--target is required (interp)"};
-    if (target != "interp") throw UsageError{fmt::format("unknown target '{}' (targets: interp)", target)};
-    Program program = load_program(file);
-    std::vector<double> hyper;
+    if (target_name.empty()) throw UsageError{"--target is required (interp, host or cuda)"};
+    if (target_name == "interp") {
+        run.interp = true;
+        if (run.check) throw UsageError{"--check compares a kernel with the interpreter; use --target host or cuda"};
+    } else if (target_name == "cuda") {
+        if (!cuda::available()) throw InputError{fmt::format("optjit: --target cuda: {}\n", cuda::unavailable_reason())};
+        run.request.target = Target{Target::Kind::NVPTX, cuda::init()};
+    } else if (target_name == "host") {
+        run.request.target = Target{};
+    } else {
+        throw UsageError{fmt::format("unknown target '{}' (targets: interp, host, cuda)", target_name)};
+    }
+    run.request.program = load_program(file);
+    run.request.passes = k.passes;
+    run.request.storage = k.storage;
+    run.request.options = k.codegen;
+    run.sizes = {size};
+    RunSummary result;
     try {
-        hyper = hyper_values(program, hypers);
+        result = run_steps(run);
     } catch (const std::invalid_argument& e) {
         throw InputError{fmt::format("optjit: {}\n", e.what())};
     }
-    StorageSignature storage;  // fp32 everywhere
-    Interpreter interp(program, hyper, storage);
-    std::vector<HostTensor> tensors(1);
-    HostTensor& t = tensors[0];
-    t.p.resize(size);
-    t.g.resize(size);
-    for (long long i = 0; i < size; ++i) t.p[i] = float(normal(seed, 0, i));
-    interp.init_states(t);
-    for (long long k = 1; k <= steps; ++k) {
-        for (long long i = 0; i < size; ++i) t.g[i] = float(normal(seed, uint64_t(k), i));
-        interp.step(k, tensors);
+    std::string where = run.interp ? "interp" : run.request.target.name();
+    fmt::print("optimizer {}, target {} ({}): 1 tensor of {} elements, {} steps, seed {}\n", run.request.program.name, target_name,
+               where, size, run.steps, run.seed);
+    fmt::print("  storage: {}\n", to_string(run.request.storage, run.request.program));
+    if (!run.interp) fmt::print("  first step {:.1f} ms, {} kernel compile(s)\n", result.first_step_ms, result.compiles);
+    fmt::print("  {:<12} {:>22} {:>18}{}\n", "tensor", "L2 norm", "fp32 checksum", run.check ? "   max rel diff vs interp (tolerance)" : "");
+    for (const TensorSummary& t : result.tensors) {
+        std::string check = run.check ? fmt::format("   {:.3g} ({:.3g}){}", t.max_rel_diff, t.tolerance,
+                                                     t.max_rel_diff <= t.tolerance ? "" : "  FAIL") : "";
+        fmt::print("  {:<12} {:>22.15g} {:>18x}{}\n", t.name, t.norm, t.checksum, check);
     }
-    fmt::print("optimizer {}, target {}: 1 tensor of {} elements, {} steps, seed {}\n", program.name, target, size, steps, seed);
-    fmt::print("  {:<12} {:>22} {:>18}\n", "tensor", "L2 norm", "fp32 checksum");
-    fmt::print("  {:<12} {:>22.15g} {:>18x}\n", "p", norm(t.p), checksum(t.p));
-    for (size_t s = 0; s < program.states.size(); ++s)
-        fmt::print("  {:<12} {:>22.15g} {:>18x}\n", program.states[s].name, norm(t.states[s]), checksum(t.states[s]));
-    return 0;
+    if (run.check) fmt::print("check: {}\n", result.passed ? "passed" : "FAILED");
+    return result.passed ? 0 : 1;
 }
 
 int main_impl(int argc, char** argv) {
@@ -307,6 +407,7 @@ int main_impl(int argc, char** argv) {
         if (command == "check") return cmd_check(args);
         if (command == "print") return cmd_print(args);
         if (command == "run") return cmd_run(args);
+        if (command == "compile") return cmd_compile(args);
         std::cerr << fmt::format("optjit: unknown command '{}'\n\n{}", command, kMainHelp);
         return 2;
     } catch (const UsageError& e) {

@@ -1,0 +1,113 @@
+#include "compiler/compile.h"
+
+#include <fmt/format.h>
+#include <llvm/Support/SHA256.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include "compiler/llvm_backend.h"
+#include "ir/printer.h"
+
+namespace optjit {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+// The program after each pass, kept until the cache key (and so the dump folder) is known.
+thread_local std::vector<std::pair<std::string, std::string>> pending_stages;
+
+}  // namespace
+
+bool debug_enabled() {
+    const char* v = std::getenv("OPTJIT_DEBUG");
+    return v && *v && std::string(v) != "0";
+}
+
+void debug_log(const std::string& line) {
+    if (debug_enabled()) fmt::print(stderr, "optjit: {}\n", line);
+}
+
+void dump_stage(const std::string& key, const std::string& name, const std::string& text) {
+    const char* dir = std::getenv("OPTJIT_DUMP_DIR");
+    if (!dir || !*dir) return;
+    std::filesystem::path folder = std::filesystem::path(dir) / key;
+    std::error_code ec;
+    std::filesystem::create_directories(folder, ec);
+    std::ofstream out(folder / name, std::ios::binary);
+    out << text;
+    if (!out) fmt::print(stderr, "optjit: warning: cannot write {} (OPTJIT_DUMP_DIR)\n", (folder / name).string());
+}
+
+KernelSpec lower(const KernelRequest& request) {
+    pending_stages.clear();
+    pending_stages.emplace_back("00-input.opt", print(request.program));
+    int index = 1;
+    Program lowered = run_pipeline(request.program, request.passes, [&](const Pass& pass, const Program& after) {
+        pending_stages.emplace_back(fmt::format("{:02}-after-{}.opt", index++, pass.name), print(after));
+    });
+    std::string error = check_storage(request.storage, request.program);
+    if (!error.empty()) throw std::invalid_argument(error);
+    return KernelSpec{std::move(lowered), request.storage, request.target, request.options};
+}
+
+std::string cache_key(const KernelSpec& spec) {
+    std::string text = fmt::format("optjit {}\ntarget {} {} {}\nstorage {}\nfast_math {}\n{}", OPTJIT_VERSION, spec.target.name(),
+                                   spec.target.is_gpu() ? "" : spec.target.cpu(), spec.target.is_gpu() ? "" : spec.target.features(),
+                                   to_string(spec.storage, spec.lowered), spec.options.fast_math, print(spec.lowered));
+    llvm::SHA256 sha;
+    sha.update(text);
+    std::array<uint8_t, 32> digest = sha.final();
+    std::string hex;
+    for (int i = 0; i < 16; ++i) hex += fmt::format("{:02x}", digest[i]);
+    return fmt::format("{}-{}-{}", spec.lowered.name, spec.target.name(), hex);
+}
+
+CompiledModule compile_module(const KernelRequest& request, bool optimized) {
+    CompiledModule out;
+    auto t0 = Clock::now();
+    out.spec = lower(request);
+    out.key = cache_key(out.spec);
+    out.times.passes_ms = ms_since(t0);
+    for (const auto& [name, text] : pending_stages) dump_stage(out.key, name, text);
+    pending_stages.clear();
+
+    auto t1 = Clock::now();
+    out.context = std::make_unique<llvm::LLVMContext>();
+    out.module = generate_kernel(*out.context, out.spec);
+    out.times.codegen_ms = ms_since(t1);
+    dump_stage(out.key, "10-llvm.ll", module_text(*out.module));
+    if (!optimized) return out;
+
+    auto t2 = Clock::now();
+    std::unique_ptr<llvm::TargetMachine> machine = make_target_machine(out.spec.target);
+    optimize_module(*out.module, *machine);
+    if (out.spec.target.is_gpu()) check_nvptx_legality(*out.module);
+    out.times.optimize_ms = ms_since(t2);
+    dump_stage(out.key, "11-llvm-optimized.ll", module_text(*out.module));
+    return out;
+}
+
+std::string emit_text(const KernelRequest& request, Emit what, CompileTimes* times, std::string* key) {
+    CompiledModule m = compile_module(request);
+    std::string text;
+    if (what == Emit::LLVM) {
+        text = module_text(*m.module);
+    } else {
+        auto t = Clock::now();
+        std::unique_ptr<llvm::TargetMachine> machine = make_target_machine(m.spec.target);
+        text = emit_assembly(*m.module, *machine);
+        m.times.emit_ms = ms_since(t);
+        dump_stage(m.key, m.spec.target.is_gpu() ? "12-kernel.ptx" : "12-kernel.s", text);
+    }
+    if (times) *times = m.times;
+    if (key) *key = m.key;
+    return text;
+}
+
+}  // namespace optjit

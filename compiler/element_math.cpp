@@ -1,0 +1,286 @@
+#include "compiler/element_math.h"
+
+#include <fmt/format.h>
+#include <llvm/IR/Intrinsics.h>
+#include <llvm/IR/IntrinsicsNVPTX.h>
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "compiler/kernel_abi.h"
+
+namespace optjit {
+
+using llvm::IRBuilder;
+using llvm::Value;
+
+namespace {
+
+llvm::Value* f32(IRBuilder<>& b, double v) { return llvm::ConstantFP::get(b.getFloatTy(), float(v)); }
+llvm::Value* f64(IRBuilder<>& b, double v) { return llvm::ConstantFP::get(b.getDoubleTy(), v); }
+
+llvm::Value* intrinsic(IRBuilder<>& b, llvm::Intrinsic::ID id, std::initializer_list<llvm::Value*> args) {
+    return b.CreateIntrinsic(id, {(*args.begin())->getType()}, args);
+}
+
+// Horner's rule: c[0] + x * (c[1] + x * (c[2] + ...)).
+llvm::Value* polynomial(IRBuilder<>& b, llvm::Value* x, const std::vector<double>& c) {
+    llvm::Value* acc = f64(b, c.back());
+    for (size_t i = c.size() - 1; i-- > 0;) acc = intrinsic(b, llvm::Intrinsic::fma, {acc, x, f64(b, c[i])});
+    return acc;
+}
+
+// 2^k for an integral double k in [-1022, 1023], built from its exponent bits.
+llvm::Value* exp2_integer(IRBuilder<>& b, llvm::Value* k) {
+    llvm::Value* ki = b.CreateFPToSI(k, b.getInt64Ty());
+    llvm::Value* bits = b.CreateShl(b.CreateAdd(ki, b.getInt64(1023)), 52);
+    return b.CreateBitCast(bits, b.getDoubleTy());
+}
+
+llvm::Function* new_math_function(llvm::Module& m, const char* name, int arity) {
+    llvm::Type* d = llvm::Type::getDoubleTy(m.getContext());
+    std::vector<llvm::Type*> params(arity, d);
+    auto* fn = llvm::Function::Create(llvm::FunctionType::get(d, params, false), llvm::GlobalValue::InternalLinkage, name, m);
+    // Straight-line code with selects: inlined, it vectorizes on the host.
+    fn->addFnAttr(llvm::Attribute::AlwaysInline);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    fn->setDoesNotAccessMemory();
+    llvm::BasicBlock::Create(m.getContext(), "entry", fn);
+    return fn;
+}
+
+}  // namespace
+
+ElementMath::ElementMath(llvm::Module& module, const Program& lowered, const Target& target, const CodegenOptions& options,
+                         std::vector<llvm::Value*> scalars)
+    : module_(module), program_(lowered), target_(target), options_(options) {
+    std::vector<std::string> names = kernel_scalars(lowered);
+    if (names.size() != scalars.size()) throw std::logic_error("ElementMath: wrong number of scalars");
+    for (size_t i = 0; i < names.size(); ++i) scalars_.emplace_back(names[i], scalars[i]);
+}
+
+llvm::Type* ElementMath::storage_type(DType t) const {
+    llvm::LLVMContext& c = module_.getContext();
+    switch (t) {
+    case DType::F32: return llvm::Type::getFloatTy(c);
+    case DType::BF16: return llvm::Type::getInt16Ty(c);
+    case DType::F16: return llvm::Type::getHalfTy(c);
+    }
+    return nullptr;
+}
+
+llvm::Value* ElementMath::to_f32(IRBuilder<>& b, DType t, llvm::Value* stored) const {
+    switch (t) {
+    case DType::F32: return stored;
+    case DType::BF16: return b.CreateBitCast(b.CreateShl(b.CreateZExt(stored, b.getInt32Ty()), 16), b.getFloatTy());
+    case DType::F16: return b.CreateFPExt(stored, b.getFloatTy());
+    }
+    return nullptr;
+}
+
+llvm::Value* ElementMath::from_f32(IRBuilder<>& b, DType t, llvm::Value* f) const {
+    switch (t) {
+    case DType::F32: return f;
+    case DType::F16: return b.CreateFPTrunc(f, b.getHalfTy());
+    case DType::BF16: {
+        // sm_80 and later convert in one instruction; the host rounds to nearest even with
+        // integer arithmetic (bit-exact with ir/numeric.h), which vectorizes everywhere.
+        if (target_.is_gpu()) return b.CreateBitCast(b.CreateFPTrunc(f, b.getBFloatTy()), b.getInt16Ty());
+        llvm::Value* u = b.CreateBitCast(f, b.getInt32Ty());
+        llvm::Value* lsb = b.CreateAnd(b.CreateLShr(u, 16), 1);
+        llvm::Value* rounded = b.CreateTrunc(b.CreateLShr(b.CreateAdd(u, b.CreateAdd(lsb, b.getInt32(0x7fff))), 16), b.getInt16Ty());
+        llvm::Value* quiet_nan = b.CreateOr(b.CreateTrunc(b.CreateLShr(u, 16), b.getInt16Ty()), b.getInt16(0x40));
+        return b.CreateSelect(b.CreateFCmpUNO(f, f), quiet_nan, rounded);
+    }
+    }
+    return nullptr;
+}
+
+ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in) const {
+    std::vector<std::pair<std::string, llvm::Value*>> env = scalars_;
+    env.emplace_back(std::string(kParamName), in.p);
+    env.emplace_back(std::string(kGradName), in.g);
+    for (size_t s = 0; s < program_.states.size(); ++s) env.emplace_back(program_.states[s].name, in.states.at(s));
+    for (const Assign& a : program_.update) env.emplace_back(a.target, emit(b, a.value, env));
+    auto latest = [&](const std::string& name) {
+        for (auto it = env.rbegin(); it != env.rend(); ++it)
+            if (it->first == name) return it->second;
+        throw std::logic_error("ElementMath: unbound " + name);
+    };
+    ElementValues out;
+    out.p = latest(std::string(kParamName));
+    for (const StateDecl& s : program_.states) out.states.push_back(latest(s.name));
+    return out;
+}
+
+llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const {
+    using llvm::Intrinsic::ID;
+    namespace I = llvm::Intrinsic;
+    if (e.op == Op::Number) return f32(b, e.number);
+    if (e.op == Op::Ref) {
+        for (auto it = env.rbegin(); it != env.rend(); ++it)
+            if (it->first == e.name) return it->second;
+        throw std::logic_error("ElementMath: unbound name " + e.name);
+    }
+    if (is_reduction(e.op))
+        throw std::invalid_argument(fmt::format("optimizer '{}': code generation for reductions ({}) is not implemented yet; "
+                                                "run it with --target interp", program_.name, op_info(e.op).spelling));
+    std::vector<llvm::Value*> a;
+    for (const Expr& arg : e.args) a.push_back(emit(b, arg, env));
+    const bool fast = options_.fast_math;
+    const bool gpu = target_.is_gpu();
+    auto as_number = [&](llvm::Value* c) { return b.CreateUIToFP(c, b.getFloatTy()); };
+    auto fast_flags = [&](llvm::Value* v) {
+        if (fast && llvm::isa<llvm::Instruction>(v)) {
+            llvm::FastMathFlags f;
+            f.setApproxFunc();
+            f.setAllowReciprocal();
+            llvm::cast<llvm::Instruction>(v)->setFastMathFlags(f);
+        }
+        return v;
+    };
+    auto divide = [&](llvm::Value* x, llvm::Value* y) -> llvm::Value* {
+        if (fast && gpu) return b.CreateIntrinsic(I::nvvm_div_approx_f, {}, {x, y});
+        return fast_flags(b.CreateFDiv(x, y));
+    };
+    auto square_root = [&](llvm::Value* x) -> llvm::Value* {
+        if (fast && gpu) return b.CreateIntrinsic(I::nvvm_sqrt_approx_f, {}, {x});
+        return fast_flags(intrinsic(b, I::sqrt, {x}));
+    };
+    auto widen = [&](llvm::Value* x) { return b.CreateFPExt(x, b.getDoubleTy()); };
+    auto narrow = [&](llvm::Value* x) { return b.CreateFPTrunc(x, b.getFloatTy()); };
+    switch (e.op) {
+    case Op::Neg: return b.CreateFNeg(a[0]);
+    case Op::Add: return b.CreateFAdd(a[0], a[1]);
+    case Op::Sub: return b.CreateFSub(a[0], a[1]);
+    case Op::Mul: return b.CreateFMul(a[0], a[1]);
+    case Op::Div: return divide(a[0], a[1]);
+    case Op::Pow: {
+        // Small integral constant exponents are multiplications; anything else goes through
+        // float64 exp and log.
+        if (e.args[1].op == Op::Number) {
+            double y = e.args[1].number;
+            if (y == 1) return a[0];
+            if (y == 2) return b.CreateFMul(a[0], a[0]);
+            if (y == 3) return b.CreateFMul(b.CreateFMul(a[0], a[0]), a[0]);
+            if (y == -1) return divide(f32(b, 1), a[0]);
+        }
+        return narrow(call_f64(b, pow_f64(), {widen(a[0]), widen(a[1])}));
+    }
+    case Op::Lt: return as_number(b.CreateFCmpOLT(a[0], a[1]));
+    case Op::Le: return as_number(b.CreateFCmpOLE(a[0], a[1]));
+    case Op::Gt: return as_number(b.CreateFCmpOGT(a[0], a[1]));
+    case Op::Ge: return as_number(b.CreateFCmpOGE(a[0], a[1]));
+    case Op::Eq: return as_number(b.CreateFCmpOEQ(a[0], a[1]));
+    case Op::Ne: return as_number(b.CreateFCmpUNE(a[0], a[1]));
+    case Op::Select: return b.CreateSelect(b.CreateFCmpUNE(a[0], f32(b, 0)), a[1], a[2]);
+    case Op::Sqrt: return square_root(a[0]);
+    case Op::Rsqrt:
+        if (fast && gpu) return b.CreateIntrinsic(I::nvvm_rsqrt_approx_f, {}, {a[0]});
+        return divide(f32(b, 1), square_root(a[0]));
+    case Op::Abs: return intrinsic(b, I::fabs, {a[0]});
+    case Op::Sign: {
+        llvm::Value* neg_or_same = b.CreateSelect(b.CreateFCmpOLT(a[0], f32(b, 0)), f32(b, -1), a[0]);
+        return b.CreateSelect(b.CreateFCmpOGT(a[0], f32(b, 0)), f32(b, 1), neg_or_same);
+    }
+    case Op::Min: return intrinsic(b, I::minimum, {a[0], a[1]});
+    case Op::Max: return intrinsic(b, I::maximum, {a[0], a[1]});
+    case Op::Lerp: return b.CreateFAdd(a[0], b.CreateFMul(a[2], b.CreateFSub(a[1], a[0])));
+    case Op::Exp: return narrow(call_f64(b, exp_f64(), {widen(a[0])}));
+    case Op::Log: return narrow(call_f64(b, log_f64(), {widen(a[0])}));
+    default: break;
+    }
+    throw std::logic_error(fmt::format("ElementMath: unhandled operation {}", op_info(e.op).spelling));
+}
+
+llvm::Value* ElementMath::call_f64(IRBuilder<>& b, llvm::Function* fn, std::initializer_list<llvm::Value*> args) const {
+    return b.CreateCall(fn, args);
+}
+
+// exp(x) = 2^k * exp(r), k = rint(x / ln 2), r = x - k ln 2 (Cody-Waite, two parts), exp(r) by
+// its Taylor series to degree 13 (|r| <= 0.35: error below 1 ulp of a double).
+llvm::Function* ElementMath::exp_f64() const {
+    if (llvm::Function* f = module_.getFunction("optjit.exp.f64")) return f;
+    llvm::Function* fn = new_math_function(module_, "optjit.exp.f64", 1);
+    IRBuilder<> b(&fn->getEntryBlock());
+    namespace I = llvm::Intrinsic;
+    llvm::Value* x = fn->getArg(0);
+    llvm::Value* xc = intrinsic(b, I::minnum, {intrinsic(b, I::maxnum, {x, f64(b, -746.0)}), f64(b, 710.0)});
+    llvm::Value* k = intrinsic(b, I::rint, {b.CreateFMul(xc, f64(b, 1.4426950408889634))});
+    llvm::Value* r = intrinsic(b, I::fma, {b.CreateFNeg(k), f64(b, 6.93147180369123816490e-01), xc});
+    r = intrinsic(b, I::fma, {b.CreateFNeg(k), f64(b, 1.90821492927058770002e-10), r});
+    std::vector<double> taylor(14);
+    double fact = 1;
+    for (int i = 0; i < 14; ++i) {
+        if (i > 0) fact *= i;
+        taylor[i] = 1.0 / fact;
+    }
+    llvm::Value* er = polynomial(b, r, taylor);
+    // Two factors keep each 2^k in the normal range down to underflow and up to overflow.
+    llvm::Value* k1 = intrinsic(b, I::floor, {b.CreateFMul(k, f64(b, 0.5))});
+    llvm::Value* k2 = b.CreateFSub(k, k1);
+    llvm::Value* result = b.CreateFMul(b.CreateFMul(er, exp2_integer(b, k1)), exp2_integer(b, k2));
+    b.CreateRet(b.CreateSelect(b.CreateFCmpUNO(x, x), x, result));
+    return fn;
+}
+
+// log(x) = e ln 2 + log(m), x = m 2^e with m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh(s),
+// s = (m - 1) / (m + 1), by its series to s^25 (|s| <= 0.172: error below 1 ulp).
+llvm::Function* ElementMath::log_f64() const {
+    if (llvm::Function* f = module_.getFunction("optjit.log.f64")) return f;
+    llvm::Function* fn = new_math_function(module_, "optjit.log.f64", 1);
+    IRBuilder<> b(&fn->getEntryBlock());
+    llvm::Value* x = fn->getArg(0);
+    llvm::Value* subnormal = b.CreateFCmpOLT(x, f64(b, 2.2250738585072014e-308));
+    llvm::Value* xs = b.CreateSelect(subnormal, b.CreateFMul(x, f64(b, 18014398509481984.0)), x);  // * 2^54
+    llvm::Value* bits = b.CreateBitCast(xs, b.getInt64Ty());
+    llvm::Value* e = b.CreateSub(b.CreateAnd(b.CreateLShr(bits, 52), 0x7ff), b.getInt64(1023));
+    e = b.CreateSub(e, b.CreateSelect(subnormal, b.getInt64(54), b.getInt64(0)));
+    llvm::Value* m = b.CreateBitCast(b.CreateOr(b.CreateAnd(bits, b.getInt64(0x000fffffffffffffull)), b.getInt64(0x3ff0000000000000ull)), b.getDoubleTy());
+    llvm::Value* big = b.CreateFCmpOGT(m, f64(b, 1.4142135623730951));
+    m = b.CreateSelect(big, b.CreateFMul(m, f64(b, 0.5)), m);
+    e = b.CreateAdd(e, b.CreateZExt(big, b.getInt64Ty()));
+    llvm::Value* f = b.CreateFSub(m, f64(b, 1));
+    llvm::Value* s = b.CreateFDiv(f, b.CreateFAdd(f, f64(b, 2)));
+    llvm::Value* s2 = b.CreateFMul(s, s);
+    std::vector<double> series;  // 1/3, 1/5, ..., 1/25
+    for (int k = 3; k <= 25; k += 2) series.push_back(1.0 / k);
+    llvm::Value* q = b.CreateFMul(s2, polynomial(b, s2, series));
+    llvm::Value* two_s = b.CreateFMul(s, f64(b, 2));
+    llvm::Value* log_m = intrinsic(b, llvm::Intrinsic::fma, {two_s, q, two_s});
+    llvm::Value* ef = b.CreateSIToFP(e, b.getDoubleTy());
+    llvm::Value* result = intrinsic(b, llvm::Intrinsic::fma, {ef, f64(b, 6.93147180369123816490e-01),
+                                                              intrinsic(b, llvm::Intrinsic::fma, {ef, f64(b, 1.90821492927058770002e-10), log_m})});
+    double inf = std::numeric_limits<double>::infinity();
+    result = b.CreateSelect(b.CreateFCmpOEQ(x, f64(b, inf)), x, result);
+    result = b.CreateSelect(b.CreateFCmpOEQ(x, f64(b, 0)), f64(b, -inf), result);
+    result = b.CreateSelect(b.CreateFCmpULT(x, f64(b, 0)), f64(b, std::nan("")), result);  // negative or NaN
+    b.CreateRet(result);
+    return fn;
+}
+
+// pow(x, y) = exp(y log |x|), with the sign of x for odd integral y, NaN for negative x and
+// non-integral y, and pow(x, 0) = pow(1, y) = 1.
+llvm::Function* ElementMath::pow_f64() const {
+    if (llvm::Function* f = module_.getFunction("optjit.pow.f64")) return f;
+    llvm::Function* exp_fn = exp_f64();
+    llvm::Function* log_fn = log_f64();
+    llvm::Function* fn = new_math_function(module_, "optjit.pow.f64", 2);
+    IRBuilder<> b(&fn->getEntryBlock());
+    namespace I = llvm::Intrinsic;
+    llvm::Value* x = fn->getArg(0);
+    llvm::Value* y = fn->getArg(1);
+    llvm::Value* magnitude = b.CreateCall(exp_fn, {b.CreateFMul(y, b.CreateCall(log_fn, {intrinsic(b, I::fabs, {x})}))});
+    llvm::Value* integral = b.CreateFCmpOEQ(intrinsic(b, I::rint, {y}), y);
+    llvm::Value* half = b.CreateFMul(y, f64(b, 0.5));
+    llvm::Value* odd = b.CreateAnd(integral, b.CreateFCmpONE(intrinsic(b, I::rint, {half}), half));
+    llvm::Value* negative = b.CreateFCmpOLT(x, f64(b, 0));
+    llvm::Value* signed_result = b.CreateSelect(odd, b.CreateFNeg(magnitude), magnitude);
+    llvm::Value* result = b.CreateSelect(negative, b.CreateSelect(integral, signed_result, f64(b, std::nan(""))), magnitude);
+    llvm::Value* one = b.CreateOr(b.CreateFCmpOEQ(y, f64(b, 0)), b.CreateFCmpOEQ(x, f64(b, 1)));
+    b.CreateRet(b.CreateSelect(one, f64(b, 1), result));
+    return fn;
+}
+
+}  // namespace optjit

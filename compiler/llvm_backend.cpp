@@ -1,0 +1,105 @@
+#include "compiler/llvm_backend.h"
+
+#include <fmt/format.h>
+#include <llvm/Analysis/TargetTransformInfo.h>
+#include <llvm/IR/LegacyPassManager.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/MC/TargetRegistry.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/TargetSelect.h>
+#include <llvm/Support/raw_ostream.h>
+
+#include <mutex>
+#include <stdexcept>
+
+namespace optjit {
+
+void initialize_llvm() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        llvm::InitializeNativeTarget();
+        llvm::InitializeNativeTargetAsmPrinter();
+        LLVMInitializeNVPTXTargetInfo();
+        LLVMInitializeNVPTXTarget();
+        LLVMInitializeNVPTXTargetMC();
+        LLVMInitializeNVPTXAsmPrinter();
+    });
+}
+
+std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
+    initialize_llvm();
+    std::string error;
+    std::string triple = target.triple();
+    const llvm::Target* t = llvm::TargetRegistry::lookupTarget(triple, error);
+    if (!t) throw std::runtime_error(fmt::format("LLVM has no target for {}: {}", triple, error));
+    llvm::TargetOptions options;
+    auto reloc = target.is_gpu() ? std::optional<llvm::Reloc::Model>() : std::optional(llvm::Reloc::PIC_);
+    std::unique_ptr<llvm::TargetMachine> machine(
+        t->createTargetMachine(triple, target.cpu(), target.features(), options, reloc, std::nullopt, llvm::CodeGenOptLevel::Aggressive));
+    if (!machine) throw std::runtime_error(fmt::format("LLVM could not create a target machine for {}", target.name()));
+    return machine;
+}
+
+void optimize_module(llvm::Module& module, llvm::TargetMachine& machine) {
+    module.setDataLayout(machine.createDataLayout());
+    std::string errors;
+    llvm::raw_string_ostream es(errors);
+    if (llvm::verifyModule(module, &es)) throw std::logic_error("internal error: invalid LLVM IR generated:\n" + errors);
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PipelineTuningOptions tuning;
+    tuning.LoopVectorization = true;
+    tuning.SLPVectorization = true;
+    llvm::PassBuilder pb(&machine, tuning);
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
+    mpm.run(module, mam);
+}
+
+void check_nvptx_legality(const llvm::Module& module) {
+    for (const llvm::Function& f : module) {
+        if (!f.isDeclaration()) continue;
+        llvm::StringRef name = f.getName();
+        if (f.isIntrinsic()) {
+            // What the NVPTX back end selects natively; anything else may abort in LLVM 19.
+            static const char* const legal[] = {"llvm.nvvm.", "llvm.sqrt.", "llvm.fabs.", "llvm.fma.", "llvm.fmuladd.",
+                                                "llvm.minnum.", "llvm.maxnum.", "llvm.minimum.", "llvm.maximum.",
+                                                "llvm.floor.", "llvm.ceil.", "llvm.rint.", "llvm.trunc.", "llvm.smin.",
+                                                "llvm.smax.", "llvm.umin.", "llvm.umax.", "llvm.copysign.", "llvm.lifetime.",
+                                                "llvm.assume", "llvm.experimental.noalias.scope.decl", "llvm.abs.",
+                                                "llvm.nearbyint.", "llvm.roundeven."};
+            bool ok = false;
+            for (const char* prefix : legal) ok |= name.starts_with(prefix);
+            if (ok) continue;
+        }
+        if (f.use_empty()) continue;
+        throw std::invalid_argument(fmt::format("the NVPTX back end cannot lower a call to '{}' in kernel module '{}'",
+                                                name.str(), module.getName().str()));
+    }
+}
+
+std::string module_text(const llvm::Module& module) {
+    std::string out;
+    llvm::raw_string_ostream os(out);
+    module.print(os, nullptr);
+    return out;
+}
+
+std::string emit_assembly(llvm::Module& module, llvm::TargetMachine& machine) {
+    module.setDataLayout(machine.createDataLayout());
+    llvm::SmallString<0> buffer;
+    llvm::raw_svector_ostream os(buffer);
+    llvm::legacy::PassManager pm;
+    if (machine.addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::AssemblyFile))
+        throw std::runtime_error("LLVM cannot emit assembly for " + machine.getTargetTriple().str());
+    pm.run(module);
+    return std::string(buffer.str());
+}
+
+}  // namespace optjit

@@ -1,0 +1,45 @@
+#include "compiler/target.h"
+
+#include <fmt/format.h>
+#include <llvm/ADT/StringMap.h>
+#include <llvm/TargetParser/Host.h>
+
+#include <charconv>
+
+namespace optjit {
+
+std::string Target::name() const { return is_gpu() ? fmt::format("sm_{}", sm) : "host"; }
+
+std::string Target::triple() const {
+    return is_gpu() ? "nvptx64-nvidia-cuda" : llvm::sys::getProcessTriple();
+}
+
+std::string Target::cpu() const { return is_gpu() ? name() : std::string(llvm::sys::getHostCPUName()); }
+
+std::string Target::features() const {
+    if (is_gpu()) return fmt::format("+ptx{}", ptx_version());
+    std::string out;
+    for (const auto& f : llvm::sys::getHostCPUFeatures()) out += fmt::format("{}{}{}", out.empty() ? "" : ",", f.second ? "+" : "-", f.first().str());
+    return out;
+}
+
+int Target::ptx_version() const {
+    if (sm >= 90) return 78;
+    if (sm >= 89) return 78;
+    if (sm >= 86) return 71;
+    if (sm >= 80) return 70;
+    return 63;
+}
+
+std::optional<Target> parse_target(std::string_view s, std::string* error) {
+    if (s == "host") return Target{};
+    int sm = 0;
+    if (s.starts_with("sm_")) {
+        auto [end, ec] = std::from_chars(s.data() + 3, s.data() + s.size(), sm);
+        if (ec == std::errc() && end == s.data() + s.size() && sm >= 80 && sm <= 90) return Target{Target::Kind::NVPTX, sm};
+    }
+    *error = fmt::format("unknown target '{}' (expected host or sm_NN, NN from 80 to 90, e.g. sm_80, sm_90)", s);
+    return std::nullopt;
+}
+
+}  // namespace optjit

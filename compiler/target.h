@@ -1,0 +1,37 @@
+// What a kernel is compiled for: the host CPU (as detected at run time) or an NVIDIA GPU of a
+// given compute capability, plus the options that change generated code.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace optjit {
+
+struct Target {
+    enum class Kind { Host, NVPTX } kind = Kind::Host;
+    int sm = 0;  // compute capability * 10 (80, 86, 89, 90) for NVPTX
+
+    bool is_gpu() const { return kind == Kind::NVPTX; }
+    // "host", "sm_80", "sm_90".
+    std::string name() const;
+    std::string triple() const;
+    std::string cpu() const;       // "sm_90"; the host CPU's name
+    std::string features() const;  // "+ptx78"; the host CPU's features
+    int ptx_version() const;       // the lowest PTX ISA version the sm needs (78 for sm_90)
+
+    friend bool operator==(const Target&, const Target&) = default;
+};
+
+// "host" or "sm_NN" (NN from 80 to 90); nullopt with a sentence in `error` otherwise.
+std::optional<Target> parse_target(std::string_view s, std::string* error);
+
+// Options that change generated code (and so belong to the cache key).
+struct CodegenOptions {
+    // Approximate division, square root and reciprocal square root (NVVM's approx intrinsics
+    // on the GPU, fast-math flags on the host). Off: IEEE-rounded, as the interpreter.
+    bool fast_math = false;
+    friend bool operator==(const CodegenOptions&, const CodegenOptions&) = default;
+};
+
+}  // namespace optjit

@@ -1,0 +1,54 @@
+// Runs optimizer steps over random tensors on a target, optionally side by side with the
+// reference interpreter: what `optjit run` does, and what the kernel tests check.
+//
+// Data: each tensor's parameter starts as standard normal values, each step's gradient is
+// standard normal, drawn from the seed (runtime/random.h) and rounded to the storage dtypes.
+// Every buffer has a guard region after its last element, filled with a sentinel and checked
+// after the run, so a kernel that writes past a tensor's end is caught.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "compiler/compile.h"
+
+namespace optjit {
+
+struct RunOptions {
+    KernelRequest request;                 // target "interp" is request.target == host with interp = true
+    bool interp = false;                   // run the reference interpreter instead of a kernel
+    std::vector<int64_t> sizes = {4096};   // one launch over tensors of these sizes
+    int64_t steps = 10;
+    uint64_t seed = 0;
+    std::map<std::string, double> hypers;  // run-time values; others take their defaults
+    bool check = false;                    // also run the interpreter and compare
+};
+
+struct TensorSummary {
+    std::string name;           // "p" or a state's name, over all tensors of the run
+    double norm = 0;            // L2 norm of the final values
+    uint64_t checksum = 0;      // FNV-1a of the final values' fp32 bits
+    double max_rel_diff = 0;    // against the interpreter, when checked
+    double tolerance = 0;
+    int64_t worst_element = -1; // index (over the concatenated tensors) of the largest difference
+};
+
+struct RunSummary {
+    std::vector<TensorSummary> tensors;  // p, then states in declaration order
+    double first_step_ms = 0;            // wall time of step 1, compile included
+    int compiles = 0;                    // kernels compiled during the run
+    bool passed = true;                  // every difference within tolerance
+};
+
+// Throws std::invalid_argument for bad options, cuda::CudaError for GPU failures, and
+// std::runtime_error if a guard region was overwritten.
+RunSummary run_steps(const RunOptions& options);
+
+// Largest relative difference |a - b| / max(|b|, rms(b)), and where it is.
+double max_relative_difference(const std::vector<double>& a, const std::vector<double>& b, int64_t* where = nullptr);
+// Tolerance for values stored as `t` after `steps` steps of fp32 math.
+double tolerance_for(DType t);
+
+}  // namespace optjit

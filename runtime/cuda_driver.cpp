@@ -1,0 +1,280 @@
+#include "runtime/cuda_driver.h"
+
+#include <dlfcn.h>
+#include <fmt/format.h>
+
+#include <mutex>
+#include <vector>
+
+namespace optjit::cuda {
+
+namespace {
+
+using CUresult = int;
+using CUdevice = int;
+using CUcontext = void*;
+using CUlinkState = void*;
+constexpr int kJitInfoLogBuffer = 3, kJitInfoLogSize = 4, kJitErrorLogBuffer = 5, kJitErrorLogSize = 6;
+constexpr int kJitInputPtx = 1;
+constexpr int kAttrMultiprocessors = 16, kAttrCcMajor = 75, kAttrCcMinor = 76;
+constexpr size_t kLogBytes = 1 << 16;
+
+// The driver's entry points, resolved once. Versioned names are those cuda.h maps to.
+struct Api {
+    CUresult (*cuInit)(unsigned);
+    CUresult (*cuGetErrorString)(CUresult, const char**);
+    CUresult (*cuGetErrorName)(CUresult, const char**);
+    CUresult (*cuDeviceGetCount)(int*);
+    CUresult (*cuDeviceGet)(CUdevice*, int);
+    CUresult (*cuDeviceGetAttribute)(int*, int, CUdevice);
+    CUresult (*cuDeviceGetName)(char*, int, CUdevice);
+    CUresult (*cuCtxGetCurrent)(CUcontext*);
+    CUresult (*cuCtxSetCurrent)(CUcontext);
+    CUresult (*cuCtxGetDevice)(CUdevice*);
+    CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice);
+    CUresult (*cuCtxSynchronize)();
+    CUresult (*cuMemAlloc)(DevicePtr*, size_t);
+    CUresult (*cuMemFree)(DevicePtr);
+    CUresult (*cuMemcpyHtoD)(DevicePtr, const void*, size_t);
+    CUresult (*cuMemcpyDtoH)(void*, DevicePtr, size_t);
+    CUresult (*cuMemcpyHtoDAsync)(DevicePtr, const void*, size_t, Stream);
+    CUresult (*cuMemcpyDtoDAsync)(DevicePtr, DevicePtr, size_t, Stream);
+    CUresult (*cuMemsetD8)(DevicePtr, unsigned char, size_t);
+    CUresult (*cuStreamSynchronize)(Stream);
+    CUresult (*cuModuleLoadDataEx)(Module*, const void*, unsigned, int*, void**);
+    CUresult (*cuModuleUnload)(Module);
+    CUresult (*cuModuleGetFunction)(Function*, Module, const char*);
+    CUresult (*cuLaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, Stream, void**, void**);
+    CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(int*, Function, int, size_t);
+    CUresult (*cuLinkCreate)(unsigned, int*, void**, CUlinkState*);
+    CUresult (*cuLinkAddData)(CUlinkState, int, void*, size_t, const char*, unsigned, int*, void**);
+    CUresult (*cuLinkComplete)(CUlinkState, void**, size_t*);
+    CUresult (*cuLinkDestroy)(CUlinkState);
+    CUresult (*cuEventCreate)(Event*, unsigned);
+    CUresult (*cuEventDestroy)(Event);
+    CUresult (*cuEventRecord)(Event, Stream);
+    CUresult (*cuEventSynchronize)(Event);
+    CUresult (*cuEventElapsedTime)(float*, Event, Event);
+};
+
+struct State {
+    Api api{};
+    std::string error;  // why the driver is unusable; empty when loaded
+    int device = -1;
+    CUdevice cu_device = 0;
+    int cc = 0;
+    int sms = 0;
+    std::string name;
+};
+
+template <class F>
+bool resolve(void* lib, F& fn, std::initializer_list<const char*> names) {
+    for (const char* n : names)
+        if (void* p = dlsym(lib, n)) {
+            fn = reinterpret_cast<F>(p);
+            return true;
+        }
+    return false;
+}
+
+State& state() {
+    static State s;
+    static std::once_flag once;
+    std::call_once(once, [] {
+        void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        if (!lib) {
+            s.error = "no CUDA driver: libcuda.so.1 could not be loaded (a GPU and NVIDIA's driver are needed for GPU targets)";
+            return;
+        }
+        Api& a = s.api;
+        bool ok = resolve(lib, a.cuInit, {"cuInit"}) && resolve(lib, a.cuGetErrorString, {"cuGetErrorString"}) &&
+                  resolve(lib, a.cuGetErrorName, {"cuGetErrorName"}) && resolve(lib, a.cuDeviceGetCount, {"cuDeviceGetCount"}) &&
+                  resolve(lib, a.cuDeviceGet, {"cuDeviceGet"}) && resolve(lib, a.cuDeviceGetAttribute, {"cuDeviceGetAttribute"}) &&
+                  resolve(lib, a.cuDeviceGetName, {"cuDeviceGetName"}) && resolve(lib, a.cuCtxGetCurrent, {"cuCtxGetCurrent"}) &&
+                  resolve(lib, a.cuCtxSetCurrent, {"cuCtxSetCurrent"}) && resolve(lib, a.cuCtxGetDevice, {"cuCtxGetDevice"}) &&
+                  resolve(lib, a.cuDevicePrimaryCtxRetain, {"cuDevicePrimaryCtxRetain"}) &&
+                  resolve(lib, a.cuCtxSynchronize, {"cuCtxSynchronize"}) && resolve(lib, a.cuMemAlloc, {"cuMemAlloc_v2"}) &&
+                  resolve(lib, a.cuMemFree, {"cuMemFree_v2"}) && resolve(lib, a.cuMemcpyHtoD, {"cuMemcpyHtoD_v2"}) &&
+                  resolve(lib, a.cuMemcpyDtoH, {"cuMemcpyDtoH_v2"}) && resolve(lib, a.cuMemcpyHtoDAsync, {"cuMemcpyHtoDAsync_v2"}) &&
+                  resolve(lib, a.cuMemcpyDtoDAsync, {"cuMemcpyDtoDAsync_v2"}) && resolve(lib, a.cuMemsetD8, {"cuMemsetD8_v2"}) &&
+                  resolve(lib, a.cuStreamSynchronize, {"cuStreamSynchronize"}) &&
+                  resolve(lib, a.cuModuleLoadDataEx, {"cuModuleLoadDataEx"}) && resolve(lib, a.cuModuleUnload, {"cuModuleUnload"}) &&
+                  resolve(lib, a.cuModuleGetFunction, {"cuModuleGetFunction"}) && resolve(lib, a.cuLaunchKernel, {"cuLaunchKernel"}) &&
+                  resolve(lib, a.cuOccupancyMaxActiveBlocksPerMultiprocessor, {"cuOccupancyMaxActiveBlocksPerMultiprocessor"}) &&
+                  resolve(lib, a.cuLinkCreate, {"cuLinkCreate_v2"}) && resolve(lib, a.cuLinkAddData, {"cuLinkAddData_v2"}) &&
+                  resolve(lib, a.cuLinkComplete, {"cuLinkComplete"}) && resolve(lib, a.cuLinkDestroy, {"cuLinkDestroy"}) &&
+                  resolve(lib, a.cuEventCreate, {"cuEventCreate"}) && resolve(lib, a.cuEventDestroy, {"cuEventDestroy_v2"}) &&
+                  resolve(lib, a.cuEventRecord, {"cuEventRecord"}) && resolve(lib, a.cuEventSynchronize, {"cuEventSynchronize"}) &&
+                  resolve(lib, a.cuEventElapsedTime, {"cuEventElapsedTime_v2", "cuEventElapsedTime"});
+        if (!ok) {
+            s.error = "the CUDA driver (libcuda.so.1) lacks an entry point optjit needs: it is older than CUDA 12";
+            return;
+        }
+        if (CUresult r = a.cuInit(0)) {
+            const char* msg = nullptr;
+            a.cuGetErrorString(r, &msg);
+            s.error = fmt::format("the CUDA driver failed to initialize: {}", msg ? msg : "unknown error");
+            return;
+        }
+        int count = 0;
+        if (a.cuDeviceGetCount(&count) || count == 0) s.error = "the CUDA driver sees no GPU";
+    });
+    return s;
+}
+
+void check(CUresult r, const char* what) {
+    if (r == 0) return;
+    const char* name = nullptr;
+    const char* msg = nullptr;
+    state().api.cuGetErrorName(r, &name);
+    state().api.cuGetErrorString(r, &msg);
+    throw CudaError(fmt::format("CUDA {} failed: {} ({})", what, msg ? msg : "unknown error", name ? name : "?"));
+}
+
+// The API of a loaded driver with a current context on this thread.
+const Api& api() {
+    State& s = state();
+    if (!s.error.empty()) throw CudaError(s.error);
+    if (s.device < 0) init(0);
+    CUcontext current = nullptr;
+    s.api.cuCtxGetCurrent(&current);
+    if (!current) init(s.device);
+    return s.api;
+}
+
+}  // namespace
+
+bool available() { return state().error.empty(); }
+std::string unavailable_reason() { return state().error; }
+
+int init(int device) {
+    State& s = state();
+    if (!s.error.empty()) throw CudaError(s.error);
+    const Api& a = s.api;
+    CUcontext current = nullptr;
+    check(a.cuCtxGetCurrent(&current), "cuCtxGetCurrent");
+    CUdevice dev = 0;
+    if (current) {
+        check(a.cuCtxGetDevice(&dev), "cuCtxGetDevice");
+    } else {
+        check(a.cuDeviceGet(&dev, device), "cuDeviceGet");
+        CUcontext primary = nullptr;
+        check(a.cuDevicePrimaryCtxRetain(&primary, dev), "cuDevicePrimaryCtxRetain");
+        check(a.cuCtxSetCurrent(primary), "cuCtxSetCurrent");
+    }
+    if (s.device < 0 || s.cu_device != dev) {
+        int major = 0, minor = 0;
+        check(a.cuDeviceGetAttribute(&major, kAttrCcMajor, dev), "cuDeviceGetAttribute");
+        check(a.cuDeviceGetAttribute(&minor, kAttrCcMinor, dev), "cuDeviceGetAttribute");
+        check(a.cuDeviceGetAttribute(&s.sms, kAttrMultiprocessors, dev), "cuDeviceGetAttribute");
+        char name[256] = {};
+        check(a.cuDeviceGetName(name, sizeof name, dev), "cuDeviceGetName");
+        s.name = name;
+        s.cc = major * 10 + minor;
+        s.cu_device = dev;
+        s.device = device;
+    }
+    return s.cc;
+}
+
+int compute_capability() { return api(), state().cc; }
+std::string device_name() { return api(), state().name; }
+int multiprocessor_count() { return api(), state().sms; }
+
+DevicePtr malloc(size_t bytes) {
+    DevicePtr p = 0;
+    CUresult r = api().cuMemAlloc(&p, bytes == 0 ? 1 : bytes);
+    if (r) check(r, fmt::format("cuMemAlloc of {} bytes", bytes).c_str());
+    return p;
+}
+void free(DevicePtr p) {
+    if (p) check(api().cuMemFree(p), "cuMemFree");
+}
+void memcpy_htod(DevicePtr dst, const void* src, size_t bytes) { check(api().cuMemcpyHtoD(dst, src, bytes), "cuMemcpyHtoD"); }
+void memcpy_dtoh(void* dst, DevicePtr src, size_t bytes) { check(api().cuMemcpyDtoH(dst, src, bytes), "cuMemcpyDtoH"); }
+void memcpy_htod_async(DevicePtr dst, const void* src, size_t bytes, Stream stream) {
+    check(api().cuMemcpyHtoDAsync(dst, src, bytes, stream), "cuMemcpyHtoDAsync");
+}
+void memcpy_dtod_async(DevicePtr dst, DevicePtr src, size_t bytes, Stream stream) {
+    check(api().cuMemcpyDtoDAsync(dst, src, bytes, stream), "cuMemcpyDtoDAsync");
+}
+void memset_d8(DevicePtr dst, uint8_t value, size_t bytes) { check(api().cuMemsetD8(dst, value, bytes), "cuMemsetD8"); }
+void synchronize() { check(api().cuCtxSynchronize(), "cuCtxSynchronize"); }
+void stream_synchronize(Stream stream) { check(api().cuStreamSynchronize(stream), "cuStreamSynchronize"); }
+
+std::string link_ptx(const std::string& ptx, const std::string& name) {
+    const Api& a = api();
+    std::vector<char> error_log(kLogBytes), info_log(kLogBytes);
+    int options[] = {kJitErrorLogBuffer, kJitErrorLogSize, kJitInfoLogBuffer, kJitInfoLogSize};
+    void* values[] = {error_log.data(), reinterpret_cast<void*>(uintptr_t(kLogBytes)), info_log.data(),
+                      reinterpret_cast<void*>(uintptr_t(kLogBytes))};
+    CUlinkState link = nullptr;
+    check(a.cuLinkCreate(4, options, values, &link), "cuLinkCreate");
+    std::string cubin;
+    CUresult r = a.cuLinkAddData(link, kJitInputPtx, const_cast<char*>(ptx.c_str()), ptx.size() + 1, name.c_str(), 0, nullptr, nullptr);
+    void* image = nullptr;
+    size_t size = 0;
+    if (r == 0) r = a.cuLinkComplete(link, &image, &size);
+    if (r == 0) cubin.assign(static_cast<const char*>(image), size);
+    a.cuLinkDestroy(link);
+    if (r != 0) {
+        const char* msg = nullptr;
+        a.cuGetErrorString(r, &msg);
+        throw CudaError(fmt::format("the CUDA driver could not assemble the PTX of {} ({}):\n{}", name, msg ? msg : "error",
+                                    error_log.data()));
+    }
+    return cubin;
+}
+
+Module load_module(const std::string& image) {
+    const Api& a = api();
+    std::vector<char> error_log(kLogBytes);
+    int options[] = {kJitErrorLogBuffer, kJitErrorLogSize};
+    void* values[] = {error_log.data(), reinterpret_cast<void*>(uintptr_t(kLogBytes))};
+    Module m = nullptr;
+    CUresult r = a.cuModuleLoadDataEx(&m, image.c_str(), 2, options, values);
+    if (r != 0) {
+        const char* msg = nullptr;
+        a.cuGetErrorString(r, &msg);
+        throw CudaError(fmt::format("the CUDA driver could not load a kernel module ({}):\n{}", msg ? msg : "error", error_log.data()));
+    }
+    return m;
+}
+
+void unload_module(Module m) {
+    if (m) api().cuModuleUnload(m);
+}
+
+Function get_function(Module m, const std::string& name) {
+    Function f = nullptr;
+    check(api().cuModuleGetFunction(&f, m, name.c_str()), fmt::format("cuModuleGetFunction({})", name).c_str());
+    return f;
+}
+
+void launch(Function f, unsigned grid, unsigned block, void** params, Stream stream) {
+    check(api().cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, stream, params, nullptr), "cuLaunchKernel");
+}
+
+int occupancy(Function f, int block) {
+    int blocks = 0;
+    check(api().cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, f, block, 0), "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+    return blocks;
+}
+
+Event event_create() {
+    Event e = nullptr;
+    check(api().cuEventCreate(&e, 0), "cuEventCreate");
+    return e;
+}
+void event_destroy(Event e) {
+    if (e) api().cuEventDestroy(e);
+}
+void event_record(Event e, Stream stream) { check(api().cuEventRecord(e, stream), "cuEventRecord"); }
+float event_elapsed_ms(Event start, Event end) {
+    check(api().cuEventSynchronize(end), "cuEventSynchronize");
+    float ms = 0;
+    check(api().cuEventElapsedTime(&ms, start, end), "cuEventElapsedTime");
+    return ms;
+}
+
+}  // namespace optjit::cuda

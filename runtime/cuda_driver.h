@@ -1,0 +1,68 @@
+// A small layer over the CUDA driver API, loaded with dlopen("libcuda.so.1") at first use:
+// no CUDA toolkit is needed to build or run optjit. Our own declarations of the few entry
+// points we call, resolved with dlsym.
+//
+// Context: the current one if the calling thread has one (so pointers from PyTorch or any
+// other CUDA user are valid), else the device's primary context, retained and made current.
+// Without a driver or a GPU, every call throws CudaError with one sentence saying so; nothing
+// host-side depends on this file.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace optjit::cuda {
+
+using Stream = void*;    // CUstream; nullptr is the legacy default stream
+using Module = void*;    // CUmodule
+using Function = void*;  // CUfunction
+using Event = void*;     // CUevent
+using DevicePtr = uint64_t;
+
+class CudaError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// True if a driver and at least one device are present (never throws).
+bool available();
+// Why available() is false, as one sentence ("" when it is true).
+std::string unavailable_reason();
+
+// Makes a context current on this thread (see above) for `device` and returns its
+// compute capability * 10 (90 for an H200).
+int init(int device = 0);
+int compute_capability();
+std::string device_name();
+int multiprocessor_count();
+
+DevicePtr malloc(size_t bytes);
+void free(DevicePtr p);
+void memcpy_htod(DevicePtr dst, const void* src, size_t bytes);
+void memcpy_dtoh(void* dst, DevicePtr src, size_t bytes);
+void memcpy_htod_async(DevicePtr dst, const void* src, size_t bytes, Stream stream);
+void memcpy_dtod_async(DevicePtr dst, DevicePtr src, size_t bytes, Stream stream);
+void memset_d8(DevicePtr dst, uint8_t value, size_t bytes);
+void synchronize();
+void stream_synchronize(Stream stream);
+
+// Assembles PTX into a cubin for the current device (the driver's JIT linker). Throws
+// CudaError carrying ptxas's error log verbatim.
+std::string link_ptx(const std::string& ptx, const std::string& name);
+// Loads a cubin or PTX image; throws CudaError with the driver's log.
+Module load_module(const std::string& image);
+void unload_module(Module m);
+Function get_function(Module m, const std::string& name);
+// Launches with kernel parameters given as an array of pointers to each argument.
+void launch(Function f, unsigned grid, unsigned block, void** params, Stream stream);
+// Resident blocks per multiprocessor for `block` threads.
+int occupancy(Function f, int block);
+
+Event event_create();
+void event_destroy(Event e);
+void event_record(Event e, Stream stream);
+float event_elapsed_ms(Event start, Event end);  // synchronizes on `end`
+
+}  // namespace optjit::cuda

@@ -1,0 +1,187 @@
+#include "runtime/kernel_cache.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "compiler/host_jit.h"
+#include "compiler/kernel_abi.h"
+#include "compiler/llvm_backend.h"
+
+namespace optjit {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+// Entry header: magic, payload size and FNV-1a 64 checksum of the payload, little-endian.
+constexpr char kMagic[8] = {'O', 'P', 'T', 'J', 'I', 'T', 'C', '1'};
+constexpr size_t kHeaderBytes = 24;
+
+uint64_t fnv1a(const std::string& s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+    return h;
+}
+
+}  // namespace
+
+Kernel::Kernel(KernelSpec spec, std::string key) : spec_(std::move(spec)), key_(std::move(key)) {}
+
+Kernel::~Kernel() {
+    if (cuda_module) {
+        try {
+            cuda::unload_module(cuda_module);
+        } catch (...) {  // the context may be gone at process exit
+        }
+    }
+}
+
+int64_t Kernel::chunk_elements() const { return optjit::chunk_elements(spec_.target); }
+
+KernelCache::KernelCache(std::string disk_dir) : disk_dir_(std::move(disk_dir)) {}
+
+std::string KernelCache::default_disk_dir() {
+    if (const char* d = std::getenv("OPTJIT_CACHE_DIR"); d && *d) return d;
+    if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/optjit";
+    if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/optjit";
+    return "";
+}
+
+KernelCache& KernelCache::global() {
+    static KernelCache cache(default_disk_dir());
+    return cache;
+}
+
+CacheStats KernelCache::stats() const {
+    std::lock_guard lock(mutex_);
+    return stats_;
+}
+
+bool KernelCache::read_entry(const std::string& path, std::string& payload) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return false;
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    std::string data = ss.str();
+    uint64_t size = 0, sum = 0;
+    bool ok = data.size() >= kHeaderBytes && std::memcmp(data.data(), kMagic, 8) == 0;
+    if (ok) {
+        std::memcpy(&size, data.data() + 8, 8);
+        std::memcpy(&sum, data.data() + 16, 8);
+        ok = data.size() - kHeaderBytes == size;
+    }
+    if (ok) {
+        payload = data.substr(kHeaderBytes);
+        ok = fnv1a(payload) == sum;
+    }
+    if (!ok) {
+        debug_log(fmt::format("cache: discarding corrupt entry {}", path));
+        std::error_code ec;
+        fs::remove(path, ec);
+        std::lock_guard lock(mutex_);
+        ++stats_.disk_rejected;
+    }
+    return ok;
+}
+
+void KernelCache::write_entry(const std::string& path, const std::string& payload) {
+    std::error_code ec;
+    fs::create_directories(fs::path(path).parent_path(), ec);
+    std::string tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), std::random_device{}());
+    {
+        std::ofstream out(tmp, std::ios::binary);
+        uint64_t size = payload.size(), sum = fnv1a(payload);
+        out.write(kMagic, 8);
+        out.write(reinterpret_cast<const char*>(&size), 8);
+        out.write(reinterpret_cast<const char*>(&sum), 8);
+        out << payload;
+        if (!out) {
+            debug_log(fmt::format("cache: cannot write {} (caching in memory only)", tmp));
+            fs::remove(tmp, ec);
+            return;
+        }
+    }
+    fs::rename(tmp, path, ec);  // atomic: readers see the old entry, none, or the whole new one
+    if (ec) fs::remove(tmp, ec);
+}
+
+std::shared_ptr<const Kernel> KernelCache::get(const KernelRequest& request) {
+    auto t0 = Clock::now();
+    KernelSpec spec = lower(request);
+    std::string key = cache_key(spec);
+    {
+        std::lock_guard lock(mutex_);
+        auto it = memory_.find(key);
+        if (it != memory_.end()) {
+            ++stats_.memory_hits;
+            return it->second;
+        }
+    }
+    std::shared_ptr<Kernel> kernel = build(request, std::move(spec), key);
+    std::lock_guard lock(mutex_);
+    auto [it, inserted] = memory_.emplace(key, kernel);
+    debug_log(fmt::format("kernel {} ready in {:.2f} ms", key, ms_since(t0)));
+    return it->second;
+}
+
+std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelSpec spec, const std::string& key) {
+    auto kernel = std::make_shared<Kernel>(std::move(spec), key);
+    const Target& target = kernel->spec().target;
+    if (target.is_gpu()) {
+        int cc = cuda::init();
+        if (cc != target.sm)
+            throw std::invalid_argument(fmt::format("kernel requested for {} but the GPU ({}) is sm_{}", target.name(), cuda::device_name(), cc));
+        std::string base = disk_dir_.empty() ? "" : (fs::path(disk_dir_) / key).string();
+        std::string cubin;
+        if (!base.empty() && read_entry(base + ".cubin", cubin)) {
+            auto t = Clock::now();
+            kernel->cuda_module = cuda::load_module(cubin);
+            debug_log(fmt::format("compile {}: disk cache hit, cubin loaded in {:.2f} ms", key, ms_since(t)));
+            std::lock_guard lock(mutex_);
+            ++stats_.disk_hits;
+        } else {
+            CompileTimes times;
+            debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));
+            std::string ptx = emit_text(request, Emit::Assembly, &times);
+            auto t = Clock::now();
+            cubin = cuda::link_ptx(ptx, key);
+            double link_ms = ms_since(t);
+            t = Clock::now();
+            kernel->cuda_module = cuda::load_module(cubin);
+            debug_log(fmt::format("compile {}: passes {:.2f} ms, codegen {:.2f} ms, optimize {:.2f} ms, ptx {:.2f} ms, ptx->cubin {:.2f} ms, load {:.2f} ms",
+                                  key, times.passes_ms, times.codegen_ms, times.optimize_ms, times.emit_ms, link_ms, ms_since(t)));
+            if (!base.empty()) {
+                write_entry(base + ".ptx", ptx);
+                write_entry(base + ".cubin", cubin);
+            }
+            std::lock_guard lock(mutex_);
+            ++stats_.compiles;
+        }
+        kernel->cuda_function = cuda::get_function(kernel->cuda_module, kernel_symbol(kernel->spec()));
+        kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, kGpuThreadsPerBlock));
+        return kernel;
+    }
+    debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));
+    CompiledModule m = compile_module(request);
+    auto t = Clock::now();
+    uint64_t address = jit_host_module(std::move(m.context), std::move(m.module), key, kernel_symbol(kernel->spec()));
+    kernel->host_entry = reinterpret_cast<Kernel::HostEntry>(address);
+    debug_log(fmt::format("compile {}: passes {:.2f} ms, codegen {:.2f} ms, optimize {:.2f} ms, machine code {:.2f} ms", key,
+                          m.times.passes_ms, m.times.codegen_ms, m.times.optimize_ms, ms_since(t)));
+    std::lock_guard lock(mutex_);
+    ++stats_.compiles;
+    return kernel;
+}
+
+}  // namespace optjit

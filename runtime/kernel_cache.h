@@ -1,0 +1,77 @@
+// Compiled kernels and their cache.
+//
+// A kernel is looked up by its cache key (compiler/compile.h): in memory first, then, for GPU
+// targets, on disk under $OPTJIT_CACHE_DIR (default ~/.cache/optjit): the PTX and the cubin the
+// driver assembled from it, each written atomically (a temporary file renamed into place) with
+// a header holding its size and checksum. An entry that is truncated or corrupt is reported
+// (with OPTJIT_DEBUG=1), deleted and rebuilt, never loaded. Host kernels are cached in memory.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "compiler/compile.h"
+#include "runtime/cuda_driver.h"
+
+namespace optjit {
+
+class Kernel {
+public:
+    using HostEntry = void (*)(const int64_t* table, int32_t num_tensors, int64_t chunk_begin, int64_t chunk_end, const float* scalars);
+
+    Kernel(KernelSpec spec, std::string key);
+    ~Kernel();
+    Kernel(const Kernel&) = delete;
+    Kernel& operator=(const Kernel&) = delete;
+
+    const KernelSpec& spec() const { return spec_; }
+    const std::string& key() const { return key_; }
+    int64_t chunk_elements() const;
+
+    HostEntry host_entry = nullptr;
+    cuda::Module cuda_module = nullptr;
+    cuda::Function cuda_function = nullptr;
+    int gpu_blocks_per_sm = 0;
+
+private:
+    KernelSpec spec_;
+    std::string key_;
+};
+
+struct CacheStats {
+    int compiles = 0;       // kernels generated through LLVM
+    int memory_hits = 0;
+    int disk_hits = 0;      // GPU modules loaded from a cached cubin
+    int disk_rejected = 0;  // corrupt or truncated entries discarded
+};
+
+class KernelCache {
+public:
+    // `disk_dir` empty: memory only.
+    explicit KernelCache(std::string disk_dir);
+    // The process-wide cache, on disk under $OPTJIT_CACHE_DIR or ~/.cache/optjit.
+    static KernelCache& global();
+    static std::string default_disk_dir();
+
+    // The kernel for `request`, compiled if needed. Throws std::invalid_argument for what the
+    // request asks that optjit cannot do, cuda::CudaError for GPU failures.
+    std::shared_ptr<const Kernel> get(const KernelRequest& request);
+    CacheStats stats() const;
+    const std::string& disk_dir() const { return disk_dir_; }
+
+private:
+    std::shared_ptr<Kernel> build(const KernelRequest& request, KernelSpec spec, const std::string& key);
+    bool read_entry(const std::string& path, std::string& payload);
+    void write_entry(const std::string& path, const std::string& payload);
+
+    std::string disk_dir_;
+    mutable std::mutex mutex_;
+    std::map<std::string, std::shared_ptr<const Kernel>> memory_;
+    CacheStats stats_;
+};
+
+}  // namespace optjit

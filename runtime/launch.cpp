@@ -1,0 +1,84 @@
+#include "runtime/launch.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "compiler/kernel_abi.h"
+#include "ir/interpreter.h"
+#include "ir/semantics.h"
+
+namespace optjit {
+
+TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors) {
+    const Program& prog = kernel.spec().lowered;
+    TableLayout layout{int(prog.states.size())};
+    int64_t chunk = kernel.chunk_elements();
+    TensorTable t;
+    t.num_tensors = int32_t(tensors.size());
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        const TensorArgs& a = tensors[i];
+        if (int(a.states.size()) != layout.num_states)
+            throw std::invalid_argument(fmt::format("tensor {}: optimizer '{}' needs {} state buffers, {} given", i, prog.name,
+                                                    layout.num_states, a.states.size()));
+        if (a.n < 0) throw std::invalid_argument(fmt::format("tensor {}: negative size {}", i, a.n));
+        std::vector<int64_t> row(layout.row_words());
+        row[layout.p()] = int64_t(a.p);
+        row[layout.g()] = int64_t(a.g);
+        for (int s = 0; s < layout.num_states; ++s) row[layout.state(s)] = int64_t(a.states[s]);
+        row[layout.n()] = a.n;
+        row[layout.chunk_begin()] = t.num_chunks;
+        t.num_chunks += (a.n + chunk - 1) / chunk;
+        row[layout.chunk_end()] = t.num_chunks;
+        t.words.insert(t.words.end(), row.begin(), row.end());
+    }
+    return t;
+}
+
+namespace {
+
+double evaluate_scalar(const Expr& e, const std::map<std::string, double>& env) {
+    if (e.op == Op::Number) return e.number;
+    if (e.op == Op::Ref) return env.at(e.name);
+    double a[3] = {0, 0, 0};
+    for (size_t i = 0; i < e.args.size(); ++i) a[i] = evaluate_scalar(e.args[i], env);
+    return evaluate(e.op, a[0], a[1], a[2]);
+}
+
+}  // namespace
+
+std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::string, double>& hypers, int64_t step) {
+    const Program& prog = kernel.spec().lowered;
+    std::vector<double> values = hyper_values(prog, hypers);
+    std::map<std::string, double> env{{std::string(kStepName), double(step)}};
+    for (size_t i = 0; i < prog.hypers.size(); ++i) env[prog.hypers[i].name] = values[i];
+    for (const Assign& a : prog.scalars) env[a.target] = evaluate_scalar(a.value, env);
+    std::vector<float> out;
+    for (const std::string& name : kernel_scalars(prog)) out.push_back(float(env.at(name)));
+    return out;
+}
+
+void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool) {
+    if (!kernel.host_entry) throw std::invalid_argument(fmt::format("kernel {} is not a host kernel", kernel.key()));
+    Kernel::HostEntry entry = kernel.host_entry;
+    pool.parallel_for(table.num_chunks, [&](int64_t begin, int64_t end) {
+        entry(table.words.data(), table.num_tensors, begin, end, scalars.data());
+    });
+}
+
+void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
+                 cuda::Stream stream) {
+    if (!kernel.cuda_function) throw std::invalid_argument(fmt::format("kernel {} is not a GPU kernel", kernel.key()));
+    if (shape.num_chunks == 0) return;
+    int64_t max_grid = int64_t(cuda::multiprocessor_count()) * kernel.gpu_blocks_per_sm;
+    unsigned grid = unsigned(std::min<int64_t>(shape.num_chunks, max_grid));
+    int32_t num_tensors = shape.num_tensors;
+    int64_t num_chunks = shape.num_chunks;
+    std::vector<void*> params{&table, &num_tensors, &num_chunks};
+    std::vector<float> copy = scalars;
+    for (float& s : copy) params.push_back(&s);
+    cuda::launch(kernel.cuda_function, grid, kGpuThreadsPerBlock, params.data(), stream);
+}
+
+}  // namespace optjit

@@ -1,0 +1,49 @@
+// Launching a kernel over a list of tensors, on the host or on the GPU.
+//
+// The caller owns memory. The tensor table (compiler/kernel_abi.h) is built once for a list
+// of tensors and reused every step; the scalars are computed per step, in float64 on the host
+// (the reference semantics), so `lr` and `step` are plain arguments and never recompile.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runtime/cuda_driver.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/thread_pool.h"
+
+namespace optjit {
+
+// One tensor of a launch: addresses in the memory of the kernel's target.
+struct TensorArgs {
+    uint64_t p = 0;
+    uint64_t g = 0;
+    std::vector<uint64_t> states;  // declaration order
+    int64_t n = 0;
+};
+
+struct TensorTable {
+    std::vector<int64_t> words;  // rows as compiler/kernel_abi.h lays them out
+    int32_t num_tensors = 0;
+    int64_t num_chunks = 0;
+};
+
+// Throws std::invalid_argument naming the tensor if its state count does not match.
+TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors);
+
+// The kernel's launch scalars for `step`: run-time hyper-parameter values by name (every
+// hyper-parameter of the lowered program; missing ones take their defaults). Throws
+// std::invalid_argument for an unknown name.
+std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::string, double>& hypers, int64_t step);
+
+// Runs a host kernel over the table, split across the pool's threads.
+void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool);
+
+// Launches a GPU kernel; `table` must hold the table's words in device memory. Asynchronous.
+void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
+                 cuda::Stream stream);
+
+}  // namespace optjit
