@@ -51,7 +51,7 @@ TEST_CASE("builder: programs differing in one constant or name are not equal") {
     CHECK_FALSE(built == other);
 }
 
-TEST_CASE("builder: a minus applied to a literal is the negative literal, as in the text form") {
+TEST_CASE("builder: a minus applied to a literal is the negative literal as in the text form") {
     Builder b("neg");
     Value lr = b.hyper("lr", 0.1);
     b.assign(b.p(), b.p() + -Value(2) * lr * b.g());  // unary minus on a Value

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "ir/interpreter.h"
+#include "ir/parser.h"
+#include "ir/printer.h"
 #include "ir/verifier.h"
 
 using namespace optjit;
@@ -288,6 +290,23 @@ TEST_CASE("examples: every example program has a reference test here") {
     for (const auto& entry : std::filesystem::directory_iterator(examples_dir()))
         if (entry.path().extension() == ".opt") found.insert(entry.path().stem().string());
     CHECK(found == tested);
+}
+
+TEST_CASE("examples: each begins with a comment naming its source and round-trips through the printer") {
+    for (const auto& entry : std::filesystem::directory_iterator(examples_dir())) {
+        if (entry.path().extension() != ".opt") continue;
+        const std::string name = entry.path().stem().string();
+        CAPTURE(name);
+        std::ifstream in(entry.path());
+        std::string first_line;
+        std::getline(in, first_line);
+        CHECK(first_line.rfind("# ", 0) == 0);
+        Program prog = load_example(name);
+        CHECK(prog.name == name);
+        ParseResult again = parse(print(prog));
+        REQUIRE(again.ok());
+        CHECK(again.program == prog);
+    }
 }
 
 TEST_CASE("examples: adam.opt is torch.optim.Adam") {
