@@ -8,18 +8,12 @@
 #include <memory>
 #include <string>
 
+#include "compiler/kernel_abi.h"
 #include "compiler/target.h"
 #include "ir/program.h"
 #include "ir/storage.h"
 
 namespace optjit {
-
-struct KernelSpec {
-    Program lowered;  // verified and run through the pipeline
-    StorageSignature storage;
-    Target target;
-    CodegenOptions options;
-};
 
 // The kernel's symbol name in its module: "optjit_" + the program's name.
 std::string kernel_symbol(const KernelSpec& spec);

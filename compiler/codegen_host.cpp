@@ -74,7 +74,7 @@ public:
         args.push_back(b_.CreateIntToPtr(word(layout_.g()), ptr));
         for (int s = 0; s < layout_.num_states; ++s) args.push_back(b_.CreateIntToPtr(word(layout_.state(s)), ptr));
         llvm::Value* n = word(layout_.n());
-        int64_t chunk_size = chunk_elements(spec_.target);
+        int64_t chunk_size = chunk_elements(spec_);
         llvm::Value* begin = b_.CreateMul(b_.CreateSub(c, word(layout_.chunk_begin())), b_.getInt64(chunk_size));
         llvm::Value* end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.CreateAdd(begin, b_.getInt64(chunk_size)), n);
         args.push_back(begin);

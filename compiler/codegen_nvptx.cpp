@@ -1,5 +1,5 @@
 // The GPU kernel: blocks walk the launch's chunks (compiler/kernel_abi.h); in a chunk, each
-// thread updates kGpuElementsPerThread elements. Full chunks of 16-byte-aligned tensors take
+// thread updates gpu_elements_per_thread(spec) elements. Full chunks of 16-byte-aligned tensors take
 // the fast path: every array moves in 16-byte vector loads and stores, all loads issued
 // before any math. The last, short chunk of a tensor and unaligned tensors take a scalar path
 // with the same element math.
@@ -51,20 +51,22 @@ public:
             fn_->getArg(3 + i)->setName(scalar_names[i]);
             scalars.push_back(fn_->getArg(3 + i));
         }
-        // Launched with kGpuThreadsPerBlock threads: lets ptxas budget registers for it.
+        // Launched with this many threads: lets ptxas budget registers for it.
         llvm::NamedMDNode* annotations = module_.getOrInsertNamedMetadata("nvvm.annotations");
         annotations->addOperand(llvm::MDNode::get(ctx_, {llvm::ValueAsMetadata::get(fn_), llvm::MDString::get(ctx_, "maxntidx"),
-                                                         llvm::ValueAsMetadata::get(b_.getInt32(kGpuThreadsPerBlock))}));
+                                                         llvm::ValueAsMetadata::get(b_.getInt32(gpu_threads_per_block(spec_)))}));
         math_ = std::make_unique<ElementMath>(module_, prog, spec_.target, spec_.options, scalars);
 
         arrays_.push_back({spec_.storage.param, layout_.p(), true});
         arrays_.push_back({spec_.storage.grad, layout_.g(), false});
         for (int s = 0; s < layout_.num_states; ++s)
             arrays_.push_back({state_dtype(spec_.storage.state(prog.states[s].name).format), layout_.state(s), true, s});
-        int smallest = 4;
-        for (const Array& a : arrays_) smallest = std::min(smallest, dtype_bytes(a.type));
-        vector_ = 16 / smallest;
-        unroll_ = kGpuElementsPerThread / vector_;
+        vector_ = gpu_vector_elements(spec_);
+        elements_per_thread_ = gpu_elements_per_thread(spec_);
+        unroll_ = elements_per_thread_ / vector_;
+        if (spec_.options.gpu_min_blocks_per_sm > 0)
+            annotations->addOperand(llvm::MDNode::get(ctx_, {llvm::ValueAsMetadata::get(fn_), llvm::MDString::get(ctx_, "minctasm"),
+                                                             llvm::ValueAsMetadata::get(b_.getInt32(spec_.options.gpu_min_blocks_per_sm))}));
 
         body();
     }
@@ -128,8 +130,8 @@ private:
         }
         n_ = table_word(row, layout_.n());
         llvm::Value* chunk_begin = table_word(row, layout_.chunk_begin());
-        base_ = b_.CreateMul(b_.CreateSub(chunk, chunk_begin), b_.getInt64(chunk_elements(spec_.target)), "base");
-        llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_.target))), n_);
+        base_ = b_.CreateMul(b_.CreateSub(chunk, chunk_begin), b_.getInt64(chunk_elements(spec_)), "base");
+        llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
         llvm::Value* aligned = b_.CreateICmpEQ(b_.CreateAnd(any_bits, b_.getInt64(15)), b_.getInt64(0));
         b_.CreateCondBr(b_.CreateAnd(full, aligned), fast, slow);
 
@@ -149,16 +151,17 @@ private:
         b_.CreateRetVoid();
     }
 
-    // Loads `count` elements of `a` starting at element `index` (16-byte aligned) as fp32.
+    // Loads `count` elements of `a` starting at element `index` as fp32, in accesses of up to
+    // 16 bytes (`index` is a multiple of the vector, so each access is aligned to its size).
     std::vector<llvm::Value*> load_vector(const Array& a, llvm::Value* index, int count) {
         int bytes = dtype_bytes(a.type);
-        int per_load = 16 / bytes;
+        int per_load = std::min(count, 16 / bytes);
         llvm::Type* elem = math_->storage_type(a.type);
         auto* vec_ty = llvm::FixedVectorType::get(elem, per_load);
         std::vector<llvm::Value*> out;
         for (int k = 0; k < count; k += per_load) {
             llvm::Value* addr = b_.CreateGEP(elem, a.base, b_.CreateAdd(index, b_.getInt64(k)));
-            auto* load = b_.CreateAlignedLoad(vec_ty, addr, llvm::Align(16));
+            auto* load = b_.CreateAlignedLoad(vec_ty, addr, llvm::Align(per_load * bytes));
             // The gradient is read-only for the whole kernel: the non-coherent cache path.
             if (!a.written) load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx_, {}));
             for (int j = 0; j < per_load; ++j) out.push_back(math_->to_f32(b_, a.type, b_.CreateExtractElement(load, j)));
@@ -167,14 +170,14 @@ private:
     }
 
     void store_vector(const Array& a, llvm::Value* index, const std::vector<llvm::Value*>& values) {
-        int per_store = 16 / dtype_bytes(a.type);
+        int per_store = std::min(int(values.size()), 16 / dtype_bytes(a.type));
         llvm::Type* elem = math_->storage_type(a.type);
         auto* vec_ty = llvm::FixedVectorType::get(elem, per_store);
         for (size_t k = 0; k < values.size(); k += per_store) {
             llvm::Value* v = llvm::PoisonValue::get(vec_ty);
             for (int j = 0; j < per_store; ++j) v = b_.CreateInsertElement(v, math_->from_f32(b_, a.type, values[k + j]), j);
             llvm::Value* addr = b_.CreateGEP(elem, a.base, b_.CreateAdd(index, b_.getInt64(k)));
-            b_.CreateAlignedStore(v, addr, llvm::Align(16));
+            b_.CreateAlignedStore(v, addr, llvm::Align(per_store * dtype_bytes(a.type)));
         }
     }
 
@@ -183,7 +186,7 @@ private:
         std::vector<llvm::Value*> index(unroll_);
         std::vector<std::vector<std::vector<llvm::Value*>>> loaded(unroll_);  // [u][array][element]
         for (int u = 0; u < unroll_; ++u) {
-            llvm::Value* vec = b_.CreateAdd(b_.getInt64(int64_t(u) * kGpuThreadsPerBlock), tid_);
+            llvm::Value* vec = b_.CreateAdd(b_.getInt64(int64_t(u) * gpu_threads_per_block(spec_)), tid_);
             index[u] = b_.CreateAdd(base_, b_.CreateMul(vec, b_.getInt64(vector_)));
             for (const Array& a : arrays_) loaded[u].push_back(load_vector(a, index[u], vector_));
         }
@@ -203,7 +206,7 @@ private:
         }
     }
 
-    // Element base + j * threads + tid for j < kGpuElementsPerThread, bounds-checked.
+    // Element base + j * threads + tid for j < elements per thread, bounds-checked.
     void slow_path(llvm::BasicBlock* done) {
         llvm::BasicBlock* head = block("slow.head");
         llvm::BasicBlock* element = block("slow.element");
@@ -213,7 +216,7 @@ private:
         b_.SetInsertPoint(head);
         llvm::PHINode* j = b_.CreatePHI(b_.getInt64Ty(), 2, "j");
         j->addIncoming(b_.getInt64(0), from);
-        llvm::Value* i = b_.CreateAdd(base_, b_.CreateAdd(b_.CreateMul(j, b_.getInt64(kGpuThreadsPerBlock)), tid_));
+        llvm::Value* i = b_.CreateAdd(base_, b_.CreateAdd(b_.CreateMul(j, b_.getInt64(gpu_threads_per_block(spec_))), tid_));
         b_.CreateCondBr(b_.CreateICmpSLT(i, n_), element, done);
         b_.SetInsertPoint(element);
         ElementValues in;
@@ -238,7 +241,7 @@ private:
         b_.SetInsertPoint(next);
         llvm::Value* j_next = b_.CreateAdd(j, b_.getInt64(1));
         j->addIncoming(j_next, next);
-        b_.CreateCondBr(b_.CreateICmpULT(j_next, b_.getInt64(kGpuElementsPerThread)), head, done);
+        b_.CreateCondBr(b_.CreateICmpULT(j_next, b_.getInt64(elements_per_thread_)), head, done);
     }
 
     llvm::Module& module_;
@@ -249,7 +252,7 @@ private:
     llvm::Function* fn_ = nullptr;
     std::unique_ptr<ElementMath> math_;
     std::vector<Array> arrays_;
-    int vector_ = 4, unroll_ = 4;
+    int vector_ = 4, unroll_ = 4, elements_per_thread_ = 16;
     llvm::Value* tid_ = nullptr;
     llvm::Value* base_ = nullptr;
     llvm::Value* n_ = nullptr;

@@ -57,9 +57,12 @@ KernelSpec lower(const KernelRequest& request) {
 }
 
 std::string cache_key(const KernelSpec& spec) {
-    std::string text = fmt::format("optjit {}\ntarget {} {} {}\nstorage {}\nfast_math {}\n{}", OPTJIT_VERSION, spec.target.name(),
-                                   spec.target.is_gpu() ? "" : spec.target.cpu(), spec.target.is_gpu() ? "" : spec.target.features(),
-                                   to_string(spec.storage, spec.lowered), spec.options.fast_math, print(spec.lowered));
+    const CodegenOptions& o = spec.options;
+    std::string text = fmt::format("optjit {}\ntarget {} {} {}\nstorage {}\noptions fast_math={} gpu_ept={} gpu_min_blocks={} gpu_tpb={} gpu_vec={}\n{}",
+                                   OPTJIT_VERSION, spec.target.name(), spec.target.is_gpu() ? "" : spec.target.cpu(),
+                                   spec.target.is_gpu() ? "" : spec.target.features(), to_string(spec.storage, spec.lowered),
+                                   o.fast_math, o.gpu_elements_per_thread, o.gpu_min_blocks_per_sm, o.gpu_threads_per_block,
+                                   o.gpu_vector_bytes, print(spec.lowered));
     llvm::SHA256 sha;
     sha.update(text);
     std::array<uint8_t, 32> digest = sha.final();

@@ -1,5 +1,9 @@
 #include "compiler/kernel_abi.h"
 
+#include <algorithm>
+
+#include "ir/numeric.h"
+
 namespace optjit {
 
 std::vector<std::string> kernel_scalars(const Program& lowered) {
@@ -9,9 +13,41 @@ std::vector<std::string> kernel_scalars(const Program& lowered) {
     return names;
 }
 
-int64_t chunk_elements(const Target& target) {
+std::vector<DType> array_types(const KernelSpec& spec) {
+    std::vector<DType> types{spec.storage.param, spec.storage.grad};
+    for (const StateDecl& s : spec.lowered.states) types.push_back(state_dtype(spec.storage.state(s.name).format));
+    return types;
+}
+
+// The automatic choices below were measured on an H200 (benchmarks/codegen_bench.cpp, AdamW
+// over 2^28 elements, notes in benchmarks/NOTES.md): one access of 16 bytes per thread to its
+// widest array, in blocks of 128 threads, beat larger unrolls (fewer resident warps) and
+// register caps (spills) for fp32, bf16 and mixed storage alike.
+int gpu_threads_per_block(const KernelSpec& spec) {
+    int t = spec.options.gpu_threads_per_block;
+    return t > 0 ? t : 128;
+}
+
+int gpu_vector_elements(const KernelSpec& spec) {
+    int narrowest = 4, widest = 1;
+    for (DType t : array_types(spec)) {
+        narrowest = std::min(narrowest, dtype_bytes(t));
+        widest = std::max(widest, dtype_bytes(t));
+    }
+    if (spec.options.gpu_vector_bytes == 8 || spec.options.gpu_vector_bytes == 16) return spec.options.gpu_vector_bytes / narrowest;
+    return 16 / widest;
+}
+
+int gpu_elements_per_thread(const KernelSpec& spec) {
+    int vec = gpu_vector_elements(spec);
+    int requested = spec.options.gpu_elements_per_thread;
+    if (requested <= 0) return vec;
+    return std::max(vec, requested / vec * vec);
+}
+
+int64_t chunk_elements(const KernelSpec& spec) {
     // Host: large enough that a call per chunk costs nothing, small enough to stay in L2.
-    return target.is_gpu() ? int64_t(kGpuThreadsPerBlock) * kGpuElementsPerThread : 16384;
+    return spec.target.is_gpu() ? int64_t(gpu_threads_per_block(spec)) * gpu_elements_per_thread(spec) : 16384;
 }
 
 }  // namespace optjit

@@ -41,15 +41,28 @@ struct TableLayout {
     int row_words() const { return 5 + num_states; }
 };
 
+// Everything that selects a kernel.
+struct KernelSpec {
+    Program lowered;  // verified and run through the pipeline
+    StorageSignature storage;
+    Target target;
+    CodegenOptions options;
+};
+
 // Names of the launch scalars of a lowered program, in argument order.
 std::vector<std::string> kernel_scalars(const Program& lowered);
 
-inline constexpr int kGpuThreadsPerBlock = 256;
+// Storage types of the arrays a kernel touches: p, g, then each state.
+std::vector<DType> array_types(const KernelSpec& spec);
 
-// Elements each GPU thread handles per chunk (16 bytes at least for every array it touches).
-inline constexpr int kGpuElementsPerThread = 16;
+// Threads per GPU block.
+int gpu_threads_per_block(const KernelSpec& spec);
+// Elements per GPU vector access of the narrowest array (16 bytes: 4 for fp32, 8 for 16-bit).
+int gpu_vector_elements(const KernelSpec& spec);
+// Elements each GPU thread updates per chunk.
+int gpu_elements_per_thread(const KernelSpec& spec);
 
-// Elements per chunk on each target.
-int64_t chunk_elements(const Target& target);
+// Elements per chunk.
+int64_t chunk_elements(const KernelSpec& spec);
 
 }  // namespace optjit

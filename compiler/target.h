@@ -31,6 +31,15 @@ struct CodegenOptions {
     // Approximate division, square root and reciprocal square root (NVVM's approx intrinsics
     // on the GPU, fast-math flags on the host). Off: IEEE-rounded, as the interpreter.
     bool fast_math = false;
+    // GPU tuning, 0 for the automatic choice: elements each thread updates per chunk (a
+    // multiple of the 16-byte vector), and the blocks per SM ptxas must fit (it then budgets
+    // registers for that occupancy).
+    int gpu_elements_per_thread = 0;
+    int gpu_min_blocks_per_sm = 0;
+    int gpu_threads_per_block = 0;  // 0: 128
+    // Bytes of one access to the narrowest array: 8 or 16; 0 makes accesses to the widest
+    // array 16 bytes.
+    int gpu_vector_bytes = 0;
     friend bool operator==(const CodegenOptions&, const CodegenOptions&) = default;
 };
 

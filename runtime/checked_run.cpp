@@ -89,12 +89,13 @@ double max_relative_difference(const std::vector<double>& a, const std::vector<d
 }
 
 double tolerance_for(DType t) {
-    // A few units in the last place of the storage type: fp32 math against float64 math
-    // differs by rounding, and a stored value may land one ulp apart.
+    // fp32 math against float64 math differs by rounding; a 16-bit stored value may land an
+    // ulp apart, and a state carries such flips from step to step (seen: 2.3 bf16 ulps after
+    // 10 AdEMAMix steps on an H200), so 16-bit types get four ulps.
     switch (t) {
     case DType::F32: return 2e-5;
-    case DType::BF16: return 0x1p-6;
-    case DType::F16: return 0x1p-9;
+    case DType::BF16: return 0x1p-5;
+    case DType::F16: return 0x1p-8;
     }
     return 0;
 }

@@ -46,6 +46,7 @@ struct Api {
     CUresult (*cuModuleGetFunction)(Function*, Module, const char*);
     CUresult (*cuLaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, Stream, void**, void**);
     CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(int*, Function, int, size_t);
+    CUresult (*cuFuncGetAttribute)(int*, int, Function);
     CUresult (*cuLinkCreate)(unsigned, int*, void**, CUlinkState*);
     CUresult (*cuLinkAddData)(CUlinkState, int, void*, size_t, const char*, unsigned, int*, void**);
     CUresult (*cuLinkComplete)(CUlinkState, void**, size_t*);
@@ -101,6 +102,7 @@ State& state() {
                   resolve(lib, a.cuModuleLoadDataEx, {"cuModuleLoadDataEx"}) && resolve(lib, a.cuModuleUnload, {"cuModuleUnload"}) &&
                   resolve(lib, a.cuModuleGetFunction, {"cuModuleGetFunction"}) && resolve(lib, a.cuLaunchKernel, {"cuLaunchKernel"}) &&
                   resolve(lib, a.cuOccupancyMaxActiveBlocksPerMultiprocessor, {"cuOccupancyMaxActiveBlocksPerMultiprocessor"}) &&
+                  resolve(lib, a.cuFuncGetAttribute, {"cuFuncGetAttribute"}) &&
                   resolve(lib, a.cuLinkCreate, {"cuLinkCreate_v2"}) && resolve(lib, a.cuLinkAddData, {"cuLinkAddData_v2"}) &&
                   resolve(lib, a.cuLinkComplete, {"cuLinkComplete"}) && resolve(lib, a.cuLinkDestroy, {"cuLinkDestroy"}) &&
                   resolve(lib, a.cuEventCreate, {"cuEventCreate"}) && resolve(lib, a.cuEventDestroy, {"cuEventDestroy_v2"}) &&
@@ -253,6 +255,12 @@ Function get_function(Module m, const std::string& name) {
 
 void launch(Function f, unsigned grid, unsigned block, void** params, Stream stream) {
     check(api().cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, stream, params, nullptr), "cuLaunchKernel");
+}
+
+int registers(Function f) {
+    int regs = 0;
+    check(api().cuFuncGetAttribute(&regs, 4 /* CU_FUNC_ATTRIBUTE_NUM_REGS */, f), "cuFuncGetAttribute");
+    return regs;
 }
 
 int occupancy(Function f, int block) {

@@ -57,6 +57,8 @@ void unload_module(Module m);
 Function get_function(Module m, const std::string& name);
 // Launches with kernel parameters given as an array of pointers to each argument.
 void launch(Function f, unsigned grid, unsigned block, void** params, Stream stream);
+// Registers per thread of a loaded kernel.
+int registers(Function f);
 // Resident blocks per multiprocessor for `block` threads.
 int occupancy(Function f, int block);
 

@@ -47,7 +47,7 @@ Kernel::~Kernel() {
     }
 }
 
-int64_t Kernel::chunk_elements() const { return optjit::chunk_elements(spec_.target); }
+int64_t Kernel::chunk_elements() const { return optjit::chunk_elements(spec_); }
 
 KernelCache::KernelCache(std::string disk_dir) : disk_dir_(std::move(disk_dir)) {}
 
@@ -169,7 +169,7 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
             ++stats_.compiles;
         }
         kernel->cuda_function = cuda::get_function(kernel->cuda_module, kernel_symbol(kernel->spec()));
-        kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, kGpuThreadsPerBlock));
+        kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, gpu_threads_per_block(kernel->spec())));
         return kernel;
     }
     debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));

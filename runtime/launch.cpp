@@ -78,7 +78,7 @@ void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable&
     std::vector<void*> params{&table, &num_tensors, &num_chunks};
     std::vector<float> copy = scalars;
     for (float& s : copy) params.push_back(&s);
-    cuda::launch(kernel.cuda_function, grid, kGpuThreadsPerBlock, params.data(), stream);
+    cuda::launch(kernel.cuda_function, grid, unsigned(gpu_threads_per_block(kernel.spec())), params.data(), stream);
 }
 
 }  // namespace optjit
