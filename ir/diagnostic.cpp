@@ -52,8 +52,11 @@ std::string format_diagnostic(const Diagnostic& d, const SourceText* source) {
     std::string prefix = begin > 0 ? "..." : "";
     std::string suffix = begin + shown.size() < line.size() ? "..." : "";
     out += "  " + prefix + printable(shown) + suffix + "\n";
-    size_t caret_at = prefix.size() + (col - std::min(col, begin));
-    size_t len = std::clamp<size_t>(d.loc.len, 1, std::max<size_t>(1, shown.size() + prefix.size() - caret_at));
+    // A location past the end of its line (a hand-made one) puts the caret just after the
+    // shown text; the underline never runs past it (nor wraps around when it would).
+    size_t end = prefix.size() + shown.size();
+    size_t caret_at = std::min(end, prefix.size() + (col - std::min(col, begin)));
+    size_t len = std::clamp<size_t>(d.loc.len, 1, std::max<size_t>(1, end - caret_at));
     out += "  " + std::string(caret_at, ' ') + "^" + std::string(len - 1, '~') + "\n";
     return out;
 }
