@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <set>
@@ -201,7 +202,9 @@ private:
 };
 
 // A fresh seed per run, so repeated runs explore more; tests print it with INFO.
+// OPTJIT_TEST_SEED replays a failing run.
 inline uint64_t fresh_seed() {
+    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
     std::random_device rd;
     return (uint64_t(rd()) << 32) ^ rd();
 }
