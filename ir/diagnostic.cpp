@@ -62,8 +62,12 @@ std::string format_diagnostic(const Diagnostic& d, const SourceText* source) {
 }
 
 std::string format_diagnostics(const std::vector<Diagnostic>& ds, const SourceText* source) {
+    // Like a C compiler's error limit: finding each line scans the text, so rendering 10^5
+    // diagnostics of a large file would take quadratic time, and nobody reads past the first.
+    constexpr size_t kLimit = 50;
     std::string out;
-    for (const Diagnostic& d : ds) out += format_diagnostic(d, source);
+    for (size_t i = 0; i < ds.size() && i < kLimit; ++i) out += format_diagnostic(ds[i], source);
+    if (ds.size() > kLimit) out += fmt::format("{} more error{} not shown\n", ds.size() - kLimit, ds.size() - kLimit == 1 ? "" : "s");
     return out;
 }
 
