@@ -26,13 +26,15 @@ std::string_view line_of(std::string_view text, uint32_t line) {
 }
 
 // Non-printable bytes are shown as '?' so a diagnostic never carries control characters,
-// and tabs become spaces so the caret lines up.
+// and tabs become spaces so the caret lines up. Bytes from 0x80 too: programs are ASCII, and
+// raw high bytes would be invalid UTF-8, C1 controls (0x9b is CSI) or a multi-byte character
+// that shifts the caret.
 std::string printable(std::string_view s) {
     std::string out(s);
     for (char& c : out) {
         unsigned char u = static_cast<unsigned char>(c);
         if (c == '\t') c = ' ';
-        else if (u < 0x20 || u == 0x7f) c = '?';
+        else if (u < 0x20 || u >= 0x7f) c = '?';
     }
     return out;
 }
