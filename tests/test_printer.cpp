@@ -183,6 +183,18 @@ TEST_CASE("diagnostics: caret under the token") {
           "e.opt:1:1: error: one\n  p = (g\n  ^\ne.opt:1:2: error: two\n  p = (g\n   ^\n");
 }
 
+TEST_CASE("diagnostics: at most 50 are rendered, then a count") {
+    SourceText src{"m.opt", "x\n"};
+    std::vector<Diagnostic> ds(100000, Diagnostic{{1, 1, 1}, "m"});
+    std::string out = format_diagnostics(ds, &src);
+    CHECK(out.size() < 10000);
+    CHECK(out.ends_with("\n99950 more errors not shown\n"));
+    ds.resize(51);
+    CHECK(format_diagnostics(ds, &src).ends_with("  ^\n1 more error not shown\n"));
+    ds.resize(50);
+    CHECK(format_diagnostics(ds, &src).ends_with("  ^\n"));
+}
+
 TEST_CASE("diagnostics: a very long line is shown as a window") {
     std::string line = std::string(5000, 'a') + "$" + std::string(5000, 'b');
     SourceText src{"long.opt", "optimizer t\n" + line + "\n"};

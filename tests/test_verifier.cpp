@@ -274,3 +274,22 @@ TEST_CASE("verifier: parse_and_verify renders against the file name") {
     CHECK_THROWS_AS(parse_and_verify("optimizer\n", "x.opt"), ProgramError);
     CHECK(parse_and_verify("optimizer t\nupdate\n  p = g\n", "x.opt").update.size() == 1);
 }
+
+TEST_CASE("verifier: a huge name is shortened in messages") {
+    std::string name(1'000'000, 'x');
+    std::vector<Diagnostic> ds = verify_text("optimizer t\nupdate\n  p = " + name + "\n");
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].message == "undefined name '" + std::string(40, 'x') + "...'");
+    CHECK(ds[0].loc.len == 1'000'000);
+}
+
+TEST_CASE("verifier: many misuses take linear time") {
+    // 10^5 statements reading an undefined name: one diagnostic each, quickly.
+    std::string text = "optimizer t\nupdate\n";
+    for (int i = 0; i < 100000; ++i) text += "t" + std::to_string(i) + " = nope + later\n";
+    text += "later = g\np = g\n";
+    std::vector<Diagnostic> ds = verify_text(text);
+    REQUIRE(ds.size() == 200000);
+    CHECK(ds[0].message == "undefined name 'nope'");
+    CHECK(ds[1].message == "'later' is used before it is assigned (at line 100003)");
+}
