@@ -26,13 +26,15 @@ std::string_view line_of(std::string_view text, uint32_t line) {
 }
 
 // Non-printable bytes are shown as '?' so a diagnostic never carries control characters,
-// and tabs become spaces so the caret lines up.
+// and tabs become spaces so the caret lines up. Bytes from 0x80 too: programs are ASCII, and
+// raw high bytes would be invalid UTF-8, C1 controls (0x9b is CSI) or a multi-byte character
+// that shifts the caret.
 std::string printable(std::string_view s) {
     std::string out(s);
     for (char& c : out) {
         unsigned char u = static_cast<unsigned char>(c);
         if (c == '\t') c = ' ';
-        else if (u < 0x20 || u == 0x7f) c = '?';
+        else if (u < 0x20 || u >= 0x7f) c = '?';
     }
     return out;
 }
@@ -52,15 +54,22 @@ std::string format_diagnostic(const Diagnostic& d, const SourceText* source) {
     std::string prefix = begin > 0 ? "..." : "";
     std::string suffix = begin + shown.size() < line.size() ? "..." : "";
     out += "  " + prefix + printable(shown) + suffix + "\n";
-    size_t caret_at = prefix.size() + (col - std::min(col, begin));
-    size_t len = std::clamp<size_t>(d.loc.len, 1, std::max<size_t>(1, shown.size() + prefix.size() - caret_at));
+    // A location past the end of its line (a hand-made one) puts the caret just after the
+    // shown text; the underline never runs past it (nor wraps around when it would).
+    size_t end = prefix.size() + shown.size();
+    size_t caret_at = std::min(end, prefix.size() + (col - std::min(col, begin)));
+    size_t len = std::clamp<size_t>(d.loc.len, 1, std::max<size_t>(1, end - caret_at));
     out += "  " + std::string(caret_at, ' ') + "^" + std::string(len - 1, '~') + "\n";
     return out;
 }
 
 std::string format_diagnostics(const std::vector<Diagnostic>& ds, const SourceText* source) {
+    // Like a C compiler's error limit: finding each line scans the text, so rendering 10^5
+    // diagnostics of a large file would take quadratic time, and nobody reads past the first.
+    constexpr size_t kLimit = 50;
     std::string out;
-    for (const Diagnostic& d : ds) out += format_diagnostic(d, source);
+    for (size_t i = 0; i < ds.size() && i < kLimit; ++i) out += format_diagnostic(ds[i], source);
+    if (ds.size() > kLimit) out += fmt::format("{} more error{} not shown\n", ds.size() - kLimit, ds.size() - kLimit == 1 ? "" : "s");
     return out;
 }
 

@@ -25,15 +25,25 @@ bool is_keyword(std::string_view s) {
     return s == "optimizer" || s == "hyper" || s == "state" || s == "scalars" || s == "update";
 }
 
+// A name as messages show it: a 10 MB identifier must not make a 10 MB message.
+std::string shown(std::string_view name) {
+    if (name.size() <= 40) return std::string(name);
+    return fmt::format("{}...", name.substr(0, 40));
+}
+
 std::string plural(int n, std::string_view word) { return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s"); }
 
 class Verifier {
 public:
-    explicit Verifier(const Program& program) : program_(program), scope_(program) {}
+    explicit Verifier(const Program& program) : program_(program), scope_(program) {
+        // Where each name is first assigned in update, for "used before it is assigned"
+        // (a map, not a scan per use: 10^5 misused names must not take quadratic time).
+        for (const Assign& a : program_.update) first_update_.try_emplace(a.target, a.loc);
+    }
 
     std::vector<Diagnostic> run() {
         if (!is_identifier(program_.name) || is_keyword(program_.name))
-            error(program_.name_loc, fmt::format("'{}' is not a valid optimizer name (letters, digits and '_', not a keyword)", program_.name));
+            error(program_.name_loc, fmt::format("'{}' is not a valid optimizer name (letters, digits and '_', not a keyword)", shown(program_.name)));
         declarations();
         for (const Assign& a : program_.scalars) statement(a, /*in_scalars=*/true);
         for (const Assign& a : program_.update) statement(a, /*in_scalars=*/false);
@@ -49,15 +59,15 @@ private:
 
     void declare(const std::string& name, Loc loc, std::string_view what) {
         if (!is_identifier(name) || is_keyword(name)) {
-            error(loc, fmt::format("'{}' is not a valid {} name (letters, digits and '_', not a keyword)", name, what));
+            error(loc, fmt::format("'{}' is not a valid {} name (letters, digits and '_', not a keyword)", shown(name), what));
             return;
         }
         if (name == kParamName || name == kGradName || name == kStepName) {
-            error(loc, fmt::format("'{}' is built in (p: parameter, g: gradient, step: step counter) and cannot name a {}", name, what));
+            error(loc, fmt::format("'{}' is built in (p: parameter, g: gradient, step: step counter) and cannot name a {}", shown(name), what));
             return;
         }
         auto [it, inserted] = declared_.try_emplace(name, loc);
-        if (!inserted) error(loc, fmt::format("'{}' is defined twice (first at {})", name, where(it->second)));
+        if (!inserted) error(loc, fmt::format("'{}' is defined twice (first at {})", shown(name), where(it->second)));
     }
 
     static std::string where(Loc loc) { return loc.known() ? fmt::format("line {}", loc.line) : std::string("an earlier declaration"); }
@@ -65,11 +75,11 @@ private:
     void declarations() {
         for (const HyperDecl& h : program_.hypers) {
             declare(h.name, h.loc, "hyper-parameter");
-            if (!std::isfinite(h.value)) error(h.loc, fmt::format("hyper-parameter '{}' has a non-finite default", h.name));
+            if (!std::isfinite(h.value)) error(h.loc, fmt::format("hyper-parameter '{}' has a non-finite default", shown(h.name)));
         }
         for (const StateDecl& s : program_.states) {
             declare(s.name, s.loc, "state");
-            if (!std::isfinite(s.init)) error(s.loc, fmt::format("state '{}' has a non-finite initial value", s.name));
+            if (!std::isfinite(s.init)) error(s.loc, fmt::format("state '{}' has a non-finite initial value", shown(s.name)));
         }
     }
 
@@ -78,7 +88,7 @@ private:
         ValueInfo info = scope_.info(a.value);
         if (in_scalars && info.varies > Varies::Launch && !expr_errors_)
             error(a.value.loc.known() ? a.value.loc : a.loc,
-                  fmt::format("'{}' varies per element, but the scalars section holds values fixed for a launch (move it to 'update')", a.target));
+                  fmt::format("'{}' varies per element, but the scalars section holds values fixed for a launch (move it to 'update')", shown(a.target)));
         expr_errors_ = false;
 
         const Scope::Entry* entry = scope_.find(a.target);
@@ -91,16 +101,16 @@ private:
             return;
         }
         if (!is_identifier(a.target) || is_keyword(a.target)) {
-            error(a.loc, fmt::format("'{}' is not a valid name (letters, digits and '_', not a keyword)", a.target));
+            error(a.loc, fmt::format("'{}' is not a valid name (letters, digits and '_', not a keyword)", shown(a.target)));
             return;
         }
         if (entry && entry->kind == NameKind::Hyper) {
-            error(a.loc, fmt::format("cannot assign to hyper-parameter '{}': hyper-parameters are read-only (assign a new name instead)", a.target));
+            error(a.loc, fmt::format("cannot assign to hyper-parameter '{}': hyper-parameters are read-only (assign a new name instead)", shown(a.target)));
             return;
         }
         bool updatable = is_updatable(program_, a.target);
         if (in_scalars && updatable) {
-            error(a.loc, fmt::format("'{}' is per element and can only be assigned in 'update'", a.target));
+            error(a.loc, fmt::format("'{}' is per element and can only be assigned in 'update'", shown(a.target)));
             return;
         }
         if (updatable) {
@@ -108,7 +118,7 @@ private:
         } else if (entry) {
             auto it = local_locs_.find(a.target);
             error(a.loc, fmt::format("'{}' is defined twice (first at {}); only p and states can be reassigned",
-                                     a.target, it == local_locs_.end() ? "an earlier assignment" : where(it->second)));
+                                     shown(a.target), it == local_locs_.end() ? "an earlier assignment" : where(it->second)));
             return;
         } else {
             local_locs_[a.target] = a.loc;
@@ -127,18 +137,18 @@ private:
         case Op::Ref: {
             const Scope::Entry* entry = scope_.find(e.name);
             if (!entry) {
-                auto later = std::find_if(program_.update.begin(), program_.update.end(), [&](const Assign& a) { return a.target == e.name; });
-                if (later != program_.update.end() && later->loc.known())
-                    fail(e.loc, fmt::format("'{}' is used before it is assigned (at line {})", e.name, later->loc.line));
+                auto later = first_update_.find(e.name);
+                if (later != first_update_.end() && later->second.known())
+                    fail(e.loc, fmt::format("'{}' is used before it is assigned (at line {})", shown(e.name), later->second.line));
                 else
-                    fail(e.loc, fmt::format("undefined name '{}'", e.name));
+                    fail(e.loc, fmt::format("undefined name '{}'", shown(e.name)));
                 return;
             }
             if (in_scalars && entry->info.varies > Varies::Launch)
-                fail(e.loc, fmt::format("'{}' varies per element and cannot be used in the scalars section", e.name));
+                fail(e.loc, fmt::format("'{}' varies per element and cannot be used in the scalars section", shown(e.name)));
             if (reduction && entry->info.uses_reduction)
                 fail(e.loc, fmt::format("the argument of '{}' uses '{}', which depends on a reduction; a reduction of a reduction would need another pass over memory",
-                                        op_info(reduction->op).spelling, e.name));
+                                        op_info(reduction->op).spelling, shown(e.name)));
             return;
         }
         default: break;
@@ -170,9 +180,9 @@ private:
     void updates() {
         for (const StateDecl& s : program_.states)
             if (!updated_.count(s.name))
-                error(s.loc, fmt::format("state '{}' is never updated (assign it in 'update')", s.name));
+                error(s.loc, fmt::format("state '{}' is never updated (assign it in 'update')", shown(s.name)));
         if (!updated_.count(std::string(kParamName)))
-            error(program_.name_loc, fmt::format("optimizer '{}' never updates the parameter 'p'", program_.name));
+            error(program_.name_loc, fmt::format("optimizer '{}' never updates the parameter 'p'", shown(program_.name)));
     }
 
     const Program& program_;
@@ -180,6 +190,7 @@ private:
     std::vector<Diagnostic> diags_;
     std::unordered_map<std::string, Loc> declared_;
     std::unordered_map<std::string, Loc> local_locs_;
+    std::unordered_map<std::string, Loc> first_update_;
     std::unordered_set<std::string> updated_;
     bool expr_errors_ = false;
 };

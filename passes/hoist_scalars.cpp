@@ -1,5 +1,7 @@
 #include "passes/hoist_scalars.h"
 
+#include <algorithm>
+
 #include "ir/analysis.h"
 #include "passes/rewrite.h"
 
@@ -23,6 +25,9 @@ public:
             } else {
                 extract(a.value);
                 program_.update.push_back(std::move(a));
+                // Computed per element from here on: a later expression reading it (say a
+                // local that read p after `p = lr`) must not be hoisted above it.
+                info.varies = std::max(info.varies, Varies::Element);
             }
             scope_.bind(target, info);
         }
