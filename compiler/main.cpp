@@ -376,8 +376,8 @@ int cmd_run(Args& args) {
     } catch (const std::invalid_argument& e) {
         throw InputError{fmt::format("optjit: {}\n", e.what())};
     }
-    std::string where = run.interp ? "interp" : run.request.target.name();
-    fmt::print("optimizer {}, target {} ({}): 1 tensor of {} elements, {} steps, seed {}\n", run.request.program.name, target_name,
+    std::string where = run.request.target.is_gpu() ? fmt::format(" ({})", run.request.target.name()) : "";
+    fmt::print("optimizer {}, target {}{}: 1 tensor of {} elements, {} steps, seed {}\n", run.request.program.name, target_name,
                where, size, run.steps, run.seed);
     fmt::print("  storage: {}\n", to_string(run.request.storage, run.request.program));
     if (!run.interp) fmt::print("  first step {:.1f} ms, {} kernel compile(s)\n", result.first_step_ms, result.compiles);
