@@ -1,109 +1,114 @@
 #include "passes/cse.h"
 
+#include <bit>
 #include <fmt/format.h>
 
-#include <map>
 #include <unordered_map>
+#include <unordered_set>
 
-#include "ir/printer.h"
 #include "passes/rewrite.h"
 
 namespace optjit {
 
 namespace {
 
-// The identity of an expression: its text with every name tagged by which assignment of that
-// name it reads ("m@0" is the state as loaded, "m@1" after the first `m = ...`).
-class Keys {
+// Value numbering: equal numbers mean the same operation on the same operands, reading the
+// same assignment of every name ("m" before and after `m = ...` are different values).
+class ValueNumbers {
 public:
-    std::string key(const Expr& e) const {
-        if (e.op == Op::Number) return print_number(e.number);
+    // Numbers every node of `e` (children first) into `ids`.
+    int number(const Expr& e, std::unordered_map<const Expr*, int>& ids) {
+        std::string key = fmt::format("{}", int(e.op));
+        if (e.op == Op::Number) key += fmt::format(":{}", std::bit_cast<uint64_t>(e.number));
         if (e.op == Op::Ref) {
             auto it = versions_.find(e.name);
-            return fmt::format("{}@{}", e.name, it == versions_.end() ? 0 : it->second);
+            key += fmt::format(":{}@{}", e.name, it == versions_.end() ? 0 : it->second);
         }
-        std::string out = fmt::format("{}(", op_info(e.op).spelling);
-        for (const Expr& a : e.args) out += key(a) + ",";
-        return out + ")";
+        for (const Expr& a : e.args) key += fmt::format(",{}", number(a, ids));
+        auto [it, inserted] = table_.try_emplace(std::move(key), int(table_.size()));
+        ids[&e] = it->second;
+        return it->second;
     }
     void assigned(const std::string& name) { ++versions_[name]; }
 
 private:
+    std::unordered_map<std::string, int> table_;
     std::unordered_map<std::string, int> versions_;
 };
 
-struct Candidate {
-    int count = 0;
-    int size = 0;
-    int section = 0;    // 0: scalars, 1: update (of the first occurrence)
-    size_t index = 0;   // statement of the first occurrence
-    Expr expr;
+bool is_leaf(const Expr& e) { return e.op == Op::Number || e.op == Op::Ref; }
+
+// Counts how often each value is computed once repeated ones are computed once: a repeat
+// occurrence is not descended into, so what only repeats inside it counts once.
+void count(const Expr& e, const std::unordered_map<const Expr*, int>& ids, std::unordered_map<int, int>& counts) {
+    if (is_leaf(e)) return;
+    if (++counts[ids.at(&e)] > 1) return;
+    for (const Expr& a : e.args) count(a, ids, counts);
+}
+
+class Rewriter {
+public:
+    Rewriter(const Program& program, std::unordered_set<int> repeated) : names_(program, "_c"), repeated_(std::move(repeated)) {}
+
+    // Replaces repeated values in `e` by temporaries, appending new definitions to `defs`.
+    void rewrite(Expr& e, const std::unordered_map<const Expr*, int>& ids, std::vector<Assign>& defs) {
+        if (is_leaf(e)) return;
+        int id = ids.at(&e);
+        if (!repeated_.count(id)) {
+            for (Expr& a : e.args) rewrite(a, ids, defs);
+            return;
+        }
+        auto named = name_of_.find(id);
+        if (named == name_of_.end()) {
+            for (Expr& a : e.args) rewrite(a, ids, defs);  // inner repeats are defined first
+            std::string name = names_.next();
+            named = name_of_.emplace(id, name).first;
+            defs.push_back({name, std::move(e), e.loc});
+        }
+        Loc loc = e.loc;
+        e = Expr::ref(named->second, loc);
+    }
+
+private:
+    FreshNames names_;
+    std::unordered_set<int> repeated_;
+    std::unordered_map<int, std::string> name_of_;
 };
-
-int size_of(const Expr& e) {
-    int n = 1;
-    for (const Expr& a : e.args) n += size_of(a);
-    return n;
-}
-
-// Finds the largest expression that occurs twice or more; false if there is none.
-bool largest_repeated(const Program& program, std::string& best_key, Candidate& best) {
-    std::map<std::string, Candidate> seen;
-    Keys keys;
-    const std::vector<Assign>* sections[2] = {&program.scalars, &program.update};
-    for (int s = 0; s < 2; ++s) {
-        for (size_t i = 0; i < sections[s]->size(); ++i) {
-            const Assign& a = (*sections[s])[i];
-            for_each_node(a.value, [&](const Expr& e) {
-                if (e.op == Op::Number || e.op == Op::Ref) return;
-                auto [it, inserted] = seen.try_emplace(keys.key(e));
-                if (inserted) it->second = {0, size_of(e), s, i, e};
-                ++it->second.count;
-            });
-            keys.assigned(a.target);
-        }
-    }
-    bool found = false;
-    for (auto& [k, c] : seen) {
-        if (c.count < 2) continue;
-        bool earlier = std::pair(c.section, c.index) < std::pair(best.section, best.index);
-        if (!found || c.size > best.size || (c.size == best.size && earlier)) {
-            best_key = k;
-            best = c;
-            found = true;
-        }
-    }
-    return found;
-}
-
-void replace(Expr& e, const Keys& keys, const std::string& key, const std::string& name) {
-    if (e.op == Op::Number || e.op == Op::Ref) return;
-    if (keys.key(e) == key) {
-        e = Expr::ref(name, e.loc);
-        return;
-    }
-    for (Expr& a : e.args) replace(a, keys, key, name);
-}
 
 }  // namespace
 
 Program eliminate_common_subexpressions(Program program) {
-    FreshNames names(program, "_c");
-    std::string key;
-    Candidate c;
-    while (largest_repeated(program, key, c)) {
-        std::string name = names.next();
-        Keys keys;
-        std::vector<Assign>* sections[2] = {&program.scalars, &program.update};
+    std::vector<Assign>* sections[2] = {&program.scalars, &program.update};
+    std::unordered_map<int, int> counts;
+    {
+        ValueNumbers numbers;
         for (auto* section : sections)
-            for (Assign& a : *section) {
-                replace(a.value, keys, key, name);
-                keys.assigned(a.target);
+            for (const Assign& a : *section) {
+                std::unordered_map<const Expr*, int> ids;
+                numbers.number(a.value, ids);
+                count(a.value, ids, counts);
+                numbers.assigned(a.target);
             }
-        auto& section = *sections[c.section];
-        Loc loc = c.expr.loc;
-        section.insert(section.begin() + c.index, Assign{name, std::move(c.expr), loc});
-        c = {};
+    }
+    std::unordered_set<int> repeated;
+    for (auto [id, n] : counts)
+        if (n > 1) repeated.insert(id);
+    if (repeated.empty()) return program;
+
+    Rewriter rewriter(program, std::move(repeated));
+    ValueNumbers numbers;  // numbered again in the same order, so ids match the first walk
+    for (auto* section : sections) {
+        std::vector<Assign> out;
+        for (Assign& a : *section) {
+            std::unordered_map<const Expr*, int> ids;
+            numbers.number(a.value, ids);
+            numbers.assigned(a.target);
+            std::vector<Assign> defs;
+            rewriter.rewrite(a.value, ids, defs);
+            for (Assign& d : defs) out.push_back(std::move(d));
+            out.push_back(std::move(a));
+        }
+        *section = std::move(out);
     }
     return program;
 }

@@ -2,8 +2,9 @@
 //
 // Contract: an operation that appears more than once with the same operands, reading the
 // same assignments of every name it uses, is computed once into a new temporary `_cN`
-// placed just before its first use; the largest repeated expression is taken first. Values
-// and rounding are unchanged.
+// placed just before the statement of its first use (after the temporaries of repeated
+// values inside it). What repeats only inside a repeated expression is not split out.
+// Values and rounding are unchanged. Linear in the program's size (value numbering).
 #pragma once
 
 #include "ir/program.h"

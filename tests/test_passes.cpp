@@ -237,13 +237,13 @@ TEST_CASE("passes: cse") {
                "  state m = 0\n"
                "  update\n"
                "    x = m * 2\n"
-               "    _c2 = g * g\n"
-               "    m = m * 0.9 + _c2\n"
+               "    _c0 = g * g\n"
+               "    m = m * 0.9 + _c0\n"
                "    y = m * 2\n"
-               "    _c1 = _c2 + 1\n"
-               "    _c0 = sqrt(_c1)\n"
-               "    a = _c0\n"
-               "    p = p - _c1 / m - _c0 + x * y\n");
+               "    _c1 = _c0 + 1\n"
+               "    _c2 = sqrt(_c1)\n"
+               "    a = _c2\n"
+               "    p = p - _c1 / m - _c2 + x * y\n");
     // Existing names of the form _cN are not reused.
     check_pass(eliminate_common_subexpressions,
                "optimizer t\n"
