@@ -552,6 +552,31 @@ TEST_CASE("codegen host: pow of negative bases with integral exponents") {
     }
 }
 
+// The kernel's pow (compiler/element_math.cpp, pow_f64) against std::pow, which the interpreter
+// uses (ir/semantics.cpp), where a base or an exponent is zero, one or infinite. The exponent
+// comes from p, so every case goes through pow_f64 (not the multiplications for constants).
+TEST_CASE("codegen host: pow at zeros and infinities follows std::pow") {
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    const std::vector<std::pair<double, double>> cases = {
+        {0.0, -1.0}, {0.0, 2.0}, {-0.0, 3.0}, {-0.0, -3.0}, {-0.0, -2.0}, {-1.0, inf}, {-1.0, -inf}, {-inf, 2.5},
+        {-inf, -2.5}, {-inf, 3.0}, {-inf, -3.0}, {-inf, 2.0}, {inf, 0.5}, {inf, -0.5}, {1.0, nan}, {nan, 0.0},
+        {-2.0, inf}, {-0.5, inf}, {2.0, -inf}, {-8.0, 1.0 / 3.0}, {-2.0, 3.0}, {-2.0, -3.0}, {-3.0, 4.0},
+    };
+    std::vector<float> base, exponent;
+    for (auto [b, e] : cases) {
+        base.push_back(float(b));
+        exponent.push_back(float(e));
+    }
+    KernelCache cache("");
+    StepResult r = one_step(cache, program_from("optimizer powedge\n  update\n    p = g ^ p\n"), exponent, base, {});
+    for (size_t i = 0; i < cases.size(); ++i) {
+        double expected = std::pow(double(base[i]), double(exponent[i]));
+        INFO("pow(", base[i], ", ", exponent[i], "): kernel ", r.kernel[i], ", interpreter ", r.reference[i], ", std::pow ", expected);
+        CHECK(close(r.reference[i], expected, 1e-7));
+        CHECK(close(r.kernel[i], expected, 1e-6));
+    }
+}
+
 TEST_CASE("codegen host: special values through exp log pow sqrt min max sign") {
     const char* text = R"(optimizer special
   update
