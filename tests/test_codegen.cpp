@@ -1,0 +1,770 @@
+// Code generation on the host target (always runs): every example program, in every dtype
+// combination, against the float64 reference interpreter through runtime/checked_run.h; the
+// kernel cache and its key; fast math; exp, log and pow; what code generation rejects.
+//
+// Each run draws fresh random data (std::random_device); the seed is in every failure message,
+// and OPTJIT_TEST_SEED=N replays it.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "compiler/compile.h"
+#include "ir/interpreter.h"
+#include "ir/parser.h"
+#include "ir/verifier.h"
+#include "ir/numeric.h"
+#include "runtime/checked_run.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/launch.h"
+#include "runtime/thread_pool.h"
+
+using namespace optjit;
+
+namespace {
+
+using Hypers = std::map<std::string, double>;
+
+std::string examples_dir() { return std::string(OPTJIT_SOURCE_DIR) + "/examples"; }
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path);
+    REQUIRE_MESSAGE(in.good(), "cannot open ", path);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+Program load_example(const std::string& name) {
+    std::string path = examples_dir() + "/" + name + ".opt";
+    return parse_and_verify(read_text(path), path);
+}
+
+Program program_from(const std::string& text) { return parse_and_verify(text, "<test>"); }
+
+uint64_t test_seed() {
+    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+    std::random_device rd;
+    return ((uint64_t(rd()) << 32) ^ rd()) & ((uint64_t(1) << 62) - 1);
+}
+
+std::string describe(const Hypers& h) {
+    std::ostringstream s;
+    s.precision(17);
+    for (const auto& [name, v] : h) s << name << "=" << v << " ";
+    return h.empty() ? "(defaults)" : s.str();
+}
+
+// Non-default hyper-parameters of each example: larger learning rates (so p moves visibly in
+// 10 steps) and the optional features switched on. Where L2 weight decay adds wd * p to the
+// gradient, gw = g + wd * p can cancel to near 0, and the update's sensitivity to gw there is
+// about lr / eps: an fp32 rounding of gw (~1e-9) would move p by lr * 1e-9 / eps. eps is kept
+// large enough (1e-4 .. 1e-2) that this stays far below the fp32 tolerance (with eps = 1e-8,
+// Adagrad and RMSprop fail a few runs in a hundred with no kernel error).
+const std::map<std::string, Hypers>& example_hypers() {
+    static const std::map<std::string, Hypers> h = {
+        {"adagrad", {{"lr", 0.1}, {"lr_decay", 0.05}, {"weight_decay", 0.02}, {"eps", 1e-3}}},
+        {"adam", {{"lr", 0.05}, {"beta1", 0.8}, {"beta2", 0.95}, {"eps", 1e-4}, {"weight_decay", 0.01}}},
+        {"adamw", {{"lr", 0.05}, {"beta1", 0.85}, {"beta2", 0.98}, {"eps", 1e-6}, {"weight_decay", 0.1}}},
+        {"ademamix", {{"lr", 0.02}, {"beta3", 0.999}, {"alpha", 5}, {"weight_decay", 0.01}, {"T_alpha_beta3", 6}}},
+        {"lion", {{"lr", 0.01}, {"beta1", 0.8}, {"beta2", 0.95}, {"weight_decay", 0.1}}},
+        {"rmsprop", {{"lr", 0.02}, {"alpha", 0.9}, {"eps", 1e-3}, {"weight_decay", 0.01}, {"momentum", 0.9}, {"centered", 1}}},
+        {"sgd", {{"lr", 0.05}, {"momentum", 0.9}, {"dampening", 0.1}, {"weight_decay", 0.01}, {"nesterov", 1}}},
+    };
+    return h;
+}
+
+std::vector<std::string> example_names() {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(examples_dir()))
+        if (entry.path().extension() == ".opt") names.push_back(entry.path().stem().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+struct Combo {
+    const char* name;
+    DType param, grad;
+    bool bf16_states;
+};
+
+// Parameter / gradient dtypes; the last ones store every state in bf16 as well.
+const std::vector<Combo>& combos() {
+    static const std::vector<Combo> c = {
+        {"p=f32 g=f32", DType::F32, DType::F32, false},     {"p=bf16 g=bf16", DType::BF16, DType::BF16, false},
+        {"p=bf16 g=f32", DType::BF16, DType::F32, false},   {"p=f16 g=f16", DType::F16, DType::F16, false},
+        {"p=f32 g=bf16", DType::F32, DType::BF16, false},   {"p=f32 g=f16", DType::F32, DType::F16, false},
+        {"p=f16 g=f32", DType::F16, DType::F32, false},     {"p=bf16 g=f16", DType::BF16, DType::F16, false},
+        {"p=f16 g=bf16", DType::F16, DType::BF16, false},   {"p=bf16 g=bf16 states=bf16", DType::BF16, DType::BF16, true},
+        {"p=bf16 g=f32 states=bf16", DType::BF16, DType::F32, true},
+    };
+    return c;
+}
+
+StorageSignature storage_for(const Program& program, const Combo& c) {
+    StorageSignature s;
+    s.param = c.param;
+    s.grad = c.grad;
+    if (c.bf16_states)
+        for (const StateDecl& d : program.states) s.states[d.name] = StateStorage{StateFormat::BF16};
+    return s;
+}
+
+// The sizes of every checked launch: around the host chunk (16384) and the GPU chunk (4096),
+// tiny tensors, and one random larger size.
+std::vector<int64_t> test_sizes(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    int64_t large = std::uniform_int_distribution<int64_t>(20000, 70000)(rng);
+    return {1, 2, 3, 17, 4095, 4096, 4097, 16383, 16384, 16385, large};
+}
+
+std::string describe(const RunSummary& s) {
+    std::ostringstream out;
+    out.precision(3);
+    for (const TensorSummary& t : s.tensors)
+        out << t.name << ": max rel diff " << t.max_rel_diff << " (tolerance " << t.tolerance << ", element " << t.worst_element
+            << ", norm " << t.norm << ")  ";
+    return out.str();
+}
+
+// run_steps with the interpreter alongside; a guard region overwritten (a kernel writing past
+// a tensor's end) makes run_steps throw, reported here as a failure.
+bool checked_run(const RunOptions& o, RunSummary& summary) {
+    try {
+        summary = run_steps(o);
+        return true;
+    } catch (const std::exception& e) {
+        FAIL_CHECK("run_steps threw: ", e.what());
+        return false;
+    }
+}
+
+// The stored values (p, g, states at the start of the step) that each name's value reads.
+std::map<std::string, std::set<std::string>> inputs_of(const Program& program) {
+    std::map<std::string, std::set<std::string>> deps;
+    deps["p"] = {"p"};
+    deps["g"] = {"g"};
+    for (const StateDecl& s : program.states) deps[s.name] = {s.name};
+    for (const Assign& a : program.update) {
+        std::set<std::string> d;
+        for_each_node(a.value, [&](const Expr& e) {
+            if (e.op == Op::Ref && deps.count(e.name)) d.insert(deps[e.name].begin(), deps[e.name].end());
+        });
+        deps[a.target] = d;
+    }
+    return deps;
+}
+
+// What a checked run of 10 steps can be held to, per stored tensor.
+//
+// run_steps' tolerance (tolerance_for) is a few ulps of the tensor's own dtype. Two effects
+// that are not kernel errors exceed it: (1) a 16-bit value that fp32 and float64 math put on
+// either side of a rounding boundary differs by one ulp, and over 10 steps an element can take
+// two such flips in the same direction (2 ulps of f16 at the top of a binade is 2^-9, exactly
+// tolerance_for(F16)); (2) an fp32 state that reads a 16-bit p (L2 weight decay: gw = g + wd * p)
+// inherits p's flips. So here: 2 x tolerance_for for 16-bit tensors, and a state is held to the
+// loosest of its own bound and the bounds of the 16-bit stored values it reads.
+double bound_for(const Program& program, const StorageSignature& st, const std::string& name) {
+    auto own = [&](const std::string& n) {
+        DType t = n == "p" ? st.param : n == "g" ? DType::F32 : state_dtype(st.state(n).format);
+        return tolerance_for(t) * (t == DType::F32 ? 1 : 2);
+    };
+    double bound = own(name);
+    std::map<std::string, std::set<std::string>> deps = inputs_of(program);
+    if (name != "p")
+        for (const std::string& input : deps[name])
+            if (input != name) bound = std::max(bound, own(input));
+    return bound;
+}
+
+// True when run_steps' own tolerances apply as they are: every stored value the update writes
+// or reads back is fp32 (the gradient's dtype does not matter: both sides read the same values).
+bool exact_storage(const StorageSignature& st, const Program& program) {
+    if (st.param != DType::F32) return false;
+    for (const StateDecl& s : program.states)
+        if (st.state(s.name).format != StateFormat::F32) return false;
+    return true;
+}
+
+// Lion steps by lr * sign(c): where c is within rounding of 0, fp32 and float64 may take
+// opposite signs, and p differs by 2 lr. Keep lr below what the parameter's dtype resolves.
+Hypers adjusted_hypers(const std::string& example, Hypers h, DType param) {
+    if (example == "lion") h["lr"] = tolerance_for(param) / 8;
+    return h;
+}
+
+// Every dtype combination of one example on `target`, 10 steps over several tensors in one
+// launch, with fresh random data.
+void check_example_on(const std::string& name, const Target& target) {
+    Program program = load_example(name);
+    auto hypers = example_hypers().find(name);
+    REQUIRE_MESSAGE(hypers != example_hypers().end(), "no test hyper-parameters for example ", name);
+    for (const Combo& c : combos()) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{program, {}, storage_for(program, c), target, {}};
+        o.sizes = test_sizes(seed);
+        o.steps = 10;
+        o.seed = seed;
+        o.hypers = adjusted_hypers(name, hypers->second, c.param);
+        o.check = true;
+        INFO("example ", name, " on ", target.name(), ", ", std::string(c.name), ", seed ", seed, " (OPTJIT_TEST_SEED=", seed,
+             " replays it), largest size ", o.sizes.back(), ", hypers ", describe(o.hypers));
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        REQUIRE(s.tensors.size() == program.states.size() + 1);
+        if (exact_storage(o.request.storage, program)) CHECK(s.passed);
+        for (const TensorSummary& t : s.tensors) {
+            INFO(t.name);
+            CHECK(t.max_rel_diff <= bound_for(program, o.request.storage, t.name));
+            CHECK(std::isfinite(t.norm));
+        }
+        // p moved: its final values differ from the initial ones (the interpreter with 0 steps).
+        RunOptions start = o;
+        start.interp = true;
+        start.check = false;
+        start.steps = 0;
+        RunSummary initial = run_steps(start);
+        CHECK(initial.tensors[0].checksum != s.tensors[0].checksum);
+        CHECK(initial.tensors[0].norm != s.tensors[0].norm);
+    }
+}
+
+// One step of a fp32 host kernel over the given values, and of the interpreter (fp32 storage);
+// returns {kernel p, interpreter p}.
+struct StepResult {
+    std::vector<double> kernel, reference;
+};
+
+StepResult one_step(KernelCache& cache, const Program& program, const std::vector<float>& p0, const std::vector<float>& g,
+                    const Hypers& hypers, CodegenOptions options = {}, const PassOptions& passes = {}, int64_t step = 1) {
+    KernelRequest request{program, passes, {}, Target{}, options};
+    std::shared_ptr<const Kernel> kernel = cache.get(request);
+    std::vector<float> p = p0, grad = g;
+    std::vector<std::vector<float>> states;
+    for (const StateDecl& s : program.states) states.emplace_back(p.size(), float(s.init));
+    TensorArgs args{uint64_t(p.data()), uint64_t(grad.data()), {}, int64_t(p.size())};
+    for (auto& s : states) args.states.push_back(uint64_t(s.data()));
+    TensorTable table = build_table(*kernel, std::span<const TensorArgs>(&args, 1));
+    launch_host(*kernel, table, launch_scalars(*kernel, hypers, step), ThreadPool::global());
+
+    Hypers all = hypers;
+    for (const auto& [name, v] : passes.specialize) all[name] = v;
+    Interpreter interp(program, hyper_values(program, all), StorageSignature{});
+    HostTensor t;
+    t.p.assign(p0.begin(), p0.end());
+    t.g.assign(g.begin(), g.end());
+    interp.init_states(t);
+    for (int64_t s = 1; s <= step; ++s) interp.step(s, std::span<HostTensor>(&t, 1));
+    return {std::vector<double>(p.begin(), p.end()), t.p};
+}
+
+// Both NaN, the same infinity, or within `tolerance` relative to max(|b|, 1).
+bool close(double a, double b, double tolerance) {
+    if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+    if (std::isinf(a) || std::isinf(b)) return a == b;
+    return std::fabs(a - b) <= tolerance * std::max(std::fabs(b), 1.0);
+}
+
+std::vector<float> random_values(uint64_t seed, size_t n, double scale = 1) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> d(0, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = float(d(rng));
+    return v;
+}
+
+std::string key_of(const KernelRequest& r) { return cache_key(lower(r)); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Every example, every dtype combination, host kernel against the interpreter.
+
+TEST_CASE("codegen host: every example has test hyper-parameters") {
+    std::vector<std::string> names = example_names();
+    CHECK(names.size() >= 7);
+    for (const std::string& name : names) {
+        INFO("examples/", name, ".opt");
+        CHECK(example_hypers().count(name) == 1);
+        Program p = load_example(name);
+        for (const auto& [hyper, v] : example_hypers().at(name)) CHECK(p.hyper_index(hyper) >= 0);
+    }
+}
+
+TEST_CASE("codegen host: adagrad matches the interpreter in every dtype") { check_example_on("adagrad", Target{}); }
+TEST_CASE("codegen host: adam matches the interpreter in every dtype") { check_example_on("adam", Target{}); }
+TEST_CASE("codegen host: adamw matches the interpreter in every dtype") { check_example_on("adamw", Target{}); }
+TEST_CASE("codegen host: ademamix matches the interpreter in every dtype") { check_example_on("ademamix", Target{}); }
+TEST_CASE("codegen host: lion matches the interpreter in every dtype") { check_example_on("lion", Target{}); }
+TEST_CASE("codegen host: rmsprop matches the interpreter in every dtype") { check_example_on("rmsprop", Target{}); }
+TEST_CASE("codegen host: sgd matches the interpreter in every dtype") { check_example_on("sgd", Target{}); }
+
+TEST_CASE("codegen host: examples with default hyper-parameters match the interpreter") {
+    for (const std::string& name : example_names()) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request.program = load_example(name);
+        o.sizes = {5, 4096, 16385};
+        o.seed = seed;
+        o.check = true;
+        INFO("example ", name, ", seed ", seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        CHECK(s.passed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache: a learning-rate schedule never recompiles; specialization does.
+
+TEST_CASE("codegen host: 100 learning rates through one cache compile once") {
+    KernelCache cache("");
+    Program adamw = load_example("adamw");
+    uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    std::vector<float> p = random_values(seed, 1000), g = random_values(seed + 1, 1000);
+    std::vector<double> previous;
+    int mismatches = 0;
+    for (int i = 0; i < 100; ++i) {
+        double lr = 1e-4 * std::pow(1.07, i);
+        StepResult r = one_step(cache, adamw, p, g, {{"lr", lr}, {"weight_decay", 0.1}});
+        for (size_t k = 0; k < r.kernel.size(); ++k) mismatches += !close(r.kernel[k], r.reference[k], 2e-5);
+        if (!previous.empty()) CHECK_MESSAGE(r.kernel != previous, "lr ", lr, " gave the same p as the previous lr");
+        // A larger lr moves p further from its start.
+        double moved = 0;
+        for (size_t k = 0; k < r.kernel.size(); ++k) moved += std::fabs(r.kernel[k] - p[k]);
+        CHECK(moved > 0);
+        previous = r.kernel;
+    }
+    CHECK(mismatches == 0);
+    CacheStats stats = cache.stats();
+    CHECK(stats.compiles == 1);
+    CHECK(stats.memory_hits == 99);
+    CHECK(stats.disk_hits == 0);
+}
+
+TEST_CASE("codegen host: a learning-rate schedule in run_steps compiles at most once") {
+    RunOptions o;
+    o.request.program = load_example("adam");
+    o.sizes = {100};
+    o.steps = 3;
+    o.hypers = {{"lr", 0.01}};
+    RunSummary first = run_steps(o);
+    CHECK(first.compiles <= 1);
+    for (double lr : {0.02, 0.03, 0.5}) {
+        o.hypers["lr"] = lr;
+        RunSummary s = run_steps(o);
+        CHECK(s.compiles == 0);
+        CHECK(s.tensors[0].checksum != first.tensors[0].checksum);
+    }
+}
+
+TEST_CASE("codegen host: a specialized hyper-parameter changes the key but not the results") {
+    Program adamw = load_example("adamw");
+    KernelRequest plain{adamw, {}, {}, Target{}, {}};
+    KernelRequest special = plain;
+    special.passes.specialize = {{"lr", 0.03}, {"beta1", 0.8}};
+    CHECK(key_of(plain) != key_of(special));
+    KernelRequest other = plain;
+    other.passes.specialize = {{"lr", 0.04}, {"beta1", 0.8}};
+    CHECK(key_of(other) != key_of(special));
+
+    uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    RunOptions a;
+    a.request = plain;
+    a.sizes = {3, 4097, 16385};
+    a.seed = seed;
+    a.check = true;
+    a.hypers = {{"lr", 0.03}, {"beta1", 0.8}, {"weight_decay", 0.05}};
+    RunOptions b = a;
+    b.request = special;
+    b.hypers = {{"weight_decay", 0.05}};
+    RunSummary ra, rb;
+    REQUIRE(checked_run(a, ra));
+    REQUIRE(checked_run(b, rb));
+    INFO("unspecialized: ", describe(ra));
+    CHECK(ra.passed);
+    REQUIRE(ra.tensors.size() == rb.tensors.size());
+    // The specialized kernel computes the same fp32 values: bit-identical results.
+    for (size_t i = 0; i < ra.tensors.size(); ++i) {
+        INFO(ra.tensors[i].name);
+        CHECK(ra.tensors[i].checksum == rb.tensors[i].checksum);
+        CHECK(ra.tensors[i].norm == rb.tensors[i].norm);
+    }
+
+    // Specialized, the kernel takes the remaining hyper-parameters only.
+    KernelCache cache("");
+    std::shared_ptr<const Kernel> k = cache.get(special);
+    CHECK(k->spec().lowered.hyper_index("lr") < 0);
+    CHECK_THROWS_AS(launch_scalars(*k, {{"lr", 0.1}}, 1), std::invalid_argument);
+}
+
+// run_steps (runtime/checked_run.cpp) builds its reference interpreter from the unspecialized
+// program with o.hypers only, so a specialized hyper-parameter runs there with its default
+// value: `optjit run --specialize lr=0.1 --check` reports a failure for a correct kernel.
+TEST_CASE("codegen host: run_steps checks a specialized kernel against the specialized values") {
+    RunOptions o;
+    o.request.program = load_example("adamw");
+    o.request.passes.specialize = {{"lr", 0.03}};
+    o.sizes = {100, 4097};
+    o.seed = test_seed();
+    o.check = true;
+    INFO("seed ", o.seed);
+    RunSummary s;
+    REQUIRE(checked_run(o, s));
+    INFO(describe(s));
+    CHECK(s.passed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast math, and the float64 exp / log / pow routines of compiler/element_math.cpp.
+
+TEST_CASE("codegen host: fast-math kernels agree with the interpreter to 1e-4") {
+    for (const std::string& name : {"adamw", "adam", "rmsprop", "adagrad", "ademamix"}) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request.program = load_example(name);
+        o.request.options.fast_math = true;
+        o.sizes = {1, 17, 4097, 16385, 30000};
+        o.seed = seed;
+        o.check = true;
+        o.hypers = example_hypers().at(name);
+        INFO("example ", name, " fast math, seed ", seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        for (const TensorSummary& t : s.tensors) CHECK(t.max_rel_diff <= 1e-4);
+    }
+    // Fast math is a different kernel.
+    KernelRequest r{load_example("adamw"), {}, {}, Target{}, {}};
+    KernelRequest f = r;
+    f.options.fast_math = true;
+    CHECK(key_of(r) != key_of(f));
+    std::string ir_fast = emit_text(f, Emit::LLVM), ir_exact = emit_text(r, Emit::LLVM);
+    CHECK(ir_fast != ir_exact);
+    CHECK((ir_fast.find("arcp") != std::string::npos || ir_fast.find("afn") != std::string::npos || ir_fast.find("fast") != std::string::npos));
+}
+
+TEST_CASE("codegen host: exp log and pow agree with the interpreter") {
+    const char* text = R"(optimizer mathy
+  hyper lr = 1e-2
+  update
+    p = p - lr * exp(g) * log(abs(g) + 1) + 0.001 * abs(g) ^ 1.7
+)";
+    uint64_t seed = test_seed();
+    RunOptions o;
+    o.request.program = program_from(text);
+    o.sizes = {1, 3, 4095, 16385, 25000};
+    o.seed = seed;
+    o.check = true;
+    o.hypers = {{"lr", 0.05}};
+    INFO("seed ", seed);
+    for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+        o.request.storage.param = t;
+        INFO("param ", dtype_name(t));
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        CHECK(s.passed);
+    }
+
+    // Wide ranges: exp over [-80, 80], log over tiny to huge magnitudes, pow with run-time exponents.
+    const char* wide = R"(optimizer wide
+  hyper y = 1.75
+  update
+    p = exp(g) + log(abs(p)) + abs(p) ^ y
+)";
+    KernelCache cache("");
+    std::vector<float> p, g;
+    for (int i = -800; i <= 800; ++i) {
+        g.push_back(float(i) / 10);
+        p.push_back(float(std::ldexp(1.0 + (i + 800) / 1601.0, i / 8)));
+    }
+    for (double y : {1.75, -2.5, 0.5, 3.0, -1.0, 0.0, 10.0}) {
+        INFO("y = ", y);
+        StepResult r = one_step(cache, program_from(wide), p, g, {{"y", y}});
+        int bad = 0;
+        for (size_t k = 0; k < r.kernel.size(); ++k)
+            if (!close(r.kernel[k], r.reference[k], 1e-6)) {
+                if (bad++ < 5) MESSAGE("p=", p[k], " g=", g[k], ": kernel ", r.kernel[k], ", interpreter ", r.reference[k]);
+            }
+        CHECK(bad == 0);
+    }
+    CHECK(cache.stats().compiles == 1);
+}
+
+TEST_CASE("codegen host: pow of negative bases with integral exponents") {
+    // Constant exponents (1, 2, 3 and -1 are multiplications; 4, 5, -2, -3 go through pow) and
+    // run-time ones (always pow); bases are negative, zero and positive.
+    const char* text = R"(optimizer negpow
+  hyper k = 3
+  update
+    b = 0 - abs(g) - 0.5
+    p = b ^ 3 + b ^ 2 + b ^ 5 + b ^ 4 + 1 / (b ^ -3) + b ^ -2 + b ^ k + p * 0.000001
+)";
+    KernelCache cache("");
+    uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    std::vector<float> p = random_values(seed, 4099), g = random_values(seed + 7, 4099, 2);
+    for (double k : {3.0, 4.0, 5.0, -1.0, -2.0, -3.0, 0.0, 1.0, 2.0, 7.0, 0.5}) {
+        INFO("k = ", k);
+        StepResult r = one_step(cache, program_from(text), p, g, {{"k", k}});
+        int bad = 0;
+        for (size_t i = 0; i < r.kernel.size(); ++i)
+            if (!close(r.kernel[i], r.reference[i], 2e-5)) {
+                if (bad++ < 5) MESSAGE("g=", g[i], ": kernel ", r.kernel[i], ", interpreter ", r.reference[i]);
+            }
+        CHECK(bad == 0);
+        if (k == 0.5) CHECK(std::isnan(r.kernel[0]));  // a negative base to a non-integral power
+        else CHECK(std::isfinite(r.kernel[0]));
+    }
+
+    // Elementwise exponents: g ^ q with q from p, negative g, q integral (odd and even) and not.
+    const char* elementwise = R"(optimizer powpow
+  update
+    p = g ^ p
+)";
+    std::vector<float> base, exponent;
+    for (float b : {-3.0f, -2.0f, -1.5f, -1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 2.0f, 3.0f})
+        for (float e : {-3.0f, -2.0f, -1.0f, 0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 0.5f, -0.5f, 2.5f}) {
+            base.push_back(b);
+            exponent.push_back(e);
+        }
+    StepResult r = one_step(cache, program_from(elementwise), exponent, base, {});
+    for (size_t i = 0; i < r.kernel.size(); ++i) {
+        INFO(base[i], " ^ ", exponent[i], ": kernel ", r.kernel[i], ", interpreter ", r.reference[i]);
+        CHECK(close(r.kernel[i], r.reference[i], 1e-6));
+    }
+}
+
+// The kernel's pow (compiler/element_math.cpp, pow_f64) against std::pow, which the interpreter
+// uses (ir/semantics.cpp), where a base or an exponent is zero, one or infinite. The exponent
+// comes from p, so every case goes through pow_f64 (not the multiplications for constants).
+TEST_CASE("codegen host: pow at zeros and infinities follows std::pow") {
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    const std::vector<std::pair<double, double>> cases = {
+        {0.0, -1.0}, {0.0, 2.0}, {-0.0, 3.0}, {-0.0, -3.0}, {-0.0, -2.0}, {-1.0, inf}, {-1.0, -inf}, {-inf, 2.5},
+        {-inf, -2.5}, {-inf, 3.0}, {-inf, -3.0}, {-inf, 2.0}, {inf, 0.5}, {inf, -0.5}, {1.0, nan}, {nan, 0.0},
+        {-2.0, inf}, {-0.5, inf}, {2.0, -inf}, {-8.0, 1.0 / 3.0}, {-2.0, 3.0}, {-2.0, -3.0}, {-3.0, 4.0},
+    };
+    std::vector<float> base, exponent;
+    for (auto [b, e] : cases) {
+        base.push_back(float(b));
+        exponent.push_back(float(e));
+    }
+    KernelCache cache("");
+    StepResult r = one_step(cache, program_from("optimizer powedge\n  update\n    p = g ^ p\n"), exponent, base, {});
+    for (size_t i = 0; i < cases.size(); ++i) {
+        double expected = std::pow(double(base[i]), double(exponent[i]));
+        INFO("pow(", base[i], ", ", exponent[i], "): kernel ", r.kernel[i], ", interpreter ", r.reference[i], ", std::pow ", expected);
+        CHECK(close(r.reference[i], expected, 1e-7));
+        CHECK(close(r.kernel[i], expected, 1e-6));
+    }
+}
+
+TEST_CASE("codegen host: special values through exp log pow sqrt min max sign") {
+    const char* text = R"(optimizer special
+  update
+    p = exp(g) + log(g) + sqrt(g) + min(g, p) + max(g, p) + sign(g) + abs(g) ^ 0.3
+)";
+    double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    std::vector<float> g = {0.0f, -0.0f, 1.0f, -1.0f, float(inf), float(-inf), float(nan), 1e-40f, 88.0f, 89.0f, -104.0f, -110.0f, 3.5f};
+    std::vector<float> p(g.size(), 0.25f);
+    KernelCache cache("");
+    StepResult r = one_step(cache, program_from(text), p, g, {});
+    for (size_t i = 0; i < r.kernel.size(); ++i) {
+        INFO("g = ", g[i], ": kernel ", r.kernel[i], ", interpreter ", r.reference[i]);
+        // The interpreter computes in float64; an fp32 result overflows where float64 does not.
+        double expected = r.reference[i];
+        if (std::isfinite(expected) && std::fabs(expected) > 3.4028234663852886e38) expected = expected > 0 ? inf : -inf;
+        CHECK(close(r.kernel[i], expected, 1e-6));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What code generation rejects, with a sentence that says so.
+
+TEST_CASE("codegen host: reductions are rejected with a clear message") {
+    const char* programs[] = {
+        R"(optimizer clip
+  hyper lr = 1e-2
+  update
+    p = p - lr * g / max(sqrt(tensor_sum(g * g)), 1)
+)",
+        R"(optimizer globalclip
+  hyper lr = 1e-2
+  update
+    n = sqrt(global_sum(g * g))
+    p = p - lr * g * min(1 / n, 1)
+)",
+        R"(optimizer absmax
+  update
+    p = p - 0.01 * g / tensor_max(abs(g))
+)",
+    };
+    for (const char* text : programs) {
+        Program program = program_from(text);
+        INFO(program.name);
+        for (Target target : {Target{}, Target{Target::Kind::NVPTX, 90}}) {
+            INFO(target.name());
+            KernelRequest r{program, {}, {}, target, {}};
+            CHECK_THROWS_WITH_AS(emit_text(r, Emit::LLVM), doctest::Contains("reductions"), std::invalid_argument);
+            CHECK_THROWS_WITH_AS(emit_text(r, Emit::LLVM), doctest::Contains(program.name.c_str()), std::invalid_argument);
+        }
+        KernelCache cache("");
+        CHECK_THROWS_WITH_AS(cache.get(KernelRequest{program, {}, {}, Target{}, {}}), doctest::Contains("not implemented"),
+                             std::invalid_argument);
+        CHECK(cache.stats().compiles == 0);
+        RunOptions o;
+        o.request.program = program;
+        o.sizes = {10};
+        o.check = true;
+        CHECK_THROWS_AS(run_steps(o), std::invalid_argument);
+    }
+}
+
+TEST_CASE("codegen host: block-quantized states are rejected with a clear message") {
+    Program adamw = load_example("adamw");
+    for (const char* format : {"q8s", "q8u", "q4s", "q4u", "fp8"}) {
+        INFO(format);
+        std::string error;
+        std::optional<StateStorage> st = parse_state_storage(format, &error);
+        REQUIRE_MESSAGE(st.has_value(), error);
+        KernelRequest r{adamw, {}, {}, Target{}, {}};
+        r.storage.states["v"] = *st;
+        CHECK_THROWS_WITH_AS(emit_text(r, Emit::LLVM), doctest::Contains("not implemented"), std::invalid_argument);
+        CHECK_THROWS_WITH_AS(emit_text(r, Emit::LLVM), doctest::Contains(format), std::invalid_argument);
+        CHECK_THROWS_WITH_AS(emit_text(r, Emit::LLVM), doctest::Contains("'v'"), std::invalid_argument);
+        r.target = Target{Target::Kind::NVPTX, 80};
+        CHECK_THROWS_AS(emit_text(r, Emit::Assembly), std::invalid_argument);
+        KernelCache cache("");
+        CHECK_THROWS_AS(cache.get(r), std::invalid_argument);
+    }
+    KernelRequest unknown{adamw, {}, {}, Target{}, {}};
+    unknown.storage.states["w"] = StateStorage{StateFormat::BF16};
+    CHECK_THROWS_WITH_AS(emit_text(unknown, Emit::LLVM), doctest::Contains("no state 'w'"), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache key.
+
+TEST_CASE("codegen host: cache_key is stable and covers what selects code") {
+    Program adamw = load_example("adamw");
+    KernelRequest base{adamw, {}, {}, Target{}, {}};
+    std::string k = key_of(base);
+    CHECK(k == key_of(base));
+    CHECK(k == key_of(KernelRequest{load_example("adamw"), {}, {}, Target{}, {}}));  // parsed again
+    CHECK(k.find("adamw") != std::string::npos);
+    CHECK(k.find("host") != std::string::npos);
+
+    std::set<std::string> keys{k};
+    auto differs = [&](const KernelRequest& r, const char* what) {
+        std::string key = key_of(r);
+        INFO(what, ": ", key);
+        CHECK(key == key_of(r));  // stable
+        CHECK(keys.insert(key).second);
+    };
+    KernelRequest r = base;
+    r.storage.param = DType::BF16;
+    differs(r, "param bf16");
+    r = base;
+    r.storage.param = DType::F16;
+    differs(r, "param f16");
+    r = base;
+    r.storage.grad = DType::BF16;
+    differs(r, "grad bf16");
+    r = base;
+    r.storage.grad = DType::F16;
+    differs(r, "grad f16");
+    r = base;
+    r.storage.states["m"] = StateStorage{StateFormat::BF16};
+    differs(r, "m bf16");
+    r = base;
+    r.storage.states["v"] = StateStorage{StateFormat::BF16};
+    differs(r, "v bf16");
+    r = base;
+    r.options.fast_math = true;
+    differs(r, "fast math");
+    r = base;
+    r.target = Target{Target::Kind::NVPTX, 80};
+    differs(r, "sm_80");
+    r.target = Target{Target::Kind::NVPTX, 86};
+    differs(r, "sm_86");
+    r.target = Target{Target::Kind::NVPTX, 90};
+    differs(r, "sm_90");
+    r.options.fast_math = true;
+    differs(r, "sm_90 fast math");
+    r = base;
+    r.passes.specialize = {{"eps", 1e-8}};
+    differs(r, "eps specialized");
+    r = base;
+    r.program = load_example("adam");
+    differs(r, "another program");
+
+    // An explicit fp32 state is the same signature as the default.
+    r = base;
+    r.storage.states["m"] = StateStorage{StateFormat::F32};
+    CHECK(key_of(r) == k);
+
+    // Run-time hyper-parameter values are launch arguments, never part of the key: one kernel
+    // serves every value (the key is computed before any value is known; check the kernel too).
+    KernelCache cache("");
+    std::shared_ptr<const Kernel> a = cache.get(base);
+    std::shared_ptr<const Kernel> b = cache.get(base);
+    CHECK(a == b);
+    CHECK(a->key() == k);
+    std::vector<float> s1 = launch_scalars(*a, {{"lr", 0.1}}, 1), s2 = launch_scalars(*a, {{"lr", 0.2}}, 7);
+    CHECK(s1 != s2);
+    CHECK(cache.stats().compiles == 1);
+}
+
+// Every elementwise operation per element (comparisons, select, min, max, sign, rsqrt, lerp,
+// exp, log, powers), in f32 and bf16 storage. Comparisons are discontinuous: where g and p are
+// within rounding of each other the two sides may disagree, which random normal data makes
+// vanishingly rare (they are drawn independently).
+TEST_CASE("codegen host: every elementwise operation matches the interpreter") {
+    const char* kElementwise = R"(optimizer elementwise
+  hyper lr = 1e-2
+  hyper k = 2.5
+  state m = 0
+  update
+    a = min(g, p) + max(g, m) - min(abs(g), 0.5) * max(p, -1)
+    c = (g < p) + (g <= m) - (g > 0) * (p >= 0) + (g == p) - (m != g)
+    d = select(g > 0, sign(p), lerp(m, g, 0.3)) + rsqrt(abs(g) + 1) + exp(-abs(g)) * log(abs(p) + 2)
+    e = abs(g) ^ k + (abs(p) + 1) ^ -0.5 + g ^ 3 + g ^ 2 + 1 / (abs(g) + 1) ^ 4
+    m = lerp(m, g, 0.1)
+    p = p - lr * (a + c + d + e)
+)";
+    for (DType t : {DType::F32, DType::BF16}) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{parse_and_verify(kElementwise, "<elementwise>"), {}, {}, Target{}, {}};
+        o.request.storage.param = t;
+        if (t == DType::BF16) o.request.storage.states["m"] = StateStorage{StateFormat::BF16};
+        o.sizes = {1, 17, 4095, 4097, 16385, 40000};
+        o.seed = seed;
+        o.check = true;
+        o.hypers = {{"lr", 0.02}, {"k", 1.5}};
+        INFO("dtype ", std::string(dtype_name(t)), ", seed ", seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        if (t == DType::F32) CHECK(s.passed);
+        for (const TensorSummary& ts : s.tensors) CHECK(ts.max_rel_diff <= ts.tolerance * (t == DType::F32 ? 1 : 2));
+    }
+}

@@ -1,0 +1,697 @@
+// GPU tests (CTest label `gpu`): every test begins with a skip where no CUDA driver or GPU is
+// present, so this binary passes on a machine without one. With a GPU: every example in every
+// dtype combination against the interpreter through run_steps on target cuda; one compile for
+// 100 learning rates; the disk cache (PTX and cubin entries, reloading, corrupt entries);
+// tensors not aligned to 16 bytes (the kernel's scalar path).
+//
+// Each run draws fresh random data (std::random_device); the seed is in every failure message,
+// and OPTJIT_TEST_SEED=N replays it.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "compiler/compile.h"
+#include "compiler/kernel_abi.h"
+#include "ir/interpreter.h"
+#include "ir/numeric.h"
+#include "ir/verifier.h"
+#include "runtime/checked_run.h"
+#include "runtime/cuda_driver.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/launch.h"
+#include "runtime/random.h"
+
+using namespace optjit;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Hypers = std::map<std::string, double>;
+
+// Skips the rest of the test where there is no GPU (reported as a message, the test passes).
+#define REQUIRE_GPU()                                                                  \
+    do {                                                                               \
+        if (!gpu_ready()) {                                                            \
+            MESSAGE(doctest::String(("skipped: " + cuda::unavailable_reason()).c_str()));                         \
+            return;                                                                    \
+        }                                                                              \
+    } while (0)
+
+// A fresh directory under the system's temporary directory, removed with everything in it.
+struct TempDir {
+    fs::path path;
+    explicit TempDir(const std::string& what = "cache") {
+        std::random_device rd;
+        path = fs::temp_directory_path() / ("optjit-gpu-test-" + what + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+        fs::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+};
+
+// True with a GPU. The first call points the process-wide cache (which run_steps uses) at a
+// temporary directory, so these tests neither read nor fill the user's ~/.cache/optjit.
+bool gpu_ready() {
+    if (!cuda::available()) return false;
+    static TempDir global_cache("global");
+    static bool once = [] {
+        ::setenv("OPTJIT_CACHE_DIR", global_cache.path.c_str(), 1);
+        cuda::init();
+        return true;
+    }();
+    return once;
+}
+
+Target gpu_target() { return Target{Target::Kind::NVPTX, cuda::init()}; }
+
+std::string examples_dir() { return std::string(OPTJIT_SOURCE_DIR) + "/examples"; }
+
+Program load_example(const std::string& name) {
+    std::string path = examples_dir() + "/" + name + ".opt";
+    std::ifstream in(path);
+    REQUIRE_MESSAGE(in.good(), "cannot open ", path);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return parse_and_verify(text.str(), path);
+}
+
+std::vector<std::string> example_names() {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(examples_dir()))
+        if (entry.path().extension() == ".opt") names.push_back(entry.path().stem().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+uint64_t test_seed() {
+    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+    std::random_device rd;
+    return ((uint64_t(rd()) << 32) ^ rd()) & ((uint64_t(1) << 62) - 1);
+}
+
+std::string describe(const Hypers& h) {
+    std::ostringstream s;
+    s.precision(17);
+    for (const auto& [name, v] : h) s << name << "=" << v << " ";
+    return h.empty() ? "(defaults)" : s.str();
+}
+
+std::string describe(const RunSummary& s) {
+    std::ostringstream out;
+    out.precision(3);
+    for (const TensorSummary& t : s.tensors)
+        out << t.name << ": max rel diff " << t.max_rel_diff << " (tolerance " << t.tolerance << ", element " << t.worst_element
+            << ", norm " << t.norm << ")  ";
+    return out.str();
+}
+
+// The same hyper-parameters, dtype combinations and bounds as tests/test_codegen.cpp (which
+// explains them).
+const std::map<std::string, Hypers>& example_hypers() {
+    static const std::map<std::string, Hypers> h = {
+        {"adagrad", {{"lr", 0.1}, {"lr_decay", 0.05}, {"weight_decay", 0.02}, {"eps", 1e-3}}},
+        {"adam", {{"lr", 0.05}, {"beta1", 0.8}, {"beta2", 0.95}, {"eps", 1e-4}, {"weight_decay", 0.01}}},
+        {"adamw", {{"lr", 0.05}, {"beta1", 0.85}, {"beta2", 0.98}, {"eps", 1e-6}, {"weight_decay", 0.1}}},
+        {"ademamix", {{"lr", 0.02}, {"beta3", 0.999}, {"alpha", 5}, {"weight_decay", 0.01}, {"T_alpha_beta3", 6}}},
+        {"lion", {{"lr", 0.01}, {"beta1", 0.8}, {"beta2", 0.95}, {"weight_decay", 0.1}}},
+        {"rmsprop", {{"lr", 0.02}, {"alpha", 0.9}, {"eps", 1e-3}, {"weight_decay", 0.01}, {"momentum", 0.9}, {"centered", 1}}},
+        {"sgd", {{"lr", 0.05}, {"momentum", 0.9}, {"dampening", 0.1}, {"weight_decay", 0.01}, {"nesterov", 1}}},
+    };
+    return h;
+}
+
+struct Combo {
+    const char* name;
+    DType param, grad;
+    bool bf16_states;
+};
+
+const std::vector<Combo>& combos() {
+    static const std::vector<Combo> c = {
+        {"p=f32 g=f32", DType::F32, DType::F32, false},     {"p=bf16 g=bf16", DType::BF16, DType::BF16, false},
+        {"p=bf16 g=f32", DType::BF16, DType::F32, false},   {"p=f16 g=f16", DType::F16, DType::F16, false},
+        {"p=f32 g=bf16", DType::F32, DType::BF16, false},   {"p=f32 g=f16", DType::F32, DType::F16, false},
+        {"p=f16 g=f32", DType::F16, DType::F32, false},     {"p=bf16 g=f16", DType::BF16, DType::F16, false},
+        {"p=f16 g=bf16", DType::F16, DType::BF16, false},   {"p=bf16 g=bf16 states=bf16", DType::BF16, DType::BF16, true},
+        {"p=bf16 g=f32 states=bf16", DType::BF16, DType::F32, true},
+    };
+    return c;
+}
+
+StorageSignature storage_for(const Program& program, const Combo& c) {
+    StorageSignature s;
+    s.param = c.param;
+    s.grad = c.grad;
+    if (c.bf16_states)
+        for (const StateDecl& d : program.states) s.states[d.name] = StateStorage{StateFormat::BF16};
+    return s;
+}
+
+std::vector<int64_t> test_sizes(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    int64_t large = std::uniform_int_distribution<int64_t>(20000, 300000)(rng);
+    return {1, 2, 3, 17, 4095, 4096, 4097, 16383, 16384, 16385, large};
+}
+
+std::map<std::string, std::set<std::string>> inputs_of(const Program& program) {
+    std::map<std::string, std::set<std::string>> deps;
+    deps["p"] = {"p"};
+    deps["g"] = {"g"};
+    for (const StateDecl& s : program.states) deps[s.name] = {s.name};
+    for (const Assign& a : program.update) {
+        std::set<std::string> d;
+        for_each_node(a.value, [&](const Expr& e) {
+            if (e.op == Op::Ref && deps.count(e.name)) d.insert(deps[e.name].begin(), deps[e.name].end());
+        });
+        deps[a.target] = d;
+    }
+    return deps;
+}
+
+double bound_for(const Program& program, const StorageSignature& st, const std::string& name) {
+    auto own = [&](const std::string& n) {
+        DType t = n == "p" ? st.param : n == "g" ? DType::F32 : state_dtype(st.state(n).format);
+        return tolerance_for(t) * (t == DType::F32 ? 1 : 2);
+    };
+    double bound = own(name);
+    std::map<std::string, std::set<std::string>> deps = inputs_of(program);
+    if (name != "p")
+        for (const std::string& input : deps[name])
+            if (input != name) bound = std::max(bound, own(input));
+    return bound;
+}
+
+bool exact_storage(const StorageSignature& st, const Program& program) {
+    if (st.param != DType::F32) return false;
+    for (const StateDecl& s : program.states)
+        if (st.state(s.name).format != StateFormat::F32) return false;
+    return true;
+}
+
+Hypers adjusted_hypers(const std::string& example, Hypers h, DType param) {
+    if (example == "lion") h["lr"] = tolerance_for(param) / 8;
+    return h;
+}
+
+bool checked_run(const RunOptions& o, RunSummary& summary) {
+    try {
+        summary = run_steps(o);
+        return true;
+    } catch (const std::exception& e) {
+        FAIL_CHECK("run_steps threw: ", e.what());
+        return false;
+    }
+}
+
+void check_example_on_gpu(const std::string& name) {
+    Program program = load_example(name);
+    Target target = gpu_target();
+    const Hypers& hypers = example_hypers().at(name);
+    for (const Combo& c : combos()) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{program, {}, storage_for(program, c), target, {}};
+        o.sizes = test_sizes(seed);
+        o.steps = 10;
+        o.seed = seed;
+        o.hypers = adjusted_hypers(name, hypers, c.param);
+        o.check = true;
+        INFO("example ", name, " on ", target.name(), " (", cuda::device_name(), "), ", std::string(c.name), ", seed ", seed,
+             " (OPTJIT_TEST_SEED=", seed, " replays it), largest size ", o.sizes.back(), ", hypers ", describe(o.hypers));
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        REQUIRE(s.tensors.size() == program.states.size() + 1);
+        if (exact_storage(o.request.storage, program)) CHECK(s.passed);
+        for (const TensorSummary& t : s.tensors) {
+            INFO(t.name);
+            CHECK(t.max_rel_diff <= bound_for(program, o.request.storage, t.name));
+            CHECK(std::isfinite(t.norm));
+        }
+        RunOptions start = o;
+        start.interp = true;
+        start.check = false;
+        start.steps = 0;
+        RunSummary initial = run_steps(start);
+        CHECK(initial.tensors[0].checksum != s.tensors[0].checksum);
+    }
+}
+
+// Device memory freed at the end of its scope.
+struct DeviceAlloc {
+    cuda::DevicePtr ptr = 0;
+    size_t bytes = 0;
+    explicit DeviceAlloc(size_t n) : ptr(cuda::malloc(n)), bytes(n) {}
+    ~DeviceAlloc() {
+        try {
+            cuda::free(ptr);
+        } catch (...) {
+        }
+    }
+    DeviceAlloc(const DeviceAlloc&) = delete;
+    DeviceAlloc& operator=(const DeviceAlloc&) = delete;
+};
+
+constexpr uint8_t kSentinel = 0xa5;
+constexpr size_t kGuardBytes = 256;
+
+// One array of a direct launch: n elements of `type` starting `offset` bytes into a fresh
+// allocation (cuda::malloc aligns to 256 bytes), with sentinel bytes before and after.
+struct DeviceArray {
+    DType type;
+    int64_t n;
+    size_t offset;
+    DeviceAlloc alloc;
+    DeviceArray(DType t, int64_t count, size_t off)
+        : type(t), n(count), offset(off), alloc(off + size_t(count) * dtype_bytes(t) + kGuardBytes) {
+        cuda::memset_d8(alloc.ptr, kSentinel, alloc.bytes);
+    }
+    cuda::DevicePtr data() const { return alloc.ptr + offset; }
+    void upload(const std::vector<double>& values) {
+        std::vector<uint8_t> bytes(size_t(n) * dtype_bytes(type));
+        for (int64_t i = 0; i < n; ++i) store_element(type, bytes.data(), size_t(i), values[size_t(i)]);
+        if (!bytes.empty()) cuda::memcpy_htod(data(), bytes.data(), bytes.size());
+    }
+    // The values, and whether every byte outside [offset, offset + n elements) is intact.
+    std::vector<double> download(bool* guards_intact) const {
+        std::vector<uint8_t> all(alloc.bytes);
+        cuda::memcpy_dtoh(all.data(), alloc.ptr, all.size());
+        std::vector<double> out(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) out[size_t(i)] = load_element(type, all.data() + offset, size_t(i));
+        size_t end = offset + size_t(n) * dtype_bytes(type);
+        for (size_t i = 0; i < all.size(); ++i)
+            if ((i < offset || i >= end) && all[i] != kSentinel) *guards_intact = false;
+        return out;
+    }
+};
+
+struct DirectResult {
+    std::vector<std::string> names;     // p, then states
+    std::vector<double> max_rel_diff;   // against the interpreter
+    std::vector<double> bound;
+    std::vector<std::vector<double>> p; // p after the run, per tensor
+    bool guards_intact = true;
+};
+
+// `steps` launches of the kernel for `request` from `cache` over tensors of `sizes` elements,
+// tensor t's arrays starting offsets[t] bytes past 256-byte alignment, against the interpreter.
+// `hypers_for_step(step)` gives each step's run-time hyper-parameters.
+template <class HyperFn>
+DirectResult run_direct(KernelCache& cache, const KernelRequest& request, const std::vector<int64_t>& sizes,
+                        const std::vector<size_t>& offsets, int steps, uint64_t seed, HyperFn hypers_for_step) {
+    const Program& prog = request.program;
+    const StorageSignature& st = request.storage;
+    std::shared_ptr<const Kernel> kernel = cache.get(request);
+    const size_t count = sizes.size();
+    std::vector<DType> state_types;
+    for (const StateDecl& s : prog.states) state_types.push_back(state_dtype(st.state(s.name).format));
+
+    std::vector<std::vector<std::unique_ptr<DeviceArray>>> arrays(count);  // p, g, states
+    std::vector<HostTensor> reference(count);
+    std::vector<TensorArgs> args(count);
+    Interpreter interp(prog, hyper_values(prog, hypers_for_step(1)), st);
+    int64_t base = 0;
+    for (size_t t = 0; t < count; ++t) {
+        int64_t n = sizes[t];
+        arrays[t].push_back(std::make_unique<DeviceArray>(st.param, n, offsets[t]));
+        arrays[t].push_back(std::make_unique<DeviceArray>(st.grad, n, offsets[t]));
+        for (DType d : state_types) arrays[t].push_back(std::make_unique<DeviceArray>(d, n, offsets[t]));
+        HostTensor& r = reference[t];
+        for (int64_t i = 0; i < n; ++i) r.p.push_back(round_to(st.param, normal(seed, 0, uint64_t(base + i))));
+        r.g.resize(size_t(n));
+        interp.init_states(r);
+        arrays[t][0]->upload(r.p);
+        for (size_t s = 0; s < state_types.size(); ++s) arrays[t][2 + s]->upload(r.states[s]);
+        args[t].p = arrays[t][0]->data();
+        args[t].g = arrays[t][1]->data();
+        for (size_t s = 0; s < state_types.size(); ++s) args[t].states.push_back(arrays[t][2 + s]->data());
+        args[t].n = n;
+        base += n;
+    }
+    TensorTable table = build_table(*kernel, args);
+    DeviceAlloc device_table(std::max<size_t>(table.words.size() * 8, 8));
+    if (!table.words.empty()) cuda::memcpy_htod(device_table.ptr, table.words.data(), table.words.size() * 8);
+
+    for (int step = 1; step <= steps; ++step) {
+        Hypers h = hypers_for_step(step);
+        for (const auto& [name, v] : h) interp.set_hyper(name, v);
+        base = 0;
+        for (size_t t = 0; t < count; ++t) {
+            for (int64_t i = 0; i < sizes[t]; ++i) reference[t].g[size_t(i)] = round_to(st.grad, normal(seed, uint64_t(step), uint64_t(base + i)));
+            arrays[t][1]->upload(reference[t].g);
+            base += sizes[t];
+        }
+        interp.step(step, reference);
+        launch_cuda(*kernel, device_table.ptr, table, launch_scalars(*kernel, h, step), nullptr);
+        cuda::synchronize();
+    }
+
+    DirectResult out;
+    out.names.push_back("p");
+    for (const StateDecl& s : prog.states) out.names.push_back(s.name);
+    for (size_t k = 0; k < out.names.size(); ++k) {
+        size_t column = k == 0 ? 0 : k + 1;
+        std::vector<double> got, want;
+        for (size_t t = 0; t < count; ++t) {
+            std::vector<double> v = arrays[t][column]->download(&out.guards_intact);
+            if (k == 0) out.p.push_back(v);
+            got.insert(got.end(), v.begin(), v.end());
+            const std::vector<double>& r = k == 0 ? reference[t].p : reference[t].states[k - 1];
+            want.insert(want.end(), r.begin(), r.end());
+        }
+        // The gradient arrays are only read: their guards are checked too.
+        out.max_rel_diff.push_back(max_relative_difference(got, want));
+        out.bound.push_back(bound_for(prog, st, out.names[k]));
+    }
+    for (size_t t = 0; t < count; ++t) arrays[t][1]->download(&out.guards_intact);
+    return out;
+}
+
+void check_direct(const DirectResult& r) {
+    CHECK(r.guards_intact);
+    for (size_t k = 0; k < r.names.size(); ++k) {
+        INFO(r.names[k], ": max rel diff ", r.max_rel_diff[k], " (bound ", r.bound[k], ")");
+        CHECK(r.max_rel_diff[k] <= r.bound[k]);
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("gpu: the device is usable or the tests skip") {
+    if (!cuda::available()) {
+        CHECK_FALSE(cuda::unavailable_reason().empty());
+        MESSAGE(doctest::String(("skipped: " + cuda::unavailable_reason()).c_str()));
+        return;
+    }
+    REQUIRE_GPU();
+    CHECK(cuda::unavailable_reason().empty());
+    int cc = cuda::init();
+    MESSAGE(doctest::String(("GPU: " + cuda::device_name() + ", sm_" + std::to_string(cc) + ", " + std::to_string(cuda::multiprocessor_count()) + " SMs").c_str()));
+    CHECK(cc >= 80);
+    CHECK(cuda::multiprocessor_count() > 0);
+}
+
+TEST_CASE("gpu: adagrad matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("adagrad"); }
+TEST_CASE("gpu: adam matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("adam"); }
+TEST_CASE("gpu: adamw matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("adamw"); }
+TEST_CASE("gpu: ademamix matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("ademamix"); }
+TEST_CASE("gpu: lion matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("lion"); }
+TEST_CASE("gpu: rmsprop matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("rmsprop"); }
+TEST_CASE("gpu: sgd matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("sgd"); }
+
+TEST_CASE("gpu: every example is covered") {
+    REQUIRE_GPU();
+    for (const std::string& name : example_names()) {
+        INFO(name);
+        CHECK(example_hypers().count(name) == 1);
+    }
+}
+
+TEST_CASE("gpu: fast math and exp log pow agree with the interpreter") {
+    REQUIRE_GPU();
+    Target target = gpu_target();
+    for (const std::string& name : {"adamw", "adam", "rmsprop", "adagrad"}) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{load_example(name), {}, {}, target, {}};
+        o.request.options.fast_math = true;
+        o.sizes = {1, 17, 4097, 16385, 100000};
+        o.seed = seed;
+        o.check = true;
+        o.hypers = example_hypers().at(name);
+        INFO("example ", name, " fast math, seed ", seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        for (const TensorSummary& t : s.tensors) CHECK(t.max_rel_diff <= 1e-4);
+    }
+    const char* text = R"(optimizer mathy
+  hyper lr = 1e-2
+  hyper k = 3
+  update
+    b = 0 - abs(g) - 0.5
+    p = p - lr * exp(g) * log(abs(g) + 1) + 0.001 * abs(g) ^ 1.7 + 0.001 * (b ^ 5 + b ^ k + b ^ -2)
+)";
+    for (DType t : {DType::F32, DType::BF16}) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{parse_and_verify(text, "<test>"), {}, {}, target, {}};
+        o.request.storage.param = t;
+        o.sizes = {3, 4095, 20000};
+        o.seed = seed;
+        o.check = true;
+        o.hypers = {{"lr", 0.05}};
+        INFO("exp/log/pow, p ", dtype_name(t), ", seed ", seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        CHECK(s.tensors[0].max_rel_diff <= tolerance_for(t) * (t == DType::F32 ? 1 : 2));
+    }
+}
+
+TEST_CASE("gpu: 100 learning rates through one cache compile once") {
+    REQUIRE_GPU();
+    TempDir dir;
+    KernelCache cache(dir.path.string());
+    KernelRequest request{load_example("adamw"), {}, {}, gpu_target(), {}};
+    uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    std::vector<double> previous;
+    for (int i = 0; i < 100; ++i) {
+        double lr = 1e-4 * std::pow(1.07, i);
+        INFO("lr ", lr);
+        DirectResult r = run_direct(cache, request, {1000, 4096}, {0, 0}, 1, seed,
+                                    [&](int) { return Hypers{{"lr", lr}, {"weight_decay", 0.1}}; });
+        check_direct(r);
+        std::vector<double> p = r.p[0];
+        if (!previous.empty()) CHECK(p != previous);
+        previous = p;
+    }
+    CacheStats stats = cache.stats();
+    CHECK(stats.compiles == 1);
+    CHECK(stats.memory_hits == 99);
+    CHECK(stats.disk_hits == 0);
+
+    // A schedule: a different lr every step of one run.
+    DirectResult r = run_direct(cache, request, {5000}, {0}, 20, seed,
+                                [](int step) { return Hypers{{"lr", 0.01 * step}, {"weight_decay", 0.05}}; });
+    check_direct(r);
+    CHECK(cache.stats().compiles == 1);
+}
+
+TEST_CASE("gpu: the disk cache writes reloads and rejects corrupt entries") {
+    REQUIRE_GPU();
+    TempDir dir;
+    KernelRequest request{load_example("adamw"), {}, {}, gpu_target(), {}};
+    request.storage.param = DType::BF16;
+    uint64_t seed = test_seed();
+    INFO("seed ", seed, ", cache ", dir.path.string());
+    auto works = [&](KernelCache& cache) {
+        DirectResult r = run_direct(cache, request, {17, 4096, 5000}, {0, 0, 0}, 3, seed,
+                                    [](int) { return Hypers{{"lr", 0.02}}; });
+        check_direct(r);
+    };
+
+    std::string key;
+    {
+        KernelCache first(dir.path.string());
+        std::shared_ptr<const Kernel> k = first.get(request);
+        key = k->key();
+        CHECK(k->cuda_function != nullptr);
+        CacheStats s = first.stats();
+        CHECK(s.compiles == 1);
+        CHECK(s.disk_hits == 0);
+        CHECK(s.disk_rejected == 0);
+        works(first);
+    }
+    fs::path ptx = dir.path / (key + ".ptx"), cubin = dir.path / (key + ".cubin");
+    REQUIRE(fs::is_regular_file(ptx));
+    REQUIRE(fs::is_regular_file(cubin));
+    CHECK(fs::file_size(cubin) > 24);
+    {
+        std::ifstream in(ptx, std::ios::binary);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(text.find(".entry optjit_adamw") != std::string::npos);
+    }
+    // No temporary files are left behind.
+    for (const auto& e : fs::directory_iterator(dir.path)) {
+        INFO(e.path().string());
+        CHECK(e.path().string().find(".tmp") == std::string::npos);
+    }
+
+    {
+        KernelCache second(dir.path.string());
+        std::shared_ptr<const Kernel> k = second.get(request);
+        CHECK(k->key() == key);
+        CacheStats s = second.stats();
+        CHECK(s.disk_hits == 1);
+        CHECK(s.compiles == 0);
+        CHECK(s.disk_rejected == 0);
+        works(second);
+    }
+
+    // Truncated: rejected, recompiled, rewritten.
+    fs::resize_file(cubin, fs::file_size(cubin) / 2);
+    {
+        KernelCache third(dir.path.string());
+        std::shared_ptr<const Kernel> k = third.get(request);
+        CacheStats s = third.stats();
+        CHECK(s.disk_rejected == 1);
+        CHECK(s.compiles == 1);
+        CHECK(s.disk_hits == 0);
+        works(third);
+    }
+    REQUIRE(fs::is_regular_file(cubin));
+    {
+        KernelCache fourth(dir.path.string());
+        fourth.get(request);
+        CHECK(fourth.stats().disk_hits == 1);
+        CHECK(fourth.stats().compiles == 0);
+    }
+
+    // One byte flipped in the middle of the payload: rejected too.
+    {
+        std::fstream f(cubin, std::ios::in | std::ios::out | std::ios::binary);
+        auto middle = std::streamoff(fs::file_size(cubin) / 2);
+        f.seekg(middle);
+        char c = 0;
+        f.read(&c, 1);
+        c = char(c ^ 0x5a);
+        f.seekp(middle);
+        f.write(&c, 1);
+    }
+    {
+        KernelCache fifth(dir.path.string());
+        fifth.get(request);
+        CacheStats s = fifth.stats();
+        CHECK(s.disk_rejected == 1);
+        CHECK(s.compiles == 1);
+        works(fifth);
+    }
+
+    // Garbage of the right length with no header, and an empty file.
+    for (int variant = 0; variant < 2; ++variant) {
+        INFO("variant ", variant);
+        {
+            std::ofstream f(cubin, std::ios::binary | std::ios::trunc);
+            if (variant == 0) f << std::string(4096, 'x');
+        }
+        KernelCache cache(dir.path.string());
+        cache.get(request);
+        CHECK(cache.stats().disk_rejected == 1);
+        CHECK(cache.stats().compiles == 1);
+        works(cache);
+    }
+}
+
+TEST_CASE("gpu: tensors not aligned to 16 bytes take the scalar path and match the interpreter") {
+    REQUIRE_GPU();
+    Target target = gpu_target();
+    uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    Program adamw = load_example("adamw");
+    Hypers h{{"lr", 0.03}, {"weight_decay", 0.1}};
+    KernelCache cache("");
+    SUBCASE("fp32, 4 bytes past alignment") {
+        KernelRequest r{adamw, {}, {}, target, {}};
+        check_direct(run_direct(cache, r, {4096 * 3 + 5}, {4}, 5, seed, [&](int) { return h; }));
+    }
+    SUBCASE("bf16 p and states, 2 and 4 bytes past alignment") {
+        KernelRequest r{adamw, {}, {}, target, {}};
+        r.storage.param = DType::BF16;
+        r.storage.grad = DType::BF16;
+        r.storage.states = {{"m", StateStorage{StateFormat::BF16}}, {"v", StateStorage{StateFormat::BF16}}};
+        check_direct(run_direct(cache, r, {8192 + 1, 4096 * 2}, {2, 4}, 5, seed, [&](int) { return h; }));
+    }
+    SUBCASE("aligned and unaligned tensors in one launch") {
+        KernelRequest r{adamw, {}, {}, target, {}};
+        r.storage.param = DType::F16;
+        check_direct(run_direct(cache, r, {4096, 4097, 4096 * 4, 4096 * 4, 3, 100000}, {0, 4, 0, 4, 12, 8}, 5, seed,
+                                [&](int) { return h; }));
+    }
+    SUBCASE("lion with an offset of 12 bytes") {
+        KernelRequest r{load_example("lion"), {}, {}, target, {}};
+        check_direct(run_direct(cache, r, {4096 * 2 + 100}, {12}, 4, seed, [](int) { return Hypers{{"lr", 2e-6}}; }));
+    }
+}
+
+TEST_CASE("gpu: a kernel for another compute capability is refused") {
+    REQUIRE_GPU();
+    int cc = cuda::init();
+    int other = cc == 80 ? 90 : 80;
+    KernelCache cache("");
+    KernelRequest r{load_example("sgd"), {}, {}, Target{Target::Kind::NVPTX, other}, {}};
+    CHECK_THROWS_AS(cache.get(r), std::invalid_argument);
+    CHECK(cache.stats().compiles == 0);
+}
+
+TEST_CASE("gpu: an empty launch and empty tensors") {
+    REQUIRE_GPU();
+    KernelCache cache("");
+    KernelRequest r{load_example("adam"), {}, {}, gpu_target(), {}};
+    uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    check_direct(run_direct(cache, r, {0, 5, 0, 4096, 0}, {0, 0, 0, 0, 0}, 2, seed, [](int) { return Hypers{{"lr", 0.01}}; }));
+    std::shared_ptr<const Kernel> k = cache.get(r);
+    TensorTable empty = build_table(*k, {});
+    CHECK(empty.num_chunks == 0);
+    CHECK_NOTHROW(launch_cuda(*k, 0, empty, launch_scalars(*k, {}, 1), nullptr));
+    cuda::synchronize();
+}
+
+// Every elementwise operation per element (comparisons, select, min, max, sign, rsqrt, lerp,
+// exp, log, powers), in f32 and bf16 storage. Comparisons are discontinuous: where g and p are
+// within rounding of each other the two sides may disagree, which random normal data makes
+// vanishingly rare (they are drawn independently).
+TEST_CASE("gpu: every elementwise operation matches the interpreter") {
+    REQUIRE_GPU();
+    const char* kElementwise = R"(optimizer elementwise
+  hyper lr = 1e-2
+  hyper k = 2.5
+  state m = 0
+  update
+    a = min(g, p) + max(g, m) - min(abs(g), 0.5) * max(p, -1)
+    c = (g < p) + (g <= m) - (g > 0) * (p >= 0) + (g == p) - (m != g)
+    d = select(g > 0, sign(p), lerp(m, g, 0.3)) + rsqrt(abs(g) + 1) + exp(-abs(g)) * log(abs(p) + 2)
+    e = abs(g) ^ k + (abs(p) + 1) ^ -0.5 + g ^ 3 + g ^ 2 + 1 / (abs(g) + 1) ^ 4
+    m = lerp(m, g, 0.1)
+    p = p - lr * (a + c + d + e)
+)";
+    for (DType t : {DType::F32, DType::BF16}) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{parse_and_verify(kElementwise, "<elementwise>"), {}, {}, gpu_target(), {}};
+        o.request.storage.param = t;
+        if (t == DType::BF16) o.request.storage.states["m"] = StateStorage{StateFormat::BF16};
+        o.sizes = {1, 17, 4095, 4097, 16385, 40000};
+        o.seed = seed;
+        o.check = true;
+        o.hypers = {{"lr", 0.02}, {"k", 1.5}};
+        INFO("dtype ", std::string(dtype_name(t)), ", seed ", seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        if (t == DType::F32) CHECK(s.passed);
+        for (const TensorSummary& ts : s.tensors) CHECK(ts.max_rel_diff <= ts.tolerance * (t == DType::F32 ? 1 : 2));
+    }
+}
