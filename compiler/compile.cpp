@@ -33,9 +33,14 @@ void debug_log(const std::string& line) {
     if (debug_enabled()) fmt::print(stderr, "optjit: {}\n", line);
 }
 
-void dump_stage(const std::string& key, const std::string& name, const std::string& text) {
+bool dump_enabled() {
     const char* dir = std::getenv("OPTJIT_DUMP_DIR");
-    if (!dir || !*dir) return;
+    return dir && *dir;
+}
+
+void dump_stage(const std::string& key, const std::string& name, const std::string& text) {
+    if (!dump_enabled()) return;
+    const char* dir = std::getenv("OPTJIT_DUMP_DIR");
     std::filesystem::path folder = std::filesystem::path(dir) / key;
     std::error_code ec;
     std::filesystem::create_directories(folder, ec);

@@ -60,6 +60,7 @@ std::string emit_text(const KernelRequest& request, Emit what, CompileTimes* tim
 // Environment knobs.
 bool debug_enabled();                     // OPTJIT_DEBUG=1 (or any non-zero value)
 void debug_log(const std::string& line);  // "optjit: <line>" on stderr when debug_enabled()
+bool dump_enabled();  // OPTJIT_DUMP_DIR is set
 // Writes `text` as `name` into the dump folder of `key`, when OPTJIT_DUMP_DIR is set.
 void dump_stage(const std::string& key, const std::string& name, const std::string& text);
 

@@ -260,8 +260,8 @@ llvm::Function* ElementMath::log_f64() const {
     return fn;
 }
 
-// pow(x, y) = exp(y log |x|), with the sign of x for odd integral y, NaN for negative x and
-// non-integral y, and pow(x, 0) = pow(1, y) = 1.
+// pow(x, y) = exp(y log |x|), as C's pow: the sign of x (-0 included) for odd integral y,
+// NaN for finite negative x and non-integral y, and pow(x, 0) = pow(1, y) = pow(-1, +-inf) = 1.
 llvm::Function* ElementMath::pow_f64() const {
     if (llvm::Function* f = module_.getFunction("optjit.pow.f64")) return f;
     llvm::Function* exp_fn = exp_f64();
@@ -275,10 +275,14 @@ llvm::Function* ElementMath::pow_f64() const {
     llvm::Value* integral = b.CreateFCmpOEQ(intrinsic(b, I::rint, {y}), y);
     llvm::Value* half = b.CreateFMul(y, f64(b, 0.5));
     llvm::Value* odd = b.CreateAnd(integral, b.CreateFCmpONE(intrinsic(b, I::rint, {half}), half));
-    llvm::Value* negative = b.CreateFCmpOLT(x, f64(b, 0));
-    llvm::Value* signed_result = b.CreateSelect(odd, b.CreateFNeg(magnitude), magnitude);
-    llvm::Value* result = b.CreateSelect(negative, b.CreateSelect(integral, signed_result, f64(b, std::nan(""))), magnitude);
-    llvm::Value* one = b.CreateOr(b.CreateFCmpOEQ(y, f64(b, 0)), b.CreateFCmpOEQ(x, f64(b, 1)));
+    llvm::Value* sign_bit = b.CreateICmpSLT(b.CreateBitCast(x, b.getInt64Ty()), b.getInt64(0));
+    llvm::Value* result = b.CreateSelect(b.CreateAnd(sign_bit, odd), b.CreateFNeg(magnitude), magnitude);
+    double inf = std::numeric_limits<double>::infinity();
+    llvm::Value* finite_negative = b.CreateAnd(b.CreateFCmpOLT(x, f64(b, 0)), b.CreateFCmpOGT(x, f64(b, -inf)));
+    result = b.CreateSelect(b.CreateAnd(finite_negative, b.CreateNot(integral)), f64(b, std::nan("")), result);
+    llvm::Value* unit_base_infinite_power =
+        b.CreateAnd(b.CreateFCmpOEQ(intrinsic(b, I::fabs, {x}), f64(b, 1)), b.CreateFCmpOEQ(intrinsic(b, I::fabs, {y}), f64(b, inf)));
+    llvm::Value* one = b.CreateOr(b.CreateOr(b.CreateFCmpOEQ(y, f64(b, 0)), b.CreateFCmpOEQ(x, f64(b, 1))), unit_base_infinite_power);
     b.CreateRet(b.CreateSelect(one, f64(b, 1), result));
     return fn;
 }

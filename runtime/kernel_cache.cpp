@@ -1,6 +1,7 @@
 #include "runtime/kernel_cache.h"
 
 #include <fmt/format.h>
+#include <llvm/Transforms/Utils/Cloning.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -174,6 +175,11 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
     }
     debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));
     CompiledModule m = compile_module(request);
+    if (dump_enabled()) {  // ORC makes machine code, not text: assemble a copy for the dump
+        std::unique_ptr<llvm::Module> copy = llvm::CloneModule(*m.module);
+        std::unique_ptr<llvm::TargetMachine> machine = make_target_machine(target);
+        dump_stage(key, "12-kernel.s", emit_assembly(*copy, *machine));
+    }
     auto t = Clock::now();
     uint64_t address = jit_host_module(std::move(m.context), std::move(m.module), key, kernel_symbol(kernel->spec()));
     kernel->host_entry = reinterpret_cast<Kernel::HostEntry>(address);

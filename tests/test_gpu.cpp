@@ -82,7 +82,12 @@ bool gpu_ready() {
 
 Target gpu_target() { return Target{Target::Kind::NVPTX, cuda::init()}; }
 
-std::string examples_dir() { return std::string(OPTJIT_SOURCE_DIR) + "/examples"; }
+// The GPU tests also run from a copy on a GPU machine: OPTJIT_SOURCE_DIR in the environment
+// names the source folder there.
+std::string examples_dir() {
+    const char* dir = std::getenv("OPTJIT_SOURCE_DIR");
+    return std::string(dir && *dir ? dir : OPTJIT_SOURCE_DIR) + "/examples";
+}
 
 Program load_example(const std::string& name) {
     std::string path = examples_dir() + "/" + name + ".opt";
