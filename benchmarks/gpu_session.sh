@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# One device-machine session: every example through the CUDA kernel against the interpreter,
-# then the code generation benchmark. Runs from an install folder (no build there):
+# One device-machine session: the GPU tests, every example through the CUDA kernel against the
+# interpreter, then the code generation benchmark. Runs from an install folder (no build there):
 #   benchmarks/gpu_session.sh dist      (logs under $OUT when set)
 set -uo pipefail
 prefix=${1:-dist}
 out=${OUT:-/tmp}
 export OPTJIT_CACHE_DIR=$(mktemp -d)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/nvidia-smi.txt"
+if [ -x "$prefix/libexec/optjit/optjit_gpu_tests" ]; then
+  OPTJIT_SOURCE_DIR=$PWD "$prefix/libexec/optjit/optjit_gpu_tests" 2>&1 | tee "$out/gpu_tests.txt" | tail -4
+fi
 fails=0
 for f in "$prefix"/share/optjit/examples/*.opt; do
   states=$(grep -E '^\s*state ' "$f" | awk '{print $2}')

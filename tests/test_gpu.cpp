@@ -221,7 +221,7 @@ bool checked_run(const RunOptions& o, RunSummary& summary) {
         summary = run_steps(o);
         return true;
     } catch (const std::exception& e) {
-        FAIL_CHECK("run_steps threw: ", e.what());
+        FAIL_CHECK("run_steps threw: " << std::string(e.what()));
         return false;
     }
 }
