@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set up, then check and summarize every example program, and run each one for
-# a few steps through the reference interpreter.
+# The main job: set up, then check and summarize every example program, and run each for a
+# few steps through the reference interpreter and through a kernel JIT-compiled for this CPU,
+# checked against the interpreter (and on the GPU too, where there is one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,4 +9,8 @@ build/optjit --version
 build/optjit check examples/*.opt
 for f in examples/*.opt; do
   build/optjit run "$f" --target interp --size 4096 --steps 10
+  build/optjit run "$f" --target host --size 100000 --steps 10 --check
+  if build/optjit run "$f" --target cuda --size 1 --steps 1 >/dev/null 2>&1; then
+    build/optjit run "$f" --target cuda --size 1000000 --steps 10 --check
+  fi
 done
