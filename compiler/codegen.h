@@ -2,9 +2,11 @@
 // signature in, an LLVM module holding one kernel out, following compiler/kernel_abi.h.
 #pragma once
 
+#include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -21,6 +23,19 @@ std::string kernel_symbol(const KernelSpec& spec);
 // Throws std::invalid_argument, with a sentence naming the program, for what code generation
 // cannot do yet (reductions, block-quantized formats).
 std::unique_ptr<llvm::Module> generate_kernel(llvm::LLVMContext& context, const KernelSpec& spec);
+
+// What both back ends share: the walk over a launch's chunks (compiler/kernel_abi.h).
+// Emits: for chunk = first; chunk < limit; chunk += stride, finding the tensor row that holds
+// each chunk (the tensor index only moves forward), then calls `body` with the builder in the
+// chunk's block. `body` may add blocks; it must leave the builder in one that falls through
+// to the next chunk. On return the builder is in the block after the loop.
+struct ChunkContext {
+    llvm::Value* chunk;                     // i64
+    llvm::Value* first_element;             // i64: the chunk's first element in its tensor
+    std::function<llvm::Value*(int)> word;  // loads a word of the tensor's table row
+};
+void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* first, llvm::Value* stride,
+                     llvm::Value* limit, const std::function<void(const ChunkContext&)>& body);
 
 // Per-target halves of generate_kernel (compiler/codegen_nvptx.cpp, compiler/codegen_host.cpp).
 void generate_nvptx_kernel(llvm::Module& module, const KernelSpec& spec);

@@ -32,60 +32,24 @@ public:
         llvm::Value* scalar_array = fn->getArg(4);
         table->setName("table");
         scalar_array->setName("scalars");
-        auto block = [&](const char* name) { return llvm::BasicBlock::Create(ctx_, name, fn); };
-        llvm::BasicBlock* entry = block("entry");
-        llvm::BasicBlock* head = block("chunk.head");
-        llvm::BasicBlock* find = block("find.tensor");
-        llvm::BasicBlock* next_tensor = block("next.tensor");
-        llvm::BasicBlock* body = block("chunk.body");
-        llvm::BasicBlock* exit = block("exit");
-
-        b_.SetInsertPoint(entry);
+        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
         std::vector<std::string> names = kernel_scalars(spec_.lowered);
         std::vector<llvm::Value*> scalars;
         for (size_t i = 0; i < names.size(); ++i)
             scalars.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), scalar_array, b_.getInt64(i)),
                                                    llvm::Align(4), names[i]));
-        b_.CreateBr(head);
-
-        b_.SetInsertPoint(head);
-        llvm::PHINode* c = b_.CreatePHI(b_.getInt64Ty(), 2, "chunk");
-        llvm::PHINode* tensor = b_.CreatePHI(b_.getInt64Ty(), 2, "tensor");
-        c->addIncoming(chunk_first, entry);
-        tensor->addIncoming(b_.getInt64(0), entry);
-        b_.CreateCondBr(b_.CreateICmpULT(c, chunk_last), find, exit);
-
-        b_.SetInsertPoint(find);
-        llvm::PHINode* t = b_.CreatePHI(b_.getInt64Ty(), 2, "t");
-        t->addIncoming(tensor, head);
-        llvm::Value* row = b_.CreateGEP(b_.getInt64Ty(), table, b_.CreateMul(t, b_.getInt64(layout_.row_words())), "row");
-        auto word = [&](int column) {
-            return b_.CreateAlignedLoad(b_.getInt64Ty(), b_.CreateGEP(b_.getInt64Ty(), row, b_.getInt64(column)), llvm::Align(8));
-        };
-        b_.CreateCondBr(b_.CreateICmpUGE(c, word(layout_.chunk_end())), next_tensor, body);
-
-        b_.SetInsertPoint(next_tensor);
-        t->addIncoming(b_.CreateAdd(t, b_.getInt64(1)), next_tensor);
-        b_.CreateBr(find);
-
-        b_.SetInsertPoint(body);
-        std::vector<llvm::Value*> args;
-        args.push_back(b_.CreateIntToPtr(word(layout_.p()), ptr));
-        args.push_back(b_.CreateIntToPtr(word(layout_.g()), ptr));
-        for (int s = 0; s < layout_.num_states; ++s) args.push_back(b_.CreateIntToPtr(word(layout_.state(s)), ptr));
-        llvm::Value* n = word(layout_.n());
-        int64_t chunk_size = chunk_elements(spec_);
-        llvm::Value* begin = b_.CreateMul(b_.CreateSub(c, word(layout_.chunk_begin())), b_.getInt64(chunk_size));
-        llvm::Value* end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.CreateAdd(begin, b_.getInt64(chunk_size)), n);
-        args.push_back(begin);
-        args.push_back(end);
-        args.insert(args.end(), scalars.begin(), scalars.end());
-        b_.CreateCall(chunk, args);
-        c->addIncoming(b_.CreateAdd(c, b_.getInt64(1)), body);
-        tensor->addIncoming(t, body);
-        b_.CreateBr(head);
-
-        b_.SetInsertPoint(exit);
+        emit_chunk_loop(b_, spec_, table, chunk_first, b_.getInt64(1), chunk_last, [&](const ChunkContext& c) {
+            std::vector<llvm::Value*> args;
+            args.push_back(b_.CreateIntToPtr(c.word(layout_.p()), ptr));
+            args.push_back(b_.CreateIntToPtr(c.word(layout_.g()), ptr));
+            for (int s = 0; s < layout_.num_states; ++s) args.push_back(b_.CreateIntToPtr(c.word(layout_.state(s)), ptr));
+            llvm::Value* end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
+                                                        b_.CreateAdd(c.first_element, b_.getInt64(chunk_elements(spec_))), c.word(layout_.n()));
+            args.push_back(c.first_element);
+            args.push_back(end);
+            args.insert(args.end(), scalars.begin(), scalars.end());
+            b_.CreateCall(chunk, args);
+        });
         b_.CreateRetVoid();
     }
 

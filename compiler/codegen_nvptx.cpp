@@ -76,78 +76,34 @@ private:
 
     llvm::BasicBlock* block(const char* name) { return llvm::BasicBlock::Create(ctx_, name, fn_); }
 
-    llvm::Value* table_word(llvm::Value* row, int column) {
-        llvm::Value* addr = b_.CreateGEP(b_.getInt64Ty(), row, b_.getInt64(column));
-        auto* load = b_.CreateAlignedLoad(b_.getInt64Ty(), addr, llvm::Align(8));
-        load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx_, {}));
-        return load;
-    }
-
     void body() {
-        llvm::BasicBlock* entry = block("entry");
-        llvm::BasicBlock* chunk_head = block("chunk.head");
-        llvm::BasicBlock* find_tensor = block("find.tensor");
-        llvm::BasicBlock* next_tensor = block("next.tensor");
-        llvm::BasicBlock* chunk_body = block("chunk.body");
-        llvm::BasicBlock* fast = block("fast");
-        llvm::BasicBlock* slow = block("slow");
-        llvm::BasicBlock* latch = block("chunk.latch");
-        llvm::BasicBlock* exit = block("exit");
-
-        b_.SetInsertPoint(entry);
-        llvm::Value* table = fn_->getArg(0);
-        llvm::Value* num_chunks = fn_->getArg(2);
+        b_.SetInsertPoint(block("entry"));
         tid_ = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x);
+        // Block b takes chunks b, b + gridDim.x, ...
         llvm::Value* first = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x);
         llvm::Value* stride = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
-        b_.CreateBr(chunk_head);
-
-        // chunk = blockIdx.x, + gridDim.x, ...; the tensor index only moves forward.
-        b_.SetInsertPoint(chunk_head);
-        llvm::PHINode* chunk = b_.CreatePHI(b_.getInt64Ty(), 2, "chunk");
-        llvm::PHINode* tensor = b_.CreatePHI(b_.getInt64Ty(), 2, "tensor");
-        chunk->addIncoming(first, entry);
-        tensor->addIncoming(b_.getInt64(0), entry);
-        b_.CreateCondBr(b_.CreateICmpULT(chunk, num_chunks), find_tensor, exit);
-
-        b_.SetInsertPoint(find_tensor);
-        llvm::PHINode* t = b_.CreatePHI(b_.getInt64Ty(), 2, "t");
-        t->addIncoming(tensor, chunk_head);
-        llvm::Value* row = b_.CreateGEP(b_.getInt64Ty(), table, b_.CreateMul(t, b_.getInt64(layout_.row_words())), "row");
-        llvm::Value* chunk_end = table_word(row, layout_.chunk_end());
-        b_.CreateCondBr(b_.CreateICmpUGE(chunk, chunk_end), next_tensor, chunk_body);
-
-        b_.SetInsertPoint(next_tensor);
-        t->addIncoming(b_.CreateAdd(t, b_.getInt64(1)), next_tensor);
-        b_.CreateBr(find_tensor);
-
-        b_.SetInsertPoint(chunk_body);
-        llvm::Value* any_bits = b_.getInt64(0);
-        for (Array& a : arrays_) {
-            llvm::Value* word = table_word(row, a.column);
-            any_bits = b_.CreateOr(any_bits, word);
-            a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
-        }
-        n_ = table_word(row, layout_.n());
-        llvm::Value* chunk_begin = table_word(row, layout_.chunk_begin());
-        base_ = b_.CreateMul(b_.CreateSub(chunk, chunk_begin), b_.getInt64(chunk_elements(spec_)), "base");
-        llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
-        llvm::Value* aligned = b_.CreateICmpEQ(b_.CreateAnd(any_bits, b_.getInt64(15)), b_.getInt64(0));
-        b_.CreateCondBr(b_.CreateAnd(full, aligned), fast, slow);
-
-        b_.SetInsertPoint(fast);
-        fast_path();
-        b_.CreateBr(latch);
-
-        b_.SetInsertPoint(slow);
-        slow_path(latch);
-
-        b_.SetInsertPoint(latch);
-        chunk->addIncoming(b_.CreateAdd(chunk, stride), latch);
-        tensor->addIncoming(t, latch);
-        b_.CreateBr(chunk_head);
-
-        b_.SetInsertPoint(exit);
+        emit_chunk_loop(b_, spec_, fn_->getArg(0), first, stride, fn_->getArg(2), [&](const ChunkContext& c) {
+            llvm::Value* any_bits = b_.getInt64(0);
+            for (Array& a : arrays_) {
+                llvm::Value* word = c.word(a.column);
+                any_bits = b_.CreateOr(any_bits, word);
+                a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
+            }
+            n_ = c.word(layout_.n());
+            base_ = c.first_element;
+            llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
+            llvm::Value* aligned = b_.CreateICmpEQ(b_.CreateAnd(any_bits, b_.getInt64(15)), b_.getInt64(0));
+            llvm::BasicBlock* fast = block("fast");
+            llvm::BasicBlock* slow = block("slow");
+            llvm::BasicBlock* done = block("chunk.done");
+            b_.CreateCondBr(b_.CreateAnd(full, aligned), fast, slow);
+            b_.SetInsertPoint(fast);
+            fast_path();
+            b_.CreateBr(done);
+            b_.SetInsertPoint(slow);
+            slow_path(done);
+            b_.SetInsertPoint(done);
+        });
         b_.CreateRetVoid();
     }
 

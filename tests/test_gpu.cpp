@@ -34,13 +34,14 @@
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/random.h"
+#include "example_checks.h"
 
 using namespace optjit;
+using namespace optjit_test;
 namespace fs = std::filesystem;
 
 namespace {
 
-using Hypers = std::map<std::string, double>;
 
 // Skips the rest of the test where there is no GPU (reported as a message, the test passes).
 #define REQUIRE_GPU()                                                                  \
@@ -82,183 +83,6 @@ bool gpu_ready() {
 
 Target gpu_target() { return Target{Target::Kind::NVPTX, cuda::init()}; }
 
-// The GPU tests also run from a copy on a GPU machine: OPTJIT_SOURCE_DIR in the environment
-// names the source folder there.
-std::string examples_dir() {
-    const char* dir = std::getenv("OPTJIT_SOURCE_DIR");
-    return std::string(dir && *dir ? dir : OPTJIT_SOURCE_DIR) + "/examples";
-}
-
-Program load_example(const std::string& name) {
-    std::string path = examples_dir() + "/" + name + ".opt";
-    std::ifstream in(path);
-    REQUIRE_MESSAGE(in.good(), "cannot open ", path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return parse_and_verify(text.str(), path);
-}
-
-std::vector<std::string> example_names() {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(examples_dir()))
-        if (entry.path().extension() == ".opt") names.push_back(entry.path().stem().string());
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
-uint64_t test_seed() {
-    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
-    std::random_device rd;
-    return ((uint64_t(rd()) << 32) ^ rd()) & ((uint64_t(1) << 62) - 1);
-}
-
-std::string describe(const Hypers& h) {
-    std::ostringstream s;
-    s.precision(17);
-    for (const auto& [name, v] : h) s << name << "=" << v << " ";
-    return h.empty() ? "(defaults)" : s.str();
-}
-
-std::string describe(const RunSummary& s) {
-    std::ostringstream out;
-    out.precision(3);
-    for (const TensorSummary& t : s.tensors)
-        out << t.name << ": max rel diff " << t.max_rel_diff << " (tolerance " << t.tolerance << ", element " << t.worst_element
-            << ", norm " << t.norm << ")  ";
-    return out.str();
-}
-
-// The same hyper-parameters, dtype combinations and bounds as tests/test_codegen.cpp (which
-// explains them).
-const std::map<std::string, Hypers>& example_hypers() {
-    static const std::map<std::string, Hypers> h = {
-        {"adagrad", {{"lr", 0.1}, {"lr_decay", 0.05}, {"weight_decay", 0.02}, {"eps", 1e-3}}},
-        {"adam", {{"lr", 0.05}, {"beta1", 0.8}, {"beta2", 0.95}, {"eps", 1e-4}, {"weight_decay", 0.01}}},
-        {"adamw", {{"lr", 0.05}, {"beta1", 0.85}, {"beta2", 0.98}, {"eps", 1e-6}, {"weight_decay", 0.1}}},
-        {"ademamix", {{"lr", 0.02}, {"beta3", 0.999}, {"alpha", 5}, {"weight_decay", 0.01}, {"T_alpha_beta3", 6}}},
-        {"lion", {{"lr", 0.01}, {"beta1", 0.8}, {"beta2", 0.95}, {"weight_decay", 0.1}}},
-        {"rmsprop", {{"lr", 0.02}, {"alpha", 0.9}, {"eps", 1e-3}, {"weight_decay", 0.01}, {"momentum", 0.9}, {"centered", 1}}},
-        {"sgd", {{"lr", 0.05}, {"momentum", 0.9}, {"dampening", 0.1}, {"weight_decay", 0.01}, {"nesterov", 1}}},
-    };
-    return h;
-}
-
-struct Combo {
-    const char* name;
-    DType param, grad;
-    bool bf16_states;
-};
-
-const std::vector<Combo>& combos() {
-    static const std::vector<Combo> c = {
-        {"p=f32 g=f32", DType::F32, DType::F32, false},     {"p=bf16 g=bf16", DType::BF16, DType::BF16, false},
-        {"p=bf16 g=f32", DType::BF16, DType::F32, false},   {"p=f16 g=f16", DType::F16, DType::F16, false},
-        {"p=f32 g=bf16", DType::F32, DType::BF16, false},   {"p=f32 g=f16", DType::F32, DType::F16, false},
-        {"p=f16 g=f32", DType::F16, DType::F32, false},     {"p=bf16 g=f16", DType::BF16, DType::F16, false},
-        {"p=f16 g=bf16", DType::F16, DType::BF16, false},   {"p=bf16 g=bf16 states=bf16", DType::BF16, DType::BF16, true},
-        {"p=bf16 g=f32 states=bf16", DType::BF16, DType::F32, true},
-    };
-    return c;
-}
-
-StorageSignature storage_for(const Program& program, const Combo& c) {
-    StorageSignature s;
-    s.param = c.param;
-    s.grad = c.grad;
-    if (c.bf16_states)
-        for (const StateDecl& d : program.states) s.states[d.name] = StateStorage{StateFormat::BF16};
-    return s;
-}
-
-std::vector<int64_t> test_sizes(uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    int64_t large = std::uniform_int_distribution<int64_t>(20000, 300000)(rng);
-    return {1, 2, 3, 17, 4095, 4096, 4097, 16383, 16384, 16385, large};
-}
-
-std::map<std::string, std::set<std::string>> inputs_of(const Program& program) {
-    std::map<std::string, std::set<std::string>> deps;
-    deps["p"] = {"p"};
-    deps["g"] = {"g"};
-    for (const StateDecl& s : program.states) deps[s.name] = {s.name};
-    for (const Assign& a : program.update) {
-        std::set<std::string> d;
-        for_each_node(a.value, [&](const Expr& e) {
-            if (e.op == Op::Ref && deps.count(e.name)) d.insert(deps[e.name].begin(), deps[e.name].end());
-        });
-        deps[a.target] = d;
-    }
-    return deps;
-}
-
-double bound_for(const Program& program, const StorageSignature& st, const std::string& name) {
-    auto own = [&](const std::string& n) {
-        DType t = n == "p" ? st.param : n == "g" ? DType::F32 : state_dtype(st.state(n).format);
-        return tolerance_for(t) * (t == DType::F32 ? 1 : 2);
-    };
-    double bound = own(name);
-    std::map<std::string, std::set<std::string>> deps = inputs_of(program);
-    if (name != "p")
-        for (const std::string& input : deps[name])
-            if (input != name) bound = std::max(bound, own(input));
-    return bound;
-}
-
-bool exact_storage(const StorageSignature& st, const Program& program) {
-    if (st.param != DType::F32) return false;
-    for (const StateDecl& s : program.states)
-        if (st.state(s.name).format != StateFormat::F32) return false;
-    return true;
-}
-
-Hypers adjusted_hypers(const std::string& example, Hypers h, DType param) {
-    if (example == "lion") h["lr"] = tolerance_for(param) / 8;
-    return h;
-}
-
-bool checked_run(const RunOptions& o, RunSummary& summary) {
-    try {
-        summary = run_steps(o);
-        return true;
-    } catch (const std::exception& e) {
-        FAIL_CHECK("run_steps threw: " << std::string(e.what()));
-        return false;
-    }
-}
-
-void check_example_on_gpu(const std::string& name) {
-    Program program = load_example(name);
-    Target target = gpu_target();
-    const Hypers& hypers = example_hypers().at(name);
-    for (const Combo& c : combos()) {
-        uint64_t seed = test_seed();
-        RunOptions o;
-        o.request = KernelRequest{program, {}, storage_for(program, c), target, {}};
-        o.sizes = test_sizes(seed);
-        o.steps = 10;
-        o.seed = seed;
-        o.hypers = adjusted_hypers(name, hypers, c.param);
-        o.check = true;
-        INFO("example ", name, " on ", target.name(), " (", cuda::device_name(), "), ", std::string(c.name), ", seed ", seed,
-             " (OPTJIT_TEST_SEED=", seed, " replays it), largest size ", o.sizes.back(), ", hypers ", describe(o.hypers));
-        RunSummary s;
-        if (!checked_run(o, s)) continue;
-        INFO(describe(s));
-        REQUIRE(s.tensors.size() == program.states.size() + 1);
-        if (exact_storage(o.request.storage, program)) CHECK(s.passed);
-        for (const TensorSummary& t : s.tensors) {
-            INFO(t.name);
-            CHECK(t.max_rel_diff <= bound_for(program, o.request.storage, t.name));
-            CHECK(std::isfinite(t.norm));
-        }
-        RunOptions start = o;
-        start.interp = true;
-        start.check = false;
-        start.steps = 0;
-        RunSummary initial = run_steps(start);
-        CHECK(initial.tensors[0].checksum != s.tensors[0].checksum);
-    }
-}
 
 // Device memory freed at the end of its scope.
 struct DeviceAlloc {
@@ -416,13 +240,13 @@ TEST_CASE("gpu: the device is usable or the tests skip") {
     CHECK(cuda::multiprocessor_count() > 0);
 }
 
-TEST_CASE("gpu: adagrad matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("adagrad"); }
-TEST_CASE("gpu: adam matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("adam"); }
-TEST_CASE("gpu: adamw matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("adamw"); }
-TEST_CASE("gpu: ademamix matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("ademamix"); }
-TEST_CASE("gpu: lion matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("lion"); }
-TEST_CASE("gpu: rmsprop matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("rmsprop"); }
-TEST_CASE("gpu: sgd matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on_gpu("sgd"); }
+TEST_CASE("gpu: adagrad matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adagrad", gpu_target()); }
+TEST_CASE("gpu: adam matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adam", gpu_target()); }
+TEST_CASE("gpu: adamw matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adamw", gpu_target()); }
+TEST_CASE("gpu: ademamix matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("ademamix", gpu_target()); }
+TEST_CASE("gpu: lion matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("lion", gpu_target()); }
+TEST_CASE("gpu: rmsprop matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("rmsprop", gpu_target()); }
+TEST_CASE("gpu: sgd matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("sgd", gpu_target()); }
 
 TEST_CASE("gpu: every example is covered") {
     REQUIRE_GPU();

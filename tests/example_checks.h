@@ -1,0 +1,243 @@
+// What the host (test_codegen.cpp) and GPU (test_gpu.cpp) kernel tests share: loading the
+// examples, their test hyper-parameters, the dtype combinations, and the check of one example
+// in every combination against the interpreter on a target.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ir/numeric.h"
+#include "ir/verifier.h"
+#include "runtime/checked_run.h"
+
+namespace optjit_test {
+
+using namespace optjit;
+
+using Hypers = std::map<std::string, double>;
+
+// OPTJIT_SOURCE_DIR in the environment names the source folder when the tests run from a copy
+// (the GPU tests on a GPU machine).
+inline std::string examples_dir() {
+    const char* dir = std::getenv("OPTJIT_SOURCE_DIR");
+    return std::string(dir && *dir ? dir : OPTJIT_SOURCE_DIR) + "/examples";
+}
+
+inline std::string read_text(const std::string& path) {
+    std::ifstream in(path);
+    REQUIRE_MESSAGE(in.good(), "cannot open ", path);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+inline Program load_example(const std::string& name) {
+    std::string path = examples_dir() + "/" + name + ".opt";
+    return parse_and_verify(read_text(path), path);
+}
+
+Program program_from(const std::string& text) { return parse_and_verify(text, "<test>"); }
+
+inline uint64_t test_seed() {
+    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+    std::random_device rd;
+    return ((uint64_t(rd()) << 32) ^ rd()) & ((uint64_t(1) << 62) - 1);
+}
+
+inline std::string describe(const Hypers& h) {
+    std::ostringstream s;
+    s.precision(17);
+    for (const auto& [name, v] : h) s << name << "=" << v << " ";
+    return h.empty() ? "(defaults)" : s.str();
+}
+
+// Non-default hyper-parameters of each example: larger learning rates (so p moves visibly in
+// 10 steps) and the optional features switched on. Where L2 weight decay adds wd * p to the
+// gradient, gw = g + wd * p can cancel to near 0, and the update's sensitivity to gw there is
+// about lr / eps: an fp32 rounding of gw (~1e-9) would move p by lr * 1e-9 / eps. eps is kept
+// large enough (1e-4 .. 1e-2) that this stays far below the fp32 tolerance (with eps = 1e-8,
+// Adagrad and RMSprop fail a few runs in a hundred with no kernel error).
+inline const std::map<std::string, Hypers>& example_hypers() {
+    static const std::map<std::string, Hypers> h = {
+        {"adagrad", {{"lr", 0.1}, {"lr_decay", 0.05}, {"weight_decay", 0.02}, {"eps", 1e-3}}},
+        {"adam", {{"lr", 0.05}, {"beta1", 0.8}, {"beta2", 0.95}, {"eps", 1e-4}, {"weight_decay", 0.01}}},
+        {"adamw", {{"lr", 0.05}, {"beta1", 0.85}, {"beta2", 0.98}, {"eps", 1e-6}, {"weight_decay", 0.1}}},
+        {"ademamix", {{"lr", 0.02}, {"beta3", 0.999}, {"alpha", 5}, {"weight_decay", 0.01}, {"T_alpha_beta3", 6}}},
+        {"lion", {{"lr", 0.01}, {"beta1", 0.8}, {"beta2", 0.95}, {"weight_decay", 0.1}}},
+        {"rmsprop", {{"lr", 0.02}, {"alpha", 0.9}, {"eps", 1e-3}, {"weight_decay", 0.01}, {"momentum", 0.9}, {"centered", 1}}},
+        {"sgd", {{"lr", 0.05}, {"momentum", 0.9}, {"dampening", 0.1}, {"weight_decay", 0.01}, {"nesterov", 1}}},
+    };
+    return h;
+}
+
+inline std::vector<std::string> example_names() {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(examples_dir()))
+        if (entry.path().extension() == ".opt") names.push_back(entry.path().stem().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+struct Combo {
+    const char* name;
+    DType param, grad;
+    bool bf16_states;
+};
+
+// Parameter / gradient dtypes; the last ones store every state in bf16 as well.
+inline const std::vector<Combo>& combos() {
+    static const std::vector<Combo> c = {
+        {"p=f32 g=f32", DType::F32, DType::F32, false},     {"p=bf16 g=bf16", DType::BF16, DType::BF16, false},
+        {"p=bf16 g=f32", DType::BF16, DType::F32, false},   {"p=f16 g=f16", DType::F16, DType::F16, false},
+        {"p=f32 g=bf16", DType::F32, DType::BF16, false},   {"p=f32 g=f16", DType::F32, DType::F16, false},
+        {"p=f16 g=f32", DType::F16, DType::F32, false},     {"p=bf16 g=f16", DType::BF16, DType::F16, false},
+        {"p=f16 g=bf16", DType::F16, DType::BF16, false},   {"p=bf16 g=bf16 states=bf16", DType::BF16, DType::BF16, true},
+        {"p=bf16 g=f32 states=bf16", DType::BF16, DType::F32, true},
+    };
+    return c;
+}
+
+inline StorageSignature storage_for(const Program& program, const Combo& c) {
+    StorageSignature s;
+    s.param = c.param;
+    s.grad = c.grad;
+    if (c.bf16_states)
+        for (const StateDecl& d : program.states) s.states[d.name] = StateStorage{StateFormat::BF16};
+    return s;
+}
+
+// The sizes of every checked launch: around the host chunk (16384) and the GPU chunk (4096),
+// tiny tensors, and one random larger size.
+inline std::vector<int64_t> test_sizes(uint64_t seed, bool gpu) {
+    std::mt19937_64 rng(seed);
+    int64_t large = std::uniform_int_distribution<int64_t>(20000, gpu ? 300000 : 70000)(rng);
+    return {1, 2, 3, 17, 4095, 4096, 4097, 16383, 16384, 16385, large};
+}
+
+inline std::string describe(const RunSummary& s) {
+    std::ostringstream out;
+    out.precision(3);
+    for (const TensorSummary& t : s.tensors)
+        out << t.name << ": max rel diff " << t.max_rel_diff << " (tolerance " << t.tolerance << ", element " << t.worst_element
+            << ", norm " << t.norm << ")  ";
+    return out.str();
+}
+
+// run_steps with the interpreter alongside; a guard region overwritten (a kernel writing past
+// a tensor's end) makes run_steps throw, reported here as a failure.
+inline bool checked_run(const RunOptions& o, RunSummary& summary) {
+    try {
+        summary = run_steps(o);
+        return true;
+    } catch (const std::exception& e) {
+        FAIL_CHECK("run_steps threw: " << std::string(e.what()));
+        return false;
+    }
+}
+
+// The stored values (p, g, states at the start of the step) that each name's value reads.
+inline std::map<std::string, std::set<std::string>> inputs_of(const Program& program) {
+    std::map<std::string, std::set<std::string>> deps;
+    deps["p"] = {"p"};
+    deps["g"] = {"g"};
+    for (const StateDecl& s : program.states) deps[s.name] = {s.name};
+    for (const Assign& a : program.update) {
+        std::set<std::string> d;
+        for_each_node(a.value, [&](const Expr& e) {
+            if (e.op == Op::Ref && deps.count(e.name)) d.insert(deps[e.name].begin(), deps[e.name].end());
+        });
+        deps[a.target] = d;
+    }
+    return deps;
+}
+
+// What a checked run of 10 steps can be held to, per stored tensor.
+//
+// run_steps' tolerance (tolerance_for) is a few ulps of the tensor's own dtype. Two effects
+// that are not kernel errors exceed it: (1) a 16-bit value that fp32 and float64 math put on
+// either side of a rounding boundary differs by one ulp, and over 10 steps an element can take
+// two such flips in the same direction (2 ulps of f16 at the top of a binade is 2^-9, exactly
+// tolerance_for(F16)); (2) an fp32 state that reads a 16-bit p (L2 weight decay: gw = g + wd * p)
+// inherits p's flips. So here: 2 x tolerance_for for 16-bit tensors, and a state is held to the
+// loosest of its own bound and the bounds of the 16-bit stored values it reads.
+inline double bound_for(const Program& program, const StorageSignature& st, const std::string& name) {
+    auto own = [&](const std::string& n) {
+        DType t = n == "p" ? st.param : n == "g" ? DType::F32 : state_dtype(st.state(n).format);
+        return tolerance_for(t) * (t == DType::F32 ? 1 : 2);
+    };
+    double bound = own(name);
+    std::map<std::string, std::set<std::string>> deps = inputs_of(program);
+    if (name != "p")
+        for (const std::string& input : deps[name])
+            if (input != name) bound = std::max(bound, own(input));
+    return bound;
+}
+
+// True when run_steps' own tolerances apply as they are: every stored value the update writes
+// or reads back is fp32 (the gradient's dtype does not matter: both sides read the same values).
+inline bool exact_storage(const StorageSignature& st, const Program& program) {
+    if (st.param != DType::F32) return false;
+    for (const StateDecl& s : program.states)
+        if (st.state(s.name).format != StateFormat::F32) return false;
+    return true;
+}
+
+// Lion steps by lr * sign(c): where c is within rounding of 0, fp32 and float64 may take
+// opposite signs, and p differs by 2 lr. Keep lr below what the parameter's dtype resolves.
+inline Hypers adjusted_hypers(const std::string& example, Hypers h, DType param) {
+    if (example == "lion") h["lr"] = tolerance_for(param) / 8;
+    return h;
+}
+
+// Every dtype combination of one example on `target`, 10 steps over several tensors in one
+// launch, with fresh random data.
+inline void check_example_on(const std::string& name, const Target& target) {
+    Program program = load_example(name);
+    auto hypers = example_hypers().find(name);
+    REQUIRE_MESSAGE(hypers != example_hypers().end(), "no test hyper-parameters for example ", name);
+    for (const Combo& c : combos()) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{program, {}, storage_for(program, c), target, {}};
+        o.sizes = test_sizes(seed, target.is_gpu());
+        o.steps = 10;
+        o.seed = seed;
+        o.hypers = adjusted_hypers(name, hypers->second, c.param);
+        o.check = true;
+        INFO("example ", name, " on ", target.name(), ", ", std::string(c.name), ", seed ", seed, " (OPTJIT_TEST_SEED=", seed,
+             " replays it), largest size ", o.sizes.back(), ", hypers ", describe(o.hypers));
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        REQUIRE(s.tensors.size() == program.states.size() + 1);
+        if (exact_storage(o.request.storage, program)) CHECK(s.passed);
+        for (const TensorSummary& t : s.tensors) {
+            INFO(t.name);
+            CHECK(t.max_rel_diff <= bound_for(program, o.request.storage, t.name));
+            CHECK(std::isfinite(t.norm));
+        }
+        // p moved: its final values differ from the initial ones (the interpreter with 0 steps).
+        RunOptions start = o;
+        start.interp = true;
+        start.check = false;
+        start.steps = 0;
+        RunSummary initial = run_steps(start);
+        CHECK(initial.tensors[0].checksum != s.tensors[0].checksum);
+        CHECK(initial.tensors[0].norm != s.tensors[0].norm);
+    }
+}
+
+// One step of a fp32 host kernel over the given values, and of the interpreter (fp32 storage);
+// returns {kernel p, interpreter p}.
+
+}  // namespace optjit_test
