@@ -96,7 +96,10 @@ Generates the kernel for a target and prints it (or writes it to FILE).
 kernel options (also taken by 'optjit run'):
   --param-dtype D          parameter storage: f32, bf16 or f16 (default f32)
   --grad-dtype D           gradient storage: f32, bf16 or f16 (default f32)
-  --state NAME=FORMAT      a state's storage: fp32 or bf16 (default fp32)
+  --state NAME=FORMAT      a state's storage (default fp32): fp32, bf16, or block-quantized
+                           q8s, q8u, q4s, q4u, fp8, with an optional block size (q8s:128);
+                           kernels are generated for fp32 and bf16 so far, the interpreter
+                           (run --target interp) stores every format
   --specialize NAME=VALUE  compile hyper-parameter NAME as the constant VALUE
   --fast-math              approximate division and square roots
 environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "ir/numeric.h"
+#include "ir/quantization.h"
 #include "ir/semantics.h"
 
 namespace optjit {
@@ -134,6 +135,16 @@ struct Interpreter::Impl {
         }
     }
 
+    // Block-quantized states: what the tensor's new values read back as (the update of p in
+    // the same step used them unrounded).
+    void store_quantized(HostTensor& t) const {
+        if (!storage) return;
+        for (size_t s = 0; s < program.states.size(); ++s) {
+            const StateStorage& st = storage->state(program.states[s].name);
+            if (is_block_quantized(st.format)) round_trip(st, t.states[s], t.first_element);
+        }
+    }
+
     void step(int64_t step, std::span<HostTensor> tensors) {
         for (const HostTensor& t : tensors) {
             if (t.g.size() != t.p.size())
@@ -181,6 +192,7 @@ struct Interpreter::Impl {
                 run(r.data(), values[ti].data(), nullptr);
                 store(r.data(), t, i);
             }
+            store_quantized(t);
         }
     }
 };
@@ -193,6 +205,13 @@ Interpreter::~Interpreter() = default;
 void Interpreter::init_states(HostTensor& t) const {
     t.states.clear();
     for (const StateDecl& s : impl_->program.states) t.states.emplace_back(t.p.size(), s.init);
+    // A quantized state initialized to 0 starts with scale 0 and reads back as exactly 0; any
+    // other initial value reads back as its quantized self.
+    if (!impl_->storage) return;
+    for (size_t s = 0; s < impl_->program.states.size(); ++s) {
+        const StateStorage& st = impl_->storage->state(impl_->program.states[s].name);
+        if (is_block_quantized(st.format) && impl_->program.states[s].init != 0) round_trip(st, t.states[s], t.first_element);
+    }
 }
 
 void Interpreter::step(int64_t step, std::span<HostTensor> tensors) { impl_->step(step, tensors); }

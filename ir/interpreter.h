@@ -9,8 +9,8 @@
 //   3. the final values of `p` and of each state are stored.
 // Without a storage signature, stored values stay float64 (the exact math of the program).
 // With one, each stored value is rounded to its format as a kernel stores it (p to its dtype,
-// fp32 and bf16 states by round to nearest even), so a kernel can be compared element by
-// element over many steps.
+// fp32 and bf16 states by round to nearest even, block-quantized states through their codes
+// and block scales, ir/quantization.h), so a kernel can be compared element by element.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +27,7 @@
 namespace optjit {
 
 struct HostTensor {
+    int64_t first_element = 0;  // of a shard in its global tensor: quantization blocks count from 0
     std::vector<double> p;
     std::vector<double> g;
     std::vector<std::vector<double>> states;  // in the program's declaration order

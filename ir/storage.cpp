@@ -126,9 +126,8 @@ std::string check_storage(const StorageSignature& s, const Program& program) {
             return fmt::format("optimizer '{}' has no state '{}' (its states: {})", program.name, name,
                                known.empty() ? "none" : known);
         }
-        if (is_block_quantized(storage.format))
-            return fmt::format("state '{}': the {} format is not implemented yet (fp32 and bf16 are)", name,
-                               format_name(storage.format));
+        if (is_block_quantized(storage.format) && (storage.block < 32 || storage.block > 4096 || (storage.block & (storage.block - 1))))
+            return fmt::format("state '{}': block size {} is not a power of two from 32 to 4096", name, storage.block);
     }
     return {};
 }

@@ -54,8 +54,8 @@ struct StorageSignature {
 // in declaration order (so two signatures that mean the same print the same).
 std::string to_string(const StorageSignature& s, const Program& program);
 
-// Checks that every named state exists in `program` and every format is one this build can
-// generate code for; returns an error sentence or an empty string.
+// Checks that every named state exists in `program` and every block size is valid; returns an
+// error sentence or an empty string.
 std::string check_storage(const StorageSignature& s, const Program& program);
 
 }  // namespace optjit

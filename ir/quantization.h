@@ -1,0 +1,55 @@
+// Block-quantized state formats, as plain host code: the reference every quantizing kernel is
+// checked against, and what the interpreter uses to store quantized states.
+//
+// A block is `block` consecutive elements of the flattened tensor, numbered from the tensor's
+// global first element (a shard starting at a global offset quantizes as the whole tensor
+// does). Per block, scale = absmax of the values being stored (fp32), floored at 1e-12:
+//   q8s, q8u, q4s, q4u: code = the table entry nearest to value / scale, ties to the upper
+//                       code, values past either end of the table clamp to it;
+//                       value = table[code] * scale.
+//   fp8:                code = e4m3(value / (scale / 448)), round to nearest even, saturating
+//                       at +-448; value = e4m3 value * scale / 448.
+// q4 formats pack two codes a byte, the even element in the high nibble.
+// NaN policy: a block holding a NaN gets a NaN scale, so the whole block reads back as NaN
+// (a failure stays visible, as it would in fp32). A state initialized to 0 starts with scale 0
+// (it reads back as exactly 0 whatever its codes).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ir/storage.h"
+
+namespace optjit {
+
+// The code table of q8s, q8u, q4s or q4u, ascending (256 or 16 entries).
+std::span<const float> code_table(StateFormat f);
+
+// The code of the entry nearest to `normalized` (ties to the upper code, clamped at the ends).
+// `f` is q8s, q8u, q4s or q4u; NaN gives code 0.
+uint8_t nearest_code(StateFormat f, float normalized);
+
+// fp8 e4m3 (bias 7, no infinities, 0x7f and 0xff are NaN, largest finite 448).
+uint8_t float_to_e4m3(float v);  // round to nearest even, saturating at +-448; NaN -> 0x7f
+float e4m3_to_float(uint8_t code);
+
+// Bytes of codes and number of scales that `n` elements of a quantized state take.
+size_t code_bytes(const StateStorage& s, int64_t n);
+int64_t scale_count(const StateStorage& s, int64_t first_element, int64_t n);
+
+// A quantized tensor (or shard) as stored: codes and one fp32 scale per block it touches.
+struct QuantizedTensor {
+    std::vector<uint8_t> codes;
+    std::vector<float> scales;
+};
+
+// Quantizes `values` (elements first_element .. first_element + n of the global tensor; a
+// shard must start at a block boundary) as `s` says.
+QuantizedTensor quantize(const StateStorage& s, std::span<const float> values, int64_t first_element = 0);
+// The values a quantized tensor reads back as.
+std::vector<float> dequantize(const StateStorage& s, const QuantizedTensor& q, int64_t n, int64_t first_element = 0);
+// What storing `values` as `s` and reading them back gives, in place (float64 in, fp32 math).
+void round_trip(const StateStorage& s, std::span<double> values, int64_t first_element = 0);
+
+}  // namespace optjit

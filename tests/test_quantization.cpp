@@ -1,0 +1,287 @@
+// The block-quantized formats (ir/quantization.h) against the reference tables and against a
+// plain quantizer written here independently: linear scans, no midpoints, no bit tricks.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ir/interpreter.h"
+#include "ir/quantization.h"
+#include "ir/verifier.h"
+
+using namespace optjit;
+
+namespace {
+
+std::map<std::string, std::vector<float>> reference_tables() {
+    std::ifstream in(std::string(OPTJIT_SOURCE_DIR) + "/tests/data/qmaps.txt");
+    REQUIRE(in.good());
+    std::map<std::string, std::vector<float>> tables;
+    std::string line, name;
+    while (std::getline(in, line)) {
+        if (line.empty() || line[0] == '#') continue;
+        if (line.rfind("qmap_", 0) == 0) {
+            name = line.substr(0, line.find(' '));
+            continue;
+        }
+        std::istringstream values(line);
+        std::string v;
+        while (values >> v) tables[name].push_back(std::strtof(v.c_str(), nullptr));
+    }
+    return tables;
+}
+
+StateStorage storage(StateFormat f, uint32_t block = 0) { return StateStorage{f, block ? block : default_block_size(f), false}; }
+
+// Nearest entry by a linear scan; on an exact tie the later (upper) code wins.
+uint8_t plain_nearest(const std::vector<float>& table, float v) {
+    size_t best = 0;
+    double best_distance = std::fabs(double(v) - table[0]);
+    for (size_t i = 1; i < table.size(); ++i) {
+        double d = std::fabs(double(v) - table[i]);
+        if (d <= best_distance) {
+            best = i;
+            best_distance = d;
+        }
+    }
+    return uint8_t(best);
+}
+
+// e4m3 by brute force: the nearest finite value, ties to the even code; saturating.
+uint8_t plain_e4m3(float v) {
+    if (std::isnan(v)) return 0x7f;
+    uint8_t best = 0;
+    double best_distance = INFINITY;
+    for (int c = 0; c < 256; ++c) {
+        if ((c & 0x7f) == 0x7f) continue;  // NaN codes
+        int e = (c >> 3) & 15, m = c & 7;
+        double value = (c & 0x80 ? -1.0 : 1.0) * (e == 0 ? std::ldexp(double(m), -9) : std::ldexp(1.0 + m / 8.0, e - 7));
+        if ((c & 0x80) != (std::signbit(v) ? 0x80 : 0)) continue;
+        double d = std::fabs(double(v) - value);
+        if (d < best_distance || (d == best_distance && (c & 1) == 0)) {
+            best = uint8_t(c);
+            best_distance = d;
+        }
+    }
+    return best;
+}
+
+uint64_t seed() {
+    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+    return std::random_device{}();
+}
+
+const StateFormat kTableFormats[] = {StateFormat::Q8S, StateFormat::Q8U, StateFormat::Q4S, StateFormat::Q4U};
+const char* table_name(StateFormat f) {
+    switch (f) {
+    case StateFormat::Q8S: return "qmap_8bit_signed";
+    case StateFormat::Q8U: return "qmap_8bit_unsigned";
+    case StateFormat::Q4S: return "qmap_4bit_signed";
+    default: return "qmap_4bit_unsigned";
+    }
+}
+
+}  // namespace
+
+TEST_CASE("quantization: every table entry matches qmaps.txt bit for bit") {
+    auto tables = reference_tables();
+    for (StateFormat f : kTableFormats) {
+        INFO(format_name(f));
+        const std::vector<float>& want = tables.at(table_name(f));
+        std::span<const float> got = code_table(f);
+        REQUIRE(got.size() == want.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+            INFO("entry ", i);
+            CHECK(std::bit_cast<uint32_t>(got[i]) == std::bit_cast<uint32_t>(want[i]));
+            if (i > 0) CHECK(got[i - 1] < got[i]);
+            CHECK(nearest_code(f, got[i]) == i);  // every entry is its own code
+        }
+    }
+}
+
+TEST_CASE("quantization: code choice is the nearest entry, ties to the upper code, clamped at the ends") {
+    uint64_t s = seed();
+    INFO("seed ", s);
+    std::mt19937_64 rng(s);
+    for (StateFormat f : kTableFormats) {
+        INFO(format_name(f));
+        std::vector<float> table(code_table(f).begin(), code_table(f).end());
+        // Exact midpoints, where they are floats, take the upper code; one float below, the lower.
+        int ties = 0;
+        for (size_t i = 1; i < table.size(); ++i) {
+            double mid = (double(table[i - 1]) + table[i]) / 2;
+            if (double(float(mid)) != mid) continue;
+            ++ties;
+            CHECK(nearest_code(f, float(mid)) == i);
+            CHECK(nearest_code(f, std::nextafter(float(mid), -INFINITY)) == i - 1);
+        }
+        CHECK(ties > 0);
+        std::uniform_real_distribution<float> any(-1.5f, 1.5f);
+        for (int k = 0; k < 20000; ++k) {
+            float v = any(rng);
+            CHECK(nearest_code(f, v) == plain_nearest(table, v));
+        }
+        CHECK(nearest_code(f, 7.0f) == table.size() - 1);
+        CHECK(nearest_code(f, -7.0f) == 0);
+        CHECK(nearest_code(f, std::numeric_limits<float>::quiet_NaN()) == 0);
+    }
+}
+
+TEST_CASE("quantization: fp8 e4m3 conversion") {
+    for (int c = 0; c < 256; ++c) {
+        INFO("code ", c);
+        float v = e4m3_to_float(uint8_t(c));
+        if ((c & 0x7f) == 0x7f) {
+            CHECK(std::isnan(v));
+            continue;
+        }
+        CHECK(float_to_e4m3(v) == c);
+    }
+    CHECK(e4m3_to_float(0x7e) == 448.0f);
+    CHECK(e4m3_to_float(0x01) == std::ldexp(1.0f, -9));
+    CHECK(float_to_e4m3(1000.0f) == 0x7e);   // saturates
+    CHECK(float_to_e4m3(-1e30f) == 0xfe);
+    CHECK(float_to_e4m3(std::numeric_limits<float>::quiet_NaN()) == 0x7f);
+    CHECK(float_to_e4m3(1.0625f) == 0x38);   // between 1 (0x38) and 1.125 (0x39): to even
+    CHECK(float_to_e4m3(1.1875f) == 0x3a);   // between 1.125 and 1.25: to even (0x3a)
+    uint64_t s = seed();
+    INFO("seed ", s);
+    std::mt19937_64 rng(s);
+    std::uniform_real_distribution<float> exponent(-12, 10);
+    for (int k = 0; k < 20000; ++k) {
+        float v = std::exp2(exponent(rng)) * (rng() & 1 ? -1.0f : 1.0f);
+        CHECK(float_to_e4m3(v) == plain_e4m3(v));
+    }
+}
+
+TEST_CASE("quantization: blocks, scales, packing, short blocks, zero blocks and NaN") {
+    // q4: two codes a byte, the even element in the high nibble.
+    StateStorage q4 = storage(StateFormat::Q4S, 32);
+    std::vector<float> values(70);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = float(std::sin(double(i))) * (i < 32 ? 2.0f : -0.5f);
+    QuantizedTensor q = quantize(q4, values);
+    REQUIRE(q.codes.size() == 35);
+    REQUIRE(q.scales.size() == 3);  // 32 + 32 + a short block of 6
+    for (size_t i = 0; i < values.size(); ++i) {
+        uint8_t code = i % 2 == 0 ? q.codes[i / 2] >> 4 : q.codes[i / 2] & 15;
+        CHECK(code == nearest_code(StateFormat::Q4S, values[i] / q.scales[i / 32]));
+    }
+    // The scale is the block's absmax, also when it comes from a negative value.
+    float absmax1 = 0;
+    for (size_t i = 32; i < 64; ++i) absmax1 = std::max(absmax1, std::fabs(values[i]));
+    CHECK(q.scales[1] == absmax1);
+    std::vector<float> negative_max{-3.0f, 1.0f, 2.0f, -0.5f};
+    QuantizedTensor qn = quantize(storage(StateFormat::Q8S, 32), negative_max);
+    CHECK(qn.scales[0] == 3.0f);
+    CHECK(dequantize(storage(StateFormat::Q8S, 32), qn, 4)[0] == code_table(StateFormat::Q8S)[0] * 3.0f);
+
+    // A zero block: scale floored at 1e-12, and it reads back as (near) zero.
+    std::vector<float> zeros(64, 0.0f);
+    for (StateFormat f : {StateFormat::Q8S, StateFormat::Q8U, StateFormat::Q4S, StateFormat::Q4U, StateFormat::FP8}) {
+        INFO(format_name(f));
+        QuantizedTensor z = quantize(storage(f, 32), zeros);
+        CHECK(z.scales[0] == (f == StateFormat::FP8 ? 1e-12f / 448.0f : 1e-12f));
+        for (float v : dequantize(storage(f, 32), z, 64)) CHECK(std::fabs(v) <= 1e-12f);
+    }
+
+    // A NaN poisons its block's scale, and only its block.
+    std::vector<float> with_nan(64, 0.25f);
+    with_nan[40] = std::numeric_limits<float>::quiet_NaN();
+    QuantizedTensor qnan = quantize(storage(StateFormat::Q8U, 32), with_nan);
+    std::vector<float> back = dequantize(storage(StateFormat::Q8U, 32), qnan, 64);
+    CHECK(back[0] == 0.25f);
+    for (size_t i = 32; i < 64; ++i) CHECK(std::isnan(back[i]));
+}
+
+TEST_CASE("quantization: round trips stay within half a code gap of the block scale") {
+    uint64_t s = seed();
+    INFO("seed ", s);
+    std::mt19937_64 rng(s);
+    std::normal_distribution<float> normal;
+    for (StateFormat f : {StateFormat::Q8S, StateFormat::Q8U, StateFormat::Q4S, StateFormat::Q4U, StateFormat::FP8}) {
+        INFO(format_name(f));
+        StateStorage st = storage(f);
+        bool is_unsigned = f == StateFormat::Q8U || f == StateFormat::Q4U;
+        std::vector<float> values(3 * st.block + 17);
+        for (float& v : values) v = is_unsigned ? std::fabs(normal(rng)) : normal(rng);
+        QuantizedTensor q = quantize(st, values);
+        std::vector<float> back = dequantize(st, q, int64_t(values.size()));
+        for (size_t i = 0; i < values.size(); ++i) {
+            float scale = q.scales[i / st.block];
+            double err = std::fabs(double(back[i]) - values[i]);
+            if (f == StateFormat::FP8) {
+                CHECK(err <= std::fabs(values[i]) * 0x1p-4 + scale * 0x1p-10);  // half an e4m3 ulp (or a subnormal step)
+            } else {
+                std::span<const float> t = code_table(f);
+                uint8_t c = nearest_code(f, values[i] / scale);
+                double gap = std::max(c > 0 ? t[c] - t[c - 1] : 0.0f, c + 1 < t.size() ? t[c + 1] - t[c] : 0.0f);
+                CHECK(err <= (gap / 2 + 1e-7) * scale + (f == StateFormat::Q4U ? 0.0625 * scale : 0));
+            }
+        }
+    }
+}
+
+TEST_CASE("quantization: a shard quantizes as the whole tensor does") {
+    StateStorage st = storage(StateFormat::Q8S, 64);
+    std::vector<float> values(64 * 5 + 9);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = float(std::cos(0.37 * double(i))) * float(1 + i % 7);
+    QuantizedTensor whole = quantize(st, values);
+    std::vector<float> tail(values.begin() + 128, values.end());
+    QuantizedTensor shard = quantize(st, tail, 128);
+    CHECK(std::vector<uint8_t>(whole.codes.begin() + 128, whole.codes.end()) == shard.codes);
+    CHECK(std::vector<float>(whole.scales.begin() + 2, whole.scales.end()) == shard.scales);
+    CHECK(scale_count(st, 128, int64_t(tail.size())) == int64_t(shard.scales.size()));
+    CHECK_THROWS_AS(quantize(st, tail, 100), std::invalid_argument);
+}
+
+TEST_CASE("quantization: the interpreter stores quantized states through their codes") {
+    Program adamw = parse_and_verify(R"(optimizer adamw
+  hyper lr = 1e-2
+  hyper beta1 = 0.9
+  hyper beta2 = 0.999
+  hyper eps = 1e-8
+  state m = 0
+  state v = 0
+  update
+    m = lerp(m, g, 1 - beta1)
+    v = lerp(v, g * g, 1 - beta2)
+    p = p - lr * (m / (1 - beta1 ^ step)) / (sqrt(v / (1 - beta2 ^ step)) + eps)
+)", "<test>");
+    uint64_t s = seed();
+    INFO("seed ", s);
+    std::mt19937_64 rng(s);
+    std::normal_distribution<double> normal;
+    for (StateFormat f : {StateFormat::Q8S, StateFormat::Q4S, StateFormat::FP8}) {
+        INFO(format_name(f));
+        StorageSignature fp32;
+        StorageSignature quantized;
+        quantized.states["m"] = storage(f);
+        quantized.states["v"] = storage(StateFormat::Q8U);
+        Interpreter plain(adamw, hyper_values(adamw, {}), fp32), q(adamw, hyper_values(adamw, {}), quantized);
+        std::vector<HostTensor> a(1), b(1);
+        a[0].p.resize(1000);
+        for (double& x : a[0].p) x = float(normal(rng));
+        a[0].g.resize(1000);
+        for (double& x : a[0].g) x = float(normal(rng));
+        b = a;
+        plain.init_states(a[0]);
+        q.init_states(b[0]);
+        for (double x : b[0].states[0]) CHECK(x == 0.0);  // a zero state starts at exactly 0
+        plain.step(1, a);
+        q.step(1, b);
+        // The same step; the quantized run stores its states through their format, and the
+        // parameter update used the unrounded states (so p is the same).
+        CHECK(a[0].p == b[0].p);
+        round_trip(quantized.states["m"], a[0].states[0]);
+        round_trip(quantized.states["v"], a[0].states[1]);
+        CHECK(a[0].states[0] == b[0].states[0]);
+        CHECK(a[0].states[1] == b[0].states[1]);
+    }
+}
