@@ -19,6 +19,7 @@
 #include "ir/numeric.h"
 #include "ir/verifier.h"
 #include "runtime/checked_run.h"
+#include "test_support.h"
 
 namespace optjit_test {
 
@@ -26,33 +27,11 @@ using namespace optjit;
 
 using Hypers = std::map<std::string, double>;
 
-// OPTJIT_SOURCE_DIR in the environment names the source folder when the tests run from a copy
-// (the GPU tests on a GPU machine).
-inline std::string examples_dir() {
-    const char* dir = std::getenv("OPTJIT_SOURCE_DIR");
-    return std::string(dir && *dir ? dir : OPTJIT_SOURCE_DIR) + "/examples";
-}
 
-inline std::string read_text(const std::string& path) {
-    std::ifstream in(path);
-    REQUIRE_MESSAGE(in.good(), "cannot open ", path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
-inline Program load_example(const std::string& name) {
-    std::string path = examples_dir() + "/" + name + ".opt";
-    return parse_and_verify(read_text(path), path);
-}
 
 Program program_from(const std::string& text) { return parse_and_verify(text, "<test>"); }
 
-inline uint64_t test_seed() {
-    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
-    std::random_device rd;
-    return ((uint64_t(rd()) << 32) ^ rd()) & ((uint64_t(1) << 62) - 1);
-}
 
 inline std::string describe(const Hypers& h) {
     std::ostringstream s;

@@ -23,20 +23,14 @@
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/thread_pool.h"
+#include "test_support.h"
 
 using namespace optjit;
+using namespace optjit_test;
 namespace fs = std::filesystem;
 
 namespace {
 
-Program load_example(const std::string& name) {
-    std::string path = std::string(OPTJIT_SOURCE_DIR) + "/examples/" + name + ".opt";
-    std::ifstream in(path);
-    REQUIRE_MESSAGE(in.good(), "cannot open ", path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return parse_and_verify(text.str(), path);
-}
 
 std::string read_file(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);

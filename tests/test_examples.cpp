@@ -20,29 +20,17 @@
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
+#include "test_support.h"
 
 using namespace optjit;
+using namespace optjit_test;
 
 namespace {
 
 using Hypers = std::map<std::string, double>;
 
-std::string examples_dir() { return std::string(OPTJIT_SOURCE_DIR) + "/examples"; }
 
-Program load_example(const std::string& name) {
-    std::string path = examples_dir() + "/" + name + ".opt";
-    std::ifstream in(path);
-    REQUIRE_MESSAGE(in.good(), "cannot open ", path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return parse_and_verify(text.str(), path);
-}
 
-uint64_t test_seed() {
-    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
-    std::random_device rd;
-    return (uint64_t(rd()) << 32) ^ rd();
-}
 
 double uniform(std::mt19937_64& rng, double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
 // Log-uniform: for scales like lr and eps that span decades.

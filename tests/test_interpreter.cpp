@@ -18,25 +18,14 @@
 #include "ir/interpreter.h"
 #include "ir/numeric.h"
 #include "ir/verifier.h"
+#include "test_support.h"
 
 using namespace optjit;
+using namespace optjit_test;
 
 namespace {
 
-Program load_example(const std::string& name) {
-    std::string path = std::string(OPTJIT_SOURCE_DIR) + "/examples/" + name + ".opt";
-    std::ifstream in(path);
-    REQUIRE_MESSAGE(in.good(), "cannot open ", path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return parse_and_verify(text.str(), path);
-}
 
-uint64_t test_seed() {
-    if (const char* s = std::getenv("OPTJIT_TEST_SEED")) return std::strtoull(s, nullptr, 10);
-    std::random_device rd;
-    return (uint64_t(rd()) << 32) ^ rd();
-}
 
 double uniform(std::mt19937_64& rng, double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
 
