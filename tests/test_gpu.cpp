@@ -488,39 +488,7 @@ TEST_CASE("gpu: an empty launch and empty tensors") {
     cuda::synchronize();
 }
 
-// Every elementwise operation per element (comparisons, select, min, max, sign, rsqrt, lerp,
-// exp, log, powers), in f32 and bf16 storage. Comparisons are discontinuous: where g and p are
-// within rounding of each other the two sides may disagree, which random normal data makes
-// vanishingly rare (they are drawn independently).
 TEST_CASE("gpu: every elementwise operation matches the interpreter") {
     REQUIRE_GPU();
-    const char* kElementwise = R"(optimizer elementwise
-  hyper lr = 1e-2
-  hyper k = 2.5
-  state m = 0
-  update
-    a = min(g, p) + max(g, m) - min(abs(g), 0.5) * max(p, -1)
-    c = (g < p) + (g <= m) - (g > 0) * (p >= 0) + (g == p) - (m != g)
-    d = select(g > 0, sign(p), lerp(m, g, 0.3)) + rsqrt(abs(g) + 1) + exp(-abs(g)) * log(abs(p) + 2)
-    e = abs(g) ^ k + (abs(p) + 1) ^ -0.5 + g ^ 3 + g ^ 2 + 1 / (abs(g) + 1) ^ 4
-    m = lerp(m, g, 0.1)
-    p = p - lr * (a + c + d + e)
-)";
-    for (DType t : {DType::F32, DType::BF16}) {
-        uint64_t seed = test_seed();
-        RunOptions o;
-        o.request = KernelRequest{parse_and_verify(kElementwise, "<elementwise>"), {}, {}, gpu_target(), {}};
-        o.request.storage.param = t;
-        if (t == DType::BF16) o.request.storage.states["m"] = StateStorage{StateFormat::BF16};
-        o.sizes = {1, 17, 4095, 4097, 16385, 40000};
-        o.seed = seed;
-        o.check = true;
-        o.hypers = {{"lr", 0.02}, {"k", 1.5}};
-        INFO("dtype ", std::string(dtype_name(t)), ", seed ", seed);
-        RunSummary s;
-        if (!checked_run(o, s)) continue;
-        INFO(describe(s));
-        if (t == DType::F32) CHECK(s.passed);
-        for (const TensorSummary& ts : s.tensors) CHECK(ts.max_rel_diff <= ts.tolerance * (t == DType::F32 ? 1 : 2));
-    }
+    check_elementwise_on(gpu_target());
 }
