@@ -30,9 +30,18 @@ void print_expr(const Expr& e, std::string& out) {
         out += e.op == Op::Number ? print_number(e.number) : e.name;
         return;
     case OpSyntax::Prefix: {
-        // "-(2)" keeps Neg(2) distinct from the literal -2; "-(-x)" avoids "--x".
+        // "-(2)" keeps Neg(2) distinct from the literal -2. A minus before a minus is written
+        // "- -x", not "-(-x)": parentheses would count as one more nesting level when the text
+        // is parsed again, and a tree within the parser's depth limit must print as text
+        // within it.
         const Expr& a = e.args.at(0);
-        bool parens = a.op == Op::Number || a.op == Op::Neg || precedence(a) < info.precedence;
+        if (a.op == Op::Neg || (a.op == Op::Number && std::signbit(a.number))) {
+            out += info.spelling;
+            out += ' ';
+            print_expr(a, out);
+            return;
+        }
+        bool parens = a.op == Op::Number || precedence(a) < info.precedence;
         out += info.spelling;
         print_operand(a, parens, out);
         return;

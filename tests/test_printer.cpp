@@ -89,8 +89,8 @@ TEST_CASE("printer: parentheses exactly where the grammar needs them") {
     auto op1 = [](Op o, Expr a) { return Expr::make(o, {std::move(a)}); };
     CHECK(print(op1(Op::Neg, n(2))) == "-(2)");
     CHECK(print(n(-2)) == "-2");
-    CHECK(print(op1(Op::Neg, n(-2))) == "-(-2)");
-    CHECK(print(op1(Op::Neg, op1(Op::Neg, r("x")))) == "-(-x)");
+    CHECK(print(op1(Op::Neg, n(-2))) == "- -2");
+    CHECK(print(op1(Op::Neg, op1(Op::Neg, r("x")))) == "- -x");
     CHECK(print(op1(Op::Neg, op2(Op::Pow, n(2), n(2)))) == "-2 ^ 2");
     CHECK(print(op2(Op::Pow, n(-2), n(2))) == "(-2) ^ 2");
     CHECK(print(op2(Op::Pow, r("a"), n(-2))) == "a ^ -2");
@@ -215,4 +215,17 @@ TEST_CASE("diagnostics: a very long line is shown as a window") {
     // A location beyond its line (a hand-made program) does not blow up the underline.
     CHECK(format_diagnostic({{1, 20'000'000, 1'000'000'000}, "m"}, &huge).size() < 400);
     CHECK(format_diagnostic({{7, 3, 1'000'000}, "no such line"}, &src).size() < 400);
+}
+
+TEST_CASE("printer: a chain of minuses within the depth limit prints as text within it") {
+    // Regression (found by the fuzzer): "-(-(-(...)))" counted two nesting levels per minus
+    // when parsed again, so a valid tree printed as text the parser rejected.
+    Expr e = Expr::ref("g");
+    for (int i = 0; i < 200; ++i) e = Expr::make(Op::Neg, {e});
+    Program p;
+    p.name = "t";
+    p.update.push_back({"p", e, {}});
+    ParseResult back = parse(print(p));
+    REQUIRE(back.ok());
+    CHECK(back.program == p);
 }
