@@ -56,7 +56,6 @@ std::string kernel_symbol(const KernelSpec& spec) { return "optjit_" + spec.lowe
 std::unique_ptr<llvm::Module> generate_kernel(llvm::LLVMContext& context, const KernelSpec& spec) {
     std::string unsupported = check_storage(spec.storage, spec.lowered);
     if (!unsupported.empty()) throw std::invalid_argument(unsupported);
-
     auto module = std::make_unique<llvm::Module>(kernel_symbol(spec), context);
     module->setTargetTriple(spec.target.triple());
     if (spec.target.is_gpu()) generate_nvptx_kernel(*module, spec);
