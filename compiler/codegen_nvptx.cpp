@@ -1,10 +1,9 @@
 // The GPU kernel: blocks walk the launch's chunks (compiler/kernel_abi.h); in a chunk, each
-// thread updates gpu_elements_per_thread(spec) elements. Full chunks of 16-byte-aligned tensors take
-// the fast path: every array moves in 16-byte vector loads and stores, all loads issued
-// before any math. The last, short chunk of a tensor and unaligned tensors take a scalar path
-// with the same element math.
+// thread updates gpu_elements_per_thread(spec) elements. Full chunks of 16-byte-aligned
+// tensors take the fast path: every array moves in vector loads and stores (16 bytes for the
+// widest array), all loads issued before any math. The last, short chunk of a tensor and
+// unaligned tensors take a scalar path with the same element math.
 #include <llvm/IR/IntrinsicsNVPTX.h>
-#include <llvm/IR/MDBuilder.h>
 
 #include <algorithm>
 
