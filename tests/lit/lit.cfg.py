@@ -1,5 +1,8 @@
-# lit configuration of optjit's golden tests: the optjit tool's text in, text out.
+# lit configuration of optjit's golden tests: the optjit tool's text in, text out; in
+# codegen/, `optjit compile` in, LLVM IR, PTX and host assembly out (PTX assembled with ptxas
+# where CUDA's toolkit is installed).
 import os
+import platform
 
 import lit.formats
 
@@ -35,4 +38,19 @@ config.substitutions.append((r"(?<![\w/%.-])FileCheck(?![\w/.-])", os.path.join(
 config.substitutions.append((r"(?<![\w/%.-])split-file(?![\w/.-])", os.path.join(tools, "split-file")))
 config.substitutions.append((r"(?<![\w/%.-])not(?![\w/.-])", os.path.join(tools, "not")))
 
+# ptxas validates PTX without a GPU: tests that need it say REQUIRES: ptxas.
+ptxas = os.environ.get("OPTJIT_PTXAS", "/usr/local/cuda/bin/ptxas")
+if os.path.exists(ptxas) and os.access(ptxas, os.X_OK):
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", ptxas))
+else:
+    lit_config.note("ptxas not found at %s: PTX assembly tests are unsupported" % ptxas)
+
+# Host assembly tests look for x86 vector instructions.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    config.available_features.add("x86_64")
+
 config.environment["LC_ALL"] = "C"
+# A compile must not write dump folders or log.
+for name in ("OPTJIT_DUMP_DIR", "OPTJIT_DEBUG"):
+    config.environment.pop(name, None)
