@@ -217,6 +217,25 @@ inline void check_example_on(const std::string& name, const Target& target) {
 }
 
 
+// Fast-math kernels of these examples on `target` agree with the interpreter to 1e-4.
+inline void check_fast_math_on(const Target& target, const std::vector<std::string>& names, const std::vector<int64_t>& sizes) {
+    for (const std::string& name : names) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{load_example(name), {}, {}, target, {}};
+        o.request.options.fast_math = true;
+        o.sizes = sizes;
+        o.seed = seed;
+        o.check = true;
+        o.hypers = example_hypers().at(name);
+        INFO("example ", name, " fast math, seed ", seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        for (const TensorSummary& t : s.tensors) CHECK(t.max_rel_diff <= 1e-4);
+    }
+}
+
 // Every elementwise operation per element (comparisons, select, min, max, sign, rsqrt, lerp,
 // exp, log, powers), in f32 and bf16 storage. Comparisons are discontinuous: where g and p are
 // within rounding of each other the two sides may disagree, which random normal data makes

@@ -230,21 +230,7 @@ TEST_CASE("codegen host: run_steps checks a specialized kernel against the speci
 // Fast math, and the float64 exp / log / pow routines of compiler/element_math.cpp.
 
 TEST_CASE("codegen host: fast-math kernels agree with the interpreter to 1e-4") {
-    for (const std::string& name : {"adamw", "adam", "rmsprop", "adagrad", "ademamix"}) {
-        uint64_t seed = test_seed();
-        RunOptions o;
-        o.request.program = load_example(name);
-        o.request.options.fast_math = true;
-        o.sizes = {1, 17, 4097, 16385, 30000};
-        o.seed = seed;
-        o.check = true;
-        o.hypers = example_hypers().at(name);
-        INFO("example ", name, " fast math, seed ", seed);
-        RunSummary s;
-        if (!checked_run(o, s)) continue;
-        INFO(describe(s));
-        for (const TensorSummary& t : s.tensors) CHECK(t.max_rel_diff <= 1e-4);
-    }
+    check_fast_math_on(Target{}, {"adamw", "adam", "rmsprop", "adagrad", "ademamix"}, {1, 17, 4097, 16385, 30000});
     // Fast math is a different kernel.
     KernelRequest r{load_example("adamw"), {}, {}, Target{}, {}};
     KernelRequest f = r;

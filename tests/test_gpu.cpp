@@ -52,21 +52,6 @@ namespace {
         }                                                                              \
     } while (0)
 
-// A fresh directory under the system's temporary directory, removed with everything in it.
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& what = "cache") {
-        std::random_device rd;
-        path = fs::temp_directory_path() / ("optjit-gpu-test-" + what + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-};
 
 // True with a GPU. The first call points the process-wide cache (which run_steps uses) at a
 // temporary directory, so these tests neither read nor fill the user's ~/.cache/optjit.
@@ -259,21 +244,7 @@ TEST_CASE("gpu: every example is covered") {
 TEST_CASE("gpu: fast math and exp log pow agree with the interpreter") {
     REQUIRE_GPU();
     Target target = gpu_target();
-    for (const std::string& name : {"adamw", "adam", "rmsprop", "adagrad"}) {
-        uint64_t seed = test_seed();
-        RunOptions o;
-        o.request = KernelRequest{load_example(name), {}, {}, target, {}};
-        o.request.options.fast_math = true;
-        o.sizes = {1, 17, 4097, 16385, 100000};
-        o.seed = seed;
-        o.check = true;
-        o.hypers = example_hypers().at(name);
-        INFO("example ", name, " fast math, seed ", seed);
-        RunSummary s;
-        if (!checked_run(o, s)) continue;
-        INFO(describe(s));
-        for (const TensorSummary& t : s.tensors) CHECK(t.max_rel_diff <= 1e-4);
-    }
+    check_fast_math_on(target, {"adamw", "adam", "rmsprop", "adagrad"}, {1, 17, 4097, 16385, 100000});
     const char* text = R"(optimizer mathy
   hyper lr = 1e-2
   hyper k = 3

@@ -3,8 +3,11 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -40,5 +43,22 @@ inline uint64_t test_seed() {
     std::random_device rd;
     return ((uint64_t(rd()) << 32) ^ rd()) & ((uint64_t(1) << 62) - 1);
 }
+
+// A fresh directory under the system's temporary directory, removed with everything in it.
+struct TempDir {
+    std::filesystem::path path;
+    explicit TempDir(const std::string& what = "cache") {
+        std::random_device rd;
+        path = std::filesystem::temp_directory_path() /
+               ("optjit-test-" + what + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+        std::filesystem::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+};
 
 }  // namespace optjit_test
