@@ -124,24 +124,30 @@ struct Interpreter::Impl {
         for (size_t s = 0; s < t.states.size(); ++s) r[reg_state0 + s] = t.states[s][i];
     }
 
-    void store(const double* r, HostTensor& t, size_t i) const {
+    // The storage `t` really uses (small tensors keep fp32 states).
+    std::optional<StorageSignature> storage_of(const HostTensor& t) const {
+        if (!storage) return std::nullopt;
+        return storage_for_tensor(*storage, t.tensor_elements > 0 ? t.tensor_elements : int64_t(t.p.size()));
+    }
+
+    void store(const double* r, const std::optional<StorageSignature>& st, HostTensor& t, size_t i) const {
         double p = r[final_p];
-        if (storage) p = round_to(storage->param, p);
+        if (st) p = round_to(st->param, p);
         t.p[i] = p;
         for (size_t s = 0; s < final_states.size(); ++s) {
             double v = r[final_states[s]];
-            if (storage) v = round_to(state_dtype(storage->state(program.states[s].name).format), v);
+            if (st) v = round_to(state_dtype(st->state(program.states[s].name).format), v);
             t.states[s][i] = v;
         }
     }
 
     // Block-quantized states: what the tensor's new values read back as (the update of p in
     // the same step used them unrounded).
-    void store_quantized(HostTensor& t) const {
-        if (!storage) return;
+    void store_quantized(const std::optional<StorageSignature>& st, HostTensor& t) const {
+        if (!st) return;
         for (size_t s = 0; s < program.states.size(); ++s) {
-            const StateStorage& st = storage->state(program.states[s].name);
-            if (is_block_quantized(st.format)) round_trip(st, t.states[s], t.first_element);
+            const StateStorage& format = st->state(program.states[s].name);
+            if (is_block_quantized(format.format)) round_trip(format, t.states[s], t.first_element);
         }
     }
 
@@ -187,12 +193,13 @@ struct Interpreter::Impl {
         }
         for (size_t ti = 0; ti < tensors.size(); ++ti) {
             HostTensor& t = tensors[ti];
+            std::optional<StorageSignature> st = storage_of(t);
             for (size_t i = 0; i < t.p.size(); ++i) {
                 load(r.data(), step, t, i);
                 run(r.data(), values[ti].data(), nullptr);
-                store(r.data(), t, i);
+                store(r.data(), st, t, i);
             }
-            store_quantized(t);
+            store_quantized(st, t);
         }
     }
 };
@@ -207,9 +214,10 @@ void Interpreter::init_states(HostTensor& t) const {
     for (const StateDecl& s : impl_->program.states) t.states.emplace_back(t.p.size(), s.init);
     // A quantized state initialized to 0 starts with scale 0 and reads back as exactly 0; any
     // other initial value reads back as its quantized self.
-    if (!impl_->storage) return;
+    std::optional<StorageSignature> storage = impl_->storage_of(t);
+    if (!storage) return;
     for (size_t s = 0; s < impl_->program.states.size(); ++s) {
-        const StateStorage& st = impl_->storage->state(impl_->program.states[s].name);
+        const StateStorage& st = storage->state(impl_->program.states[s].name);
         if (is_block_quantized(st.format) && impl_->program.states[s].init != 0) round_trip(st, t.states[s], t.first_element);
     }
 }

@@ -10,7 +10,8 @@
 // Without a storage signature, stored values stay float64 (the exact math of the program).
 // With one, each stored value is rounded to its format as a kernel stores it (p to its dtype,
 // fp32 and bf16 states by round to nearest even, block-quantized states through their codes
-// and block scales, ir/quantization.h), so a kernel can be compared element by element.
+// and block scales, ir/quantization.h; tensors under kMinQuantizedElements keep fp32 states),
+// so a kernel can be compared element by element.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +28,8 @@
 namespace optjit {
 
 struct HostTensor {
-    int64_t first_element = 0;  // of a shard in its global tensor: quantization blocks count from 0
+    int64_t first_element = 0;    // of a shard in its global tensor: quantization blocks count from 0
+    int64_t tensor_elements = 0;  // of the global tensor (0: p.size()); small ones keep fp32 states
     std::vector<double> p;
     std::vector<double> g;
     std::vector<std::vector<double>> states;  // in the program's declaration order

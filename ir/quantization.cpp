@@ -110,6 +110,14 @@ float e4m3_to_float(uint8_t code) {
     return sign * std::ldexp(1.0f + float(m) / 8.0f, e - 7);
 }
 
+uint8_t zero_code_byte(StateFormat f) {
+    switch (f) {
+    case StateFormat::Q8S: return 127;   // k_qmap_8bit_signed[127] == 0
+    case StateFormat::Q4S: return 0x77;  // k_qmap_4bit_signed[7] == 0, twice
+    default: return 0;                   // q8u, fp8: code 0 is 0; q4u has no zero (scale 0 makes it 0)
+    }
+}
+
 size_t code_bytes(const StateStorage& s, int64_t n) { return is_4bit(s.format) ? size_t((n + 1) / 2) : size_t(n); }
 
 int64_t scale_count(const StateStorage& s, int64_t first_element, int64_t n) {
@@ -122,7 +130,7 @@ QuantizedTensor quantize(const StateStorage& s, std::span<const float> values, i
     check_quantized(s, first_element);
     const int64_t n = int64_t(values.size());
     QuantizedTensor q;
-    q.codes.assign(code_bytes(s, n), 0);
+    q.codes.assign(code_bytes(s, n), 0);  // a q4 tensor of odd size ends in a 0 nibble
     for (int64_t begin = 0; begin < n; begin += s.block) {
         int64_t end = std::min<int64_t>(n, begin + s.block);
         float absmax = 0;
@@ -133,8 +141,9 @@ QuantizedTensor quantize(const StateStorage& s, std::span<const float> values, i
         float scale = std::max(absmax, kScaleFloor);  // NaN stays NaN
         if (s.format == StateFormat::FP8) scale = scale / kE4m3Max;
         q.scales.push_back(scale);
+        const float inverse = 1.0f / scale;
         for (int64_t i = begin; i < end; ++i) {
-            float normalized = values[size_t(i)] / scale;
+            float normalized = values[size_t(i)] * inverse;
             uint8_t code = s.format == StateFormat::FP8 ? float_to_e4m3(normalized) : nearest_code(s.format, normalized);
             set_code(q.codes, s.format, i, code);
         }

@@ -34,6 +34,11 @@ uint8_t nearest_code(StateFormat f, float normalized);
 uint8_t float_to_e4m3(float v);  // round to nearest even, saturating at +-448; NaN -> 0x7f
 float e4m3_to_float(uint8_t code);
 
+// The code byte a state that starts at 0 is filled with: the code of 0 where the table has
+// one (q8s 127, q4s 0x77), else 0. With scale 0 every code reads back as 0; these keep the
+// sign of that 0 positive.
+uint8_t zero_code_byte(StateFormat f);
+
 // Bytes of codes and number of scales that `n` elements of a quantized state take.
 size_t code_bytes(const StateStorage& s, int64_t n);
 int64_t scale_count(const StateStorage& s, int64_t first_element, int64_t n);

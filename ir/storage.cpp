@@ -112,6 +112,20 @@ const StateStorage& StorageSignature::state(const std::string& name) const {
     return it == states.end() ? fp32 : it->second;
 }
 
+StorageSignature storage_for_tensor(const StorageSignature& s, int64_t tensor_elements) {
+    if (tensor_elements >= kMinQuantizedElements) return s;
+    StorageSignature out = s;
+    for (auto& [name, storage] : out.states)
+        if (is_block_quantized(storage.format)) storage = StateStorage{};
+    return out;
+}
+
+bool has_quantized_state(const StorageSignature& s) {
+    for (const auto& [name, storage] : s.states)
+        if (is_block_quantized(storage.format)) return true;
+    return false;
+}
+
 std::string to_string(const StorageSignature& s, const Program& program) {
     std::string out = fmt::format("p={} g={}", dtype_name(s.param), dtype_name(s.grad));
     for (const StateDecl& d : program.states) out += fmt::format(" {}={}", d.name, to_string(s.state(d.name)));

@@ -50,6 +50,17 @@ struct StorageSignature {
     friend bool operator==(const StorageSignature&, const StorageSignature&) = default;
 };
 
+// Tensors smaller than this keep full-precision (fp32) states whatever their signature says:
+// a block scale per few elements saves nothing, and biases and norms are where quantization
+// error hurts most.
+constexpr int64_t kMinQuantizedElements = 4096;
+
+// The storage a tensor of `tensor_elements` elements (of the whole tensor, not of a shard)
+// really uses: `s`, with block-quantized states made fp32 below kMinQuantizedElements.
+StorageSignature storage_for_tensor(const StorageSignature& s, int64_t tensor_elements);
+// Whether any state of `s` is block-quantized.
+bool has_quantized_state(const StorageSignature& s);
+
 // Canonical text, e.g. "p=bf16 g=f32 m=q8s:256 v=fp32", listing every state of `program`
 // in declaration order (so two signatures that mean the same print the same).
 std::string to_string(const StorageSignature& s, const Program& program);

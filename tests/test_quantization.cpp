@@ -171,7 +171,7 @@ TEST_CASE("quantization: blocks, scales, packing, short blocks, zero blocks and 
     REQUIRE(q.scales.size() == 3);  // 32 + 32 + a short block of 6
     for (size_t i = 0; i < values.size(); ++i) {
         uint8_t code = i % 2 == 0 ? q.codes[i / 2] >> 4 : q.codes[i / 2] & 15;
-        CHECK(code == nearest_code(StateFormat::Q4S, values[i] / q.scales[i / 32]));
+        CHECK(code == nearest_code(StateFormat::Q4S, values[i] * (1.0f / q.scales[i / 32])));
     }
     // The scale is the block's absmax, also when it comes from a negative value.
     float absmax1 = 0;
@@ -220,7 +220,7 @@ TEST_CASE("quantization: round trips stay within half a code gap of the block sc
                 CHECK(err <= std::fabs(values[i]) * 0x1p-4 + scale * 0x1p-10);  // half an e4m3 ulp (or a subnormal step)
             } else {
                 std::span<const float> t = code_table(f);
-                uint8_t c = nearest_code(f, values[i] / scale);
+                uint8_t c = nearest_code(f, values[i] * (1.0f / scale));
                 double gap = std::max(c > 0 ? t[c] - t[c - 1] : 0.0f, c + 1 < t.size() ? t[c + 1] - t[c] : 0.0f);
                 CHECK(err <= (gap / 2 + 1e-7) * scale + (f == StateFormat::Q4U ? 0.0625 * scale : 0));
             }
@@ -266,9 +266,9 @@ TEST_CASE("quantization: the interpreter stores quantized states through their c
         quantized.states["v"] = storage(StateFormat::Q8U);
         Interpreter plain(adamw, hyper_values(adamw, {}), fp32), q(adamw, hyper_values(adamw, {}), quantized);
         std::vector<HostTensor> a(1), b(1);
-        a[0].p.resize(1000);
+        a[0].p.resize(5000);  // small tensors (under kMinQuantizedElements) keep fp32 states
         for (double& x : a[0].p) x = float(normal(rng));
-        a[0].g.resize(1000);
+        a[0].g.resize(5000);
         for (double& x : a[0].g) x = float(normal(rng));
         b = a;
         plain.init_states(a[0]);
@@ -284,4 +284,32 @@ TEST_CASE("quantization: the interpreter stores quantized states through their c
         CHECK(a[0].states[0] == b[0].states[0]);
         CHECK(a[0].states[1] == b[0].states[1]);
     }
+}
+
+TEST_CASE("quantization: tensors under 4096 elements keep fp32 states, also as shards of a large tensor") {
+    Program p = parse_and_verify("optimizer momentum\n  state m = 0\n  update\n    m = 0.9 * m + g\n    p = p - 0.1 * m\n", "<test>");
+    StorageSignature q8;
+    q8.states["m"] = storage(StateFormat::Q8S);
+    CHECK(storage_for_tensor(q8, 4095).state("m").format == StateFormat::F32);
+    CHECK(storage_for_tensor(q8, 4096).state("m").format == StateFormat::Q8S);
+    Interpreter interp(p, {}, q8);
+    std::vector<HostTensor> t(3);
+    t[0].p.assign(4095, 1.0);
+    t[1].p.assign(4096, 1.0);
+    t[2].p.assign(256, 1.0);  // a shard of a 1 M-element tensor: quantized
+    t[2].first_element = 4096;
+    t[2].tensor_elements = 1 << 20;
+    for (HostTensor& x : t) {
+        x.g.resize(x.p.size());
+        for (size_t i = 0; i < x.g.size(); ++i) x.g[i] = std::sin(0.1 * double(i)) * 0.37;
+        interp.init_states(x);
+    }
+    interp.step(1, t);
+    CHECK(t[0].states[0][3] == float(t[0].g[3]));  // fp32, not a code of the q8s table
+    std::vector<double> expected(t[1].g);
+    round_trip(q8.states["m"], expected);
+    CHECK(t[1].states[0] == expected);
+    std::vector<double> shard(t[2].g);
+    round_trip(q8.states["m"], shard, 4096);
+    CHECK(t[2].states[0] == shard);
 }
