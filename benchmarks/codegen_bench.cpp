@@ -189,7 +189,7 @@ void bench_gpu() {
             req.options.fast_math = fast;
             KernelCache& cache = KernelCache::global();
             auto kernel = cache.get(req);
-            std::vector<TensorArgs> args{{p, g, {m, v}, n}};
+            std::vector<TensorArgs> args{{p, g, {m, v}, {}, n}};
             TensorTable table = build_table(*kernel, args);
             cuda::DevicePtr dtable = cuda::malloc(table.words.size() * 8);
             cuda::memcpy_htod(dtable, table.words.data(), table.words.size() * 8);
@@ -229,7 +229,7 @@ void bench_cpu() {
             v[i] = 1e-4f + 0.01f * float(std::fabs(normal(4, 0, i)));
         }
     });
-    std::vector<TensorArgs> args{{uint64_t(p.data()), uint64_t(g.data()), {uint64_t(m.data()), uint64_t(v.data())}, n}};
+    std::vector<TensorArgs> args{{uint64_t(p.data()), uint64_t(g.data()), {uint64_t(m.data()), uint64_t(v.data())}, {}, n}};
     TensorTable table = build_table(*kernel, args);
     std::vector<double> step_times, copy_times;
     double bytes = double(n) * 28;

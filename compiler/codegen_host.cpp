@@ -1,9 +1,18 @@
 // The host kernel: a worker thread calls it with its range of chunks (compiler/kernel_abi.h).
 // Each chunk runs a plain element loop in a separate function whose array arguments are
 // `noalias`, so LLVM's loop vectorizer turns it into the host's widest vectors.
+//
+// With block-quantized states the chunk is walked in tiles of the largest block: an element
+// loop decodes, updates, stores p and the other states, and keeps each quantized state's new
+// values in a tile buffer on the stack; then, per block, a loop finds the absmax (an integer
+// maximum over magnitude bits, which vectorizes) and a loop encodes.
+#include <algorithm>
+#include <memory>
+
 #include "compiler/codegen.h"
 #include "compiler/element_math.h"
 #include "compiler/kernel_abi.h"
+#include "compiler/state_codec.h"
 #include "ir/numeric.h"
 
 namespace optjit {
@@ -16,14 +25,19 @@ public:
         : module_(module), spec_(spec), ctx_(module.getContext()), b_(ctx_), layout_{int(spec.lowered.states.size())} {
         types_.push_back(spec.storage.param);
         types_.push_back(spec.storage.grad);
-        for (const StateDecl& s : spec.lowered.states) types_.push_back(state_dtype(spec.storage.state(s.name).format));
+        for (const StateDecl& s : spec.lowered.states) {
+            const StateStorage& st = spec.storage.state(s.name);
+            types_.push_back(state_dtype(st.format));
+            quantized_.push_back(is_block_quantized(st.format));
+        }
     }
 
     void generate() {
-        llvm::Function* chunk = chunk_function();
+        bool any_quantized = std::count(quantized_.begin(), quantized_.end(), true) > 0;
+        llvm::Function* chunk = any_quantized ? quantized_chunk_function() : chunk_function();
         llvm::Type* ptr = b_.getPtrTy();
         auto* fn = llvm::Function::Create(
-            llvm::FunctionType::get(b_.getVoidTy(), {ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty(), ptr}, false),
+            llvm::FunctionType::get(b_.getVoidTy(), {ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty(), ptr, b_.getInt64Ty()}, false),
             llvm::GlobalValue::ExternalLinkage, kernel_symbol(spec_), module_);
         fn->addFnAttr(llvm::Attribute::NoUnwind);
         llvm::Value* table = fn->getArg(0);
@@ -43,6 +57,8 @@ public:
             args.push_back(b_.CreateIntToPtr(c.word(layout_.p()), ptr));
             args.push_back(b_.CreateIntToPtr(c.word(layout_.g()), ptr));
             for (int s = 0; s < layout_.num_states; ++s) args.push_back(b_.CreateIntToPtr(c.word(layout_.state(s)), ptr));
+            for (int s = 0; s < layout_.num_states; ++s)
+                if (quantized_[s]) args.push_back(b_.CreateIntToPtr(c.word(layout_.scales(s)), ptr));
             llvm::Value* end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
                                                         b_.CreateAdd(c.first_element, b_.getInt64(chunk_elements(spec_))), c.word(layout_.n()));
             args.push_back(c.first_element);
@@ -106,12 +122,164 @@ private:
         return fn;
     }
 
+    // for (i = begin; i < end; i += step) body(i); leaves the builder after the loop.
+    void emit_loop(llvm::Value* begin, llvm::Value* end, int64_t step, const std::function<void(llvm::Value*)>& body) {
+        llvm::Function* fn = b_.GetInsertBlock()->getParent();
+        llvm::BasicBlock* before = b_.GetInsertBlock();
+        llvm::BasicBlock* loop = llvm::BasicBlock::Create(ctx_, "loop", fn);
+        llvm::BasicBlock* after = llvm::BasicBlock::Create(ctx_, "loop.end", fn);
+        b_.CreateCondBr(b_.CreateICmpSLT(begin, end), loop, after);
+        b_.SetInsertPoint(loop);
+        llvm::PHINode* i = b_.CreatePHI(b_.getInt64Ty(), 2, "i");
+        i->addIncoming(begin, before);
+        body(i);
+        llvm::Value* next = b_.CreateAdd(i, b_.getInt64(step));
+        i->addIncoming(next, b_.GetInsertBlock());
+        b_.CreateCondBr(b_.CreateICmpSLT(next, end), loop, after);
+        b_.SetInsertPoint(after);
+    }
+
+    llvm::Value* min64(llvm::Value* a, llvm::Value* b) { return b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, a, b); }
+
+    // void chunk(noalias p, noalias g, noalias states (values or codes)..., noalias scales of
+    //            each quantized state..., i64 begin, i64 end, float scalars...)
+    llvm::Function* quantized_chunk_function() {
+        const int S = layout_.num_states;
+        std::vector<std::string> names = kernel_scalars(spec_.lowered);
+        int num_scales = int(std::count(quantized_.begin(), quantized_.end(), true));
+        int num_pointers = 2 + S + num_scales;
+        std::vector<llvm::Type*> params(num_pointers, b_.getPtrTy());
+        params.push_back(b_.getInt64Ty());
+        params.push_back(b_.getInt64Ty());
+        params.insert(params.end(), names.size(), b_.getFloatTy());
+        auto* fn = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::InternalLinkage,
+                                          kernel_symbol(spec_) + ".chunk", module_);
+        fn->addFnAttr(llvm::Attribute::NoUnwind);
+        fn->addFnAttr(llvm::Attribute::NoInline);
+        for (int k = 0; k < num_pointers; ++k) fn->addParamAttr(k, llvm::Attribute::NoAlias);
+        std::vector<llvm::Value*> scalars;
+        for (size_t i = 0; i < names.size(); ++i) {
+            fn->getArg(num_pointers + 2 + i)->setName(names[i]);
+            scalars.push_back(fn->getArg(num_pointers + 2 + i));
+        }
+        ElementMath math(module_, spec_.lowered, spec_.target, spec_.options, scalars);
+        llvm::Value* begin = fn->getArg(num_pointers);
+        llvm::Value* end = fn->getArg(num_pointers + 1);
+        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+
+        struct Quantized {
+            int state;
+            std::unique_ptr<StateCodec> codec;
+            llvm::Value* codes;
+            llvm::Value* scales;
+            llvm::Value* tile;  // the tile's new values, fp32
+        };
+        std::vector<Quantized> quantized;
+        uint32_t largest = 0, smallest = 4096;
+        int scale_arg = 2 + S;
+        for (int s = 0; s < S; ++s) {
+            if (!quantized_[s]) continue;
+            const StateStorage& st = spec_.storage.state(spec_.lowered.states[s].name);
+            largest = std::max(largest, st.block);
+            smallest = std::min(smallest, st.block);
+            quantized.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st), fn->getArg(2 + s), fn->getArg(scale_arg++), nullptr});
+        }
+        for (Quantized& q : quantized) {
+            auto* alloca = b_.CreateAlloca(llvm::ArrayType::get(b_.getFloatTy(), largest));
+            alloca->setAlignment(llvm::Align(64));
+            q.tile = alloca;
+        }
+        llvm::AllocaInst* absmax = b_.CreateAlloca(b_.getInt32Ty());
+
+        // Tiles of the largest block; inside, runs of the smallest block, where every state's
+        // scale is one value.
+        emit_loop(begin, end, largest, [&](llvm::Value* tile_begin) {
+            llvm::Value* tile_end = min64(b_.CreateAdd(tile_begin, b_.getInt64(largest)), end);
+            emit_loop(tile_begin, tile_end, smallest, [&](llvm::Value* run_begin) {
+                std::vector<llvm::Value*> old_scales;
+                for (Quantized& q : quantized) {
+                    llvm::Value* index = b_.CreateUDiv(run_begin, b_.getInt64(q.codec->storage().block));
+                    old_scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, index), llvm::Align(4)));
+                }
+                llvm::Value* run_end = min64(b_.CreateAdd(run_begin, b_.getInt64(smallest)), tile_end);
+                emit_loop(run_begin, run_end, 1, [&](llvm::Value* i) {
+                    std::vector<llvm::Value*> values(2 + S, nullptr), addrs(2 + S, nullptr);
+                    for (int k = 0; k < 2 + S; ++k) {
+                        if (k >= 2 && quantized_[k - 2]) continue;
+                        llvm::Type* elem = math.storage_type(types_[k]);
+                        addrs[k] = b_.CreateGEP(elem, fn->getArg(k), i);
+                        values[k] = math.to_f32(b_, types_[k], b_.CreateAlignedLoad(elem, addrs[k], llvm::Align(dtype_bytes(types_[k]))));
+                    }
+                    for (size_t k = 0; k < quantized.size(); ++k) {
+                        const Quantized& q = quantized[k];
+                        llvm::Value* code;
+                        if (q.codec->four_bit()) {
+                            llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, b_.CreateLShr(i, 1))), b_.getInt32Ty());
+                            llvm::Value* odd = b_.CreateICmpNE(b_.CreateAnd(i, b_.getInt64(1)), b_.getInt64(0));
+                            code = b_.CreateSelect(odd, b_.CreateAnd(byte, b_.getInt32(15)), b_.CreateLShr(byte, 4));
+                        } else {
+                            code = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, i)), b_.getInt32Ty());
+                        }
+                        values[2 + q.state] = q.codec->decode(b_, code, old_scales[k]);
+                    }
+                    ElementValues in{values[0], values[1], std::vector<llvm::Value*>(values.begin() + 2, values.end())};
+                    ElementValues out = math.update(b_, in);
+                    b_.CreateAlignedStore(math.from_f32(b_, types_[0], out.p), addrs[0], llvm::Align(dtype_bytes(types_[0])));
+                    for (int s = 0; s < S; ++s)
+                        if (!quantized_[s])
+                            b_.CreateAlignedStore(math.from_f32(b_, types_[2 + s], out.states[s]), addrs[2 + s], llvm::Align(dtype_bytes(types_[2 + s])));
+                    for (const Quantized& q : quantized)
+                        b_.CreateAlignedStore(out.states[q.state], b_.CreateGEP(b_.getFloatTy(), q.tile, b_.CreateSub(i, tile_begin)), llvm::Align(4));
+                });
+            });
+            for (const Quantized& q : quantized) {
+                uint32_t block = q.codec->storage().block;
+                emit_loop(tile_begin, tile_end, block, [&](llvm::Value* block_begin) {
+                    llvm::Value* block_end = min64(b_.CreateAdd(block_begin, b_.getInt64(block)), tile_end);
+                    auto tile_value = [&](llvm::Value* i) {
+                        return b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.tile, b_.CreateSub(i, tile_begin)), llvm::Align(4));
+                    };
+                    // The absmax accumulates in an alloca that the optimizer promotes to a
+                    // vectorized reduction.
+                    b_.CreateStore(b_.getInt32(0), absmax);
+                    emit_loop(block_begin, block_end, 1, [&](llvm::Value* i) {
+                        llvm::Value* m = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, b_.CreateLoad(b_.getInt32Ty(), absmax),
+                                                                  StateCodec::magnitude_bits(b_, tile_value(i)));
+                        b_.CreateStore(m, absmax);
+                    });
+                    llvm::Value* scale = q.codec->scale_from_absmax(b_, b_.CreateLoad(b_.getInt32Ty(), absmax));
+                    llvm::Value* block_index = b_.CreateUDiv(block_begin, b_.getInt64(block));
+                    b_.CreateAlignedStore(scale, b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
+                    llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scale);
+                    if (q.codec->four_bit()) {
+                        emit_loop(block_begin, block_end, 2, [&](llvm::Value* i) {
+                            llvm::Value* high = q.codec->encode(b_, b_.CreateFMul(tile_value(i), inverse));
+                            llvm::Value* i1 = b_.CreateAdd(i, b_.getInt64(1));
+                            llvm::Value* has_low = b_.CreateICmpSLT(i1, block_end);
+                            llvm::Value* low = q.codec->encode(b_, b_.CreateFMul(tile_value(min64(i1, b_.CreateSub(block_end, b_.getInt64(1)))), inverse));
+                            llvm::Value* byte = b_.CreateOr(b_.CreateShl(high, 4), b_.CreateSelect(has_low, low, b_.getInt32(0)));
+                            b_.CreateStore(b_.CreateTrunc(byte, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), q.codes, b_.CreateLShr(i, 1)));
+                        });
+                    } else {
+                        emit_loop(block_begin, block_end, 1, [&](llvm::Value* i) {
+                            llvm::Value* code = q.codec->encode(b_, b_.CreateFMul(tile_value(i), inverse));
+                            b_.CreateStore(b_.CreateTrunc(code, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), q.codes, i));
+                        });
+                    }
+                });
+            }
+        });
+        b_.CreateRetVoid();
+        return fn;
+    }
+
     llvm::Module& module_;
     const KernelSpec& spec_;
     llvm::LLVMContext& ctx_;
     llvm::IRBuilder<> b_;
     TableLayout layout_;
-    std::vector<DType> types_;  // p, g, states
+    std::vector<DType> types_;     // p, g, states (fp32 for block-quantized ones)
+    std::vector<bool> quantized_;  // per state
 };
 
 }  // namespace

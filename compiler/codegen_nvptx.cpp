@@ -3,13 +3,22 @@
 // tensors take the fast path: every array moves in vector loads and stores (16 bytes for the
 // widest array), all loads issued before any math. The last, short chunk of a tensor and
 // unaligned tensors take a scalar path with the same element math.
+//
+// Kernels with block-quantized states (quantized_chunk) give each thread 8 consecutive
+// elements instead, so a block of B elements belongs to B / 8 neighbouring threads: they
+// decode, update, find the block's absmax by warp shuffles (through shared memory when a block
+// spans warps), and encode and store, in one pass. The codecs' lookup tables are copied into
+// shared memory when the kernel starts.
 #include <llvm/IR/IntrinsicsNVPTX.h>
 
 #include <algorithm>
+#include <map>
+#include <memory>
 
 #include "compiler/codegen.h"
 #include "compiler/element_math.h"
 #include "compiler/kernel_abi.h"
+#include "compiler/state_codec.h"
 #include "ir/numeric.h"
 
 namespace optjit {
@@ -17,6 +26,7 @@ namespace optjit {
 namespace {
 
 constexpr unsigned kGlobal = 1;  // NVPTX address space of device memory
+constexpr unsigned kShared = 3;  // NVPTX address space of a thread block's shared memory
 
 // One array the kernel reads or writes, with its place in the table row.
 struct Array {
@@ -25,6 +35,14 @@ struct Array {
     bool written;    // p and states are written; g is only read
     int state = -1;  // index into the program's states, or -1
     llvm::Value* base = nullptr;
+};
+
+// A block-quantized state: its codes and scales.
+struct QuantizedArray {
+    int state;
+    std::unique_ptr<StateCodec> codec;
+    llvm::Value* codes = nullptr;   // i8 pointer
+    llvm::Value* scales = nullptr;  // float pointer
 };
 
 class NvptxKernel {
@@ -36,7 +54,7 @@ public:
         const Program& prog = spec_.lowered;
         std::vector<std::string> scalar_names = kernel_scalars(prog);
         llvm::Type* global_ptr = llvm::PointerType::get(ctx_, kGlobal);
-        std::vector<llvm::Type*> params{global_ptr, b_.getInt32Ty(), b_.getInt64Ty()};
+        std::vector<llvm::Type*> params{global_ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty()};
         params.insert(params.end(), scalar_names.size(), b_.getFloatTy());
         fn_ = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::ExternalLinkage,
                                      kernel_symbol(spec_), module_);
@@ -45,10 +63,11 @@ public:
         fn_->getArg(0)->setName("table");
         fn_->getArg(1)->setName("num_tensors");
         fn_->getArg(2)->setName("num_chunks");
+        fn_->getArg(3)->setName("seed");
         std::vector<llvm::Value*> scalars;
         for (size_t i = 0; i < scalar_names.size(); ++i) {
-            fn_->getArg(3 + i)->setName(scalar_names[i]);
-            scalars.push_back(fn_->getArg(3 + i));
+            fn_->getArg(4 + i)->setName(scalar_names[i]);
+            scalars.push_back(fn_->getArg(4 + i));
         }
         // Launched with this many threads: lets ptxas budget registers for it.
         llvm::NamedMDNode* annotations = module_.getOrInsertNamedMetadata("nvvm.annotations");
@@ -58,8 +77,13 @@ public:
 
         arrays_.push_back({spec_.storage.param, layout_.p(), true});
         arrays_.push_back({spec_.storage.grad, layout_.g(), false});
-        for (int s = 0; s < layout_.num_states; ++s)
-            arrays_.push_back({state_dtype(spec_.storage.state(prog.states[s].name).format), layout_.state(s), true, s});
+        for (int s = 0; s < layout_.num_states; ++s) {
+            const StateStorage& st = spec_.storage.state(prog.states[s].name);
+            if (is_block_quantized(st.format))
+                quantized_.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st)});
+            else
+                arrays_.push_back({state_dtype(st.format), layout_.state(s), true, s});
+        }
         vector_ = gpu_vector_elements(spec_);
         elements_per_thread_ = gpu_elements_per_thread(spec_);
         unroll_ = elements_per_thread_ / vector_;
@@ -81,6 +105,12 @@ private:
         // Block b takes chunks b, b + gridDim.x, ...
         llvm::Value* first = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x);
         llvm::Value* stride = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
+        if (!quantized_.empty()) {
+            copy_tables_to_shared();
+            emit_chunk_loop(b_, spec_, fn_->getArg(0), first, stride, fn_->getArg(2), [&](const ChunkContext& c) { quantized_chunk(c); });
+            b_.CreateRetVoid();
+            return;
+        }
         emit_chunk_loop(b_, spec_, fn_->getArg(0), first, stride, fn_->getArg(2), [&](const ChunkContext& c) {
             llvm::Value* any_bits = b_.getInt64(0);
             for (Array& a : arrays_) {
@@ -199,6 +229,301 @@ private:
         b_.CreateCondBr(b_.CreateICmpULT(j_next, b_.getInt64(elements_per_thread_)), head, done);
     }
 
+
+    // ---- kernels with block-quantized states ----
+
+    llvm::Value* barrier() { return b_.CreateIntrinsic(llvm::Intrinsic::nvvm_barrier0, {}, {}); }
+
+    // Every thread of the block copies a share of each lookup table into shared memory.
+    void copy_tables_to_shared() {
+        std::map<llvm::GlobalVariable*, llvm::GlobalVariable*> copies;
+        for (QuantizedArray& q : quantized_)
+            for (llvm::GlobalVariable* t : q.codec->tables()) {
+                if (!copies.count(t)) {
+                    auto* copy = new llvm::GlobalVariable(module_, t->getValueType(), false, llvm::GlobalValue::InternalLinkage,
+                                                          llvm::UndefValue::get(t->getValueType()), t->getName() + ".shared", nullptr,
+                                                          llvm::GlobalValue::NotThreadLocal, kShared);
+                    copy->setAlignment(llvm::Align(16));
+                    copies[t] = copy;
+                    copy_loop(t, copy);
+                }
+                q.codec->relocate(t, copies[t]);
+            }
+        if (!copies.empty()) barrier();
+    }
+
+    void copy_loop(llvm::GlobalVariable* from, llvm::GlobalVariable* to) {
+        uint64_t count = from->getValueType()->getArrayNumElements();
+        llvm::Type* elem = from->getValueType()->getArrayElementType();
+        llvm::BasicBlock* before = b_.GetInsertBlock();
+        llvm::BasicBlock* loop = block("copy.table");
+        llvm::BasicBlock* after = block("copy.done");
+        b_.CreateCondBr(b_.CreateICmpULT(tid_, b_.getInt64(count)), loop, after);
+        b_.SetInsertPoint(loop);
+        llvm::PHINode* i = b_.CreatePHI(b_.getInt64Ty(), 2);
+        i->addIncoming(tid_, before);
+        llvm::Value* v = b_.CreateAlignedLoad(elem, b_.CreateGEP(elem, from, i), llvm::Align(4));
+        b_.CreateAlignedStore(v, b_.CreateGEP(elem, to, i), llvm::Align(4));
+        llvm::Value* next = b_.CreateAdd(i, b_.getInt64(gpu_threads_per_block(spec_)));
+        i->addIncoming(next, b_.GetInsertBlock());
+        b_.CreateCondBr(b_.CreateICmpULT(next, b_.getInt64(count)), loop, after);
+        b_.SetInsertPoint(after);
+    }
+
+    // The largest of `bits` over `group` neighbouring threads (a power of two), in every one of
+    // them. Called by every thread of the block (it may synchronize them).
+    llvm::Value* group_max(llvm::Value* bits, int group) {
+        auto shuffle_max = [&](llvm::Value* v, int lanes) {
+            for (int o = 1; o < lanes; o <<= 1) {
+                llvm::Value* other = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_shfl_sync_bfly_i32, {},
+                                                        {b_.getInt32(-1), v, b_.getInt32(o), b_.getInt32(0x1f)});
+                v = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, v, other);
+            }
+            return v;
+        };
+        if (group <= 32) return shuffle_max(bits, group);
+        // Across warps: each warp's maximum through shared memory.
+        int warps = gpu_threads_per_block(spec_) / 32;
+        if (!reduce_buffer_) {
+            auto* type = llvm::ArrayType::get(b_.getInt32Ty(), warps);
+            reduce_buffer_ = new llvm::GlobalVariable(module_, type, false, llvm::GlobalValue::InternalLinkage, llvm::UndefValue::get(type),
+                                                      "optjit.block.max", nullptr, llvm::GlobalValue::NotThreadLocal, kShared);
+        }
+        llvm::Value* warp_max = shuffle_max(bits, 32);
+        llvm::Value* warp = b_.CreateLShr(tid_, 5);
+        llvm::BasicBlock* write = block("reduce.write");
+        llvm::BasicBlock* written = block("reduce.written");
+        b_.CreateCondBr(b_.CreateICmpEQ(b_.CreateAnd(tid_, b_.getInt64(31)), b_.getInt64(0)), write, written);
+        b_.SetInsertPoint(write);
+        b_.CreateAlignedStore(warp_max, b_.CreateGEP(b_.getInt32Ty(), reduce_buffer_, warp), llvm::Align(4));
+        b_.CreateBr(written);
+        b_.SetInsertPoint(written);
+        barrier();
+        int per_group = group / 32;
+        llvm::Value* first = b_.CreateMul(b_.CreateUDiv(warp, b_.getInt64(per_group)), b_.getInt64(per_group));
+        llvm::Value* result = b_.getInt32(0);
+        for (int k = 0; k < per_group; ++k) {
+            llvm::Value* v = b_.CreateAlignedLoad(b_.getInt32Ty(), b_.CreateGEP(b_.getInt32Ty(), reduce_buffer_, b_.CreateAdd(first, b_.getInt64(k))), llvm::Align(4));
+            result = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, result, v);
+        }
+        barrier();  // before the buffer is written again
+        return result;
+    }
+
+    // Values loaded for one thread's 8 elements: fp32 per dense array, i32 codes per quantized state.
+    struct Loaded {
+        std::vector<std::vector<llvm::Value*>> dense;  // [array][element]
+        std::vector<std::vector<llvm::Value*>> codes;  // [quantized state][element]
+    };
+
+    Loaded load_fast(llvm::Value* i0) {
+        Loaded out;
+        for (const Array& a : arrays_) out.dense.push_back(load_vector(a, i0, kQuantizedElementsPerThread));
+        for (const QuantizedArray& q : quantized_) {
+            std::vector<llvm::Value*> codes;
+            if (q.codec->four_bit()) {
+                llvm::Value* addr = b_.CreateGEP(b_.getInt8Ty(), q.codes, b_.CreateLShr(i0, 1));
+                llvm::Value* word = b_.CreateAlignedLoad(b_.getInt32Ty(), addr, llvm::Align(4));
+                for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
+                    int shift = 8 * (j / 2) + (j % 2 == 0 ? 4 : 0);  // the even element is the high nibble
+                    codes.push_back(b_.CreateAnd(b_.CreateLShr(word, shift), b_.getInt32(15)));
+                }
+            } else {
+                llvm::Value* addr = b_.CreateGEP(b_.getInt8Ty(), q.codes, i0);
+                llvm::Value* word = b_.CreateAlignedLoad(b_.getInt64Ty(), addr, llvm::Align(8));
+                for (int j = 0; j < kQuantizedElementsPerThread; ++j)
+                    codes.push_back(b_.CreateTrunc(b_.CreateAnd(b_.CreateLShr(word, 8 * j), b_.getInt64(255)), b_.getInt32Ty()));
+            }
+            out.codes.push_back(codes);
+        }
+        return out;
+    }
+
+    // Element i0 + j, or the tensor's last element where that is past the end (loaded, never stored).
+    Loaded load_slow(llvm::Value* i0) {
+        Loaded out;
+        out.dense.resize(arrays_.size());
+        out.codes.resize(quantized_.size());
+        llvm::Value* last = b_.CreateSub(n_, b_.getInt64(1));
+        for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
+            llvm::Value* i = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.CreateAdd(i0, b_.getInt64(j)), last);
+            for (size_t k = 0; k < arrays_.size(); ++k) {
+                llvm::Type* elem = math_->storage_type(arrays_[k].type);
+                llvm::Value* v = b_.CreateAlignedLoad(elem, b_.CreateGEP(elem, arrays_[k].base, i), llvm::Align(dtype_bytes(arrays_[k].type)));
+                out.dense[k].push_back(math_->to_f32(b_, arrays_[k].type, v));
+            }
+            for (size_t k = 0; k < quantized_.size(); ++k) {
+                const QuantizedArray& q = quantized_[k];
+                llvm::Value* byte_index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
+                llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, byte_index)), b_.getInt32Ty());
+                if (q.codec->four_bit()) {
+                    llvm::Value* odd = b_.CreateICmpNE(b_.CreateAnd(i, b_.getInt64(1)), b_.getInt64(0));
+                    byte = b_.CreateSelect(odd, b_.CreateAnd(byte, b_.getInt32(15)), b_.CreateLShr(byte, 4));
+                }
+                out.codes[k].push_back(byte);
+            }
+        }
+        return out;
+    }
+
+    void quantized_chunk(const ChunkContext& c) {
+        const int E = kQuantizedElementsPerThread;
+        llvm::Value* misaligned = b_.getInt64(0);
+        for (Array& a : arrays_) {
+            llvm::Value* word = c.word(a.column);
+            misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(15)));
+            a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
+        }
+        for (QuantizedArray& q : quantized_) {
+            llvm::Value* word = c.word(layout_.state(q.state));
+            misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(q.codec->four_bit() ? 3 : 7)));
+            q.codes = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
+            q.scales = b_.CreateIntToPtr(c.word(layout_.scales(q.state)), llvm::PointerType::get(ctx_, kGlobal));
+        }
+        n_ = c.word(layout_.n());
+        base_ = c.first_element;
+        llvm::Value* i0 = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(E)), "i0");
+        llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
+        llvm::Value* fast = b_.CreateAnd(full, b_.CreateICmpEQ(misaligned, b_.getInt64(0)), "fast");
+
+        // Load: vector accesses for full, aligned chunks; element by element otherwise.
+        llvm::BasicBlock* fast_load = block("load.fast");
+        llvm::BasicBlock* slow_load = block("load.slow");
+        llvm::BasicBlock* loaded_block = block("loaded");
+        b_.CreateCondBr(fast, fast_load, slow_load);
+        b_.SetInsertPoint(fast_load);
+        Loaded f = load_fast(i0);
+        llvm::BasicBlock* fast_end = b_.GetInsertBlock();
+        b_.CreateBr(loaded_block);
+        b_.SetInsertPoint(slow_load);
+        Loaded s = load_slow(i0);
+        llvm::BasicBlock* slow_end = b_.GetInsertBlock();
+        b_.CreateBr(loaded_block);
+        b_.SetInsertPoint(loaded_block);
+        auto merge = [&](llvm::Value* x, llvm::Value* y) {
+            llvm::PHINode* phi = b_.CreatePHI(x->getType(), 2);
+            phi->addIncoming(x, fast_end);
+            phi->addIncoming(y, slow_end);
+            return phi;
+        };
+        Loaded in;
+        in.dense.resize(arrays_.size());
+        in.codes.resize(quantized_.size());
+        for (size_t k = 0; k < arrays_.size(); ++k)
+            for (int j = 0; j < E; ++j) in.dense[k].push_back(merge(f.dense[k][j], s.dense[k][j]));
+        for (size_t k = 0; k < quantized_.size(); ++k)
+            for (int j = 0; j < E; ++j) in.codes[k].push_back(merge(f.codes[k][j], s.codes[k][j]));
+
+        // Decode with the blocks' old scales (the tensor's last block where i0 is past its end).
+        llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, i0, b_.CreateSub(n_, b_.getInt64(1)));
+        std::vector<std::vector<llvm::Value*>> state_in(layout_.num_states);
+        for (size_t k = 0; k < arrays_.size(); ++k)
+            if (arrays_[k].state >= 0) state_in[arrays_[k].state] = in.dense[k];
+        for (size_t k = 0; k < quantized_.size(); ++k) {
+            const QuantizedArray& q = quantized_[k];
+            llvm::Value* block_index = b_.CreateUDiv(clamped, b_.getInt64(q.codec->storage().block));
+            auto* old_scale = b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
+            for (int j = 0; j < E; j += 2) {
+                auto [v0, v1] = q.codec->decode_pair(b_, in.codes[k][j], in.codes[k][j + 1], old_scale);
+                state_in[q.state].push_back(v0);
+                state_in[q.state].push_back(v1);
+            }
+        }
+
+        // Update.
+        std::vector<ElementValues> out(E);
+        for (int j = 0; j < E; ++j) {
+            ElementValues e;
+            e.p = in.dense[0][j];
+            e.g = in.dense[1][j];
+            for (int st = 0; st < layout_.num_states; ++st) e.states.push_back(state_in[st][j]);
+            out[j] = math_->update(b_, e);
+        }
+
+        // New scales and codes. Elements past the tensor's end count as 0 and take code 0.
+        std::vector<llvm::Value*> valid(E);
+        for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpSLT(b_.CreateAdd(i0, b_.getInt64(j)), n_);
+        std::vector<std::vector<llvm::Value*>> codes(quantized_.size());
+        std::vector<llvm::Value*> scales(quantized_.size());
+        for (size_t k = 0; k < quantized_.size(); ++k) {
+            const QuantizedArray& q = quantized_[k];
+            llvm::Value* bits = b_.getInt32(0);
+            for (int j = 0; j < E; ++j)
+                bits = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, bits,
+                                                b_.CreateSelect(valid[j], StateCodec::magnitude_bits(b_, out[j].states[q.state]), b_.getInt32(0)));
+            int group = int(q.codec->storage().block) / E;
+            scales[k] = q.codec->scale_from_absmax(b_, group_max(bits, group));
+            llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scales[k]);
+            for (int j = 0; j < E; j += 2) {
+                auto [c0, c1] = q.codec->encode_pair(b_, b_.CreateFMul(out[j].states[q.state], inverse),
+                                                     b_.CreateFMul(out[j + 1].states[q.state], inverse));
+                codes[k].push_back(b_.CreateSelect(valid[j], c0, b_.getInt32(0)));
+                codes[k].push_back(b_.CreateSelect(valid[j + 1], c1, b_.getInt32(0)));
+            }
+            // The first thread of each block writes its scale.
+            llvm::BasicBlock* write = block("scale.write");
+            llvm::BasicBlock* written = block("scale.written");
+            llvm::Value* leader = b_.CreateICmpEQ(b_.CreateURem(tid_, b_.getInt64(group)), b_.getInt64(0));
+            b_.CreateCondBr(b_.CreateAnd(leader, valid[0]), write, written);
+            b_.SetInsertPoint(write);
+            llvm::Value* block_index = b_.CreateUDiv(i0, b_.getInt64(q.codec->storage().block));
+            b_.CreateAlignedStore(scales[k], b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
+            b_.CreateBr(written);
+            b_.SetInsertPoint(written);
+        }
+
+        // Store.
+        llvm::BasicBlock* fast_store = block("store.fast");
+        llvm::BasicBlock* slow_store = block("store.slow");
+        llvm::BasicBlock* done = block("chunk.done");
+        b_.CreateCondBr(fast, fast_store, slow_store);
+        b_.SetInsertPoint(fast_store);
+        for (size_t k = 0; k < arrays_.size(); ++k) {
+            if (!arrays_[k].written) continue;
+            std::vector<llvm::Value*> values;
+            for (int j = 0; j < E; ++j) values.push_back(arrays_[k].state < 0 ? out[j].p : out[j].states[arrays_[k].state]);
+            store_vector(arrays_[k], i0, values);
+        }
+        for (size_t k = 0; k < quantized_.size(); ++k) {
+            const QuantizedArray& q = quantized_[k];
+            if (q.codec->four_bit()) {
+                llvm::Value* word = b_.getInt32(0);
+                for (int j = 0; j < E; ++j)
+                    word = b_.CreateOr(word, b_.CreateShl(codes[k][j], 8 * (j / 2) + (j % 2 == 0 ? 4 : 0)));
+                b_.CreateAlignedStore(word, b_.CreateGEP(b_.getInt8Ty(), q.codes, b_.CreateLShr(i0, 1)), llvm::Align(4));
+            } else {
+                llvm::Value* word = b_.getInt64(0);
+                for (int j = 0; j < E; ++j) word = b_.CreateOr(word, b_.CreateShl(b_.CreateZExt(codes[k][j], b_.getInt64Ty()), 8 * j));
+                b_.CreateAlignedStore(word, b_.CreateGEP(b_.getInt8Ty(), q.codes, i0), llvm::Align(8));
+            }
+        }
+        b_.CreateBr(done);
+        b_.SetInsertPoint(slow_store);
+        for (int j = 0; j < E; ++j) {
+            llvm::BasicBlock* store = block("store.element");
+            llvm::BasicBlock* next = block("store.next");
+            b_.CreateCondBr(valid[j], store, next);
+            b_.SetInsertPoint(store);
+            llvm::Value* i = b_.CreateAdd(i0, b_.getInt64(j));
+            for (const Array& a : arrays_) {
+                if (!a.written) continue;
+                llvm::Value* v = a.state < 0 ? out[j].p : out[j].states[a.state];
+                b_.CreateAlignedStore(math_->from_f32(b_, a.type, v), b_.CreateGEP(math_->storage_type(a.type), a.base, i), llvm::Align(dtype_bytes(a.type)));
+            }
+            for (size_t k = 0; k < quantized_.size(); ++k) {
+                const QuantizedArray& q = quantized_[k];
+                if (q.codec->four_bit() && j % 2 == 1) continue;  // stored with its even neighbour
+                llvm::Value* byte = q.codec->four_bit() ? b_.CreateOr(b_.CreateShl(codes[k][j], 4), codes[k][j + 1]) : codes[k][j];
+                llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
+                b_.CreateStore(b_.CreateTrunc(byte, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), q.codes, index));
+            }
+            b_.CreateBr(next);
+            b_.SetInsertPoint(next);
+        }
+        b_.CreateBr(done);
+        b_.SetInsertPoint(done);
+    }
+
     llvm::Module& module_;
     const KernelSpec& spec_;
     llvm::LLVMContext& ctx_;
@@ -206,7 +531,9 @@ private:
     TableLayout layout_;
     llvm::Function* fn_ = nullptr;
     std::unique_ptr<ElementMath> math_;
-    std::vector<Array> arrays_;
+    std::vector<Array> arrays_;  // p, g, then states that are not block-quantized
+    std::vector<QuantizedArray> quantized_;
+    llvm::GlobalVariable* reduce_buffer_ = nullptr;
     int vector_ = 4, unroll_ = 4, elements_per_thread_ = 16;
     llvm::Value* tid_ = nullptr;
     llvm::Value* base_ = nullptr;

@@ -15,8 +15,22 @@ std::vector<std::string> kernel_scalars(const Program& lowered) {
 
 std::vector<DType> array_types(const KernelSpec& spec) {
     std::vector<DType> types{spec.storage.param, spec.storage.grad};
-    for (const StateDecl& s : spec.lowered.states) types.push_back(state_dtype(spec.storage.state(s.name).format));
+    for (const StateDecl& s : spec.lowered.states) {
+        StateFormat f = spec.storage.state(s.name).format;
+        if (!is_block_quantized(f)) types.push_back(state_dtype(f));
+    }
     return types;
+}
+
+bool has_quantized_state(const KernelSpec& spec) { return has_quantized_state(spec.storage); }
+
+uint32_t largest_block(const KernelSpec& spec) {
+    uint32_t block = 0;
+    for (const StateDecl& s : spec.lowered.states) {
+        const StateStorage& st = spec.storage.state(s.name);
+        if (is_block_quantized(st.format)) block = std::max(block, st.block);
+    }
+    return block;
 }
 
 // The automatic choices below were measured on an H200 (benchmarks/codegen_bench.cpp, AdamW
@@ -25,7 +39,10 @@ std::vector<DType> array_types(const KernelSpec& spec) {
 // register caps (spills) for fp32, bf16 and mixed storage alike.
 int gpu_threads_per_block(const KernelSpec& spec) {
     int t = spec.options.gpu_threads_per_block;
-    return t > 0 ? t : 128;
+    t = t > 0 ? t : 128;
+    // A quantization block never spans two thread blocks.
+    if (has_quantized_state(spec)) t = std::max<int>(t, int(largest_block(spec)) / kQuantizedElementsPerThread);
+    return t;
 }
 
 int gpu_vector_elements(const KernelSpec& spec) {
@@ -39,6 +56,7 @@ int gpu_vector_elements(const KernelSpec& spec) {
 }
 
 int gpu_elements_per_thread(const KernelSpec& spec) {
+    if (has_quantized_state(spec)) return kQuantizedElementsPerThread;
     int vec = gpu_vector_elements(spec);
     int requested = spec.options.gpu_elements_per_thread;
     if (requested <= 0) return vec;
@@ -46,7 +64,8 @@ int gpu_elements_per_thread(const KernelSpec& spec) {
 }
 
 int64_t chunk_elements(const KernelSpec& spec) {
-    // Host: large enough that a call per chunk costs nothing, small enough to stay in L2.
+    // Host: large enough that a call per chunk costs nothing, small enough to stay in L2, and
+    // a multiple of every block size (4096 at most).
     return spec.target.is_gpu() ? int64_t(gpu_threads_per_block(spec)) * gpu_elements_per_thread(spec) : 16384;
 }
 

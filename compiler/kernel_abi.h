@@ -3,17 +3,22 @@
 // A launch steps many tensors. They are described by a table of 64-bit words, one row per
 // tensor, built once per parameter group and reused every step:
 //
-//   row t: [ p, g, state_0 .. state_{S-1}, n, chunk_begin, chunk_end ]
+//   row t: [ p, g, state_0 .. state_{S-1}, scales_0 .. scales_{S-1}, n, chunk_begin, chunk_end, offset ]
 //
-// (pointers as integers; n elements; chunks [chunk_begin, chunk_end) of the launch's chunk
-// space belong to tensor t). A chunk is `chunk_elements` consecutive elements of one tensor;
-// the last chunk of a tensor may be short. Work is distributed by chunk, so a 2 K-element
-// bias and a 262 M-element embedding share one launch and every thread stays busy.
+// (pointers as integers; a block-quantized state's pointer is its codes and scales_s its fp32
+// block scales, 0 for other formats; n elements; chunks [chunk_begin, chunk_end) of the
+// launch's chunk space belong to tensor t; offset is the global index of the tensor's first
+// element when it is a shard, a multiple of every block size). A chunk is `chunk_elements`
+// consecutive elements of one tensor, a multiple of every block size, so blocks never cross
+// chunks; the last chunk of a tensor may be short. Work is distributed by chunk, so a 2
+// K-element bias and a 262 M-element embedding share one launch and every thread stays busy.
 //
-// GPU kernel:   void NAME(const i64* table, i32 num_tensors, i64 num_chunks, float scalars...)
+// GPU kernel:   void NAME(const i64* table, i32 num_tensors, i64 num_chunks, i64 seed, float scalars...)
 //   each block takes chunks blockIdx.x, blockIdx.x + gridDim.x, ...
-// Host kernel:  void NAME(const i64* table, i32 num_tensors, i64 chunk_begin, i64 chunk_end, const float* scalars)
+// Host kernel:  void NAME(const i64* table, i32 num_tensors, i64 chunk_begin, i64 chunk_end, const float* scalars, i64 seed)
 //   one call per worker thread, over its range of chunks.
+// `seed` keys the random stream of stochastic rounding (with the step and the element's global
+// index); kernels without it ignore it.
 //
 // Scalars are the values fixed for a launch that the element loop reads, as fp32, in the
 // order kernel_scalars() gives: `step`, every hyper-parameter, every scalars-section value.
@@ -35,10 +40,12 @@ struct TableLayout {
     int p() const { return 0; }
     int g() const { return 1; }
     int state(int s) const { return 2 + s; }
-    int n() const { return 2 + num_states; }
-    int chunk_begin() const { return 3 + num_states; }
-    int chunk_end() const { return 4 + num_states; }
-    int row_words() const { return 5 + num_states; }
+    int scales(int s) const { return 2 + num_states + s; }
+    int n() const { return 2 + 2 * num_states; }
+    int chunk_begin() const { return 3 + 2 * num_states; }
+    int chunk_end() const { return 4 + 2 * num_states; }
+    int offset() const { return 5 + 2 * num_states; }
+    int row_words() const { return 6 + 2 * num_states; }
 };
 
 // Everything that selects a kernel.
@@ -52,15 +59,23 @@ struct KernelSpec {
 // Names of the launch scalars of a lowered program, in argument order.
 std::vector<std::string> kernel_scalars(const Program& lowered);
 
-// Storage types of the arrays a kernel touches: p, g, then each state.
+// Storage types of the arrays a kernel touches: p, g, then each state that is not
+// block-quantized (those move as codes, one or half a byte an element).
 std::vector<DType> array_types(const KernelSpec& spec);
+
+// Whether a state of the kernel is block-quantized, and the largest block size (0 if none).
+bool has_quantized_state(const KernelSpec& spec);
+uint32_t largest_block(const KernelSpec& spec);
 
 // Threads per GPU block.
 int gpu_threads_per_block(const KernelSpec& spec);
 // Elements per GPU vector access of the narrowest array (16 bytes: 4 for fp32, 8 for 16-bit).
 int gpu_vector_elements(const KernelSpec& spec);
-// Elements each GPU thread updates per chunk.
+// Elements each GPU thread updates per chunk. In kernels with quantized states a thread
+// owns that many consecutive elements (kQuantizedElementsPerThread), so a block of B elements
+// is B / 8 neighbouring threads: a warp for 256, half a warp for 128.
 int gpu_elements_per_thread(const KernelSpec& spec);
+constexpr int kQuantizedElementsPerThread = 8;
 
 // Elements per chunk.
 int64_t chunk_elements(const KernelSpec& spec);

@@ -77,7 +77,9 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
   --target host          a kernel JIT-compiled for this CPU, run on all its cores
   --target cuda          a kernel for the GPU (device 0), through the CUDA driver
   --check                also run the interpreter and report the largest relative difference
-                         per tensor; exit code 1 past tolerance
+                         per tensor (for block-quantized states: of the block scales, and how
+                         many codes differ, each step from the kernel's own state); exit code
+                         1 past tolerance
   kernel options: --param-dtype, --grad-dtype, --state, --specialize, --fast-math
                          (see 'optjit compile --help')
   --size N               elements (default 4096)
@@ -386,8 +388,11 @@ int cmd_run(Args& args) {
     if (!run.interp) fmt::print("  first step {:.1f} ms, {} kernel compile(s)\n", result.first_step_ms, result.compiles);
     fmt::print("  {:<12} {:>22} {:>18}{}\n", "tensor", "L2 norm", "fp32 checksum", run.check ? "   max rel diff vs interp (tolerance)" : "");
     for (const TensorSummary& t : result.tensors) {
-        std::string check = run.check ? fmt::format("   {:.3g} ({:.3g}){}", t.max_rel_diff, t.tolerance,
-                                                     t.max_rel_diff <= t.tolerance ? "" : "  FAIL") : "";
+        bool ok = t.max_rel_diff <= t.tolerance && t.codes_wrong == 0;
+        std::string check = run.check ? fmt::format("   {:.3g} ({:.3g}){}", t.max_rel_diff, t.tolerance, ok ? "" : "  FAIL") : "";
+        if (run.check && t.codes_compared > 0)
+            check += fmt::format("   codes: {} compared, {} one apart across a midpoint, {} wrong", t.codes_compared, t.codes_straddling,
+                                 t.codes_wrong);
         fmt::print("  {:<12} {:>22.15g} {:>18x}{}\n", t.name, t.norm, t.checksum, check);
     }
     if (run.check) fmt::print("check: {}\n", result.passed ? "passed" : "FAILED");

@@ -145,9 +145,15 @@ struct Interpreter::Impl {
     // the same step used them unrounded).
     void store_quantized(const std::optional<StorageSignature>& st, HostTensor& t) const {
         if (!st) return;
+        t.unquantized.resize(program.states.size());
+        t.quantized.resize(program.states.size());
         for (size_t s = 0; s < program.states.size(); ++s) {
             const StateStorage& format = st->state(program.states[s].name);
-            if (is_block_quantized(format.format)) round_trip(format, t.states[s], t.first_element);
+            if (!is_block_quantized(format.format)) continue;
+            t.unquantized[s].assign(t.states[s].begin(), t.states[s].end());  // already rounded to fp32
+            t.quantized[s] = quantize(format, t.unquantized[s], t.first_element);
+            std::vector<float> back = dequantize(format, t.quantized[s], int64_t(t.states[s].size()), t.first_element);
+            std::copy(back.begin(), back.end(), t.states[s].begin());
         }
     }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "ir/program.h"
+#include "ir/quantization.h"
 #include "ir/storage.h"
 
 namespace optjit {
@@ -33,6 +34,10 @@ struct HostTensor {
     std::vector<double> p;
     std::vector<double> g;
     std::vector<std::vector<double>> states;  // in the program's declaration order
+    // Block-quantized states only (else empty), as the last step stored them: the fp32 values
+    // before quantization, and their codes and scales. Kernels are checked against these.
+    std::vector<std::vector<float>> unquantized;
+    std::vector<QuantizedTensor> quantized;
 };
 
 // The run-time value of every hyper-parameter, in declaration order: the program's defaults

@@ -3,6 +3,14 @@
 //
 // Data: each tensor's parameter starts as standard normal values, each step's gradient is
 // standard normal, drawn from the seed (runtime/random.h) and rounded to the storage dtypes.
+// Tensors under kMinQuantizedElements keep fp32 states (ir/storage.h): they go in a launch of
+// their own, with the kernel for that storage.
+//
+// Checking: without block-quantized states the interpreter runs alongside from the same start
+// and the final values are compared. With them, a code one apart flips the next step's input,
+// so the interpreter is re-synced to the kernel's state before every step (as bitsandbytes'
+// tests do) and each step's output is compared: p and the other states within tolerance,
+// codes identical or one apart only across a midpoint, scales within fp32 rounding.
 // Every buffer has a guard region after its last element, filled with a sentinel and checked
 // after the run, so a kernel that writes past a tensor's end is caught.
 #pragma once
@@ -33,7 +41,17 @@ struct TensorSummary {
     double max_rel_diff = 0;    // against the interpreter, when checked
     double tolerance = 0;
     int64_t worst_element = -1; // index (over the concatenated tensors) of the largest difference
+    // Block-quantized states (checked step by step, from the same state): codes compared,
+    // codes one apart where the value lies within kStraddle of the midpoint between them (fp32
+    // and float64 rounding straddling it), codes wrong otherwise, and the largest relative
+    // difference of a block scale.
+    int64_t codes_compared = 0, codes_straddling = 0, codes_wrong = 0;
+    double max_scale_rel_diff = 0;
 };
+
+// How close to a midpoint (in units of the block's absmax) a value must be for a code one apart
+// to count as rounding rather than an error: a few fp32 roundings of the state's terms.
+constexpr double kStraddle = 1e-5;
 
 struct RunSummary {
     std::vector<TensorSummary> tensors;  // p, then states in declaration order

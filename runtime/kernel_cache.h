@@ -21,7 +21,8 @@ namespace optjit {
 
 class Kernel {
 public:
-    using HostEntry = void (*)(const int64_t* table, int32_t num_tensors, int64_t chunk_begin, int64_t chunk_end, const float* scalars);
+    using HostEntry = void (*)(const int64_t* table, int32_t num_tensors, int64_t chunk_begin, int64_t chunk_end, const float* scalars,
+                               int64_t seed);
 
     Kernel(KernelSpec spec, std::string key);
     ~Kernel();

@@ -26,8 +26,20 @@ TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensor
         std::vector<int64_t> row(layout.row_words());
         row[layout.p()] = int64_t(a.p);
         row[layout.g()] = int64_t(a.g);
-        for (int s = 0; s < layout.num_states; ++s) row[layout.state(s)] = int64_t(a.states[s]);
+        for (int s = 0; s < layout.num_states; ++s) {
+            row[layout.state(s)] = int64_t(a.states[s]);
+            const StateStorage& st = kernel.spec().storage.state(prog.states[s].name);
+            if (!is_block_quantized(st.format)) continue;
+            if (size_t(s) >= a.scales.size() || a.scales[s] == 0)
+                throw std::invalid_argument(fmt::format("tensor {}: state '{}' is {} and needs a buffer of block scales", i,
+                                                        prog.states[s].name, to_string(st)));
+            if (a.offset % st.block != 0)
+                throw std::invalid_argument(fmt::format("tensor {}: a shard must start on a block boundary of state '{}' "
+                                                        "(offset {}, block {})", i, prog.states[s].name, a.offset, st.block));
+            row[layout.scales(s)] = int64_t(a.scales[s]);
+        }
         row[layout.n()] = a.n;
+        row[layout.offset()] = a.offset;
         row[layout.chunk_begin()] = t.num_chunks;
         t.num_chunks += (a.n + chunk - 1) / chunk;
         row[layout.chunk_end()] = t.num_chunks;
@@ -59,23 +71,24 @@ std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::stri
     return out;
 }
 
-void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool) {
+void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed) {
     if (!kernel.host_entry) throw std::invalid_argument(fmt::format("kernel {} is not a host kernel", kernel.key()));
     Kernel::HostEntry entry = kernel.host_entry;
     pool.parallel_for(table.num_chunks, [&](int64_t begin, int64_t end) {
-        entry(table.words.data(), table.num_tensors, begin, end, scalars.data());
+        entry(table.words.data(), table.num_tensors, begin, end, scalars.data(), int64_t(seed));
     });
 }
 
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
-                 cuda::Stream stream) {
+                 cuda::Stream stream, uint64_t seed) {
     if (!kernel.cuda_function) throw std::invalid_argument(fmt::format("kernel {} is not a GPU kernel", kernel.key()));
     if (shape.num_chunks == 0) return;
     int64_t max_grid = int64_t(cuda::multiprocessor_count()) * kernel.gpu_blocks_per_sm;
     unsigned grid = unsigned(std::min<int64_t>(shape.num_chunks, max_grid));
     int32_t num_tensors = shape.num_tensors;
     int64_t num_chunks = shape.num_chunks;
-    std::vector<void*> params{&table, &num_tensors, &num_chunks};
+    int64_t seed_word = int64_t(seed);
+    std::vector<void*> params{&table, &num_tensors, &num_chunks, &seed_word};
     std::vector<float> copy = scalars;
     for (float& s : copy) params.push_back(&s);
     cuda::launch(kernel.cuda_function, grid, unsigned(gpu_threads_per_block(kernel.spec())), params.data(), stream);

@@ -21,8 +21,10 @@ namespace optjit {
 struct TensorArgs {
     uint64_t p = 0;
     uint64_t g = 0;
-    std::vector<uint64_t> states;  // declaration order
+    std::vector<uint64_t> states;  // declaration order; the codes of a block-quantized state
+    std::vector<uint64_t> scales;  // per state: its block scales if block-quantized (else 0 or absent)
     int64_t n = 0;
+    int64_t offset = 0;            // global index of element 0 when the tensor is a shard
 };
 
 struct TensorTable {
@@ -31,7 +33,8 @@ struct TensorTable {
     int64_t num_chunks = 0;
 };
 
-// Throws std::invalid_argument naming the tensor if its state count does not match.
+// Throws std::invalid_argument naming the tensor if its state count does not match, a
+// quantized state has no scales, or a shard does not start on a block boundary.
 TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors);
 
 // The kernel's launch scalars for `step`: run-time hyper-parameter values by name (every
@@ -40,10 +43,11 @@ TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensor
 std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::string, double>& hypers, int64_t step);
 
 // Runs a host kernel over the table, split across the pool's threads.
-void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool);
+// `seed` keys stochastic rounding (kernels without it ignore it).
+void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed = 0);
 
 // Launches a GPU kernel; `table` must hold the table's words in device memory. Asynchronous.
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
-                 cuda::Stream stream);
+                 cuda::Stream stream, uint64_t seed = 0);
 
 }  // namespace optjit

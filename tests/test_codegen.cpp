@@ -50,7 +50,7 @@ StepResult one_step(KernelCache& cache, const Program& program, const std::vecto
     std::vector<float> p = p0, grad = g;
     std::vector<std::vector<float>> states;
     for (const StateDecl& s : program.states) states.emplace_back(p.size(), float(s.init));
-    TensorArgs args{uint64_t(p.data()), uint64_t(grad.data()), {}, int64_t(p.size())};
+    TensorArgs args{uint64_t(p.data()), uint64_t(grad.data()), {}, {}, int64_t(p.size())};
     for (auto& s : states) args.states.push_back(uint64_t(s.data()));
     TensorTable table = build_table(*kernel, std::span<const TensorArgs>(&args, 1));
     launch_host(*kernel, table, launch_scalars(*kernel, hypers, step), ThreadPool::global());

@@ -1,0 +1,182 @@
+#include "compiler/state_codec.h"
+
+#include <llvm/IR/InlineAsm.h>
+#include <llvm/IR/Intrinsics.h>
+
+#include <bit>
+#include <stdexcept>
+
+#include "compiler/code_lookup.h"
+#include "ir/quantization.h"
+
+namespace optjit {
+
+namespace {
+
+constexpr unsigned kGlobal = 1;  // NVPTX address space of device memory
+
+llvm::Value* f32(llvm::IRBuilder<>& b, float v) { return llvm::ConstantFP::get(b.getFloatTy(), v); }
+
+}  // namespace
+
+StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage)
+    : module_(module), target_(target), storage_(storage) {
+    if (!is_block_quantized(storage.format)) throw std::logic_error("StateCodec: not a block-quantized format");
+    llvm::LLVMContext& c = module.getContext();
+    StateFormat f = storage.format;
+    if (f == StateFormat::Q8S || f == StateFormat::Q8U || f == StateFormat::Q4S) {
+        std::vector<llvm::Constant*> values;
+        for (float v : code_table(f)) values.push_back(llvm::ConstantFP::get(llvm::Type::getFloatTy(c), v));
+        values_ = table("values", llvm::Type::getFloatTy(c), values);
+        std::vector<llvm::Constant*> buckets;
+        for (uint32_t e : code_lookup(f).buckets) buckets.push_back(llvm::ConstantInt::get(llvm::Type::getInt32Ty(c), e));
+        buckets_ = table("buckets", llvm::Type::getInt32Ty(c), buckets);
+    }
+}
+
+bool StateCodec::four_bit() const { return storage_.format == StateFormat::Q4S || storage_.format == StateFormat::Q4U; }
+
+llvm::GlobalVariable* StateCodec::table(const char* name, llvm::Type* elem, const std::vector<llvm::Constant*>& values) {
+    std::string symbol = std::string("optjit.") + std::string(format_name(storage_.format)) + "." + name;
+    llvm::GlobalVariable* g = module_.getGlobalVariable(symbol, true);
+    if (!g) {
+        auto* type = llvm::ArrayType::get(elem, values.size());
+        g = new llvm::GlobalVariable(module_, type, true, llvm::GlobalValue::InternalLinkage, llvm::ConstantArray::get(type, values),
+                                     symbol, nullptr, llvm::GlobalValue::NotThreadLocal, target_.is_gpu() ? kGlobal : 0);
+        g->setAlignment(llvm::Align(16));
+    }
+    tables_.push_back(g);
+    return g;
+}
+
+llvm::Value* StateCodec::load_table(llvm::IRBuilder<>& b, llvm::GlobalVariable* t, llvm::Value* index) const {
+    auto it = where_.find(t);
+    llvm::Value* base = it == where_.end() ? t : it->second;
+    llvm::Type* elem = t->getValueType()->getArrayElementType();
+    auto* load = b.CreateAlignedLoad(elem, b.CreateGEP(elem, base, b.CreateZExt(index, b.getInt64Ty())), llvm::Align(4));
+    load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));
+    return load;
+}
+
+llvm::Value* StateCodec::magnitude_bits(llvm::IRBuilder<>& b, llvm::Value* value) {
+    return b.CreateAnd(b.CreateBitCast(value, b.getInt32Ty()), b.getInt32(0x7fffffff));
+}
+
+llvm::Value* StateCodec::scale_from_absmax(llvm::IRBuilder<>& b, llvm::Value* absmax_bits) const {
+    llvm::Value* absmax = b.CreateBitCast(absmax_bits, b.getFloatTy());
+    llvm::Value* scale = b.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, absmax, f32(b, 1e-12f));  // NaN stays NaN
+    if (storage_.format == StateFormat::FP8) scale = b.CreateFDiv(scale, f32(b, 448.0f));
+    return scale;
+}
+
+llvm::Value* StateCodec::decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::Value* scale) const {
+    llvm::Value* unit;
+    switch (storage_.format) {
+    case StateFormat::Q4U:  // the table is (code + 1) / 16, exactly
+        unit = b.CreateFMul(b.CreateUIToFP(b.CreateAdd(code, b.getInt32(1)), b.getFloatTy()), f32(b, 0.0625f));
+        break;
+    case StateFormat::FP8: unit = decode_fp8_software(b, code); break;
+    default: unit = load_table(b, values_, code); break;
+    }
+    return b.CreateFMul(unit, scale);
+}
+
+std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_pair(llvm::IRBuilder<>& b, llvm::Value* code0, llvm::Value* code1,
+                                                              llvm::Value* scale) const {
+    if (storage_.format != StateFormat::FP8 || !hardware_fp8()) return {decode(b, code0, scale), decode(b, code1, scale)};
+    // cvt.rn.f16x2.e4m3x2: the high byte becomes the high half.
+    llvm::Value* packed = b.CreateTrunc(b.CreateOr(b.CreateShl(code0, 8), code1), b.getInt16Ty());
+    auto* asm_type = llvm::FunctionType::get(b.getInt32Ty(), {b.getInt16Ty()}, false);
+    llvm::Value* halves = b.CreateCall(llvm::InlineAsm::get(asm_type, "cvt.rn.f16x2.e4m3x2 $0, $1;", "=r,h", false), {packed});
+    auto half = [&](int shift) {
+        llvm::Value* h = b.CreateBitCast(b.CreateTrunc(b.CreateLShr(halves, shift), b.getInt16Ty()), b.getHalfTy());
+        return b.CreateFMul(b.CreateFPExt(h, b.getFloatTy()), scale);
+    };
+    return {half(16), half(0)};
+}
+
+llvm::Value* StateCodec::encode(llvm::IRBuilder<>& b, llvm::Value* normalized) const {
+    switch (storage_.format) {
+    case StateFormat::Q4U: {
+        // The nearest of k/16, k = 1..16: x = 16 v is exact; round half up by comparing the
+        // exact fraction, then clamp (maxnum sends NaN to 0, hence code 0).
+        llvm::Value* x = b.CreateFMul(normalized, f32(b, 16.0f));
+        x = b.CreateBinaryIntrinsic(llvm::Intrinsic::minnum, b.CreateBinaryIntrinsic(llvm::Intrinsic::maxnum, x, f32(b, 0.0f)), f32(b, 17.0f));
+        llvm::Value* whole = b.CreateUnaryIntrinsic(llvm::Intrinsic::floor, x);
+        llvm::Value* up = b.CreateZExt(b.CreateFCmpOGE(b.CreateFSub(x, whole), f32(b, 0.5f)), b.getInt32Ty());
+        llvm::Value* code = b.CreateSub(b.CreateAdd(b.CreateFPToSI(whole, b.getInt32Ty()), up), b.getInt32(1));
+        return b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, code, b.getInt32(0)), b.getInt32(15));
+    }
+    case StateFormat::FP8: {
+        if (!hardware_fp8()) return encode_fp8_software(b, normalized);
+        return encode_pair(b, normalized, normalized).first;
+    }
+    default: return encode_lookup(b, normalized);
+    }
+}
+
+std::pair<llvm::Value*, llvm::Value*> StateCodec::encode_pair(llvm::IRBuilder<>& b, llvm::Value* v0, llvm::Value* v1) const {
+    if (storage_.format != StateFormat::FP8 || !hardware_fp8()) return {encode(b, v0), encode(b, v1)};
+    // cvt.rn.satfinite.e4m3x2.f32 d, a, b: a goes to the high byte. NaN gives 0x7f and
+    // infinities saturate, as float_to_e4m3 does.
+    auto* asm_type = llvm::FunctionType::get(b.getInt16Ty(), {b.getFloatTy(), b.getFloatTy()}, false);
+    llvm::Value* packed = b.CreateCall(llvm::InlineAsm::get(asm_type, "cvt.rn.satfinite.e4m3x2.f32 $0, $1, $2;", "=h,f,f", false), {v0, v1});
+    llvm::Value* wide = b.CreateZExt(packed, b.getInt32Ty());
+    return {b.CreateLShr(wide, 8), b.CreateAnd(wide, b.getInt32(0xff))};
+}
+
+// compiler/code_lookup.h's lookup_code, instruction for instruction.
+llvm::Value* StateCodec::encode_lookup(llvm::IRBuilder<>& b, llvm::Value* normalized) const {
+    const CodeLookup& lookup = code_lookup(storage_.format);
+    llvm::Value* bits = b.CreateBitCast(normalized, b.getInt32Ty());
+    llvm::Value* magnitude = b.CreateAnd(bits, b.getInt32(0x7fffffff));
+    llvm::Value* negative = b.CreateLShr(bits, 31);
+    llvm::Value* bucket = b.CreateSub(b.CreateLShr(magnitude, 16), b.getInt32(int32_t(lookup.first_bucket)));
+    bucket = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, bucket, b.getInt32(0));
+    bucket = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, bucket, b.getInt32(int32_t(lookup.buckets.size()) - 1));
+    llvm::Value* entry = load_table(b, buckets_, bucket);
+    llvm::Value* index = b.CreateLShr(entry, 24);
+    llvm::Value* threshold = b.CreateAnd(entry, b.getInt32(0x1ffff));
+    llvm::Value* low = b.CreateAnd(magnitude, b.getInt32(0xffff));
+    llvm::Value* code;
+    if (lookup.is_signed) {
+        llvm::Value* exact = b.CreateAnd(b.CreateLShr(entry, 23), b.getInt32(1));
+        threshold = b.CreateAdd(threshold, b.CreateAnd(exact, negative));
+        llvm::Value* k = b.CreateAdd(index, b.CreateZExt(b.CreateICmpUGE(low, threshold), b.getInt32Ty()));
+        llvm::Value* below = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, b.CreateSub(b.getInt32(lookup.center), k), b.getInt32(0));
+        code = b.CreateSelect(b.CreateICmpNE(negative, b.getInt32(0)), below, b.CreateAdd(b.getInt32(lookup.center), k));
+    } else {
+        llvm::Value* k = b.CreateAdd(index, b.CreateZExt(b.CreateICmpUGE(low, threshold), b.getInt32Ty()));
+        code = b.CreateSelect(b.CreateICmpNE(negative, b.getInt32(0)), b.getInt32(0), k);
+    }
+    return b.CreateSelect(b.CreateICmpUGT(magnitude, b.getInt32(0x7f800000)), b.getInt32(0), code);  // NaN
+}
+
+// ir/quantization.cpp's float_to_e4m3 with integers: round the fp32 mantissa to 3 bits (to
+// nearest even) and rebias the exponent; below 2^-6, multiples of 2^-9.
+llvm::Value* StateCodec::encode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* normalized) const {
+    llvm::Value* bits = b.CreateBitCast(normalized, b.getInt32Ty());
+    llvm::Value* sign = b.CreateAnd(b.CreateLShr(bits, 24), b.getInt32(0x80));
+    llvm::Value* magnitude = b.CreateAnd(bits, b.getInt32(0x7fffffff));
+    llvm::Value* odd = b.CreateAnd(b.CreateLShr(magnitude, 20), b.getInt32(1));
+    llvm::Value* rounded = b.CreateAdd(magnitude, b.CreateAdd(odd, b.getInt32(0x7ffff)));
+    llvm::Value* normal = b.CreateSub(b.CreateLShr(rounded, 20), b.getInt32(120 << 3));
+    llvm::Value* a = b.CreateBitCast(magnitude, b.getFloatTy());
+    llvm::Value* subnormal = b.CreateFPToSI(b.CreateUnaryIntrinsic(llvm::Intrinsic::rint, b.CreateFMul(a, f32(b, 512.0f))), b.getInt32Ty());
+    llvm::Value* is_subnormal = b.CreateICmpULT(magnitude, b.getInt32(int32_t(std::bit_cast<uint32_t>(0x1p-6f))));
+    llvm::Value* code = b.CreateSelect(is_subnormal, subnormal, normal);
+    code = b.CreateSelect(b.CreateICmpUGE(magnitude, b.getInt32(int32_t(std::bit_cast<uint32_t>(448.0f)))), b.getInt32(0x7e), code);
+    code = b.CreateOr(code, sign);
+    return b.CreateSelect(b.CreateICmpUGT(magnitude, b.getInt32(0x7f800000)), b.getInt32(0x7f), code);
+}
+
+llvm::Value* StateCodec::decode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* code) const {
+    llvm::Value* low7 = b.CreateAnd(code, b.getInt32(0x7f));
+    llvm::Value* normal = b.CreateBitCast(b.CreateAdd(b.CreateShl(low7, 20), b.getInt32(120 << 23)), b.getFloatTy());
+    llvm::Value* subnormal = b.CreateFMul(b.CreateUIToFP(b.CreateAnd(code, b.getInt32(7)), b.getFloatTy()), f32(b, 0x1p-9f));
+    llvm::Value* magnitude = b.CreateSelect(b.CreateICmpULT(low7, b.getInt32(8)), subnormal, normal);
+    llvm::Value* value = b.CreateSelect(b.CreateICmpNE(b.CreateAnd(code, b.getInt32(0x80)), b.getInt32(0)), b.CreateFNeg(magnitude), magnitude);
+    return b.CreateSelect(b.CreateICmpEQ(low7, b.getInt32(0x7f)), f32(b, std::numeric_limits<float>::quiet_NaN()), value);
+}
+
+}  // namespace optjit

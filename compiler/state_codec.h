@@ -1,0 +1,70 @@
+// LLVM IR for reading and writing one block-quantized state (ir/quantization.h): what the
+// NVPTX and host back ends share. A back end walks elements and blocks its own way; per
+// element it asks the codec for a value from a code and a scale (decode), per block for the
+// scale from the block's largest magnitude (scale_from_absmax), and per element for the code of
+// a value times the reciprocal of that scale (encode).
+//
+// Codes are found without searching the tables: q8s, q8u and q4s through the bucket lookup
+// of compiler/code_lookup.h (one table load and a comparison), q4u by arithmetic (its table
+// is k/16), fp8 by the sm_89+ conversion instruction or, before sm_89 and on the host, by
+// integer rounding to nearest even. Every path equals ir/quantization.cpp's.
+#pragma once
+
+#include <llvm/IR/GlobalVariable.h>
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/Module.h>
+
+#include <map>
+#include <vector>
+
+#include "compiler/target.h"
+#include "ir/storage.h"
+
+namespace optjit {
+
+class StateCodec {
+public:
+    StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage);
+
+    const StateStorage& storage() const { return storage_; }
+    bool four_bit() const;
+
+    // The constant tables the codec reads (internal globals of the module, shared by codecs of
+    // the same format). A GPU kernel copies them into shared memory and calls relocate().
+    const std::vector<llvm::GlobalVariable*>& tables() const { return tables_; }
+    void relocate(llvm::GlobalVariable* table, llvm::Value* copy) { where_[table] = copy; }
+
+    // `code`: i32 holding one code. The fp32 value it stands for in a block of `scale`.
+    llvm::Value* decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::Value* scale) const;
+    // Two fp8 codes at once where the hardware converts pairs (else two decodes).
+    std::pair<llvm::Value*, llvm::Value*> decode_pair(llvm::IRBuilder<>& b, llvm::Value* code0, llvm::Value* code1,
+                                                      llvm::Value* scale) const;
+    // The i32 magnitude bits of an fp32 value: max over them is the absmax, NaN included
+    // (NaN patterns are above infinity's), and integer maxima vectorize and shuffle cheaply.
+    static llvm::Value* magnitude_bits(llvm::IRBuilder<>& b, llvm::Value* value);
+    // The block's scale from the max of magnitude_bits: absmax floored at 1e-12, NaN kept, and
+    // for fp8 divided by 448.
+    llvm::Value* scale_from_absmax(llvm::IRBuilder<>& b, llvm::Value* absmax_bits) const;
+    // The i32 code of `normalized` (a value times the fp32 reciprocal of its block's scale).
+    llvm::Value* encode(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
+    // Two codes at once (fp8 on sm_89+ converts pairs); other formats encode each.
+    std::pair<llvm::Value*, llvm::Value*> encode_pair(llvm::IRBuilder<>& b, llvm::Value* v0, llvm::Value* v1) const;
+
+private:
+    llvm::GlobalVariable* table(const char* name, llvm::Type* elem, const std::vector<llvm::Constant*>& values);
+    llvm::Value* load_table(llvm::IRBuilder<>& b, llvm::GlobalVariable* t, llvm::Value* index) const;
+    llvm::Value* encode_lookup(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
+    llvm::Value* encode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
+    llvm::Value* decode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* code) const;
+    bool hardware_fp8() const { return target_.is_gpu() && target_.sm >= 89; }
+
+    llvm::Module& module_;
+    Target target_;
+    StateStorage storage_;
+    llvm::GlobalVariable* values_ = nullptr;   // decoded table values (q8s, q8u, q4s)
+    llvm::GlobalVariable* buckets_ = nullptr;  // code_lookup buckets (q8s, q8u, q4s)
+    std::vector<llvm::GlobalVariable*> tables_;
+    std::map<llvm::GlobalVariable*, llvm::Value*> where_;
+};
+
+}  // namespace optjit
