@@ -1,5 +1,5 @@
 """ptxas_all.py OPTJIT PTXAS OUTDIR FILE...: compiles every program FILE to PTX for sm_80 and
-sm_90 in several storage variants and assembles each with `ptxas -arch=sm_XX`.
+sm_90 in several storage variants (16-bit and block-quantized states among them) and assembles each with `ptxas -arch=sm_XX`.
 
 Prints one line per kernel, "ok NAME sm_XX VARIANT" or "FAIL NAME sm_XX VARIANT" followed by
 the failing tool's output, then "assembled N of M"; exits 1 if any kernel failed.
@@ -25,12 +25,25 @@ for path in files:
     bf16_states = []
     for s in states_of(path):
         bf16_states += ["--state", s + "=bf16"]
+
+    def every_state(fmt):
+        out = []
+        for s in states_of(path):
+            out += ["--state", s + "=" + fmt]
+        return out
+
     variants = {
         "f32": [],
         "bf16": ["--param-dtype", "bf16", "--grad-dtype", "bf16"] + bf16_states,
         "f16": ["--param-dtype", "f16", "--grad-dtype", "f32"],
         "mixed": ["--param-dtype", "f32", "--grad-dtype", "f16"] + bf16_states[:2],
         "fast": ["--fast-math", "--param-dtype", "bf16"],
+        # Block-quantized states: one warp a block (q8), half a warp (q4), blocks spanning
+        # warps (4096: a reduction through shared memory), fp8 (hardware conversion on sm_90).
+        "q8": ["--param-dtype", "bf16", "--grad-dtype", "bf16"] + every_state("q8s"),
+        "q4": every_state("q4s"),
+        "q4u-4096": ["--param-dtype", "bf16"] + every_state("q4u:4096"),
+        "fp8": ["--param-dtype", "bf16", "--grad-dtype", "bf16"] + every_state("fp8:32"),
     }
     for sm in ("sm_80", "sm_90"):
         for variant, options in variants.items():
