@@ -89,6 +89,13 @@ uint8_t code_at(const StateStorage& s, const std::vector<uint8_t>& codes, int64_
 
 float code_value(StateFormat f, uint8_t code) { return f == StateFormat::FP8 ? e4m3_to_float(code) : code_table(f)[code]; }
 
+// A code's rank among the format's values in ascending order (fp8's +0 and -0 share rank 0),
+// so codes "one apart" are neighbouring values.
+int code_rank(StateFormat f, uint8_t code) {
+    if (f != StateFormat::FP8) return code;
+    return (code & 0x80) ? -int(code & 0x7f) : int(code);
+}
+
 // One tensor of the run: its storage (fp32 states if it is small) and its buffers.
 struct TensorData {
     StorageSignature storage;
@@ -304,7 +311,8 @@ RunSummary run_steps(const RunOptions& o) {
                     double midpoint = (double(code_value(q.storage.format, a)) + code_value(q.storage.format, b)) / 2;
                     // In units of the block's absmax (fp8 normalizes to +-448).
                     double distance = std::fabs(normalized - midpoint) / (q.storage.format == StateFormat::FP8 ? 448.0 : 1.0);
-                    if (std::abs(int(a) - int(b)) == 1 && distance <= kStraddle) ++r.codes_straddling;
+                    if (std::abs(code_rank(q.storage.format, a) - code_rank(q.storage.format, b)) <= 1 && distance <= kStraddle)
+                        ++r.codes_straddling;
                     else ++r.codes_wrong;
                 }
             }

@@ -1,0 +1,86 @@
+// Host kernels with block-quantized states against the interpreter running the same formats
+// (tests/example_checks.h), shards against whole tensors, and what a new state starts as.
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include "example_checks.h"
+#include "ir/quantization.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/launch.h"
+#include "runtime/random.h"
+
+using namespace optjit;
+using namespace optjit_test;
+
+namespace {
+
+const std::vector<int64_t> kSizes = {1, 4095, 4096, 5001, 16684, 70001};
+
+}  // namespace
+
+TEST_CASE("quantized host: adagrad matches the interpreter in every format") { check_quantized_example_on("adagrad", Target{}, kSizes); }
+TEST_CASE("quantized host: adam matches the interpreter in every format") { check_quantized_example_on("adam", Target{}, kSizes); }
+TEST_CASE("quantized host: adamw matches the interpreter in every format") { check_quantized_example_on("adamw", Target{}, kSizes); }
+TEST_CASE("quantized host: ademamix matches the interpreter in every format") { check_quantized_example_on("ademamix", Target{}, kSizes); }
+TEST_CASE("quantized host: lion matches the interpreter in every format") { check_quantized_example_on("lion", Target{}, kSizes); }
+TEST_CASE("quantized host: rmsprop matches the interpreter in every format") { check_quantized_example_on("rmsprop", Target{}, kSizes); }
+TEST_CASE("quantized host: sgd matches the interpreter in every format") { check_quantized_example_on("sgd", Target{}, kSizes); }
+
+// Two shards of a tensor, each with its own codes and scales and its global offset, step
+// exactly as the whole tensor does.
+TEST_CASE("quantized host: a sharded tensor steps bit for bit as the whole tensor") {
+    Program adamw = load_example("adamw");
+    for (const char* format : {"q8s:256", "q4u:128", "fp8:512"}) {
+        INFO(std::string(format));
+        std::string error;
+        StateStorage st = *parse_state_storage(format, &error);
+        KernelRequest request{adamw, {}, {}, Target{}, {}};
+        request.storage.states = {{"m", st}, {"v", st}};
+        KernelCache cache("");
+        auto kernel = cache.get(request);
+        const int64_t n = 50001, cut = 16 * 1024 + 2048;  // a shard boundary on a block boundary, not a chunk boundary
+        uint64_t seed = test_seed();
+        std::vector<float> p(n), g(n);
+        for (int64_t i = 0; i < n; ++i) p[i] = float(normal(seed, 0, uint64_t(i)));
+        struct State {
+            std::vector<uint8_t> codes;
+            std::vector<float> scales;
+        };
+        auto fresh = [&](int64_t count) {
+            return State{std::vector<uint8_t>(code_bytes(st, count), zero_code_byte(st.format)), std::vector<float>(size_t(scale_count(st, 0, count)), 0.0f)};
+        };
+        std::vector<float> p_whole = p, p_shards = p;
+        State m_whole = fresh(n), v_whole = fresh(n), m0 = fresh(cut), v0 = fresh(cut), m1 = fresh(n - cut), v1 = fresh(n - cut);
+        auto args_for = [&](float* pp, float* gg, State& m, State& v, int64_t count, int64_t offset) {
+            return TensorArgs{uint64_t(pp), uint64_t(gg), {uint64_t(m.codes.data()), uint64_t(v.codes.data())},
+                              {uint64_t(m.scales.data()), uint64_t(v.scales.data())}, count, offset};
+        };
+        std::vector<TensorArgs> whole{args_for(p_whole.data(), g.data(), m_whole, v_whole, n, 0)};
+        std::vector<TensorArgs> shards{args_for(p_shards.data(), g.data(), m0, v0, cut, 0),
+                                       args_for(p_shards.data() + cut, g.data() + cut, m1, v1, n - cut, cut)};
+        TensorTable whole_table = build_table(*kernel, whole), shard_table = build_table(*kernel, shards);
+        for (int step = 1; step <= 5; ++step) {
+            for (int64_t i = 0; i < n; ++i) g[i] = float(normal(seed, uint64_t(step), uint64_t(i)));
+            std::vector<float> scalars = launch_scalars(*kernel, {{"lr", 0.01}}, step);
+            launch_host(*kernel, whole_table, scalars, ThreadPool::global());
+            launch_host(*kernel, shard_table, scalars, ThreadPool::global());
+        }
+        CHECK(std::memcmp(p_whole.data(), p_shards.data(), n * 4) == 0);
+        for (auto [whole_state, first, second] : {std::tuple{&m_whole, &m0, &m1}, std::tuple{&v_whole, &v0, &v1}}) {
+            std::vector<uint8_t> codes = first->codes;  // cut is even: no byte holds codes of both shards
+            codes.insert(codes.end(), second->codes.begin(), second->codes.end());
+            CHECK(codes == whole_state->codes);
+            std::vector<float> scales = first->scales;
+            scales.insert(scales.end(), second->scales.begin(), second->scales.end());
+            CHECK(scales == whole_state->scales);
+        }
+        // A shard that does not start on a block boundary is refused.
+        std::vector<TensorArgs> bad{args_for(p_shards.data() + 100, g.data() + 100, m1, v1, 1000, 100)};
+        CHECK_THROWS_WITH_AS(build_table(*kernel, bad), doctest::Contains("block boundary"), std::invalid_argument);
+        // A quantized state without scales is refused.
+        bad = {args_for(p_shards.data(), g.data(), m1, v1, 1000, 0)};
+        bad[0].scales[1] = 0;
+        CHECK_THROWS_WITH_AS(build_table(*kernel, bad), doctest::Contains("block scales"), std::invalid_argument);
+    }
+}
