@@ -172,7 +172,8 @@ private:
             std::unique_ptr<StateCodec> codec;
             llvm::Value* codes;
             llvm::Value* scales;
-            llvm::Value* tile;  // the tile's new values, fp32
+            llvm::Value* tile;    // the tile's new values, fp32
+            bool stored = true;   // false where the program leaves the state as it is
         };
         std::vector<Quantized> quantized;
         uint32_t largest = 0, smallest = 4096;
@@ -224,15 +225,20 @@ private:
                     }
                     ElementValues in{values[0], values[1], std::vector<llvm::Value*>(values.begin() + 2, values.end())};
                     ElementValues out = math.update(b_, in);
-                    b_.CreateAlignedStore(math.from_f32(b_, types_[0], out.p), addrs[0], llvm::Align(dtype_bytes(types_[0])));
+                    // What the program leaves as loaded (assigned to itself) is not stored.
+                    if (out.p != in.p) b_.CreateAlignedStore(math.from_f32(b_, types_[0], out.p), addrs[0], llvm::Align(dtype_bytes(types_[0])));
                     for (int s = 0; s < S; ++s)
-                        if (!quantized_[s])
+                        if (!quantized_[s] && out.states[s] != in.states[s])
                             b_.CreateAlignedStore(math.from_f32(b_, types_[2 + s], out.states[s]), addrs[2 + s], llvm::Align(dtype_bytes(types_[2 + s])));
-                    for (const Quantized& q : quantized)
-                        b_.CreateAlignedStore(out.states[q.state], b_.CreateGEP(b_.getFloatTy(), q.tile, b_.CreateSub(i, tile_begin)), llvm::Align(4));
+                    for (Quantized& q : quantized) {
+                        q.stored = out.states[q.state] != in.states[q.state];
+                        if (q.stored)
+                            b_.CreateAlignedStore(out.states[q.state], b_.CreateGEP(b_.getFloatTy(), q.tile, b_.CreateSub(i, tile_begin)), llvm::Align(4));
+                    }
                 });
             });
             for (const Quantized& q : quantized) {
+                if (!q.stored) continue;
                 uint32_t block = q.codec->storage().block;
                 emit_loop(tile_begin, tile_end, block, [&](llvm::Value* block_begin) {
                     llvm::Value* block_end = min64(b_.CreateAdd(block_begin, b_.getInt64(block)), tile_end);

@@ -310,58 +310,93 @@ private:
         return result;
     }
 
-    // Values loaded for one thread's 8 elements: fp32 per dense array, i32 codes per quantized state.
-    struct Loaded {
-        std::vector<std::vector<llvm::Value*>> dense;  // [array][element]
-        std::vector<std::vector<llvm::Value*>> codes;  // [quantized state][element]
+    // One thread's 8 elements as loaded, still in storage form: per dense array its 16-byte
+    // (or smaller) vectors, per quantized state one word of codes (8 bytes, or 4 for q4). The
+    // fast and slow paths produce the same shapes and meet in phis of whole vectors: merged
+    // element by element, LLVM would sink the loads below the branch and lose the vectors.
+    struct Raw {
+        std::vector<std::vector<llvm::Value*>> dense;  // [array][piece]
+        std::vector<llvm::Value*> codes;               // [quantized state]
     };
 
-    Loaded load_fast(llvm::Value* i0) {
-        Loaded out;
-        for (const Array& a : arrays_) out.dense.push_back(load_vector(a, i0, kQuantizedElementsPerThread));
-        for (const QuantizedArray& q : quantized_) {
-            std::vector<llvm::Value*> codes;
-            if (q.codec->four_bit()) {
-                llvm::Value* addr = b_.CreateGEP(b_.getInt8Ty(), q.codes, b_.CreateLShr(i0, 1));
-                llvm::Value* word = b_.CreateAlignedLoad(b_.getInt32Ty(), addr, llvm::Align(4));
-                for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
-                    int shift = 8 * (j / 2) + (j % 2 == 0 ? 4 : 0);  // the even element is the high nibble
-                    codes.push_back(b_.CreateAnd(b_.CreateLShr(word, shift), b_.getInt32(15)));
-                }
-            } else {
-                llvm::Value* addr = b_.CreateGEP(b_.getInt8Ty(), q.codes, i0);
-                llvm::Value* word = b_.CreateAlignedLoad(b_.getInt64Ty(), addr, llvm::Align(8));
-                for (int j = 0; j < kQuantizedElementsPerThread; ++j)
-                    codes.push_back(b_.CreateTrunc(b_.CreateAnd(b_.CreateLShr(word, 8 * j), b_.getInt64(255)), b_.getInt32Ty()));
+    llvm::FixedVectorType* piece_type(const Array& a) const {
+        int per_load = std::min(kQuantizedElementsPerThread, 16 / dtype_bytes(a.type));
+        return llvm::FixedVectorType::get(math_->storage_type(a.type), per_load);
+    }
+    llvm::Type* code_word_type(const QuantizedArray& q) { return q.codec->four_bit() ? b_.getInt32Ty() : b_.getInt64Ty(); }
+
+    Raw load_fast(llvm::Value* i0) {
+        Raw out;
+        for (const Array& a : arrays_) {
+            llvm::FixedVectorType* type = piece_type(a);
+            int per_load = int(type->getNumElements());
+            std::vector<llvm::Value*> pieces;
+            for (int k = 0; k < kQuantizedElementsPerThread; k += per_load) {
+                llvm::Value* addr = b_.CreateGEP(type->getElementType(), a.base, b_.CreateAdd(i0, b_.getInt64(k)));
+                auto* load = b_.CreateAlignedLoad(type, addr, llvm::Align(per_load * dtype_bytes(a.type)));
+                if (!a.written) load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx_, {}));
+                pieces.push_back(load);
             }
-            out.codes.push_back(codes);
+            out.dense.push_back(pieces);
+        }
+        for (const QuantizedArray& q : quantized_) {
+            llvm::Type* word = code_word_type(q);
+            llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i0, 1) : i0;
+            out.codes.push_back(b_.CreateAlignedLoad(word, b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(word->getPrimitiveSizeInBits() / 8)));
         }
         return out;
     }
 
-    // Element i0 + j, or the tensor's last element where that is past the end (loaded, never stored).
-    Loaded load_slow(llvm::Value* i0) {
-        Loaded out;
-        out.dense.resize(arrays_.size());
-        out.codes.resize(quantized_.size());
+    // Element i0 + j, or the tensor's last element where that is past the end (loaded, never
+    // stored), assembled into the fast path's shapes.
+    Raw load_slow(llvm::Value* i0) {
+        Raw out;
         llvm::Value* last = b_.CreateSub(n_, b_.getInt64(1));
-        for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
-            llvm::Value* i = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.CreateAdd(i0, b_.getInt64(j)), last);
-            for (size_t k = 0; k < arrays_.size(); ++k) {
-                llvm::Type* elem = math_->storage_type(arrays_[k].type);
-                llvm::Value* v = b_.CreateAlignedLoad(elem, b_.CreateGEP(elem, arrays_[k].base, i), llvm::Align(dtype_bytes(arrays_[k].type)));
-                out.dense[k].push_back(math_->to_f32(b_, arrays_[k].type, v));
-            }
-            for (size_t k = 0; k < quantized_.size(); ++k) {
-                const QuantizedArray& q = quantized_[k];
-                llvm::Value* byte_index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
-                llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, byte_index)), b_.getInt32Ty());
-                if (q.codec->four_bit()) {
-                    llvm::Value* odd = b_.CreateICmpNE(b_.CreateAnd(i, b_.getInt64(1)), b_.getInt64(0));
-                    byte = b_.CreateSelect(odd, b_.CreateAnd(byte, b_.getInt32(15)), b_.CreateLShr(byte, 4));
+        auto element = [&](int j) { return b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.CreateAdd(i0, b_.getInt64(j)), last); };
+        for (const Array& a : arrays_) {
+            llvm::FixedVectorType* type = piece_type(a);
+            int per_load = int(type->getNumElements());
+            std::vector<llvm::Value*> pieces;
+            for (int k = 0; k < kQuantizedElementsPerThread; k += per_load) {
+                llvm::Value* v = llvm::PoisonValue::get(type);
+                for (int j = 0; j < per_load; ++j) {
+                    llvm::Value* addr = b_.CreateGEP(type->getElementType(), a.base, element(k + j));
+                    v = b_.CreateInsertElement(v, b_.CreateAlignedLoad(type->getElementType(), addr, llvm::Align(dtype_bytes(a.type))), j);
                 }
-                out.codes[k].push_back(byte);
+                pieces.push_back(v);
             }
+            out.dense.push_back(pieces);
+        }
+        for (const QuantizedArray& q : quantized_) {
+            llvm::Type* word_type = code_word_type(q);
+            llvm::Value* word = llvm::ConstantInt::get(word_type, 0);
+            int bytes = int(word_type->getPrimitiveSizeInBits() / 8);
+            for (int k = 0; k < bytes; ++k) {
+                // Byte k holds element k (q8) or elements 2k and 2k + 1 (q4).
+                llvm::Value* i = element(q.codec->four_bit() ? 2 * k : k);
+                llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
+                llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, index)), word_type);
+                word = b_.CreateOr(word, b_.CreateShl(byte, 8 * k));
+            }
+            out.codes.push_back(word);
+        }
+        return out;
+    }
+
+    // The fp32 values of a dense array and the i32 codes of a quantized state, per element.
+    std::vector<llvm::Value*> unpack_dense(const Array& a, const std::vector<llvm::Value*>& pieces) {
+        std::vector<llvm::Value*> out;
+        for (llvm::Value* piece : pieces)
+            for (unsigned j = 0; j < llvm::cast<llvm::FixedVectorType>(piece->getType())->getNumElements(); ++j)
+                out.push_back(math_->to_f32(b_, a.type, b_.CreateExtractElement(piece, j)));
+        return out;
+    }
+    std::vector<llvm::Value*> unpack_codes(const QuantizedArray& q, llvm::Value* word) {
+        std::vector<llvm::Value*> out;
+        for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
+            int shift = q.codec->four_bit() ? 8 * (j / 2) + (j % 2 == 0 ? 4 : 0) : 8 * j;  // q4: the even element is the high nibble
+            llvm::Value* code = b_.CreateAnd(b_.CreateLShr(word, shift), llvm::ConstantInt::get(word->getType(), q.codec->four_bit() ? 15 : 255));
+            out.push_back(b_.CreateTrunc(code, b_.getInt32Ty()));
         }
         return out;
     }
@@ -392,11 +427,11 @@ private:
         llvm::BasicBlock* loaded_block = block("loaded");
         b_.CreateCondBr(fast, fast_load, slow_load);
         b_.SetInsertPoint(fast_load);
-        Loaded f = load_fast(i0);
+        Raw f = load_fast(i0);
         llvm::BasicBlock* fast_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(slow_load);
-        Loaded s = load_slow(i0);
+        Raw s = load_slow(i0);
         llvm::BasicBlock* slow_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(loaded_block);
@@ -406,13 +441,18 @@ private:
             phi->addIncoming(y, slow_end);
             return phi;
         };
-        Loaded in;
-        in.dense.resize(arrays_.size());
-        in.codes.resize(quantized_.size());
-        for (size_t k = 0; k < arrays_.size(); ++k)
-            for (int j = 0; j < E; ++j) in.dense[k].push_back(merge(f.dense[k][j], s.dense[k][j]));
-        for (size_t k = 0; k < quantized_.size(); ++k)
-            for (int j = 0; j < E; ++j) in.codes[k].push_back(merge(f.codes[k][j], s.codes[k][j]));
+        struct {
+            std::vector<std::vector<llvm::Value*>> dense;  // [array][element], fp32
+            std::vector<std::vector<llvm::Value*>> codes;  // [quantized state][element], i32
+        } in;
+        Raw merged;  // every phi first, then what reads them
+        for (size_t k = 0; k < arrays_.size(); ++k) {
+            merged.dense.emplace_back();
+            for (size_t piece = 0; piece < f.dense[k].size(); ++piece) merged.dense[k].push_back(merge(f.dense[k][piece], s.dense[k][piece]));
+        }
+        for (size_t k = 0; k < quantized_.size(); ++k) merged.codes.push_back(merge(f.codes[k], s.codes[k]));
+        for (size_t k = 0; k < arrays_.size(); ++k) in.dense.push_back(unpack_dense(arrays_[k], merged.dense[k]));
+        for (size_t k = 0; k < quantized_.size(); ++k) in.codes.push_back(unpack_codes(quantized_[k], merged.codes[k]));
 
         // Decode with the blocks' old scales (the tensor's last block where i0 is past its end).
         llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, i0, b_.CreateSub(n_, b_.getInt64(1)));
@@ -440,6 +480,17 @@ private:
             out[j] = math_->update(b_, e);
         }
 
+        // An array whose new values are the ones it was loaded with (the program assigns it to
+        // itself, or not at all) is not stored: the dequantize entry point reads a state this way.
+        auto unchanged = [&](int state) {
+            for (int j = 0; j < E; ++j)
+                if ((state < 0 ? out[j].p : out[j].states[state]) != (state < 0 ? in.dense[0][j] : state_in[state][j])) return false;
+            return true;
+        };
+        std::vector<bool> store_array(arrays_.size()), store_quantized(quantized_.size());
+        for (size_t k = 0; k < arrays_.size(); ++k) store_array[k] = arrays_[k].written && !unchanged(arrays_[k].state);
+        for (size_t k = 0; k < quantized_.size(); ++k) store_quantized[k] = !unchanged(quantized_[k].state);
+
         // New scales and codes. Elements past the tensor's end count as 0 and take code 0.
         std::vector<llvm::Value*> valid(E);
         for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpSLT(b_.CreateAdd(i0, b_.getInt64(j)), n_);
@@ -447,6 +498,7 @@ private:
         std::vector<llvm::Value*> scales(quantized_.size());
         for (size_t k = 0; k < quantized_.size(); ++k) {
             const QuantizedArray& q = quantized_[k];
+            if (!store_quantized[k]) continue;
             llvm::Value* bits = b_.getInt32(0);
             for (int j = 0; j < E; ++j)
                 bits = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, bits,
@@ -479,13 +531,14 @@ private:
         b_.CreateCondBr(fast, fast_store, slow_store);
         b_.SetInsertPoint(fast_store);
         for (size_t k = 0; k < arrays_.size(); ++k) {
-            if (!arrays_[k].written) continue;
+            if (!store_array[k]) continue;
             std::vector<llvm::Value*> values;
             for (int j = 0; j < E; ++j) values.push_back(arrays_[k].state < 0 ? out[j].p : out[j].states[arrays_[k].state]);
             store_vector(arrays_[k], i0, values);
         }
         for (size_t k = 0; k < quantized_.size(); ++k) {
             const QuantizedArray& q = quantized_[k];
+            if (!store_quantized[k]) continue;
             if (q.codec->four_bit()) {
                 llvm::Value* word = b_.getInt32(0);
                 for (int j = 0; j < E; ++j)
@@ -505,14 +558,15 @@ private:
             b_.CreateCondBr(valid[j], store, next);
             b_.SetInsertPoint(store);
             llvm::Value* i = b_.CreateAdd(i0, b_.getInt64(j));
-            for (const Array& a : arrays_) {
-                if (!a.written) continue;
+            for (size_t k = 0; k < arrays_.size(); ++k) {
+                const Array& a = arrays_[k];
+                if (!store_array[k]) continue;
                 llvm::Value* v = a.state < 0 ? out[j].p : out[j].states[a.state];
                 b_.CreateAlignedStore(math_->from_f32(b_, a.type, v), b_.CreateGEP(math_->storage_type(a.type), a.base, i), llvm::Align(dtype_bytes(a.type)));
             }
             for (size_t k = 0; k < quantized_.size(); ++k) {
                 const QuantizedArray& q = quantized_[k];
-                if (q.codec->four_bit() && j % 2 == 1) continue;  // stored with its even neighbour
+                if (!store_quantized[k] || (q.codec->four_bit() && j % 2 == 1)) continue;  // odd: stored with its even neighbour
                 llvm::Value* byte = q.codec->four_bit() ? b_.CreateOr(b_.CreateShl(codes[k][j], 4), codes[k][j + 1]) : codes[k][j];
                 llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
                 b_.CreateStore(b_.CreateTrunc(byte, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), q.codes, index));

@@ -2,7 +2,8 @@
 // present, so this binary passes on a machine without one. With a GPU: every example in every
 // dtype combination against the interpreter through run_steps on target cuda; one compile for
 // 100 learning rates; the disk cache (PTX and cubin entries, reloading, corrupt entries);
-// tensors not aligned to 16 bytes (the kernel's scalar path).
+// tensors not aligned to 16 bytes (the kernel's scalar path); every example in every
+// block-quantized format; the quantize and dequantize entry points.
 //
 // Each run draws fresh random data (std::random_device); the seed is in every failure message,
 // and OPTJIT_TEST_SEED=N replays it.
@@ -232,6 +233,23 @@ TEST_CASE("gpu: ademamix matches the interpreter in every dtype") { REQUIRE_GPU(
 TEST_CASE("gpu: lion matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("lion", gpu_target()); }
 TEST_CASE("gpu: rmsprop matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("rmsprop", gpu_target()); }
 TEST_CASE("gpu: sgd matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("sgd", gpu_target()); }
+
+// Block-quantized states: every example in every format, step by step against the interpreter
+// (codes identical or one apart across a midpoint). Sizes: tiny tensors (fp32 states, a launch
+// of their own), a short last block and chunk, odd q4 lengths, and a large tensor.
+const std::vector<int64_t> kQuantizedSizes = {1, 4095, 4096, 5001, 16684, 300001};
+TEST_CASE("gpu: quantized adagrad matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adagrad", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized adam matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adam", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized adamw matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adamw", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized ademamix matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("ademamix", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized lion matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("lion", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized rmsprop matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("rmsprop", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized sgd matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("sgd", gpu_target(), kQuantizedSizes); }
+// The sm_80 kernel (fp8 by integer rounding, no conversion instruction) runs on any later GPU.
+TEST_CASE("gpu: quantized kernels for sm_80 match the interpreter too") {
+    REQUIRE_GPU();
+    check_quantized_example_on("adamw", Target{Target::Kind::NVPTX, 80}, kQuantizedSizes);
+}
 
 TEST_CASE("gpu: every example is covered") {
     REQUIRE_GPU();
