@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device-machine session: the GPU tests, every example through the CUDA kernel against the
-# interpreter, then the code generation benchmark. Runs from an install folder (no build there):
+# interpreter (dtypes, then every block-quantized format), then the code generation and
+# quantized-state benchmarks. Runs from an install folder (no build there):
 #   benchmarks/gpu_session.sh dist      (logs under $OUT when set)
 set -uo pipefail
 prefix=${1:-dist}
@@ -23,5 +24,17 @@ for f in "$prefix"/share/optjit/examples/*.opt; do
   done
 done
 echo "cuda checks: $fails failed"
+qfails=0
+for f in "$prefix"/share/optjit/examples/*.opt; do
+  states=$(grep -E '^\s*state ' "$f" | awk '{print $2}')
+  for fmt in q8s q8u q4s q4u fp8; do
+    opts=""; for s in $states; do opts="$opts --state $s=$fmt"; done
+    if ! "$prefix"/bin/optjit run "$f" --target cuda --size 1000003 --steps 20 --seed $RANDOM --check --param-dtype bf16 --grad-dtype bf16 $opts >"$out/run.log" 2>&1; then
+      echo "FAIL: $f $opts"; cat "$out/run.log"; qfails=$((qfails+1))
+    fi
+  done
+done
+echo "quantized cuda checks: $qfails failed"
 "$prefix"/bin/optjit run "$prefix"/share/optjit/examples/adamw.opt --target cuda --size 1000003 --steps 10 --check
 "$prefix"/bin/optjit-codegen-bench 2>&1 | tee "$out/bench.txt"
+"$prefix"/bin/optjit-quantized-bench ${QUANTIZED_BENCH_ARGS:-} 2>&1 | tee "$out/quantized_bench.txt"

@@ -1,0 +1,242 @@
+// optjit-quantized-bench: the figures of the low-bit state issue, printed, never asserted.
+//
+// AdamW with bf16 parameters and gradients, states in fp32, bf16, q8 (m q8s, v q8u, blocks of
+// 256), q4 (m q4s, v q4u, blocks of 128) and fp8 (e4m3, blocks of 256), on two workloads:
+//   one tensor of 2^28 elements;
+//   a parameter list shaped like Llama-3.2-1B: 146 tensors, 1.236 B parameters (16 layers of
+//   q, k, v, o, gate, up, down projections and two norms; the tied embedding; the final norm).
+//   Tensors under 4096 elements (the norms) keep fp32 states, in a second launch.
+// Each row: the median step time over 30 CUDA-event-timed steps (a new lr every step), the
+// bytes the step must move (p read and written, g read, each state's codes or values read and
+// written, each block scale read and written), GB/s, a device-to-device copy of the same bytes
+// timed in the same run, and the state memory per parameter.
+//
+// usage: optjit-quantized-bench [sweep]   (sweep: also 256 and 512 threads a block)
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "compiler/compile.h"
+#include "compiler/kernel_abi.h"
+#include "ir/numeric.h"
+#include "ir/quantization.h"
+#include "ir/verifier.h"
+#include "runtime/cuda_driver.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/launch.h"
+#include "runtime/random.h"
+
+using namespace optjit;
+
+namespace {
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+
+Program adamw() {
+    std::ifstream in(std::string(OPTJIT_SOURCE_DIR) + "/examples/adamw.opt");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return parse_and_verify(ss.str(), "examples/adamw.opt");
+}
+
+struct Format {
+    const char* label;
+    StateStorage m, v;
+};
+
+const std::vector<Format>& formats() {
+    static const std::vector<Format> f = {
+        {"fp32", {StateFormat::F32}, {StateFormat::F32}},
+        {"bf16", {StateFormat::BF16}, {StateFormat::BF16}},
+        {"q8", {StateFormat::Q8S, 256}, {StateFormat::Q8U, 256}},
+        {"q4", {StateFormat::Q4S, 128}, {StateFormat::Q4U, 128}},
+        {"fp8", {StateFormat::FP8, 256}, {StateFormat::FP8, 256}},
+    };
+    return f;
+}
+
+std::vector<int64_t> llama_3_2_1b() {
+    const int64_t hidden = 2048, kv = 512, mlp = 8192, vocab = 128256;
+    std::vector<int64_t> sizes{vocab * hidden};
+    for (int layer = 0; layer < 16; ++layer)
+        for (int64_t n : {hidden * hidden, kv * hidden, kv * hidden, hidden * hidden, mlp * hidden, mlp * hidden, hidden * mlp, hidden, hidden})
+            sizes.push_back(n);
+    sizes.push_back(hidden);
+    return sizes;
+}
+
+// Bytes of one state of `n` elements, and the bytes a step moves for it (read and written).
+double state_bytes(const StateStorage& s, int64_t n) {
+    if (!is_block_quantized(s.format)) return double(n) * dtype_bytes(state_dtype(s.format));
+    return double(code_bytes(s, n)) + 4.0 * double(scale_count(s, 0, n));
+}
+
+// Device memory for a list of tensors, 256-byte aligned pieces of one allocation per array.
+struct Arena {
+    cuda::DevicePtr base = 0;
+    size_t used = 0, size = 0;
+    explicit Arena(size_t bytes) : size(bytes) { base = cuda::malloc(bytes); }
+    ~Arena() {
+        try {
+            cuda::free(base);
+        } catch (...) {
+        }
+    }
+    cuda::DevicePtr take(size_t bytes) {
+        cuda::DevicePtr p = base + used;
+        used += (bytes + 255) / 256 * 256;
+        if (used > size) throw std::runtime_error("arena overflow");
+        return p;
+    }
+};
+
+void fill(cuda::DevicePtr dst, size_t bytes, uint64_t seed, const std::function<void(uint8_t*, size_t)>& make) {
+    const size_t chunk = size_t(64) << 20;
+    std::vector<uint8_t> host(std::min(bytes, chunk));
+    make(host.data(), host.size());
+    for (size_t at = 0; at < bytes; at += chunk) cuda::memcpy_htod(dst + at, host.data(), std::min(chunk, bytes - at));
+    (void)seed;
+}
+
+void run_workload(const char* name, const std::vector<int64_t>& sizes, int threads_per_block) {
+    const Program program = adamw();
+    int cc = cuda::init();
+    int64_t total = 0;
+    for (int64_t n : sizes) total += n;
+    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, sizes.size(), double(total),
+               threads_per_block ? fmt::format(", {} threads a block", threads_per_block) : "");
+    fmt::print("  {:<6} {:>9} {:>10} {:>8} {:>10} {:>8} {:>12} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
+               "state B/par", "compiles");
+    for (const Format& f : formats()) {
+        // Per tensor: its storage (small tensors keep fp32 states) and its buffers.
+        StorageSignature sig;
+        sig.param = sig.grad = DType::BF16;
+        sig.states = {{"m", f.m}, {"v", f.v}};
+        double bytes = 0, state_memory = 0;
+        size_t arena_bytes = 0;
+        for (int64_t n : sizes) {
+            StorageSignature st = storage_for_tensor(sig, n);
+            double s = state_bytes(st.state("m"), n) + state_bytes(st.state("v"), n);
+            bytes += double(n) * 6 + 2 * s;
+            state_memory += s;
+            arena_bytes += size_t(n) * 6 + size_t(s) + 8 * 256;
+        }
+        Arena arena(arena_bytes);
+        std::map<std::string, std::pair<KernelRequest, std::vector<TensorArgs>>> launches;
+        for (int64_t n : sizes) {
+            StorageSignature st = storage_for_tensor(sig, n);
+            TensorArgs a;
+            a.n = n;
+            a.p = arena.take(size_t(n) * 2);
+            a.g = arena.take(size_t(n) * 2);
+            for (const char* state : {"m", "v"}) {
+                const StateStorage& s = st.state(state);
+                if (is_block_quantized(s.format)) {
+                    a.states.push_back(arena.take(code_bytes(s, n)));
+                    a.scales.push_back(arena.take(size_t(scale_count(s, 0, n)) * 4));
+                } else {
+                    a.states.push_back(arena.take(size_t(n) * dtype_bytes(state_dtype(s.format))));
+                    a.scales.push_back(0);
+                }
+            }
+            auto& l = launches[to_string(st, program)];
+            l.first = KernelRequest{program, {}, st, Target{Target::Kind::NVPTX, cc}, {}};
+            l.first.options.gpu_threads_per_block = threads_per_block;
+            l.second.push_back(a);
+        }
+        // Contents: random p, g and state bytes; scales around 1e-2 (values do not change the
+        // work, only which table entries the lookups hit).
+        fill(arena.base, arena.used, 1, [](uint8_t* p, size_t n) {
+            for (size_t i = 0; i < n; ++i) p[i] = uint8_t((i * 2654435761u) >> 13);
+        });
+        for (auto& [key, l] : launches)
+            for (const TensorArgs& a : l.second)
+                for (size_t s = 0; s < a.scales.size(); ++s)
+                    if (a.scales[s]) {
+                        const StateStorage& st = l.first.storage.state(s == 0 ? "m" : "v");
+                        std::vector<float> scales(size_t(scale_count(st, 0, a.n)), 1e-2f);
+                        cuda::memcpy_htod(a.scales[s], scales.data(), scales.size() * 4);
+                    }
+        KernelCache& cache = KernelCache::global();
+        struct Ready {
+            std::shared_ptr<const Kernel> kernel;
+            TensorTable table;
+            cuda::DevicePtr device_table;
+        };
+        std::vector<Ready> ready;
+        for (auto& [key, l] : launches) {
+            Ready r;
+            r.kernel = cache.get(l.first);
+            r.table = build_table(*r.kernel, l.second);
+            r.device_table = cuda::malloc(r.table.words.size() * 8);
+            cuda::memcpy_htod(r.device_table, r.table.words.data(), r.table.words.size() * 8);
+            ready.push_back(std::move(r));
+        }
+        size_t half = size_t(bytes / 2);
+        cuda::DevicePtr a = cuda::malloc(half), b = cuda::malloc(half);
+        cuda::memset_d8(a, 0x3c, half);
+        cuda::Event start = cuda::event_create(), stop = cuda::event_create();
+        auto time_ms = [&](auto body) {
+            std::vector<double> times;
+            for (int i = 0; i < 33; ++i) {
+                cuda::event_record(start, nullptr);
+                body(i);
+                cuda::event_record(stop, nullptr);
+                if (i >= 3) times.push_back(cuda::event_elapsed_ms(start, stop));
+            }
+            return median(times);
+        };
+        int compiles = cache.stats().compiles;
+        double step_ms = time_ms([&](int i) {
+            for (const Ready& r : ready)
+                launch_cuda(*r.kernel, r.device_table, r.table, launch_scalars(*r.kernel, {{"lr", 1e-4 * (1 + 0.01 * i)}}, i + 1), nullptr);
+        });
+        double copy_ms = time_ms([&](int) { cuda::memcpy_dtod_async(b, a, half, nullptr); });
+        double gbs = bytes / step_ms / 1e6, copy_gbs = 2.0 * double(half) / copy_ms / 1e6;
+        fmt::print("  {:<6} {:>9.3f} {:>10.3f} {:>8.0f} {:>10.0f} {:>7.1f}% {:>12.3f} {:>9}\n", f.label, step_ms, bytes / 1e9, gbs, copy_gbs,
+                   100 * gbs / copy_gbs, state_memory / double(total), cache.stats().compiles - compiles);
+        if (!ready.empty()) {
+            const Kernel& k = *ready.front().kernel;
+            fmt::print("         kernel: {} threads x {} elements, {} registers, {} blocks/SM\n", gpu_threads_per_block(k.spec()),
+                       gpu_elements_per_thread(k.spec()), cuda::registers(k.cuda_function), k.gpu_blocks_per_sm);
+        }
+        cuda::event_destroy(start);
+        cuda::event_destroy(stop);
+        for (const Ready& r : ready) cuda::free(r.device_table);
+        cuda::free(a);
+        cuda::free(b);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        if (!cuda::available()) {
+            fmt::print("optjit-quantized-bench: no GPU ({})\n", cuda::unavailable_reason());
+            return 0;
+        }
+        bool sweep = argc > 1 && std::string(argv[1]) == "sweep";
+        run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, 0);
+        run_workload("Llama-3.2-1B parameter list", llama_3_2_1b(), 0);
+        if (sweep)
+            for (int tpb : {256, 512}) {
+                run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, tpb);
+                run_workload("Llama-3.2-1B parameter list", llama_3_2_1b(), tpb);
+            }
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "optjit-quantized-bench: {}\n", e.what());
+        return 1;
+    }
+    return 0;
+}
