@@ -100,12 +100,24 @@ struct Arena {
     }
 };
 
-void fill(cuda::DevicePtr dst, size_t bytes, uint64_t seed, const std::function<void(uint8_t*, size_t)>& make) {
-    const size_t chunk = size_t(64) << 20;
-    std::vector<uint8_t> host(std::min(bytes, chunk));
-    make(host.data(), host.size());
-    for (size_t at = 0; at < bytes; at += chunk) cuda::memcpy_htod(dst + at, host.data(), std::min(chunk, bytes - at));
-    (void)seed;
+// `n` values of `t`: normal * scale (absolute values if `positive`), from a repeating block.
+void fill_values(cuda::DevicePtr dst, DType t, int64_t n, uint64_t seed, double scale, bool positive) {
+    const int64_t block = 1 << 22;
+    std::vector<uint8_t> host(size_t(std::min(block, n)) * dtype_bytes(t));
+    for (int64_t i = 0; i < std::min(block, n); ++i) {
+        double v = normal(seed, 0, uint64_t(i)) * scale;
+        store_element(t, host.data(), size_t(i), positive ? std::fabs(v) : v);
+    }
+    for (int64_t at = 0; at < n; at += block)
+        cuda::memcpy_htod(dst + uint64_t(at) * dtype_bytes(t), host.data(), size_t(std::min(block, n - at)) * dtype_bytes(t));
+}
+
+// Uniformly random code bytes.
+void fill_codes(cuda::DevicePtr dst, size_t bytes) {
+    const size_t block = size_t(16) << 20;
+    std::vector<uint8_t> host(std::min(block, bytes));
+    for (size_t i = 0; i < host.size(); ++i) host[i] = uint8_t(normal(7, 0, i) * 1e6);
+    for (size_t at = 0; at < bytes; at += block) cuda::memcpy_htod(dst + at, host.data(), std::min(block, bytes - at));
 }
 
 void run_workload(const char* name, const std::vector<int64_t>& sizes, int threads_per_block) {
@@ -154,19 +166,24 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, int threa
             l.first.options.gpu_threads_per_block = threads_per_block;
             l.second.push_back(a);
         }
-        // Contents: random p, g and state bytes; scales around 1e-2 (values do not change the
-        // work, only which table entries the lookups hit).
-        fill(arena.base, arena.used, 1, [](uint8_t* p, size_t n) {
-            for (size_t i = 0; i < n; ++i) p[i] = uint8_t((i * 2654435761u) >> 13);
-        });
+        // Contents like a model's: normal parameters, small gradients and moments, random codes,
+        // scales of the moments' size (values change no control flow, only which table entries
+        // the lookups hit and whether IEEE division takes its slow path on odd operands).
         for (auto& [key, l] : launches)
-            for (const TensorArgs& a : l.second)
-                for (size_t s = 0; s < a.scales.size(); ++s)
-                    if (a.scales[s]) {
-                        const StateStorage& st = l.first.storage.state(s == 0 ? "m" : "v");
-                        std::vector<float> scales(size_t(scale_count(st, 0, a.n)), 1e-2f);
-                        cuda::memcpy_htod(a.scales[s], scales.data(), scales.size() * 4);
+            for (const TensorArgs& a : l.second) {
+                fill_values(a.p, DType::BF16, a.n, 1, 1.0, false);
+                fill_values(a.g, DType::BF16, a.n, 2, 1e-2, false);
+                for (size_t s = 0; s < 2; ++s) {
+                    const StateStorage& st = l.first.storage.state(s == 0 ? "m" : "v");
+                    if (!is_block_quantized(st.format)) {
+                        fill_values(a.states[s], state_dtype(st.format), a.n, 3 + s, s == 0 ? 1e-3 : 1e-5, s == 1);
+                        continue;
                     }
+                    fill_codes(a.states[s], code_bytes(st, a.n));
+                    std::vector<float> scales(size_t(scale_count(st, 0, a.n)), s == 0 ? 1e-2f : 1e-4f);
+                    cuda::memcpy_htod(a.scales[s], scales.data(), scales.size() * 4);
+                }
+            }
         KernelCache& cache = KernelCache::global();
         struct Ready {
             std::shared_ptr<const Kernel> kernel;

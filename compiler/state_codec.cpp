@@ -84,15 +84,16 @@ llvm::Value* StateCodec::decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::V
 std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_pair(llvm::IRBuilder<>& b, llvm::Value* code0, llvm::Value* code1,
                                                               llvm::Value* scale) const {
     if (storage_.format != StateFormat::FP8 || !hardware_fp8()) return {decode(b, code0, scale), decode(b, code1, scale)};
-    // cvt.rn.f16x2.e4m3x2: the high byte becomes the high half.
-    llvm::Value* packed = b.CreateTrunc(b.CreateOr(b.CreateShl(code0, 8), code1), b.getInt16Ty());
+    // cvt.rn.f16x2.e4m3x2: the high byte becomes the high half. code0 goes low, as in memory
+    // (the other order is a byte swap, which NVPTX cannot select for i16).
+    llvm::Value* packed = b.CreateTrunc(b.CreateOr(b.CreateShl(code1, 8), code0), b.getInt16Ty());
     auto* asm_type = llvm::FunctionType::get(b.getInt32Ty(), {b.getInt16Ty()}, false);
     llvm::Value* halves = b.CreateCall(llvm::InlineAsm::get(asm_type, "cvt.rn.f16x2.e4m3x2 $0, $1;", "=r,h", false), {packed});
     auto half = [&](int shift) {
         llvm::Value* h = b.CreateBitCast(b.CreateTrunc(b.CreateLShr(halves, shift), b.getInt16Ty()), b.getHalfTy());
         return b.CreateFMul(b.CreateFPExt(h, b.getFloatTy()), scale);
     };
-    return {half(16), half(0)};
+    return {half(0), half(16)};
 }
 
 llvm::Value* StateCodec::encode(llvm::IRBuilder<>& b, llvm::Value* normalized) const {
@@ -117,12 +118,12 @@ llvm::Value* StateCodec::encode(llvm::IRBuilder<>& b, llvm::Value* normalized) c
 
 std::pair<llvm::Value*, llvm::Value*> StateCodec::encode_pair(llvm::IRBuilder<>& b, llvm::Value* v0, llvm::Value* v1) const {
     if (storage_.format != StateFormat::FP8 || !hardware_fp8()) return {encode(b, v0), encode(b, v1)};
-    // cvt.rn.satfinite.e4m3x2.f32 d, a, b: a goes to the high byte. NaN gives 0x7f and
-    // infinities saturate, as float_to_e4m3 does.
+    // cvt.rn.satfinite.e4m3x2.f32 d, a, b: a goes to the high byte, so v1 is passed first.
+    // NaN gives 0x7f and infinities saturate, as float_to_e4m3 does.
     auto* asm_type = llvm::FunctionType::get(b.getInt16Ty(), {b.getFloatTy(), b.getFloatTy()}, false);
-    llvm::Value* packed = b.CreateCall(llvm::InlineAsm::get(asm_type, "cvt.rn.satfinite.e4m3x2.f32 $0, $1, $2;", "=h,f,f", false), {v0, v1});
+    llvm::Value* packed = b.CreateCall(llvm::InlineAsm::get(asm_type, "cvt.rn.satfinite.e4m3x2.f32 $0, $1, $2;", "=h,f,f", false), {v1, v0});
     llvm::Value* wide = b.CreateZExt(packed, b.getInt32Ty());
-    return {b.CreateLShr(wide, 8), b.CreateAnd(wide, b.getInt32(0xff))};
+    return {b.CreateAnd(wide, b.getInt32(0xff)), b.CreateLShr(wide, 8)};
 }
 
 // compiler/code_lookup.h's lookup_code, instruction for instruction.
