@@ -16,11 +16,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "compiler/compile.h"
@@ -100,13 +102,18 @@ struct Arena {
     }
 };
 
-// `n` values of `t`: normal * scale (absolute values if `positive`), from a repeating block.
+// `n` values of `t`: normal * scale (absolute values if `positive`), from a repeating block
+// computed once per kind.
 void fill_values(cuda::DevicePtr dst, DType t, int64_t n, uint64_t seed, double scale, bool positive) {
     const int64_t block = 1 << 22;
-    std::vector<uint8_t> host(size_t(std::min(block, n)) * dtype_bytes(t));
-    for (int64_t i = 0; i < std::min(block, n); ++i) {
-        double v = normal(seed, 0, uint64_t(i)) * scale;
-        store_element(t, host.data(), size_t(i), positive ? std::fabs(v) : v);
+    static std::map<std::tuple<DType, uint64_t, double, bool>, std::vector<uint8_t>> patterns;
+    std::vector<uint8_t>& host = patterns[{t, seed, scale, positive}];
+    if (host.empty()) {
+        host.resize(size_t(block) * dtype_bytes(t));
+        for (int64_t i = 0; i < block; ++i) {
+            double v = normal(seed, 0, uint64_t(i)) * scale;
+            store_element(t, host.data(), size_t(i), positive ? std::fabs(v) : v);
+        }
     }
     for (int64_t at = 0; at < n; at += block)
         cuda::memcpy_htod(dst + uint64_t(at) * dtype_bytes(t), host.data(), size_t(std::min(block, n - at)) * dtype_bytes(t));
@@ -115,8 +122,15 @@ void fill_values(cuda::DevicePtr dst, DType t, int64_t n, uint64_t seed, double 
 // Uniformly random code bytes.
 void fill_codes(cuda::DevicePtr dst, size_t bytes) {
     const size_t block = size_t(16) << 20;
-    std::vector<uint8_t> host(std::min(block, bytes));
-    for (size_t i = 0; i < host.size(); ++i) host[i] = uint8_t(normal(7, 0, i) * 1e6);
+    static std::vector<uint8_t> host;
+    if (host.empty()) {
+        host.resize(block);
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        for (uint8_t& b : host) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            b = uint8_t(x >> 56);
+        }
+    }
     for (size_t at = 0; at < bytes; at += block) cuda::memcpy_htod(dst + at, host.data(), std::min(block, bytes - at));
 }
 
@@ -238,6 +252,7 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, int threa
 }  // namespace
 
 int main(int argc, char** argv) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured
     try {
         if (!cuda::available()) {
             fmt::print("optjit-quantized-bench: no GPU ({})\n", cuda::unavailable_reason());
