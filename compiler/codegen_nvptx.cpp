@@ -288,6 +288,8 @@ private:
             auto* type = llvm::ArrayType::get(b_.getInt32Ty(), warps);
             reduce_buffer_ = new llvm::GlobalVariable(module_, type, false, llvm::GlobalValue::InternalLinkage, llvm::UndefValue::get(type),
                                                       "optjit.block.max", nullptr, llvm::GlobalValue::NotThreadLocal, kShared);
+            // The load-store vectorizer reads it in 16-byte pieces; PTX must declare that alignment.
+            reduce_buffer_->setAlignment(llvm::Align(16));
         }
         llvm::Value* warp_max = shuffle_max(bits, 32);
         llvm::Value* warp = b_.CreateLShr(tid_, 5);
