@@ -8,14 +8,10 @@ void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* 
                      llvm::Value* limit, const std::function<void(const ChunkContext&)>& body) {
     llvm::LLVMContext& ctx = b.getContext();
     llvm::Function* fn = b.GetInsertBlock()->getParent();
-    TableLayout layout{int(spec.lowered.states.size())};
-    auto block = [&](const char* name) { return llvm::BasicBlock::Create(ctx, name, fn); };
     llvm::BasicBlock* entry = b.GetInsertBlock();
-    llvm::BasicBlock* head = block("chunk.head");
-    llvm::BasicBlock* find = block("find.tensor");
-    llvm::BasicBlock* next_tensor = block("next.tensor");
-    llvm::BasicBlock* chunk_block = block("chunk.body");
-    llvm::BasicBlock* exit = block("exit");
+    llvm::BasicBlock* head = llvm::BasicBlock::Create(ctx, "chunk.head", fn);
+    llvm::BasicBlock* chunk_block = llvm::BasicBlock::Create(ctx, "chunk.body", fn);
+    llvm::BasicBlock* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
     b.CreateBr(head);
 
     b.SetInsertPoint(head);
@@ -23,32 +19,47 @@ void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* 
     llvm::PHINode* tensor = b.CreatePHI(b.getInt64Ty(), 2, "tensor");
     chunk->addIncoming(first, entry);
     tensor->addIncoming(b.getInt64(0), entry);
-    b.CreateCondBr(b.CreateICmpULT(chunk, limit), find, exit);
-
-    b.SetInsertPoint(find);
-    llvm::PHINode* t = b.CreatePHI(b.getInt64Ty(), 2, "t");
-    t->addIncoming(tensor, head);
-    llvm::Value* row = b.CreateGEP(b.getInt64Ty(), table, b.CreateMul(t, b.getInt64(layout.row_words())), "row");
-    // The table does not change during a launch.
-    auto word = [&b, &ctx, row](int column) -> llvm::Value* {
-        auto* load = b.CreateAlignedLoad(b.getInt64Ty(), b.CreateGEP(b.getInt64Ty(), row, b.getInt64(column)), llvm::Align(8));
-        load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx, {}));
-        return load;
-    };
-    b.CreateCondBr(b.CreateICmpUGE(chunk, word(layout.chunk_end())), next_tensor, chunk_block);
-
-    b.SetInsertPoint(next_tensor);
-    t->addIncoming(b.CreateAdd(t, b.getInt64(1)), next_tensor);
-    b.CreateBr(find);
+    b.CreateCondBr(b.CreateICmpULT(chunk, limit), chunk_block, exit);
 
     b.SetInsertPoint(chunk_block);
-    llvm::Value* first_element = b.CreateMul(b.CreateSub(chunk, word(layout.chunk_begin())), b.getInt64(chunk_elements(spec)), "base");
-    body(ChunkContext{chunk, first_element, word});
+    auto [t, row] = emit_find_tensor(b, spec, table, chunk, tensor);
+    auto word = [&b, row](int column) { return emit_row_word(b, row, column); };
+    body(ChunkContext{chunk, emit_chunk_first_element(b, spec, row, chunk), word});
     llvm::BasicBlock* latch = b.GetInsertBlock();
     chunk->addIncoming(b.CreateAdd(chunk, stride), latch);
     tensor->addIncoming(t, latch);
     b.CreateBr(head);
     b.SetInsertPoint(exit);
+}
+
+llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column) {
+    auto* load = b.CreateAlignedLoad(b.getInt64Ty(), b.CreateGEP(b.getInt64Ty(), row, b.getInt64(column)), llvm::Align(8));
+    load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));  // the table does not change during a launch
+    return load;
+}
+
+std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
+                                                       llvm::Value* t_start) {
+    TableLayout layout{int(spec.lowered.states.size())};
+    llvm::Function* fn = b.GetInsertBlock()->getParent();
+    llvm::BasicBlock* before = b.GetInsertBlock();
+    llvm::BasicBlock* find = llvm::BasicBlock::Create(b.getContext(), "find.tensor", fn);
+    llvm::BasicBlock* found = llvm::BasicBlock::Create(b.getContext(), "found.tensor", fn);
+    b.CreateBr(find);
+    b.SetInsertPoint(find);
+    llvm::PHINode* t = b.CreatePHI(b.getInt64Ty(), 2, "t");
+    t->addIncoming(t_start, before);
+    llvm::Value* row = b.CreateGEP(b.getInt64Ty(), table, b.CreateMul(t, b.getInt64(layout.row_words())), "row");
+    llvm::Value* past = b.CreateICmpUGE(chunk, emit_row_word(b, row, layout.chunk_end()));
+    t->addIncoming(b.CreateAdd(t, b.getInt64(1)), find);
+    b.CreateCondBr(past, find, found);
+    b.SetInsertPoint(found);
+    return {t, row};
+}
+
+llvm::Value* emit_chunk_first_element(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* row, llvm::Value* chunk) {
+    TableLayout layout{int(spec.lowered.states.size())};
+    return b.CreateMul(b.CreateSub(chunk, emit_row_word(b, row, layout.chunk_begin())), b.getInt64(chunk_elements(spec)), "base");
 }
 
 std::string kernel_symbol(const KernelSpec& spec) { return "optjit_" + spec.lowered.name; }

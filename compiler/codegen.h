@@ -37,6 +37,15 @@ struct ChunkContext {
 void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* first, llvm::Value* stride,
                      llvm::Value* limit, const std::function<void(const ChunkContext&)>& body);
 
+// The row of the tensor holding `chunk`, searching forward from tensor `t_start` (both i64);
+// the builder ends in the block after the search. Returns {tensor index, row pointer}.
+std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
+                                                       llvm::Value* t_start);
+// Loads word `column` of a table row (invariant for the launch).
+llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column);
+// The first element, in its tensor, of `chunk` in the tensor of `row`.
+llvm::Value* emit_chunk_first_element(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* row, llvm::Value* chunk);
+
 // Per-target halves of generate_kernel (compiler/codegen_nvptx.cpp, compiler/codegen_host.cpp).
 void generate_nvptx_kernel(llvm::Module& module, const KernelSpec& spec);
 void generate_host_kernel(llvm::Module& module, const KernelSpec& spec);

@@ -4,7 +4,7 @@
 // widest array), all loads issued before any math. The last, short chunk of a tensor and
 // unaligned tensors take a scalar path with the same element math.
 //
-// Kernels with block-quantized states (quantized_chunk) give each thread 8 consecutive
+// Kernels with block-quantized states (pipelined_chunk_loop) give each thread 8 consecutive
 // elements instead, so a block of B elements belongs to B / 8 neighbouring threads: they
 // decode, update, find the block's absmax by warp shuffles (through shared memory when a block
 // spans warps), and encode and store, in one pass. The codecs' lookup tables are copied into
@@ -107,7 +107,7 @@ private:
         llvm::Value* stride = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
         if (!quantized_.empty()) {
             copy_tables_to_shared();
-            emit_chunk_loop(b_, spec_, fn_->getArg(0), first, stride, fn_->getArg(2), [&](const ChunkContext& c) { quantized_chunk(c); });
+            pipelined_chunk_loop(first, stride, fn_->getArg(2));
             b_.CreateRetVoid();
             return;
         }
@@ -403,37 +403,71 @@ private:
         return out;
     }
 
-    void quantized_chunk(const ChunkContext& c) {
-        const int E = kQuantizedElementsPerThread;
+    // Points the arrays at the tensor of `row` and derives the chunk's element range and path.
+    void setup_chunk(llvm::Value* row, llvm::Value* base) {
         llvm::Value* misaligned = b_.getInt64(0);
         for (Array& a : arrays_) {
-            llvm::Value* word = c.word(a.column);
+            llvm::Value* word = emit_row_word(b_, row, a.column);
             misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(15)));
             a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
         }
         for (QuantizedArray& q : quantized_) {
-            llvm::Value* word = c.word(layout_.state(q.state));
+            llvm::Value* word = emit_row_word(b_, row, layout_.state(q.state));
             misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(q.codec->four_bit() ? 3 : 7)));
             q.codes = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
-            q.scales = b_.CreateIntToPtr(c.word(layout_.scales(q.state)), llvm::PointerType::get(ctx_, kGlobal));
+            q.scales = b_.CreateIntToPtr(emit_row_word(b_, row, layout_.scales(q.state)), llvm::PointerType::get(ctx_, kGlobal));
         }
-        n_ = c.word(layout_.n());
-        base_ = c.first_element;
-        llvm::Value* i0 = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(E)), "i0");
+        n_ = emit_row_word(b_, row, layout_.n());
+        base_ = base;
+        i0_ = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(kQuantizedElementsPerThread)), "i0");
         llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
-        llvm::Value* fast = b_.CreateAnd(full, b_.CreateICmpEQ(misaligned, b_.getInt64(0)), "fast");
+        fast_ = b_.CreateAnd(full, b_.CreateICmpEQ(misaligned, b_.getInt64(0)), "fast");
+    }
 
-        // Load: vector accesses for full, aligned chunks; element by element otherwise.
+    // What a chunk's processing reads from memory, loaded one chunk ahead.
+    struct Prefetched {
+        llvm::Value* row = nullptr;
+        llvm::Value* base = nullptr;
+        Raw raw;
+        std::vector<llvm::Value*> old_scales;  // per quantized state, of this thread's block
+        std::vector<llvm::Value*> flatten() const {
+            std::vector<llvm::Value*> out{row, base};
+            for (const auto& pieces : raw.dense) out.insert(out.end(), pieces.begin(), pieces.end());
+            out.insert(out.end(), raw.codes.begin(), raw.codes.end());
+            out.insert(out.end(), old_scales.begin(), old_scales.end());
+            return out;
+        }
+        Prefetched with(const std::vector<llvm::Value*>& values) const {  // same shape, other values
+            Prefetched p = *this;
+            size_t k = 0;
+            p.row = values[k++];
+            p.base = values[k++];
+            for (auto& pieces : p.raw.dense)
+                for (llvm::Value*& v : pieces) v = values[k++];
+            for (llvm::Value*& v : p.raw.codes) v = values[k++];
+            for (llvm::Value*& v : p.old_scales) v = values[k++];
+            return p;
+        }
+    };
+
+    // Loads a chunk: vector accesses for full, aligned chunks, element by element otherwise,
+    // and the old scale of each quantized state's block (the tensor's last block where the
+    // thread's elements are past its end).
+    Prefetched prefetch(llvm::Value* row, llvm::Value* chunk) {
+        Prefetched out;
+        out.row = row;
+        out.base = emit_chunk_first_element(b_, spec_, row, chunk);
+        setup_chunk(row, out.base);
         llvm::BasicBlock* fast_load = block("load.fast");
         llvm::BasicBlock* slow_load = block("load.slow");
         llvm::BasicBlock* loaded_block = block("loaded");
-        b_.CreateCondBr(fast, fast_load, slow_load);
+        b_.CreateCondBr(fast_, fast_load, slow_load);
         b_.SetInsertPoint(fast_load);
-        Raw f = load_fast(i0);
+        Raw f = load_fast(i0_);
         llvm::BasicBlock* fast_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(slow_load);
-        Raw s = load_slow(i0);
+        Raw s = load_slow(i0_);
         llvm::BasicBlock* slow_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(loaded_block);
@@ -443,28 +477,96 @@ private:
             phi->addIncoming(y, slow_end);
             return phi;
         };
+        for (size_t k = 0; k < arrays_.size(); ++k) {
+            out.raw.dense.emplace_back();
+            for (size_t piece = 0; piece < f.dense[k].size(); ++piece) out.raw.dense[k].push_back(merge(f.dense[k][piece], s.dense[k][piece]));
+        }
+        for (size_t k = 0; k < quantized_.size(); ++k) out.raw.codes.push_back(merge(f.codes[k], s.codes[k]));
+        llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, i0_, b_.CreateSub(n_, b_.getInt64(1)));
+        for (const QuantizedArray& q : quantized_) {
+            llvm::Value* block_index = b_.CreateUDiv(clamped, b_.getInt64(q.codec->storage().block));
+            out.old_scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4)));
+        }
+        return out;
+    }
+
+    // Block b takes chunks b, b + gridDim.x, ...; the loads of its next chunk are issued before
+    // the current chunk's math, shuffles and stores, so memory stays busy through them (the
+    // quantized step's chain of dependent work is long; without this the loads sat idle most
+    // of the time).
+    void pipelined_chunk_loop(llvm::Value* first, llvm::Value* stride, llvm::Value* limit) {
+        llvm::Value* table = fn_->getArg(0);
+        llvm::BasicBlock* prologue = block("pipeline.prologue");
+        llvm::BasicBlock* loop = block("pipeline.loop");
+        llvm::BasicBlock* exit = block("pipeline.exit");
+        b_.CreateCondBr(b_.CreateICmpULT(first, limit), prologue, exit);
+        b_.SetInsertPoint(prologue);
+        auto [t0, row0] = emit_find_tensor(b_, spec_, table, first, b_.getInt64(0));
+        Prefetched start = prefetch(row0, first);
+        llvm::BasicBlock* prologue_end = b_.GetInsertBlock();
+        b_.CreateBr(loop);
+
+        b_.SetInsertPoint(loop);
+        llvm::PHINode* chunk = b_.CreatePHI(b_.getInt64Ty(), 2, "chunk");
+        llvm::PHINode* tensor = b_.CreatePHI(b_.getInt64Ty(), 2, "tensor");
+        chunk->addIncoming(first, prologue_end);
+        tensor->addIncoming(t0, prologue_end);
+        std::vector<llvm::PHINode*> carried;
+        for (llvm::Value* v : start.flatten()) {
+            carried.push_back(b_.CreatePHI(v->getType(), 2));
+            carried.back()->addIncoming(v, prologue_end);
+        }
+        Prefetched current = start.with(std::vector<llvm::Value*>(carried.begin(), carried.end()));
+        llvm::Value* next = b_.CreateAdd(chunk, stride, "next");
+        llvm::Value* more = b_.CreateICmpULT(next, limit);
+        llvm::BasicBlock* ahead = block("pipeline.ahead");
+        llvm::BasicBlock* joined = block("pipeline.joined");
+        llvm::BasicBlock* from_loop = b_.GetInsertBlock();
+        b_.CreateCondBr(more, ahead, joined);
+        b_.SetInsertPoint(ahead);
+        auto [t_next, row_next] = emit_find_tensor(b_, spec_, table, next, tensor);
+        Prefetched upcoming = prefetch(row_next, next);
+        llvm::BasicBlock* ahead_end = b_.GetInsertBlock();
+        b_.CreateBr(joined);
+        b_.SetInsertPoint(joined);
+        llvm::PHINode* tensor_next = b_.CreatePHI(b_.getInt64Ty(), 2);
+        tensor_next->addIncoming(t_next, ahead_end);
+        tensor_next->addIncoming(tensor, from_loop);
+        std::vector<llvm::Value*> upcoming_values;
+        for (llvm::Value* v : upcoming.flatten()) {
+            llvm::PHINode* phi = b_.CreatePHI(v->getType(), 2);
+            phi->addIncoming(v, ahead_end);
+            phi->addIncoming(llvm::PoisonValue::get(v->getType()), from_loop);
+            upcoming_values.push_back(phi);
+        }
+        process(current);
+        llvm::BasicBlock* latch = b_.GetInsertBlock();
+        chunk->addIncoming(next, latch);
+        tensor->addIncoming(tensor_next, latch);
+        for (size_t k = 0; k < carried.size(); ++k) carried[k]->addIncoming(upcoming_values[k], latch);
+        b_.CreateCondBr(more, loop, exit);
+        b_.SetInsertPoint(exit);
+    }
+
+    void process(const Prefetched& chunk) {
+        const int E = kQuantizedElementsPerThread;
+        setup_chunk(chunk.row, chunk.base);
+        llvm::Value* i0 = i0_;
+        llvm::Value* fast = fast_;
         struct {
             std::vector<std::vector<llvm::Value*>> dense;  // [array][element], fp32
             std::vector<std::vector<llvm::Value*>> codes;  // [quantized state][element], i32
         } in;
-        Raw merged;  // every phi first, then what reads them
-        for (size_t k = 0; k < arrays_.size(); ++k) {
-            merged.dense.emplace_back();
-            for (size_t piece = 0; piece < f.dense[k].size(); ++piece) merged.dense[k].push_back(merge(f.dense[k][piece], s.dense[k][piece]));
-        }
-        for (size_t k = 0; k < quantized_.size(); ++k) merged.codes.push_back(merge(f.codes[k], s.codes[k]));
-        for (size_t k = 0; k < arrays_.size(); ++k) in.dense.push_back(unpack_dense(arrays_[k], merged.dense[k]));
-        for (size_t k = 0; k < quantized_.size(); ++k) in.codes.push_back(unpack_codes(quantized_[k], merged.codes[k]));
+        for (size_t k = 0; k < arrays_.size(); ++k) in.dense.push_back(unpack_dense(arrays_[k], chunk.raw.dense[k]));
+        for (size_t k = 0; k < quantized_.size(); ++k) in.codes.push_back(unpack_codes(quantized_[k], chunk.raw.codes[k]));
 
-        // Decode with the blocks' old scales (the tensor's last block where i0 is past its end).
-        llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, i0, b_.CreateSub(n_, b_.getInt64(1)));
+        // Decode with the blocks' old scales.
         std::vector<std::vector<llvm::Value*>> state_in(layout_.num_states);
         for (size_t k = 0; k < arrays_.size(); ++k)
             if (arrays_[k].state >= 0) state_in[arrays_[k].state] = in.dense[k];
         for (size_t k = 0; k < quantized_.size(); ++k) {
             const QuantizedArray& q = quantized_[k];
-            llvm::Value* block_index = b_.CreateUDiv(clamped, b_.getInt64(q.codec->storage().block));
-            auto* old_scale = b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
+            llvm::Value* old_scale = chunk.old_scales[k];
             for (int j = 0; j < E; j += 2) {
                 auto [v0, v1] = q.codec->decode_pair(b_, in.codes[k][j], in.codes[k][j + 1], old_scale);
                 state_in[q.state].push_back(v0);
@@ -594,6 +696,8 @@ private:
     llvm::Value* tid_ = nullptr;
     llvm::Value* base_ = nullptr;
     llvm::Value* n_ = nullptr;
+    llvm::Value* i0_ = nullptr;    // quantized kernels: the thread's first element in the chunk
+    llvm::Value* fast_ = nullptr;  // quantized kernels: the chunk takes vector accesses
 };
 
 }  // namespace
