@@ -11,7 +11,7 @@
 // written, each block scale read and written), GB/s, a device-to-device copy of the same bytes
 // timed in the same run, and the state memory per parameter.
 //
-// usage: optjit-quantized-bench [sweep]   (sweep: also 256 and 512 threads a block)
+// usage: optjit-quantized-bench [sweep]   (sweep: also tuning variants of the quantized kernels)
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -134,16 +134,19 @@ void fill_codes(cuda::DevicePtr dst, size_t bytes) {
     for (size_t at = 0; at < bytes; at += block) cuda::memcpy_htod(dst + at, host.data(), std::min(block, bytes - at));
 }
 
-void run_workload(const char* name, const std::vector<int64_t>& sizes, int threads_per_block) {
+void run_workload(const char* name, const std::vector<int64_t>& sizes, const CodegenOptions& options, bool quantized_only = false) {
     const Program program = adamw();
     int cc = cuda::init();
     int64_t total = 0;
     for (int64_t n : sizes) total += n;
-    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, sizes.size(), double(total),
-               threads_per_block ? fmt::format(", {} threads a block", threads_per_block) : "");
+    std::string variant;
+    if (options.gpu_threads_per_block) variant += fmt::format(", {} threads a block", options.gpu_threads_per_block);
+    if (options.gpu_min_blocks_per_sm) variant += fmt::format(", registers for {} blocks an SM", options.gpu_min_blocks_per_sm);
+    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, sizes.size(), double(total), variant);
     fmt::print("  {:<6} {:>9} {:>10} {:>8} {:>10} {:>8} {:>12} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
                "state B/par", "compiles");
     for (const Format& f : formats()) {
+        if (quantized_only && !is_block_quantized(f.m.format)) continue;
         // Per tensor: its storage (small tensors keep fp32 states) and its buffers.
         StorageSignature sig;
         sig.param = sig.grad = DType::BF16;
@@ -177,7 +180,7 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, int threa
             }
             auto& l = launches[to_string(st, program)];
             l.first = KernelRequest{program, {}, st, Target{Target::Kind::NVPTX, cc}, {}};
-            l.first.options.gpu_threads_per_block = threads_per_block;
+            l.first.options = options;
             l.second.push_back(a);
         }
         // Contents like a model's: normal parameters, small gradients and moments, random codes,
@@ -259,13 +262,18 @@ int main(int argc, char** argv) {
             return 0;
         }
         bool sweep = argc > 1 && std::string(argv[1]) == "sweep";
-        run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, 0);
-        run_workload("Llama-3.2-1B parameter list", llama_3_2_1b(), 0);
-        if (sweep)
-            for (int tpb : {256, 512}) {
-                run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, tpb);
-                run_workload("Llama-3.2-1B parameter list", llama_3_2_1b(), tpb);
-            }
+        run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {});
+        run_workload("Llama-3.2-1B parameter list", llama_3_2_1b(), {});
+        if (sweep)  // tuning variants of the quantized kernels
+            for (int tpb : {128, 256})
+                for (int min_blocks : {0, 2, 3, 4, 6, 8}) {
+                    if (tpb == 128 && min_blocks == 0) continue;
+                    CodegenOptions o;
+                    o.gpu_threads_per_block = tpb;
+                    o.gpu_min_blocks_per_sm = min_blocks * 128 / tpb;
+                    if (o.gpu_min_blocks_per_sm == 0 && min_blocks) continue;
+                    run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, o, true);
+                }
     } catch (const std::exception& e) {
         fmt::print(stderr, "optjit-quantized-bench: {}\n", e.what());
         return 1;

@@ -325,7 +325,20 @@ private:
         int per_load = std::min(kQuantizedElementsPerThread, 16 / dtype_bytes(a.type));
         return llvm::FixedVectorType::get(math_->storage_type(a.type), per_load);
     }
-    llvm::Type* code_word_type(const QuantizedArray& q) { return q.codec->four_bit() ? b_.getInt32Ty() : b_.getInt64Ty(); }
+    // A thread's codes as 32-bit words (8 bytes for q8 and fp8, 4 for q4): 32-bit shifts are
+    // one instruction where 64-bit ones are several.
+    llvm::FixedVectorType* code_word_type(const QuantizedArray& q) {
+        return llvm::FixedVectorType::get(b_.getInt32Ty(), q.codec->four_bit() ? 1 : 2);
+    }
+    // Where element j's code sits: word, bit offset, mask (q4: the even element is the high nibble).
+    struct CodeSlot {
+        int word, shift;
+        uint32_t mask;
+    };
+    CodeSlot code_slot(const QuantizedArray& q, int j) const {
+        if (q.codec->four_bit()) return {0, 8 * (j / 2) + (j % 2 == 0 ? 4 : 0), 15};
+        return {j / 4, 8 * (j % 4), 255};
+    }
 
     Raw load_fast(llvm::Value* i0) {
         Raw out;
@@ -342,9 +355,9 @@ private:
             out.dense.push_back(pieces);
         }
         for (const QuantizedArray& q : quantized_) {
-            llvm::Type* word = code_word_type(q);
+            llvm::FixedVectorType* type = code_word_type(q);
             llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i0, 1) : i0;
-            out.codes.push_back(b_.CreateAlignedLoad(word, b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(word->getPrimitiveSizeInBits() / 8)));
+            out.codes.push_back(b_.CreateAlignedLoad(type, b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(4 * type->getNumElements())));
         }
         return out;
     }
@@ -370,17 +383,21 @@ private:
             out.dense.push_back(pieces);
         }
         for (const QuantizedArray& q : quantized_) {
-            llvm::Type* word_type = code_word_type(q);
-            llvm::Value* word = llvm::ConstantInt::get(word_type, 0);
-            int bytes = int(word_type->getPrimitiveSizeInBits() / 8);
-            for (int k = 0; k < bytes; ++k) {
-                // Byte k holds element k (q8) or elements 2k and 2k + 1 (q4).
-                llvm::Value* i = element(q.codec->four_bit() ? 2 * k : k);
-                llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
-                llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, index)), word_type);
-                word = b_.CreateOr(word, b_.CreateShl(byte, 8 * k));
+            llvm::FixedVectorType* type = code_word_type(q);
+            llvm::Value* words = llvm::ConstantAggregateZero::get(type);
+            for (unsigned w = 0; w < type->getNumElements(); ++w) {
+                llvm::Value* word = b_.getInt32(0);
+                for (int k = 0; k < 4; ++k) {
+                    // Byte k of the thread's codes holds element k (q8) or elements 2k and 2k + 1 (q4).
+                    int byte_number = 4 * int(w) + k;
+                    llvm::Value* i = element(q.codec->four_bit() ? 2 * byte_number : byte_number);
+                    llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
+                    llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, index)), b_.getInt32Ty());
+                    word = b_.CreateOr(word, b_.CreateShl(byte, 8 * k));
+                }
+                words = b_.CreateInsertElement(words, word, w);
             }
-            out.codes.push_back(word);
+            out.codes.push_back(words);
         }
         return out;
     }
@@ -393,12 +410,12 @@ private:
                 out.push_back(math_->to_f32(b_, a.type, b_.CreateExtractElement(piece, j)));
         return out;
     }
-    std::vector<llvm::Value*> unpack_codes(const QuantizedArray& q, llvm::Value* word) {
+    std::vector<llvm::Value*> unpack_codes(const QuantizedArray& q, llvm::Value* words) {
         std::vector<llvm::Value*> out;
         for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
-            int shift = q.codec->four_bit() ? 8 * (j / 2) + (j % 2 == 0 ? 4 : 0) : 8 * j;  // q4: the even element is the high nibble
-            llvm::Value* code = b_.CreateAnd(b_.CreateLShr(word, shift), llvm::ConstantInt::get(word->getType(), q.codec->four_bit() ? 15 : 255));
-            out.push_back(b_.CreateTrunc(code, b_.getInt32Ty()));
+            CodeSlot slot = code_slot(q, j);
+            llvm::Value* word = b_.CreateExtractElement(words, slot.word);
+            out.push_back(b_.CreateAnd(b_.CreateLShr(word, slot.shift), b_.getInt32(slot.mask)));
         }
         return out;
     }
@@ -643,16 +660,16 @@ private:
         for (size_t k = 0; k < quantized_.size(); ++k) {
             const QuantizedArray& q = quantized_[k];
             if (!store_quantized[k]) continue;
-            if (q.codec->four_bit()) {
-                llvm::Value* word = b_.getInt32(0);
-                for (int j = 0; j < E; ++j)
-                    word = b_.CreateOr(word, b_.CreateShl(codes[k][j], 8 * (j / 2) + (j % 2 == 0 ? 4 : 0)));
-                b_.CreateAlignedStore(word, b_.CreateGEP(b_.getInt8Ty(), q.codes, b_.CreateLShr(i0, 1)), llvm::Align(4));
-            } else {
-                llvm::Value* word = b_.getInt64(0);
-                for (int j = 0; j < E; ++j) word = b_.CreateOr(word, b_.CreateShl(b_.CreateZExt(codes[k][j], b_.getInt64Ty()), 8 * j));
-                b_.CreateAlignedStore(word, b_.CreateGEP(b_.getInt8Ty(), q.codes, i0), llvm::Align(8));
+            llvm::FixedVectorType* type = code_word_type(q);
+            std::vector<llvm::Value*> word(type->getNumElements(), b_.getInt32(0));
+            for (int j = 0; j < E; ++j) {
+                CodeSlot slot = code_slot(q, j);
+                word[slot.word] = b_.CreateOr(word[slot.word], b_.CreateShl(codes[k][j], slot.shift));
             }
+            llvm::Value* words = llvm::PoisonValue::get(type);
+            for (size_t w = 0; w < word.size(); ++w) words = b_.CreateInsertElement(words, word[w], w);
+            llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i0, 1) : i0;
+            b_.CreateAlignedStore(words, b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(4 * type->getNumElements()));
         }
         b_.CreateBr(done);
         b_.SetInsertPoint(slow_store);
