@@ -134,14 +134,29 @@ void fill_codes(cuda::DevicePtr dst, size_t bytes) {
     for (size_t at = 0; at < bytes; at += block) cuda::memcpy_htod(dst + at, host.data(), std::min(block, bytes - at));
 }
 
-void run_workload(const char* name, const std::vector<int64_t>& sizes, const CodegenOptions& options, bool quantized_only = false) {
-    const Program program = adamw();
+// A program with AdamW's states and memory traffic but no division or square root: what the
+// quantized storage costs by itself.
+const char* kMomentsOnly = R"(optimizer adamw
+  hyper lr = 1e-3
+  state m = 0
+  state v = 0
+  update
+    m = lerp(m, g, 0.1)
+    v = lerp(v, g * g, 0.001)
+    p = p - lr * m * v
+)";
+
+void run_workload(const char* name, const std::vector<int64_t>& sizes, const CodegenOptions& options, bool quantized_only = false,
+                  bool moments_only = false) {
+    const Program program = moments_only ? parse_and_verify(kMomentsOnly, "<moments-only>") : adamw();
     int cc = cuda::init();
     int64_t total = 0;
     for (int64_t n : sizes) total += n;
     std::string variant;
     if (options.gpu_threads_per_block) variant += fmt::format(", {} threads a block", options.gpu_threads_per_block);
     if (options.gpu_min_blocks_per_sm) variant += fmt::format(", registers for {} blocks an SM", options.gpu_min_blocks_per_sm);
+    if (options.fast_math) variant += ", fast math";
+    if (moments_only) variant += ", moments only (no division, no square root)";
     fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, sizes.size(), double(total), variant);
     fmt::print("  {:<6} {:>9} {:>10} {:>8} {:>10} {:>8} {:>12} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
                "state B/par", "compiles");
@@ -264,16 +279,15 @@ int main(int argc, char** argv) {
         bool sweep = argc > 1 && std::string(argv[1]) == "sweep";
         run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {});
         run_workload("Llama-3.2-1B parameter list", llama_3_2_1b(), {});
-        if (sweep)  // tuning variants of the quantized kernels
-            for (int tpb : {128, 256})
-                for (int min_blocks : {0, 2, 3, 4, 6, 8}) {
-                    if (tpb == 128 && min_blocks == 0) continue;
-                    CodegenOptions o;
-                    o.gpu_threads_per_block = tpb;
-                    o.gpu_min_blocks_per_sm = min_blocks * 128 / tpb;
-                    if (o.gpu_min_blocks_per_sm == 0 && min_blocks) continue;
-                    run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, o, true);
-                }
+        if (sweep) {  // where the quantized kernels' time goes
+            CodegenOptions fast;
+            fast.fast_math = true;
+            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, fast, true);
+            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {}, false, true);
+            CodegenOptions six;
+            six.gpu_min_blocks_per_sm = 6;
+            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, six, false, true);
+        }
     } catch (const std::exception& e) {
         fmt::print(stderr, "optjit-quantized-bench: {}\n", e.what());
         return 1;
