@@ -633,11 +633,11 @@ private:
                 codes[k].push_back(b_.CreateSelect(valid[j], c0, b_.getInt32(0)));
                 codes[k].push_back(b_.CreateSelect(valid[j + 1], c1, b_.getInt32(0)));
             }
-            // The first thread of each block writes its scale.
+            // Every thread of the block writes its scale (one coalesced store of one value): a
+            // store by one leader thread would split the warp around the shuffles that follow.
             llvm::BasicBlock* write = block("scale.write");
             llvm::BasicBlock* written = block("scale.written");
-            llvm::Value* leader = b_.CreateICmpEQ(b_.CreateURem(tid_, b_.getInt64(group)), b_.getInt64(0));
-            b_.CreateCondBr(b_.CreateAnd(leader, valid[0]), write, written);
+            b_.CreateCondBr(valid[0], write, written);
             b_.SetInsertPoint(write);
             llvm::Value* block_index = b_.CreateUDiv(i0, b_.getInt64(q.codec->storage().block));
             b_.CreateAlignedStore(scales[k], b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
