@@ -6,6 +6,9 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
+#include <span>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +22,10 @@
 
 #include "ir/numeric.h"
 #include "ir/verifier.h"
+#include "ir/quantization.h"
 #include "runtime/checked_run.h"
+#include "runtime/cuda_driver.h"
+#include "runtime/tensor_codec.h"
 #include "test_support.h"
 
 namespace optjit_test {
@@ -258,6 +264,94 @@ inline void check_quantized_example_on(const std::string& name, const Target& ta
                 // Straddling a midpoint takes a value within 1e-5 of one: rare.
                 CHECK(t.codes_straddling * 1000 <= t.codes_compared);
                 if (t.name != "p" && !program.states.empty()) CHECK(t.codes_compared > 0);
+            }
+        }
+    }
+}
+
+// The quantize and dequantize entry points (runtime/tensor_codec.h) on `target` against
+// ir/quantization.h bit for bit: every format, block sizes 32, default and 4096, fp32 and bf16
+// values, a tensor of odd size with a zero block, a block holding a NaN, a block whose largest
+// magnitude is negative, values exactly on table entries, and a shard.
+inline void check_tensor_codec_on(const Target& target) {
+    const bool gpu = target.is_gpu();
+    // Buffers in the target's memory, filled with a sentinel first, read back whole.
+    struct Buffer {
+        bool gpu;
+        std::vector<uint8_t> host;
+        cuda::DevicePtr device = 0;
+        Buffer(bool on_gpu, size_t bytes) : gpu(on_gpu), host(bytes + 64, 0xa5) {
+            if (gpu) {
+                device = cuda::malloc(host.size());
+                cuda::memcpy_htod(device, host.data(), host.size());
+            }
+        }
+        ~Buffer() {
+            if (device) cuda::free(device);
+        }
+        uint64_t address() { return gpu ? device : uint64_t(host.data()); }
+        void upload() {
+            if (gpu) cuda::memcpy_htod(device, host.data(), host.size());
+        }
+        std::vector<uint8_t> read() {
+            if (gpu) cuda::memcpy_dtoh(host.data(), device, host.size());
+            return host;
+        }
+    };
+    uint64_t seed = test_seed();
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (const char* format : {"q8s", "q8u", "q4s", "q4u", "fp8", "q8s:32", "q4u:4096", "fp8:32"}) {
+        for (DType type : {DType::F32, DType::BF16}) {
+            std::string error;
+            StateStorage st = *parse_state_storage(format, &error);
+            const int64_t n = 3 * 4096 + 77;
+            std::vector<float> values(n);
+            for (float& v : values) v = normal(rng);
+            for (int64_t i = 0; i < int64_t(st.block); ++i) values[size_t(i)] = 0;  // a zero block
+            values[size_t(2 * st.block + 5)] = std::numeric_limits<float>::quiet_NaN();
+            values[size_t(3 * st.block + 1)] = -50.0f;  // the block's largest magnitude is negative
+            std::span<const float> table = st.format == StateFormat::FP8 ? std::span<const float>() : code_table(st.format);
+            for (size_t k = 0; k < table.size(); ++k) values[size_t(4 * st.block) + k] = table[k] * 2.0f;  // on table entries
+            for (float& v : values) v = float(round_to(type, v));
+            INFO("format ", std::string(format), ", values ", std::string(dtype_name(type)), ", seed ", seed);
+            for (int64_t offset : {int64_t(0), int64_t(st.block)}) {  // the whole tensor, then a shard of it
+                INFO("offset ", offset);
+                std::vector<float> part(values.begin() + offset, values.end());
+                const int64_t count = int64_t(part.size());
+                QuantizedTensor expected = quantize(st, part, offset);
+                Buffer input(gpu, size_t(count) * dtype_bytes(type)), codes(gpu, code_bytes(st, count)),
+                    scales(gpu, size_t(scale_count(st, offset, count)) * 4), output(gpu, size_t(count) * dtype_bytes(type));
+                for (int64_t i = 0; i < count; ++i) store_element(type, input.host.data(), size_t(i), part[size_t(i)]);
+                input.upload();
+                quantize_tensor(target, st, type, input.address(), {codes.address(), scales.address()}, count, offset);
+                std::vector<uint8_t> got_codes = codes.read(), got_scales = scales.read();
+                CHECK(std::equal(expected.codes.begin(), expected.codes.end(), got_codes.begin()));
+                for (size_t b = 0; b < expected.scales.size(); ++b) {
+                    float f;
+                    std::memcpy(&f, got_scales.data() + 4 * b, 4);
+                    CHECK_MESSAGE((f == expected.scales[b] || (std::isnan(f) && std::isnan(expected.scales[b]))), "block ", b);
+                }
+                CHECK(std::all_of(got_codes.begin() + long(expected.codes.size()), got_codes.end(), [](uint8_t x) { return x == 0xa5; }));
+                CHECK(std::all_of(got_scales.begin() + long(4 * expected.scales.size()), got_scales.end(), [](uint8_t x) { return x == 0xa5; }));
+
+                dequantize_tensor(target, st, {codes.address(), scales.address()}, type, output.address(), count, offset);
+                std::vector<float> back = dequantize(st, expected, count, offset);
+                std::vector<uint8_t> got = output.read();
+                int64_t mismatches = 0;
+                for (int64_t i = 0; i < count; ++i) {
+                    double want = round_to(type, back[size_t(i)]), have = load_element(type, got.data(), size_t(i));
+                    if (!(want == have || (std::isnan(want) && std::isnan(have)))) ++mismatches;
+                }
+                CHECK(mismatches == 0);
+                CHECK(std::all_of(got.begin() + long(count * dtype_bytes(type)), got.end(), [](uint8_t x) { return x == 0xa5; }));
+                // The input was only read.
+                std::vector<uint8_t> input_after = input.read();
+                for (int64_t i = 0; i < count; ++i) {
+                    double a = load_element(type, input_after.data(), size_t(i));
+                    if (!(a == part[size_t(i)] || std::isnan(a))) ++mismatches;
+                }
+                CHECK(mismatches == 0);
             }
         }
     }

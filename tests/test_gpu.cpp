@@ -246,6 +246,11 @@ TEST_CASE("gpu: quantized lion matches the interpreter in every format") { REQUI
 TEST_CASE("gpu: quantized rmsprop matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("rmsprop", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized sgd matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("sgd", gpu_target(), kQuantizedSizes); }
 
+TEST_CASE("gpu: the quantize and dequantize entry points equal the reference bit for bit") {
+    REQUIRE_GPU();
+    check_tensor_codec_on(gpu_target());
+}
+
 TEST_CASE("gpu: every example is covered") {
     REQUIRE_GPU();
     for (const std::string& name : example_names()) {

@@ -9,6 +9,7 @@
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/random.h"
+#include "runtime/tensor_codec.h"
 
 using namespace optjit;
 using namespace optjit_test;
@@ -83,4 +84,18 @@ TEST_CASE("quantized host: a sharded tensor steps bit for bit as the whole tenso
         bad[0].scales[1] = 0;
         CHECK_THROWS_WITH_AS(build_table(*kernel, bad), doctest::Contains("block scales"), std::invalid_argument);
     }
+}
+
+TEST_CASE("quantized host: the quantize and dequantize entry points equal the reference bit for bit") { check_tensor_codec_on(Target{}); }
+
+TEST_CASE("quantized host: the entry points refuse what they cannot convert") {
+    std::vector<float> values(4096, 1.0f);
+    std::vector<uint8_t> codes(4096);
+    std::vector<float> scales(16);
+    CHECK_THROWS_WITH_AS(quantize_tensor(Target{}, StateStorage{StateFormat::BF16}, DType::F32, uint64_t(values.data()),
+                                         {uint64_t(codes.data()), uint64_t(scales.data())}, 4096),
+                         doctest::Contains("not a block-quantized format"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(quantize_tensor(Target{}, StateStorage{StateFormat::Q8S, 256}, DType::F32, uint64_t(values.data()),
+                                         {uint64_t(codes.data()), uint64_t(scales.data())}, 1000, 100),
+                         doctest::Contains("block boundary"), std::invalid_argument);
 }
