@@ -64,19 +64,24 @@ public:
             args.push_back(c.first_element);
             args.push_back(end);
             args.insert(args.end(), scalars.begin(), scalars.end());
+            args.push_back(c.word(layout_.offset()));
+            args.push_back(fn->getArg(5));  // seed
             b_.CreateCall(chunk, args);
         });
         b_.CreateRetVoid();
     }
 
 private:
-    // void chunk(noalias p, noalias g, noalias states..., i64 begin, i64 end, float scalars...)
+    // void chunk(noalias p, noalias g, noalias states..., i64 begin, i64 end, float scalars...,
+    //            i64 offset, i64 seed)
     llvm::Function* chunk_function() {
         std::vector<std::string> names = kernel_scalars(spec_.lowered);
         std::vector<llvm::Type*> params(types_.size(), b_.getPtrTy());
         params.push_back(b_.getInt64Ty());
         params.push_back(b_.getInt64Ty());
         params.insert(params.end(), names.size(), b_.getFloatTy());
+        params.push_back(b_.getInt64Ty());
+        params.push_back(b_.getInt64Ty());
         auto* fn = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::InternalLinkage,
                                           kernel_symbol(spec_) + ".chunk", module_);
         fn->addFnAttr(llvm::Attribute::NoUnwind);
@@ -110,9 +115,13 @@ private:
         ElementValues out = math.update(b_, in);
         std::vector<llvm::Value*> results{out.p, nullptr};
         results.insert(results.end(), out.states.begin(), out.states.end());
+        llvm::Value* offset = fn->getArg(fn->arg_size() - 2);
+        llvm::Value* seed = fn->getArg(fn->arg_size() - 1);
         for (size_t k = 0; k < types_.size(); ++k) {
             if (k == 1) continue;  // the gradient is only read
-            b_.CreateAlignedStore(math.from_f32(b_, types_[k], results[k]), addrs[k], llvm::Align(dtype_bytes(types_[k])));
+            llvm::Value* v = k == 0 ? math.param_from_f32(b_, types_[0], results[0], b_.CreateAdd(offset, i), seed)
+                                    : math.from_f32(b_, types_[k], results[k]);
+            b_.CreateAlignedStore(v, addrs[k], llvm::Align(dtype_bytes(types_[k])));
         }
         llvm::Value* next = b_.CreateAdd(i, b_.getInt64(1));
         i->addIncoming(next, loop);
@@ -142,7 +151,7 @@ private:
     llvm::Value* min64(llvm::Value* a, llvm::Value* b) { return b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, a, b); }
 
     // void chunk(noalias p, noalias g, noalias states (values or codes)..., noalias scales of
-    //            each quantized state..., i64 begin, i64 end, float scalars...)
+    //            each quantized state..., i64 begin, i64 end, float scalars..., i64 offset, i64 seed)
     llvm::Function* quantized_chunk_function() {
         const int S = layout_.num_states;
         std::vector<std::string> names = kernel_scalars(spec_.lowered);
@@ -152,6 +161,8 @@ private:
         params.push_back(b_.getInt64Ty());
         params.push_back(b_.getInt64Ty());
         params.insert(params.end(), names.size(), b_.getFloatTy());
+        params.push_back(b_.getInt64Ty());
+        params.push_back(b_.getInt64Ty());
         auto* fn = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::InternalLinkage,
                                           kernel_symbol(spec_) + ".chunk", module_);
         fn->addFnAttr(llvm::Attribute::NoUnwind);
@@ -226,7 +237,11 @@ private:
                     ElementValues in{values[0], values[1], std::vector<llvm::Value*>(values.begin() + 2, values.end())};
                     ElementValues out = math.update(b_, in);
                     // What the program leaves as loaded (assigned to itself) is not stored.
-                    if (out.p != in.p) b_.CreateAlignedStore(math.from_f32(b_, types_[0], out.p), addrs[0], llvm::Align(dtype_bytes(types_[0])));
+                    if (out.p != in.p) {
+                        llvm::Value* global = b_.CreateAdd(fn->getArg(fn->arg_size() - 2), i);
+                        b_.CreateAlignedStore(math.param_from_f32(b_, types_[0], out.p, global, fn->getArg(fn->arg_size() - 1)), addrs[0],
+                                              llvm::Align(dtype_bytes(types_[0])));
+                    }
                     for (int s = 0; s < S; ++s)
                         if (!quantized_[s] && out.states[s] != in.states[s])
                             b_.CreateAlignedStore(math.from_f32(b_, types_[2 + s], out.states[s]), addrs[2 + s], llvm::Align(dtype_bytes(types_[2 + s])));

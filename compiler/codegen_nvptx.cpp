@@ -119,6 +119,7 @@ private:
                 a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
             }
             n_ = c.word(layout_.n());
+            offset_ = c.word(layout_.offset());
             base_ = c.first_element;
             llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
             llvm::Value* aligned = b_.CreateICmpEQ(b_.CreateAnd(any_bits, b_.getInt64(15)), b_.getInt64(0));
@@ -154,13 +155,23 @@ private:
         return out;
     }
 
+    // `value` as array `a` stores it (p with stochastic rounding when asked; `element` is its
+    // index in the tensor).
+    llvm::Value* stored(const Array& a, llvm::Value* value, llvm::Value* element) {
+        if (a.column != layout_.p()) return math_->from_f32(b_, a.type, value);
+        return math_->param_from_f32(b_, a.type, value, b_.CreateAdd(offset_, element), fn_->getArg(3));
+    }
+
     void store_vector(const Array& a, llvm::Value* index, const std::vector<llvm::Value*>& values) {
         int per_store = std::min(int(values.size()), 16 / dtype_bytes(a.type));
         llvm::Type* elem = math_->storage_type(a.type);
         auto* vec_ty = llvm::FixedVectorType::get(elem, per_store);
         for (size_t k = 0; k < values.size(); k += per_store) {
             llvm::Value* v = llvm::PoisonValue::get(vec_ty);
-            for (int j = 0; j < per_store; ++j) v = b_.CreateInsertElement(v, math_->from_f32(b_, a.type, values[k + j]), j);
+            for (int j = 0; j < per_store; ++j) {
+                llvm::Value* element = b_.CreateAdd(index, b_.getInt64(int64_t(k) + j));
+                v = b_.CreateInsertElement(v, stored(a, values[k + j], element), j);
+            }
             llvm::Value* addr = b_.CreateGEP(elem, a.base, b_.CreateAdd(index, b_.getInt64(k)));
             b_.CreateAlignedStore(v, addr, llvm::Align(per_store * dtype_bytes(a.type)));
         }
@@ -220,7 +231,7 @@ private:
             const Array& a = arrays_[k];
             if (!a.written) continue;
             llvm::Value* v = a.state < 0 ? out.p : out.states[a.state];
-            b_.CreateAlignedStore(math_->from_f32(b_, a.type, v), addrs[k], llvm::Align(dtype_bytes(a.type)));
+            b_.CreateAlignedStore(stored(a, v, i), addrs[k], llvm::Align(dtype_bytes(a.type)));
         }
         b_.CreateBr(next);
         b_.SetInsertPoint(next);
@@ -435,6 +446,7 @@ private:
             q.scales = b_.CreateIntToPtr(emit_row_word(b_, row, layout_.scales(q.state)), llvm::PointerType::get(ctx_, kGlobal));
         }
         n_ = emit_row_word(b_, row, layout_.n());
+        offset_ = emit_row_word(b_, row, layout_.offset());
         base_ = base;
         i0_ = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(kQuantizedElementsPerThread)), "i0");
         llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
@@ -683,7 +695,7 @@ private:
                 const Array& a = arrays_[k];
                 if (!store_array[k]) continue;
                 llvm::Value* v = a.state < 0 ? out[j].p : out[j].states[a.state];
-                b_.CreateAlignedStore(math_->from_f32(b_, a.type, v), b_.CreateGEP(math_->storage_type(a.type), a.base, i), llvm::Align(dtype_bytes(a.type)));
+                b_.CreateAlignedStore(stored(a, v, i), b_.CreateGEP(math_->storage_type(a.type), a.base, i), llvm::Align(dtype_bytes(a.type)));
             }
             for (size_t k = 0; k < quantized_.size(); ++k) {
                 const QuantizedArray& q = quantized_[k];
@@ -713,6 +725,7 @@ private:
     llvm::Value* tid_ = nullptr;
     llvm::Value* base_ = nullptr;
     llvm::Value* n_ = nullptr;
+    llvm::Value* offset_ = nullptr;  // the tensor's global first element (stochastic rounding's key)
     llvm::Value* i0_ = nullptr;    // quantized kernels: the thread's first element in the chunk
     llvm::Value* fast_ = nullptr;  // quantized kernels: the chunk takes vector accesses
 };

@@ -58,6 +58,8 @@ KernelSpec lower(const KernelRequest& request) {
     });
     std::string error = check_storage(request.storage, request.program);
     if (!error.empty()) throw std::invalid_argument(error);
+    if (request.options.stochastic_rounding && request.storage.param != DType::BF16)
+        throw std::invalid_argument(fmt::format("stochastic rounding applies to bf16 parameters; these are {}", dtype_name(request.storage.param)));
     for (const auto& [name, storage] : request.storage.states)
         if (storage.rank1)
             throw std::invalid_argument(fmt::format("state '{}': rank-1 normalization (q4u:rank1) is not implemented in kernels yet; "
@@ -67,11 +69,11 @@ KernelSpec lower(const KernelRequest& request) {
 
 std::string cache_key(const KernelSpec& spec) {
     const CodegenOptions& o = spec.options;
-    std::string text = fmt::format("optjit {}\ntarget {} {} {}\nstorage {}\noptions fast_math={} gpu_ept={} gpu_min_blocks={} gpu_tpb={} gpu_vec={}\n{}",
+    std::string text = fmt::format("optjit {}\ntarget {} {} {}\nstorage {}\noptions fast_math={} gpu_ept={} gpu_min_blocks={} gpu_tpb={} gpu_vec={} stochastic={}\n{}",
                                    OPTJIT_VERSION, spec.target.name(), spec.target.is_gpu() ? "" : spec.target.cpu(),
                                    spec.target.is_gpu() ? "" : spec.target.features(), to_string(spec.storage, spec.lowered),
                                    o.fast_math, o.gpu_elements_per_thread, o.gpu_min_blocks_per_sm, o.gpu_threads_per_block,
-                                   o.gpu_vector_bytes, print(spec.lowered));
+                                   o.gpu_vector_bytes, o.stochastic_rounding, print(spec.lowered));
     llvm::SHA256 sha;
     sha.update(text);
     std::array<uint8_t, 32> digest = sha.final();

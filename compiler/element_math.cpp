@@ -97,6 +97,24 @@ llvm::Value* ElementMath::from_f32(IRBuilder<>& b, DType t, llvm::Value* f) cons
     return nullptr;
 }
 
+llvm::Value* ElementMath::param_from_f32(IRBuilder<>& b, DType t, llvm::Value* f, llvm::Value* global_index, llvm::Value* seed) const {
+    if (!options_.stochastic_rounding || t != DType::BF16) return from_f32(b, t, f);
+    // ir/numeric.h's stochastic_bits and float_to_bf16_stochastic, operation for operation.
+    llvm::Value* step = b.CreateFPToUI(scalars_.at(0).second, b.getInt64Ty());
+    llvm::Value* x = b.CreateXor(b.CreateXor(b.CreateMul(global_index, b.getInt64(0x9e3779b97f4a7c15ull)),
+                                             b.CreateMul(step, b.getInt64(0xd1b54a32d192ed03ull))), seed);
+    x = b.CreateXor(x, b.CreateLShr(x, 33));
+    x = b.CreateMul(x, b.getInt64(0xff51afd7ed558ccdull));
+    x = b.CreateXor(x, b.CreateLShr(x, 33));
+    x = b.CreateMul(x, b.getInt64(0xc4ceb93fe53a8ce5ull));
+    x = b.CreateXor(x, b.CreateLShr(x, 33));
+    llvm::Value* random16 = b.CreateAnd(b.CreateTrunc(x, b.getInt32Ty()), b.getInt32(0xffff));
+    llvm::Value* u = b.CreateBitCast(f, b.getInt32Ty());
+    llvm::Value* rounded = b.CreateTrunc(b.CreateLShr(b.CreateAdd(u, random16), 16), b.getInt16Ty());
+    llvm::Value* quiet_nan = b.CreateOr(b.CreateTrunc(b.CreateLShr(u, 16), b.getInt16Ty()), b.getInt16(0x40));
+    return b.CreateSelect(b.CreateFCmpUNO(f, f), quiet_nan, rounded);
+}
+
 ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in) const {
     std::vector<std::pair<std::string, llvm::Value*>> env = scalars_;
     env.emplace_back(std::string(kParamName), in.p);

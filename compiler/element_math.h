@@ -41,6 +41,10 @@ public:
     // Stored bits -> fp32, and fp32 -> stored bits (round to nearest even).
     llvm::Value* to_f32(llvm::IRBuilder<>& b, DType t, llvm::Value* stored) const;
     llvm::Value* from_f32(llvm::IRBuilder<>& b, DType t, llvm::Value* f) const;
+    // The parameter as stored: from_f32 of its dtype, or with CodegenOptions::stochastic_rounding
+    // ir/numeric.h's stochastic rounding keyed by `seed` (i64), the launch's step and the
+    // element's `global_index` (i64).
+    llvm::Value* param_from_f32(llvm::IRBuilder<>& b, DType t, llvm::Value* f, llvm::Value* global_index, llvm::Value* seed) const;
 
 private:
     llvm::Value* emit(llvm::IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const;

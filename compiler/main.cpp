@@ -80,7 +80,8 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
                          per tensor (for block-quantized states: of the block scales, and how
                          many codes differ, each step from the kernel's own state); exit code
                          1 past tolerance
-  kernel options: --param-dtype, --grad-dtype, --state, --specialize, --fast-math
+  kernel options: --param-dtype, --grad-dtype, --state, --specialize, --fast-math,
+                         --stochastic-rounding
                          (see 'optjit compile --help')
   --size N               elements (default 4096)
   --steps K              steps (default 10)
@@ -104,6 +105,8 @@ kernel options (also taken by 'optjit run'):
                            (run --target interp) stores every format
   --specialize NAME=VALUE  compile hyper-parameter NAME as the constant VALUE
   --fast-math              approximate division and square roots
+  --stochastic-rounding    bf16 parameters round stochastically (keyed by the seed, the step
+                           and the element's index; reproducible)
 environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;
              OPTJIT_DEBUG=1 logs each compile and the time of each phase.
 )";
@@ -204,6 +207,10 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     }
     if (option == "--specialize") {
         k.passes.specialize.insert(parse_assignment(args.value(option), option));
+        return true;
+    }
+    if (option == "--stochastic-rounding") {
+        k.codegen.stochastic_rounding = true;
         return true;
     }
     if (option == "--fast-math") {

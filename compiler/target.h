@@ -40,6 +40,9 @@ struct CodegenOptions {
     // Bytes of one access to the narrowest array: 8 or 16; 0 makes accesses to the widest
     // array 16 bytes.
     int gpu_vector_bytes = 0;
+    // bf16 parameters round stochastically (ir/numeric.h's stochastic_bits, keyed by the
+    // launch's seed, the step and the element's global index) instead of to nearest even.
+    bool stochastic_rounding = false;
     friend bool operator==(const CodegenOptions&, const CodegenOptions&) = default;
 };
 

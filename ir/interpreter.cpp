@@ -46,6 +46,7 @@ struct Interpreter::Impl {
     const Program program;
     std::vector<double> hypers;
     std::optional<StorageSignature> storage;
+    std::optional<uint64_t> stochastic_seed;
 
     // Register layout: p, g, step, hypers..., states..., then one register per node.
     int reg_p = 0, reg_g = 1, reg_step = 2, reg_hyper0 = 3, reg_state0 = 0;
@@ -130,9 +131,12 @@ struct Interpreter::Impl {
         return storage_for_tensor(*storage, t.tensor_elements > 0 ? t.tensor_elements : int64_t(t.p.size()));
     }
 
-    void store(const double* r, const std::optional<StorageSignature>& st, HostTensor& t, size_t i) const {
+    void store(const double* r, const std::optional<StorageSignature>& st, HostTensor& t, size_t i, int64_t step) const {
         double p = r[final_p];
-        if (st) p = round_to(st->param, p);
+        if (st && stochastic_seed && st->param == DType::BF16)
+            p = bf16_bits_to_float(float_to_bf16_stochastic(float(p), stochastic_bits(*stochastic_seed, uint64_t(step), uint64_t(t.first_element) + i)));
+        else if (st)
+            p = round_to(st->param, p);
         t.p[i] = p;
         for (size_t s = 0; s < final_states.size(); ++s) {
             double v = r[final_states[s]];
@@ -203,7 +207,7 @@ struct Interpreter::Impl {
             for (size_t i = 0; i < t.p.size(); ++i) {
                 load(r.data(), step, t, i);
                 run(r.data(), values[ti].data(), nullptr);
-                store(r.data(), st, t, i);
+                store(r.data(), st, t, i, step);
             }
             store_quantized(st, t);
         }
@@ -235,6 +239,8 @@ void Interpreter::set_hyper(const std::string& name, double value) {
     if (i < 0) hyper_values(impl_->program, {{name, value}});  // throws the standard message
     impl_->hypers[i] = value;
 }
+
+void Interpreter::set_stochastic_rounding(uint64_t seed) { impl_->stochastic_seed = seed; }
 
 const std::vector<std::vector<double>>& Interpreter::last_reductions() const { return impl_->reduction_values; }
 

@@ -58,6 +58,9 @@ public:
     // must be as large as its `p`.
     void step(int64_t step, std::span<HostTensor> tensors);
     void set_hyper(const std::string& name, double value);
+    // bf16 parameters round stochastically from now on (ir/numeric.h), keyed by `seed`, the
+    // step and each element's global index (HostTensor::first_element + i), as kernels do.
+    void set_stochastic_rounding(uint64_t seed);
 
     // Values of the reductions computed by the last step, in order of appearance in the
     // program; tensor reductions give one value per tensor, global ones a single value.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -53,6 +54,26 @@ inline void store_element(DType t, void* base, size_t i, double v) {
 }
 
 // The element type an unquantized state format stores.
+// Stochastic rounding of bf16 parameters: 16 random bits from a counter-based generator keyed
+// by (seed, step, global element index), so a run is reproducible and a shard rounds as the
+// whole tensor does; the bits are added below the bf16 mantissa and the result truncated, so
+// a value rounds up with probability equal to its distance from the bf16 below (unbiased).
+// Kernels compute exactly this (compiler/element_math.cpp).
+inline uint32_t stochastic_bits(uint64_t seed, uint64_t step, uint64_t index) {
+    uint64_t x = index * 0x9e3779b97f4a7c15ull ^ step * 0xd1b54a32d192ed03ull ^ seed;
+    x ^= x >> 33;  // murmur3's 64-bit finalizer
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb93fe53a8ce5ull;
+    x ^= x >> 33;
+    return uint32_t(x) & 0xffff;
+}
+inline uint16_t float_to_bf16_stochastic(float f, uint32_t random16) {
+    uint32_t u = std::bit_cast<uint32_t>(f);
+    if (std::isnan(f)) return uint16_t((u >> 16) | 0x40);
+    return uint16_t((u + random16) >> 16);
+}
+
 inline DType state_dtype(StateFormat f) { return f == StateFormat::BF16 ? DType::BF16 : DType::F32; }
 
 }  // namespace optjit

@@ -231,6 +231,7 @@ RunSummary run_steps(const RunOptions& o) {
         std::map<std::string, double> values = o.hypers;
         values.insert(o.request.passes.specialize.begin(), o.request.passes.specialize.end());
         interp = std::make_unique<Interpreter>(prog, hyper_values(prog, values), st);
+        if (o.request.options.stochastic_rounding) interp->set_stochastic_rounding(o.seed);
         for (size_t t = 0; t < count; ++t) {
             for (int64_t i = 0; i < tensors[t].p->n; ++i) reference[t].p.push_back(tensors[t].p->get(i));
             reference[t].g.resize(reference[t].p.size());
@@ -363,9 +364,9 @@ RunSummary run_steps(const RunOptions& o) {
                 std::vector<float> scalars = launch_scalars(*l.kernel, o.hypers, step);
                 if (gpu) {
                     for (size_t t : l.tensors) tensors[t].g->upload();
-                    launch_cuda(*l.kernel, l.device_table->device, l.table, scalars, nullptr);
+                    launch_cuda(*l.kernel, l.device_table->device, l.table, scalars, nullptr, o.seed);
                 } else {
-                    launch_host(*l.kernel, l.table, scalars, ThreadPool::global());
+                    launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), o.seed);
                 }
             }
         }

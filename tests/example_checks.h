@@ -357,6 +357,38 @@ inline void check_tensor_codec_on(const Target& target) {
     }
 }
 
+// Stochastic rounding on `target`: AdamW with bf16 parameters (fp32 and q8 states) through
+// run_steps against the interpreter rounding with the same stream; the same seed gives the same
+// bits, another seed other bits, and rounding to nearest other bits again.
+inline void check_stochastic_rounding_on(const Target& target) {
+    Program adamw = load_example("adamw");
+    for (bool quantized : {false, true}) {
+        uint64_t seed = test_seed();
+        RunOptions o;
+        o.request = KernelRequest{adamw, {}, {}, target, {}};
+        o.request.storage.param = o.request.storage.grad = DType::BF16;
+        if (quantized) o.request.storage.states = {{"m", StateStorage{StateFormat::Q8S, 256}}, {"v", StateStorage{StateFormat::Q8U, 256}}};
+        o.request.options.stochastic_rounding = true;
+        o.sizes = {1, 4097, 70001};
+        o.steps = 10;
+        o.seed = seed;
+        o.hypers = {{"lr", 1e-4}};
+        o.check = true;
+        INFO("quantized states ", quantized, ", seed ", seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        CHECK(s.passed);
+        RunOptions again = o;
+        again.check = false;
+        CHECK(run_steps(again).tensors[0].checksum == s.tensors[0].checksum);
+        again.seed = seed + 1;  // other data too, so compare against its own nearest-even run
+        RunOptions nearest = again;
+        nearest.request.options.stochastic_rounding = false;
+        CHECK(run_steps(again).tensors[0].checksum != run_steps(nearest).tensors[0].checksum);
+    }
+}
+
 
 // Fast-math kernels of these examples on `target` agree with the interpreter to 1e-4.
 inline void check_fast_math_on(const Target& target, const std::vector<std::string>& names, const std::vector<int64_t>& sizes) {

@@ -251,6 +251,11 @@ TEST_CASE("gpu: the quantize and dequantize entry points equal the reference bit
     check_tensor_codec_on(gpu_target());
 }
 
+TEST_CASE("gpu: stochastic rounding uses the interpreter's stream and is reproducible") {
+    REQUIRE_GPU();
+    check_stochastic_rounding_on(gpu_target());
+}
+
 TEST_CASE("gpu: every example is covered") {
     REQUIRE_GPU();
     for (const std::string& name : example_names()) {
