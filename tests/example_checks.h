@@ -305,14 +305,14 @@ inline void check_tensor_codec_on(const Target& target) {
         for (DType type : {DType::F32, DType::BF16}) {
             std::string error;
             StateStorage st = *parse_state_storage(format, &error);
-            const int64_t n = 3 * 4096 + 77;
+            const int64_t n = 5 * 4096 + 77;  // room for the special blocks below at the largest block size
             std::vector<float> values(n);
             for (float& v : values) v = normal(rng);
             for (int64_t i = 0; i < int64_t(st.block); ++i) values[size_t(i)] = 0;  // a zero block
-            values[size_t(2 * st.block + 5)] = std::numeric_limits<float>::quiet_NaN();
-            values[size_t(3 * st.block + 1)] = -50.0f;  // the block's largest magnitude is negative
+            values.at(size_t(2 * st.block + 5)) = std::numeric_limits<float>::quiet_NaN();
+            values.at(size_t(3 * st.block + 1)) = -50.0f;  // the block's largest magnitude is negative
             std::span<const float> table = st.format == StateFormat::FP8 ? std::span<const float>() : code_table(st.format);
-            for (size_t k = 0; k < table.size(); ++k) values[size_t(4 * st.block) + k] = table[k] * 2.0f;  // on table entries
+            for (size_t k = 0; k < table.size(); ++k) values.at(size_t(4 * st.block) + k) = table[k] * 2.0f;  // on table entries
             for (float& v : values) v = float(round_to(type, v));
             INFO("format ", std::string(format), ", values ", std::string(dtype_name(type)), ", seed ", seed);
             for (int64_t offset : {int64_t(0), int64_t(st.block)}) {  // the whole tensor, then a shard of it
