@@ -257,8 +257,9 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
         double gbs = bytes / step_ms / 1e6, copy_gbs = 2.0 * double(half) / copy_ms / 1e6;
         fmt::print("  {:<6} {:>9.3f} {:>10.3f} {:>8.0f} {:>10.0f} {:>7.1f}% {:>12.3f} {:>9}\n", f.label, step_ms, bytes / 1e9, gbs, copy_gbs,
                    100 * gbs / copy_gbs, state_memory / double(total), cache.stats().compiles - compiles);
-        if (!ready.empty()) {
-            const Kernel& k = *ready.front().kernel;
+        if (!ready.empty()) {  // the launch doing most of the work
+            auto most = std::max_element(ready.begin(), ready.end(), [](const Ready& a, const Ready& b) { return a.table.num_chunks < b.table.num_chunks; });
+            const Kernel& k = *most->kernel;
             fmt::print("         kernel: {} threads x {} elements, {} registers, {} blocks/SM\n", gpu_threads_per_block(k.spec()),
                        gpu_elements_per_thread(k.spec()), cuda::registers(k.cuda_function), k.gpu_blocks_per_sm);
         }
