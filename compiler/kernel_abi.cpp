@@ -1,6 +1,7 @@
 #include "compiler/kernel_abi.h"
 
 #include <algorithm>
+#include <bit>
 
 #include "ir/numeric.h"
 
@@ -40,8 +41,10 @@ uint32_t largest_block(const KernelSpec& spec) {
 int gpu_threads_per_block(const KernelSpec& spec) {
     int t = spec.options.gpu_threads_per_block;
     t = t > 0 ? t : 128;
-    // A quantization block never spans two thread blocks.
-    if (has_quantized_state(spec)) t = std::max<int>(t, int(largest_block(spec)) / kQuantizedElementsPerThread);
+    // A chunk is a whole number of quantization blocks (powers of two): a power of two of at
+    // least a block's threads.
+    if (has_quantized_state(spec))
+        t = std::max<int>(int(std::bit_ceil(unsigned(t))), int(largest_block(spec)) / kQuantizedElementsPerThread);
     return t;
 }
 

@@ -32,8 +32,8 @@ struct CodegenOptions {
     // on the GPU, fast-math flags on the host). Off: IEEE-rounded, as the interpreter.
     bool fast_math = false;
     // GPU tuning, 0 for the automatic choice: elements each thread updates per chunk (a
-    // multiple of the 16-byte vector), and the blocks per SM ptxas must fit (it then budgets
-    // registers for that occupancy).
+    // multiple of the 16-byte vector; kernels with block-quantized states always take 8), and
+    // the blocks per SM ptxas must fit (it then budgets registers for that occupancy).
     int gpu_elements_per_thread = 0;
     int gpu_min_blocks_per_sm = 0;
     int gpu_threads_per_block = 0;  // 0: 128
