@@ -99,3 +99,21 @@ TEST_CASE("quantized host: the entry points refuse what they cannot convert") {
                                          {uint64_t(codes.data()), uint64_t(scales.data())}, 1000, 100),
                          doctest::Contains("block boundary"), std::invalid_argument);
 }
+
+TEST_CASE("quantized kernels: a GPU chunk always holds whole quantization blocks") {
+    for (auto [requested, block, threads] : {std::tuple{0, 256u, 128}, std::tuple{96, 256u, 128}, std::tuple{0, 4096u, 512},
+                                             std::tuple{300, 32u, 512}, std::tuple{64, 128u, 64}}) {
+        KernelRequest r{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}};
+        r.storage.states["m"] = StateStorage{StateFormat::Q8S, block};
+        r.options.gpu_threads_per_block = requested;
+        KernelSpec spec = lower(r);
+        INFO("requested ", requested, " threads, block ", block);
+        CHECK(gpu_threads_per_block(spec) == threads);
+        CHECK(gpu_elements_per_thread(spec) == kQuantizedElementsPerThread);
+        CHECK(chunk_elements(spec) % block == 0);
+    }
+    // The host chunk holds every block size.
+    KernelRequest host{load_example("adamw"), {}, {}, Target{}, {}};
+    host.storage.states["m"] = StateStorage{StateFormat::Q4U, 4096};
+    CHECK(chunk_elements(lower(host)) % 4096 == 0);
+}
