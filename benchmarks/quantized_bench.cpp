@@ -67,6 +67,17 @@ const std::vector<Format>& formats() {
     return f;
 }
 
+// Single-codec variants, to tell the codecs' costs apart (sweep only).
+const std::vector<Format>& codec_variants() {
+    static const std::vector<Format> f = {
+        {"q8u,q8u", {StateFormat::Q8U, 256}, {StateFormat::Q8U, 256}},  // lookup, no sign
+        {"q8s,q8s", {StateFormat::Q8S, 256}, {StateFormat::Q8S, 256}},  // lookup with sign
+        {"q4u,q4u", {StateFormat::Q4U, 128}, {StateFormat::Q4U, 128}},  // arithmetic only
+        {"fp32,q8u", {StateFormat::F32}, {StateFormat::Q8U, 256}},      // one quantized state
+    };
+    return f;
+}
+
 std::vector<int64_t> llama_3_2_1b() {
     const int64_t hidden = 2048, kv = 512, mlp = 8192, vocab = 128256;
     std::vector<int64_t> sizes{vocab * hidden};
@@ -150,7 +161,7 @@ const char* kMomentsOnly = R"(optimizer adamw
 )";
 
 void run_workload(const char* name, const std::vector<int64_t>& sizes, const CodegenOptions& options, bool quantized_only = false,
-                  bool moments_only = false) {
+                  bool moments_only = false, const std::vector<Format>& which = formats()) {
     const Program program = moments_only ? parse_and_verify(kMomentsOnly, "<moments-only>") : adamw();
     int cc = cuda::init();
     int64_t total = 0;
@@ -163,8 +174,8 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
     fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, sizes.size(), double(total), variant);
     fmt::print("  {:<6} {:>9} {:>10} {:>8} {:>10} {:>8} {:>12} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
                "state B/par", "compiles");
-    for (const Format& f : formats()) {
-        if (quantized_only && !is_block_quantized(f.m.format)) continue;
+    for (const Format& f : which) {
+        if (quantized_only && !is_block_quantized(f.m.format) && !is_block_quantized(f.v.format)) continue;
         // Per tensor: its storage (small tensors keep fp32 states) and its buffers.
         StorageSignature sig;
         sig.param = sig.grad = DType::BF16;
@@ -291,6 +302,8 @@ int main(int argc, char** argv) {
             CodegenOptions six;
             six.gpu_min_blocks_per_sm = 6;
             run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, six, false, true);
+            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {}, false, false, codec_variants());
+            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {}, false, true, codec_variants());
         }
     } catch (const std::exception& e) {
         fmt::print(stderr, "optjit-quantized-bench: {}\n", e.what());
