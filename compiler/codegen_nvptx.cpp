@@ -627,17 +627,35 @@ private:
         // New scales and codes. Elements past the tensor's end count as 0 and take code 0.
         std::vector<llvm::Value*> valid(E);
         for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpSLT(b_.CreateAdd(i0, b_.getInt64(j)), n_);
+        // Every state's block maximum first, their shuffle rounds interleaved: one state's
+        // chain of dependent shuffles hides behind the other's (one after the other, with a
+        // branch between, two quantized states ran at half the speed of one).
         std::vector<std::vector<llvm::Value*>> codes(quantized_.size());
-        std::vector<llvm::Value*> scales(quantized_.size());
+        std::vector<llvm::Value*> scales(quantized_.size()), maxima(quantized_.size());
+        std::vector<int> groups(quantized_.size());
         for (size_t k = 0; k < quantized_.size(); ++k) {
-            const QuantizedArray& q = quantized_[k];
             if (!store_quantized[k]) continue;
+            const QuantizedArray& q = quantized_[k];
             llvm::Value* bits = b_.getInt32(0);
             for (int j = 0; j < E; ++j)
                 bits = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, bits,
                                                 b_.CreateSelect(valid[j], StateCodec::magnitude_bits(b_, out[j].states[q.state]), b_.getInt32(0)));
-            int group = int(q.codec->storage().block) / E;
-            scales[k] = q.codec->scale_from_absmax(b_, group_max(bits, group));
+            maxima[k] = bits;
+            groups[k] = int(q.codec->storage().block) / E;
+        }
+        for (int lanes = 1; lanes < 32; lanes <<= 1)
+            for (size_t k = 0; k < quantized_.size(); ++k) {
+                if (!store_quantized[k] || groups[k] > 32 || lanes >= groups[k]) continue;
+                llvm::Value* other = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_shfl_sync_bfly_i32, {},
+                                                        {b_.getInt32(-1), maxima[k], b_.getInt32(lanes), b_.getInt32(0x1f)});
+                maxima[k] = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, maxima[k], other);
+            }
+        for (size_t k = 0; k < quantized_.size(); ++k)
+            if (store_quantized[k] && groups[k] > 32) maxima[k] = group_max(maxima[k], groups[k]);
+        for (size_t k = 0; k < quantized_.size(); ++k) {
+            if (!store_quantized[k]) continue;
+            const QuantizedArray& q = quantized_[k];
+            scales[k] = q.codec->scale_from_absmax(b_, maxima[k]);
             llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scales[k]);
             for (int j = 0; j < E; j += 2) {
                 auto [c0, c1] = q.codec->encode_pair(b_, b_.CreateFMul(out[j].states[q.state], inverse),
@@ -645,17 +663,17 @@ private:
                 codes[k].push_back(b_.CreateSelect(valid[j], c0, b_.getInt32(0)));
                 codes[k].push_back(b_.CreateSelect(valid[j + 1], c1, b_.getInt32(0)));
             }
-            // Every thread of the block writes its scale (one coalesced store of one value): a
-            // store by one leader thread would split the warp around the shuffles that follow.
-            llvm::BasicBlock* write = block("scale.write");
-            llvm::BasicBlock* written = block("scale.written");
-            b_.CreateCondBr(valid[0], write, written);
-            b_.SetInsertPoint(write);
-            llvm::Value* block_index = b_.CreateUDiv(i0, b_.getInt64(q.codec->storage().block));
-            b_.CreateAlignedStore(scales[k], b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
-            b_.CreateBr(written);
-            b_.SetInsertPoint(written);
         }
+        // Every thread of a block writes its scale (one coalesced store of one value), in the
+        // store paths below: no branch of its own in a full chunk.
+        auto store_scales = [&]() {
+            for (size_t k = 0; k < quantized_.size(); ++k) {
+                if (!store_quantized[k]) continue;
+                const QuantizedArray& q = quantized_[k];
+                llvm::Value* block_index = b_.CreateUDiv(i0, b_.getInt64(q.codec->storage().block));
+                b_.CreateAlignedStore(scales[k], b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
+            }
+        };
 
         // Store.
         llvm::BasicBlock* fast_store = block("store.fast");
@@ -663,6 +681,7 @@ private:
         llvm::BasicBlock* done = block("chunk.done");
         b_.CreateCondBr(fast, fast_store, slow_store);
         b_.SetInsertPoint(fast_store);
+        store_scales();
         for (size_t k = 0; k < arrays_.size(); ++k) {
             if (!store_array[k]) continue;
             std::vector<llvm::Value*> values;
@@ -685,6 +704,15 @@ private:
         }
         b_.CreateBr(done);
         b_.SetInsertPoint(slow_store);
+        {
+            llvm::BasicBlock* write = block("scale.write");
+            llvm::BasicBlock* written = block("scale.written");
+            b_.CreateCondBr(valid[0], write, written);  // threads wholly past the tensor's end have no block
+            b_.SetInsertPoint(write);
+            store_scales();
+            b_.CreateBr(written);
+            b_.SetInsertPoint(written);
+        }
         for (int j = 0; j < E; ++j) {
             llvm::BasicBlock* store = block("store.element");
             llvm::BasicBlock* next = block("store.next");
