@@ -15,47 +15,43 @@ namespace optjit {
 
 namespace {
 
-// Smallest float not below the double `x`.
-float float_at_or_above(double x) {
-    float f = float(x);
-    if (double(f) < x) f = std::nextafter(f, INFINITY);
-    return f;
+float value_of_key(bool is_signed, int32_t key) {
+    uint32_t bits = uint32_t(key);
+    // A signed table's keys from 0x40000000 up are negative values (their bits flipped).
+    if (is_signed && bits >= 0x40000000u) bits = ~bits;
+    return std::bit_cast<float>(bits);
 }
 
 CodeLookup build(StateFormat f) {
-    std::span<const float> table = code_table(f);
     CodeLookup out;
     out.format = f;
-    out.max_code = int(table.size()) - 1;
-    out.is_signed = table.front() < 0;
-    if (out.is_signed) {
-        out.center = int(std::find(table.begin(), table.end(), 0.0f) - table.begin());
-        for (int k = 1; k <= out.center; ++k)
-            if (table[out.center - k] != -table[out.center + k])
-                throw std::logic_error(fmt::format("{} table is not symmetric at code {}", format_name(f), out.center - k));
+    out.is_signed = code_table(f).front() < 0;
+    auto code = [&](int32_t key) { return int(nearest_code(f, value_of_key(out.is_signed, key))); };
+    // The smallest positive value whose code differs from zero's: codes below it are all the
+    // code of 0 (signed: the mirror image bounds the negative side the same way).
+    const int zero_code = code(0);
+    int32_t lo = 0, hi = std::bit_cast<int32_t>(1.0f);
+    while (lo + 1 < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        (code(mid) == zero_code ? lo : hi) = mid;
     }
-    std::vector<float> magnitudes(table.begin() + out.center, table.end());
-    // Decision point i lies between magnitudes i and i + 1: a >= threshold[i] takes i + 1.
-    std::vector<float> threshold;
-    std::vector<bool> exact;
-    for (size_t i = 0; i + 1 < magnitudes.size(); ++i) {
-        double mid = (double(magnitudes[i]) + double(magnitudes[i + 1])) / 2;
-        threshold.push_back(float_at_or_above(mid));
-        exact.push_back(double(threshold.back()) == mid);
-    }
-    auto top = [](float v) { return std::bit_cast<uint32_t>(v) >> 16; };
-    out.first_bucket = top(threshold.front()) - 1;  // bucket 0 (and all below) has index 0
-    const uint32_t last_bucket = top(1.0f);
-    size_t next = 0;  // first decision point not below the current bucket
-    for (uint32_t bucket = out.first_bucket; bucket <= last_bucket; ++bucket) {
-        while (next < threshold.size() && top(threshold[next]) < bucket) ++next;
-        uint32_t entry = uint32_t(next) << 24 | 0x10000;
-        if (next < threshold.size() && top(threshold[next]) == bucket) {
-            if (next + 1 < threshold.size() && top(threshold[next + 1]) == bucket)
-                throw std::logic_error(fmt::format("{}: two decision points in one bucket", format_name(f)));
-            entry = uint32_t(next) << 24 | uint32_t(exact[next]) << 23 | (std::bit_cast<uint32_t>(threshold[next]) & 0xffff);
+    out.low_key = ((hi >> 16) - 1) << 16;  // a whole bucket below the first step
+    out.high_key = out.is_signed ? int32_t(0x7fffffff) - out.low_key : (std::bit_cast<int32_t>(1.0f) | 0xffff);
+    for (int32_t t = out.low_key >> 16; t <= out.high_key >> 16; ++t) {
+        const int32_t first = t << 16, last = first | 0xffff;
+        const int c = code(first), c_last = code(last);
+        int32_t step = first + 0x10000;  // the first key of code c + 1, if in the bucket
+        if (c_last != c) {
+            if (c_last != c + 1)
+                throw std::logic_error(fmt::format("{}: bucket {:#x} holds more than one step", format_name(f), t));
+            int32_t a = first, z = last;  // code(a) == c, code(z) == c + 1
+            while (a + 1 < z) {
+                int32_t mid = a + (z - a) / 2;
+                (code(mid) == c ? a : z) = mid;
+            }
+            step = z;
         }
-        out.buckets.push_back(entry);
+        out.entries.push_back((uint32_t(c) << 24) + (1u << 24) - uint32_t(step - first) - uint32_t(first));
     }
     return out;
 }
@@ -71,23 +67,16 @@ const CodeLookup& code_lookup(StateFormat f) {
     return it->second;
 }
 
+int32_t lookup_key(const CodeLookup& lookup, float normalized) {
+    int32_t bits = std::bit_cast<int32_t>(normalized);
+    return lookup.is_signed ? bits ^ (bits >> 31) : bits;
+}
+
 uint8_t lookup_code(const CodeLookup& lookup, float normalized) {
-    uint32_t bits = std::bit_cast<uint32_t>(normalized);
-    uint32_t magnitude = bits & 0x7fffffff;
-    bool negative = bits >> 31;
-    int64_t bucket = std::clamp<int64_t>(int64_t(magnitude >> 16) - lookup.first_bucket, 0, int64_t(lookup.buckets.size()) - 1);
-    uint32_t entry = lookup.buckets[size_t(bucket)];
-    uint32_t index = entry >> 24, exact = (entry >> 23) & 1, threshold = entry & 0x1ffff;
-    uint32_t low = magnitude & 0xffff;
-    int code;
-    if (lookup.is_signed) {
-        uint32_t k = index + (low >= threshold + (negative ? exact : 0));
-        code = negative ? std::max(lookup.center - int(k), 0) : lookup.center + int(k);
-    } else {
-        code = negative ? 0 : int(index + (low >= threshold));
-    }
-    if (magnitude > 0x7f800000) code = 0;  // NaN
-    return uint8_t(std::min(code, lookup.max_code));
+    if (std::isnan(normalized)) return 0;
+    int32_t key = std::clamp(lookup_key(lookup, normalized), lookup.low_key, lookup.high_key);
+    uint32_t entry = lookup.entries[size_t((key >> 16) - (lookup.low_key >> 16))];
+    return uint8_t((entry + uint32_t(key)) >> 24);
 }
 
 }  // namespace optjit

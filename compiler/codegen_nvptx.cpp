@@ -624,13 +624,12 @@ private:
         for (size_t k = 0; k < arrays_.size(); ++k) store_array[k] = arrays_[k].written && !unchanged(arrays_[k].state);
         for (size_t k = 0; k < quantized_.size(); ++k) store_quantized[k] = !unchanged(quantized_[k].state);
 
-        // New scales and codes. Elements past the tensor's end count as 0 and take code 0.
-        std::vector<llvm::Value*> valid(E);
-        for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpSLT(b_.CreateAdd(i0, b_.getInt64(j)), n_);
+        // New scales and codes. A thread's elements past the tensor's end hold copies of its
+        // last element (load_slow), so they leave the last block's maximum as it is and need
+        // no masking until they are stored (never, but for a q4 byte's odd half).
         // Every state's block maximum first, their shuffle rounds interleaved: one state's
         // chain of dependent shuffles hides behind the other's (one after the other, with a
         // branch between, two quantized states ran at half the speed of one).
-        std::vector<std::vector<llvm::Value*>> codes(quantized_.size());
         std::vector<llvm::Value*> scales(quantized_.size()), maxima(quantized_.size());
         std::vector<int> groups(quantized_.size());
         for (size_t k = 0; k < quantized_.size(); ++k) {
@@ -638,8 +637,7 @@ private:
             const QuantizedArray& q = quantized_[k];
             llvm::Value* bits = b_.getInt32(0);
             for (int j = 0; j < E; ++j)
-                bits = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, bits,
-                                                b_.CreateSelect(valid[j], StateCodec::magnitude_bits(b_, out[j].states[q.state]), b_.getInt32(0)));
+                bits = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, bits, StateCodec::magnitude_bits(b_, out[j].states[q.state]));
             maxima[k] = bits;
             groups[k] = int(q.codec->storage().block) / E;
         }
@@ -652,16 +650,48 @@ private:
             }
         for (size_t k = 0; k < quantized_.size(); ++k)
             if (store_quantized[k] && groups[k] > 32) maxima[k] = group_max(maxima[k], groups[k]);
+        std::vector<std::vector<llvm::Value*>> normalized(quantized_.size());
+        std::vector<std::vector<llvm::Value*>> words(quantized_.size());  // the thread's codes, as stored
         for (size_t k = 0; k < quantized_.size(); ++k) {
             if (!store_quantized[k]) continue;
             const QuantizedArray& q = quantized_[k];
             scales[k] = q.codec->scale_from_absmax(b_, maxima[k]);
             llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scales[k]);
-            for (int j = 0; j < E; j += 2) {
-                auto [c0, c1] = q.codec->encode_pair(b_, b_.CreateFMul(out[j].states[q.state], inverse),
-                                                     b_.CreateFMul(out[j + 1].states[q.state], inverse));
-                codes[k].push_back(b_.CreateSelect(valid[j], c0, b_.getInt32(0)));
-                codes[k].push_back(b_.CreateSelect(valid[j + 1], c1, b_.getInt32(0)));
+            for (int j = 0; j < E; ++j) normalized[k].push_back(b_.CreateFMul(out[j].states[q.state], inverse));
+            words[k] = pack_codes_fast(q, normalized[k]);
+        }
+        // A NaN value takes code 0, and one only occurs in a block whose maximum is not finite
+        // (NaN, or infinity times a reciprocal of 0): the table lookups leave NaN out, and such
+        // blocks take a branch of their own that encodes every value with the NaN check.
+        {
+            llvm::Value* non_finite = b_.getFalse();
+            for (size_t k = 0; k < quantized_.size(); ++k)
+                if (store_quantized[k] && quantized_[k].codec->has_lookup())
+                    non_finite = b_.CreateOr(non_finite, b_.CreateICmpUGE(maxima[k], b_.getInt32(0x7f800000)));
+            if (non_finite != b_.getFalse()) {
+                llvm::BasicBlock* before = b_.GetInsertBlock();
+                llvm::BasicBlock* slow = block("encode.non_finite");
+                llvm::BasicBlock* joined = block("encode.joined");
+                b_.CreateCondBr(non_finite, slow, joined);
+                b_.SetInsertPoint(slow);
+                std::vector<std::vector<llvm::Value*>> exact(quantized_.size());
+                for (size_t k = 0; k < quantized_.size(); ++k) {
+                    if (!store_quantized[k] || !quantized_[k].codec->has_lookup()) continue;
+                    std::vector<llvm::Value*> codes;
+                    for (llvm::Value* v : normalized[k]) codes.push_back(quantized_[k].codec->encode(b_, v));
+                    exact[k] = pack_codes(quantized_[k], codes);
+                }
+                b_.CreateBr(joined);
+                b_.SetInsertPoint(joined);
+                for (size_t k = 0; k < quantized_.size(); ++k) {
+                    if (exact[k].empty()) continue;
+                    for (size_t w = 0; w < words[k].size(); ++w) {
+                        llvm::PHINode* phi = b_.CreatePHI(b_.getInt32Ty(), 2);
+                        phi->addIncoming(words[k][w], before);
+                        phi->addIncoming(exact[k][w], slow);
+                        words[k][w] = phi;
+                    }
+                }
             }
         }
         // Every thread of a block writes its scale (one coalesced store of one value), in the
@@ -692,18 +722,15 @@ private:
             const QuantizedArray& q = quantized_[k];
             if (!store_quantized[k]) continue;
             llvm::FixedVectorType* type = code_word_type(q);
-            std::vector<llvm::Value*> word(type->getNumElements(), b_.getInt32(0));
-            for (int j = 0; j < E; ++j) {
-                CodeSlot slot = code_slot(q, j);
-                word[slot.word] = b_.CreateOr(word[slot.word], b_.CreateShl(codes[k][j], slot.shift));
-            }
-            llvm::Value* words = llvm::PoisonValue::get(type);
-            for (size_t w = 0; w < word.size(); ++w) words = b_.CreateInsertElement(words, word[w], w);
+            llvm::Value* vector = llvm::PoisonValue::get(type);
+            for (size_t w = 0; w < words[k].size(); ++w) vector = b_.CreateInsertElement(vector, words[k][w], w);
             llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i0, 1) : i0;
-            b_.CreateAlignedStore(words, b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(4 * type->getNumElements()));
+            b_.CreateAlignedStore(vector, b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(4 * type->getNumElements()));
         }
         b_.CreateBr(done);
         b_.SetInsertPoint(slow_store);
+        std::vector<llvm::Value*> valid(E);
+        for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpSLT(b_.CreateAdd(i0, b_.getInt64(j)), n_);
         {
             llvm::BasicBlock* write = block("scale.write");
             llvm::BasicBlock* written = block("scale.written");
@@ -728,7 +755,11 @@ private:
             for (size_t k = 0; k < quantized_.size(); ++k) {
                 const QuantizedArray& q = quantized_[k];
                 if (!store_quantized[k] || (q.codec->four_bit() && j % 2 == 1)) continue;  // odd: stored with its even neighbour
-                llvm::Value* byte = q.codec->four_bit() ? b_.CreateOr(b_.CreateShl(codes[k][j], 4), codes[k][j + 1]) : codes[k][j];
+                // Byte j (q8) or j / 2 (q4, two elements) of the thread's codes; a q4 byte's odd
+                // element past the end takes code 0.
+                int byte_number = q.codec->four_bit() ? j / 2 : j;
+                llvm::Value* byte = b_.CreateLShr(words[k][byte_number / 4], 8 * (byte_number % 4));
+                if (q.codec->four_bit()) byte = b_.CreateAnd(byte, b_.CreateSelect(valid[j + 1], b_.getInt32(0xff), b_.getInt32(0xf0)));
                 llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
                 b_.CreateStore(b_.CreateTrunc(byte, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), q.codes, index));
             }
@@ -737,6 +768,48 @@ private:
         }
         b_.CreateBr(done);
         b_.SetInsertPoint(done);
+    }
+
+    // A thread's codes (i32, one per element) packed as they are stored: code_word_type words,
+    // element j in code_slot(j).
+    std::vector<llvm::Value*> pack_codes(const QuantizedArray& q, const std::vector<llvm::Value*>& codes) {
+        std::vector<llvm::Value*> word(code_word_type(q)->getNumElements(), b_.getInt32(0));
+        for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
+            CodeSlot slot = code_slot(q, j);
+            word[slot.word] = b_.CreateOr(word[slot.word], b_.CreateShl(codes[j], slot.shift));
+        }
+        return word;
+    }
+
+    // The same words from normalized values that are not NaN, in the fewest instructions: table
+    // codes come in the top byte of a word (StateCodec::encode_in_top_byte) and four of them
+    // are gathered by byte permutes; sm_89+ fp8 codes come in pairs.
+    std::vector<llvm::Value*> pack_codes_fast(const QuantizedArray& q, const std::vector<llvm::Value*>& normalized) {
+        auto permute = [&](llvm::Value* x, llvm::Value* y, uint32_t selector) {
+            return b_.CreateIntrinsic(llvm::Intrinsic::nvvm_prmt, {}, {x, y, b_.getInt32(selector)});
+        };
+        const int E = kQuantizedElementsPerThread;
+        if (!q.codec->has_lookup()) {
+            std::vector<llvm::Value*> codes;
+            for (int j = 0; j < E; j += 2) {
+                auto [c0, c1] = q.codec->encode_pair(b_, normalized[j], normalized[j + 1]);
+                codes.push_back(c0);
+                codes.push_back(c1);
+            }
+            return pack_codes(q, codes);
+        }
+        std::vector<llvm::Value*> top;
+        for (llvm::Value* v : normalized) top.push_back(q.codec->encode_in_top_byte(b_, v));
+        // Bytes 3 of four words, in order: byte 3 of x and of y (selector 0x73), twice, then the
+        // two low halves (0x5410).
+        auto gather = [&](llvm::Value* a, llvm::Value* b, llvm::Value* c, llvm::Value* d) {
+            return permute(permute(a, b, 0x0073), permute(c, d, 0x0073), 0x5410);
+        };
+        if (!q.codec->four_bit()) return {gather(top[0], top[1], top[2], top[3]), gather(top[4], top[5], top[6], top[7])};
+        // q4: codes below 16; the even element is the high nibble.
+        llvm::Value* even = gather(top[0], top[2], top[4], top[6]);
+        llvm::Value* odd = gather(top[1], top[3], top[5], top[7]);
+        return {b_.CreateOr(b_.CreateShl(even, 4), odd)};
     }
 
     llvm::Module& module_;

@@ -38,6 +38,27 @@ llvm::Value* exp2_integer(IRBuilder<>& b, llvm::Value* k) {
     return b.CreateBitCast(bits, b.getDoubleTy());
 }
 
+// x / y, correctly rounded, for a y that is the same for every element (a launch scalar or a
+// constant): the reciprocal is computed once (LLVM hoists it out of the loops) and each element
+// pays a multiplication and two FMAs instead of a division. With r = RN(1/y), q = RN(x r) and
+// the FMA's exact remainder x - q y, RN(q + (x - q y) r) is RN(x / y) (Markstein) while y is in
+// [2^-125, 2^125] and x is 0 or at least 2^-100 in magnitude; a y outside that range is first
+// scaled into it by s = 2^64 or 2^-64 and the quotient scaled back, exactly but where it is
+// subnormal. Infinite or NaN operands make the remainder NaN: the product q is then the answer.
+llvm::Value* divide_by_invariant(IRBuilder<>& b, llvm::Value* x, llvm::Value* y) {
+    namespace I = llvm::Intrinsic;
+    llvm::Value* magnitude = intrinsic(b, I::fabs, {y});
+    llvm::Value* s = b.CreateSelect(b.CreateFCmpOLT(magnitude, f32(b, 0x1p-125)), f32(b, 0x1p64),
+                                    b.CreateSelect(b.CreateFCmpOGT(magnitude, f32(b, 0x1p125)), f32(b, 0x1p-64), f32(b, 1)));
+    llvm::Value* scaled = b.CreateFMul(y, s);
+    llvm::Value* r = b.CreateFDiv(f32(b, 1), scaled);
+    llvm::Value* q = b.CreateFMul(x, r);
+    llvm::Value* remainder = intrinsic(b, I::fma, {b.CreateFNeg(q), scaled, x});
+    llvm::Value* corrected = intrinsic(b, I::fma, {remainder, r, q});
+    llvm::Value* quotient = b.CreateSelect(b.CreateFCmpUNO(corrected, corrected), q, corrected);
+    return b.CreateFMul(quotient, s);
+}
+
 llvm::Function* new_math_function(llvm::Module& m, const char* name, int arity) {
     llvm::Type* d = llvm::Type::getDoubleTy(m.getContext());
     std::vector<llvm::Type*> params(arity, d);
@@ -160,6 +181,7 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
     };
     auto divide = [&](llvm::Value* x, llvm::Value* y) -> llvm::Value* {
         if (fast && gpu) return b.CreateIntrinsic(I::nvvm_div_approx_f, {}, {x, y});
+        if (!fast && is_launch_invariant(y)) return divide_by_invariant(b, x, y);
         return fast_flags(b.CreateFDiv(x, y));
     };
     auto square_root = [&](llvm::Value* x) -> llvm::Value* {
@@ -210,6 +232,13 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
     default: break;
     }
     throw std::logic_error(fmt::format("ElementMath: unhandled operation {}", op_info(e.op).spelling));
+}
+
+bool ElementMath::is_launch_invariant(llvm::Value* v) const {
+    if (llvm::isa<llvm::Constant>(v)) return true;
+    for (const auto& [name, scalar] : scalars_)
+        if (scalar == v) return true;
+    return false;
 }
 
 llvm::Value* ElementMath::call_f64(IRBuilder<>& b, llvm::Function* fn, std::initializer_list<llvm::Value*> args) const {

@@ -48,6 +48,8 @@ public:
 
 private:
     llvm::Value* emit(llvm::IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const;
+    // A constant or one of the launch's scalars: the same for every element.
+    bool is_launch_invariant(llvm::Value* v) const;
     llvm::Value* call_f64(llvm::IRBuilder<>& b, llvm::Function* fn, std::initializer_list<llvm::Value*> args) const;
     llvm::Function* exp_f64() const;
     llvm::Function* log_f64() const;

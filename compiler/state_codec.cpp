@@ -24,13 +24,13 @@ StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateSt
     if (!is_block_quantized(storage.format)) throw std::logic_error("StateCodec: not a block-quantized format");
     llvm::LLVMContext& c = module.getContext();
     StateFormat f = storage.format;
-    if (f == StateFormat::Q8S || f == StateFormat::Q8U || f == StateFormat::Q4S) {
+    if (f != StateFormat::FP8) {
         std::vector<llvm::Constant*> values;
         for (float v : code_table(f)) values.push_back(llvm::ConstantFP::get(llvm::Type::getFloatTy(c), v));
         values_ = table("values", llvm::Type::getFloatTy(c), values);
-        std::vector<llvm::Constant*> buckets;
-        for (uint32_t e : code_lookup(f).buckets) buckets.push_back(llvm::ConstantInt::get(llvm::Type::getInt32Ty(c), e));
-        buckets_ = table("buckets", llvm::Type::getInt32Ty(c), buckets);
+        std::vector<llvm::Constant*> entries;
+        for (uint32_t e : code_lookup(f).entries) entries.push_back(llvm::ConstantInt::get(llvm::Type::getInt32Ty(c), e));
+        entries_ = table("lookup", llvm::Type::getInt32Ty(c), entries);
     }
 }
 
@@ -53,7 +53,8 @@ llvm::Value* StateCodec::load_table(llvm::IRBuilder<>& b, llvm::GlobalVariable* 
     auto it = where_.find(t);
     llvm::Value* base = it == where_.end() ? t : it->second;
     llvm::Type* elem = t->getValueType()->getArrayElementType();
-    auto* load = b.CreateAlignedLoad(elem, b.CreateGEP(elem, base, b.CreateZExt(index, b.getInt64Ty())), llvm::Align(4));
+    if (index->getType() != b.getInt64Ty()) index = b.CreateZExt(index, b.getInt64Ty());
+    auto* load = b.CreateAlignedLoad(elem, b.CreateGEP(elem, base, index), llvm::Align(4));
     load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));
     return load;
 }
@@ -70,14 +71,7 @@ llvm::Value* StateCodec::scale_from_absmax(llvm::IRBuilder<>& b, llvm::Value* ab
 }
 
 llvm::Value* StateCodec::decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::Value* scale) const {
-    llvm::Value* unit;
-    switch (storage_.format) {
-    case StateFormat::Q4U:  // the table is (code + 1) / 16, exactly
-        unit = b.CreateFMul(b.CreateUIToFP(b.CreateAdd(code, b.getInt32(1)), b.getFloatTy()), f32(b, 0.0625f));
-        break;
-    case StateFormat::FP8: unit = decode_fp8_software(b, code); break;
-    default: unit = load_table(b, values_, code); break;
-    }
+    llvm::Value* unit = storage_.format == StateFormat::FP8 ? decode_fp8_software(b, code) : load_table(b, values_, code);
     return b.CreateFMul(unit, scale);
 }
 
@@ -97,23 +91,12 @@ std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_pair(llvm::IRBuilder<>&
 }
 
 llvm::Value* StateCodec::encode(llvm::IRBuilder<>& b, llvm::Value* normalized) const {
-    switch (storage_.format) {
-    case StateFormat::Q4U: {
-        // The nearest of k/16, k = 1..16: x = 16 v is exact; round half up by comparing the
-        // exact fraction, then clamp (maxnum sends NaN to 0, hence code 0).
-        llvm::Value* x = b.CreateFMul(normalized, f32(b, 16.0f));
-        x = b.CreateBinaryIntrinsic(llvm::Intrinsic::minnum, b.CreateBinaryIntrinsic(llvm::Intrinsic::maxnum, x, f32(b, 0.0f)), f32(b, 17.0f));
-        llvm::Value* whole = b.CreateUnaryIntrinsic(llvm::Intrinsic::floor, x);
-        llvm::Value* up = b.CreateZExt(b.CreateFCmpOGE(b.CreateFSub(x, whole), f32(b, 0.5f)), b.getInt32Ty());
-        llvm::Value* code = b.CreateSub(b.CreateAdd(b.CreateFPToSI(whole, b.getInt32Ty()), up), b.getInt32(1));
-        return b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, code, b.getInt32(0)), b.getInt32(15));
-    }
-    case StateFormat::FP8: {
+    if (storage_.format == StateFormat::FP8) {
         if (!hardware_fp8()) return encode_fp8_software(b, normalized);
         return encode_pair(b, normalized, normalized).first;
     }
-    default: return encode_lookup(b, normalized);
-    }
+    llvm::Value* code = b.CreateLShr(encode_in_top_byte(b, normalized), 24);
+    return b.CreateSelect(b.CreateFCmpUNO(normalized, normalized), b.getInt32(0), code);
 }
 
 std::pair<llvm::Value*, llvm::Value*> StateCodec::encode_pair(llvm::IRBuilder<>& b, llvm::Value* v0, llvm::Value* v1) const {
@@ -126,31 +109,16 @@ std::pair<llvm::Value*, llvm::Value*> StateCodec::encode_pair(llvm::IRBuilder<>&
     return {b.CreateAnd(wide, b.getInt32(0xff)), b.CreateLShr(wide, 8)};
 }
 
-// compiler/code_lookup.h's lookup_code, instruction for instruction.
-llvm::Value* StateCodec::encode_lookup(llvm::IRBuilder<>& b, llvm::Value* normalized) const {
+// compiler/code_lookup.h's lookup_code, instruction for instruction (NaN aside).
+llvm::Value* StateCodec::encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized) const {
     const CodeLookup& lookup = code_lookup(storage_.format);
-    llvm::Value* bits = b.CreateBitCast(normalized, b.getInt32Ty());
-    llvm::Value* magnitude = b.CreateAnd(bits, b.getInt32(0x7fffffff));
-    llvm::Value* negative = b.CreateLShr(bits, 31);
-    llvm::Value* bucket = b.CreateSub(b.CreateLShr(magnitude, 16), b.getInt32(int32_t(lookup.first_bucket)));
-    bucket = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, bucket, b.getInt32(0));
-    bucket = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, bucket, b.getInt32(int32_t(lookup.buckets.size()) - 1));
-    llvm::Value* entry = load_table(b, buckets_, bucket);
-    llvm::Value* index = b.CreateLShr(entry, 24);
-    llvm::Value* threshold = b.CreateAnd(entry, b.getInt32(0x1ffff));
-    llvm::Value* low = b.CreateAnd(magnitude, b.getInt32(0xffff));
-    llvm::Value* code;
-    if (lookup.is_signed) {
-        llvm::Value* exact = b.CreateAnd(b.CreateLShr(entry, 23), b.getInt32(1));
-        threshold = b.CreateAdd(threshold, b.CreateAnd(exact, negative));
-        llvm::Value* k = b.CreateAdd(index, b.CreateZExt(b.CreateICmpUGE(low, threshold), b.getInt32Ty()));
-        llvm::Value* below = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, b.CreateSub(b.getInt32(lookup.center), k), b.getInt32(0));
-        code = b.CreateSelect(b.CreateICmpNE(negative, b.getInt32(0)), below, b.CreateAdd(b.getInt32(lookup.center), k));
-    } else {
-        llvm::Value* k = b.CreateAdd(index, b.CreateZExt(b.CreateICmpUGE(low, threshold), b.getInt32Ty()));
-        code = b.CreateSelect(b.CreateICmpNE(negative, b.getInt32(0)), b.getInt32(0), k);
-    }
-    return b.CreateSelect(b.CreateICmpUGT(magnitude, b.getInt32(0x7f800000)), b.getInt32(0), code);  // NaN
+    llvm::Value* key = b.CreateBitCast(normalized, b.getInt32Ty());
+    if (lookup.is_signed) key = b.CreateXor(key, b.CreateAShr(key, 31));
+    key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, key, b.getInt32(lookup.low_key));
+    key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, key, b.getInt32(lookup.high_key));
+    // The bucket's offset in i64, so that the table's first bucket folds into the address.
+    llvm::Value* bucket = b.CreateSub(b.CreateZExt(b.CreateLShr(key, 16), b.getInt64Ty()), b.getInt64(lookup.low_key >> 16));
+    return b.CreateAdd(load_table(b, entries_, bucket), key);
 }
 
 // ir/quantization.cpp's float_to_e4m3 with integers: round the fp32 mantissa to 3 bits (to

@@ -4,10 +4,10 @@
 // scale from the block's largest magnitude (scale_from_absmax), and per element for the code of
 // a value times the reciprocal of that scale (encode).
 //
-// Codes are found without searching the tables: q8s, q8u and q4s through the bucket lookup
-// of compiler/code_lookup.h (one table load and a comparison), q4u by arithmetic (its table
-// is k/16), fp8 by the sm_89+ conversion instruction or, before sm_89 and on the host, by
-// integer rounding to nearest even. Every path equals ir/quantization.cpp's.
+// Codes are found without searching the tables: q8s, q8u, q4s and q4u through the bucket
+// lookup of compiler/code_lookup.h (one table load and an addition), fp8 by the sm_89+
+// conversion instruction or, before sm_89 and on the host, by integer rounding to nearest
+// even. Every path equals ir/quantization.cpp's.
 #pragma once
 
 #include <llvm/IR/GlobalVariable.h>
@@ -49,11 +49,14 @@ public:
     llvm::Value* encode(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
     // Two codes at once (fp8 on sm_89+ converts pairs); other formats encode each.
     std::pair<llvm::Value*, llvm::Value*> encode_pair(llvm::IRBuilder<>& b, llvm::Value* v0, llvm::Value* v1) const;
+    // Table formats (not fp8): an i32 whose top byte is the code of `normalized`, which must
+    // not be NaN; the low bytes are not zero. Packing codes by bytes saves the shift.
+    bool has_lookup() const { return entries_ != nullptr; }
+    llvm::Value* encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
 
 private:
     llvm::GlobalVariable* table(const char* name, llvm::Type* elem, const std::vector<llvm::Constant*>& values);
     llvm::Value* load_table(llvm::IRBuilder<>& b, llvm::GlobalVariable* t, llvm::Value* index) const;
-    llvm::Value* encode_lookup(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
     llvm::Value* encode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
     llvm::Value* decode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* code) const;
     bool hardware_fp8() const { return target_.is_gpu() && target_.sm >= 89; }
@@ -61,8 +64,8 @@ private:
     llvm::Module& module_;
     Target target_;
     StateStorage storage_;
-    llvm::GlobalVariable* values_ = nullptr;   // decoded table values (q8s, q8u, q4s)
-    llvm::GlobalVariable* buckets_ = nullptr;  // code_lookup buckets (q8s, q8u, q4s)
+    llvm::GlobalVariable* values_ = nullptr;   // decoded table values (table formats)
+    llvm::GlobalVariable* entries_ = nullptr;  // code_lookup entries (table formats)
     std::vector<llvm::GlobalVariable*> tables_;
     std::map<llvm::GlobalVariable*, llvm::Value*> where_;
 };
