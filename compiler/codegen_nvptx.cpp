@@ -10,6 +10,7 @@
 // spans warps), and encode and store, in one pass. The codecs' lookup tables are copied into
 // shared memory when the kernel starts.
 #include <llvm/IR/IntrinsicsNVPTX.h>
+#include <llvm/IR/MDBuilder.h>
 
 #include <algorithm>
 #include <map>
@@ -333,13 +334,13 @@ private:
     };
 
     llvm::FixedVectorType* piece_type(const Array& a) const {
-        int per_load = std::min(kQuantizedElementsPerThread, 16 / dtype_bytes(a.type));
+        int per_load = std::min(elements_per_thread_, 16 / dtype_bytes(a.type));
         return llvm::FixedVectorType::get(math_->storage_type(a.type), per_load);
     }
     // A thread's codes as 32-bit words (8 bytes for q8 and fp8, 4 for q4): 32-bit shifts are
     // one instruction where 64-bit ones are several.
     llvm::FixedVectorType* code_word_type(const QuantizedArray& q) {
-        return llvm::FixedVectorType::get(b_.getInt32Ty(), q.codec->four_bit() ? 1 : 2);
+        return llvm::FixedVectorType::get(b_.getInt32Ty(), q.codec->four_bit() ? elements_per_thread_ / 8 : elements_per_thread_ / 4);
     }
     // Where element j's code sits: word, bit offset, mask (q4: the even element is the high nibble).
     struct CodeSlot {
@@ -347,7 +348,7 @@ private:
         uint32_t mask;
     };
     CodeSlot code_slot(const QuantizedArray& q, int j) const {
-        if (q.codec->four_bit()) return {0, 8 * (j / 2) + (j % 2 == 0 ? 4 : 0), 15};
+        if (q.codec->four_bit()) return {j / 8, 8 * (j / 2 % 4) + (j % 2 == 0 ? 4 : 0), 15};
         return {j / 4, 8 * (j % 4), 255};
     }
 
@@ -357,7 +358,7 @@ private:
             llvm::FixedVectorType* type = piece_type(a);
             int per_load = int(type->getNumElements());
             std::vector<llvm::Value*> pieces;
-            for (int k = 0; k < kQuantizedElementsPerThread; k += per_load) {
+            for (int k = 0; k < elements_per_thread_; k += per_load) {
                 llvm::Value* addr = b_.CreateGEP(type->getElementType(), a.base, b_.CreateAdd(i0, b_.getInt64(k)));
                 auto* load = b_.CreateAlignedLoad(type, addr, llvm::Align(per_load * dtype_bytes(a.type)));
                 if (!a.written) load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx_, {}));
@@ -383,7 +384,7 @@ private:
             llvm::FixedVectorType* type = piece_type(a);
             int per_load = int(type->getNumElements());
             std::vector<llvm::Value*> pieces;
-            for (int k = 0; k < kQuantizedElementsPerThread; k += per_load) {
+            for (int k = 0; k < elements_per_thread_; k += per_load) {
                 llvm::Value* v = llvm::PoisonValue::get(type);
                 for (int j = 0; j < per_load; ++j) {
                     llvm::Value* addr = b_.CreateGEP(type->getElementType(), a.base, element(k + j));
@@ -394,20 +395,22 @@ private:
             out.dense.push_back(pieces);
         }
         for (const QuantizedArray& q : quantized_) {
-            llvm::FixedVectorType* type = code_word_type(q);
-            llvm::Value* words = llvm::ConstantAggregateZero::get(type);
-            for (unsigned w = 0; w < type->getNumElements(); ++w) {
-                llvm::Value* word = b_.getInt32(0);
-                for (int k = 0; k < 4; ++k) {
-                    // Byte k of the thread's codes holds element k (q8) or elements 2k and 2k + 1 (q4).
-                    int byte_number = 4 * int(w) + k;
-                    llvm::Value* i = element(q.codec->four_bit() ? 2 * byte_number : byte_number);
-                    llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
-                    llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, index)), b_.getInt32Ty());
-                    word = b_.CreateOr(word, b_.CreateShl(byte, 8 * k));
+            // Each element's own code, from its (clamped) index: past the end, a copy of the last
+            // element's code, never a q4 byte's padding nibble.
+            std::vector<llvm::Value*> codes;
+            for (int j = 0; j < elements_per_thread_; ++j) {
+                llvm::Value* i = element(j);
+                llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
+                llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, index)), b_.getInt32Ty());
+                if (q.codec->four_bit()) {
+                    llvm::Value* odd = b_.CreateICmpNE(b_.CreateAnd(i, b_.getInt64(1)), b_.getInt64(0));
+                    byte = b_.CreateSelect(odd, b_.CreateAnd(byte, b_.getInt32(15)), b_.CreateLShr(byte, 4));
                 }
-                words = b_.CreateInsertElement(words, word, w);
+                codes.push_back(byte);
             }
+            std::vector<llvm::Value*> word = pack_codes(q, codes);
+            llvm::Value* words = llvm::PoisonValue::get(code_word_type(q));
+            for (size_t w = 0; w < word.size(); ++w) words = b_.CreateInsertElement(words, word[w], w);
             out.codes.push_back(words);
         }
         return out;
@@ -423,7 +426,7 @@ private:
     }
     std::vector<llvm::Value*> unpack_codes(const QuantizedArray& q, llvm::Value* words) {
         std::vector<llvm::Value*> out;
-        for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
+        for (int j = 0; j < elements_per_thread_; ++j) {
             CodeSlot slot = code_slot(q, j);
             llvm::Value* word = b_.CreateExtractElement(words, slot.word);
             out.push_back(b_.CreateAnd(b_.CreateLShr(word, slot.shift), b_.getInt32(slot.mask)));
@@ -448,7 +451,7 @@ private:
         n_ = emit_row_word(b_, row, layout_.n());
         offset_ = emit_row_word(b_, row, layout_.offset());
         base_ = base;
-        i0_ = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(kQuantizedElementsPerThread)), "i0");
+        i0_ = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(elements_per_thread_)), "i0");
         llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
         fast_ = b_.CreateAnd(full, b_.CreateICmpEQ(misaligned, b_.getInt64(0)), "fast");
     }
@@ -578,7 +581,7 @@ private:
     }
 
     void process(const Prefetched& chunk) {
-        const int E = kQuantizedElementsPerThread;
+        const int E = elements_per_thread_;
         setup_chunk(chunk.row, chunk.base);
         llvm::Value* i0 = i0_;
         llvm::Value* fast = fast_;
@@ -603,14 +606,39 @@ private:
             }
         }
 
-        // Update.
-        std::vector<ElementValues> out(E);
+        // Update: every element's divisions and square roots by their branch-free fast paths,
+        // and the whole update again with the IEEE instructions where an operand fell outside
+        // the fast paths' range (rarely: NaN, infinity, a magnitude beyond 2^60).
+        std::vector<ElementValues> element_in(E), out(E);
         for (int j = 0; j < E; ++j) {
-            ElementValues e;
-            e.p = in.dense[0][j];
-            e.g = in.dense[1][j];
-            for (int st = 0; st < layout_.num_states; ++st) e.states.push_back(state_in[st][j]);
-            out[j] = math_->update(b_, e);
+            element_in[j].p = in.dense[0][j];
+            element_in[j].g = in.dense[1][j];
+            for (int st = 0; st < layout_.num_states; ++st) element_in[j].states.push_back(state_in[st][j]);
+        }
+        llvm::Value* in_range = b_.getTrue();
+        for (int j = 0; j < E; ++j) out[j] = math_->update(b_, element_in[j], &in_range);
+        if (in_range != b_.getTrue()) {
+            llvm::BasicBlock* speculated = b_.GetInsertBlock();
+            llvm::BasicBlock* exact = block("update.exact");
+            llvm::BasicBlock* updated = block("update.done");
+            b_.CreateCondBr(in_range, updated, exact, llvm::MDBuilder(ctx_).createBranchWeights(1000, 1));
+            b_.SetInsertPoint(exact);
+            std::vector<ElementValues> exact_out(E);
+            for (int j = 0; j < E; ++j) exact_out[j] = math_->update(b_, element_in[j]);
+            llvm::BasicBlock* exact_end = b_.GetInsertBlock();
+            b_.CreateBr(updated);
+            b_.SetInsertPoint(updated);
+            auto merge = [&](llvm::Value*& fast_value, llvm::Value* exact_value) {
+                if (fast_value == exact_value) return;
+                llvm::PHINode* phi = b_.CreatePHI(fast_value->getType(), 2);
+                phi->addIncoming(fast_value, speculated);
+                phi->addIncoming(exact_value, exact_end);
+                fast_value = phi;
+            };
+            for (int j = 0; j < E; ++j) {
+                merge(out[j].p, exact_out[j].p);
+                for (size_t st = 0; st < out[j].states.size(); ++st) merge(out[j].states[st], exact_out[j].states[st]);
+            }
         }
 
         // An array whose new values are the ones it was loaded with (the program assigns it to
@@ -774,7 +802,7 @@ private:
     // element j in code_slot(j).
     std::vector<llvm::Value*> pack_codes(const QuantizedArray& q, const std::vector<llvm::Value*>& codes) {
         std::vector<llvm::Value*> word(code_word_type(q)->getNumElements(), b_.getInt32(0));
-        for (int j = 0; j < kQuantizedElementsPerThread; ++j) {
+        for (int j = 0; j < elements_per_thread_; ++j) {
             CodeSlot slot = code_slot(q, j);
             word[slot.word] = b_.CreateOr(word[slot.word], b_.CreateShl(codes[j], slot.shift));
         }
@@ -788,7 +816,7 @@ private:
         auto permute = [&](llvm::Value* x, llvm::Value* y, uint32_t selector) {
             return b_.CreateIntrinsic(llvm::Intrinsic::nvvm_prmt, {}, {x, y, b_.getInt32(selector)});
         };
-        const int E = kQuantizedElementsPerThread;
+        const int E = elements_per_thread_;
         if (!q.codec->has_lookup()) {
             std::vector<llvm::Value*> codes;
             for (int j = 0; j < E; j += 2) {
@@ -805,11 +833,18 @@ private:
         auto gather = [&](llvm::Value* a, llvm::Value* b, llvm::Value* c, llvm::Value* d) {
             return permute(permute(a, b, 0x0073), permute(c, d, 0x0073), 0x5410);
         };
-        if (!q.codec->four_bit()) return {gather(top[0], top[1], top[2], top[3]), gather(top[4], top[5], top[6], top[7])};
+        std::vector<llvm::Value*> words;
+        if (!q.codec->four_bit()) {
+            for (int j = 0; j < E; j += 4) words.push_back(gather(top[j], top[j + 1], top[j + 2], top[j + 3]));
+            return words;
+        }
         // q4: codes below 16; the even element is the high nibble.
-        llvm::Value* even = gather(top[0], top[2], top[4], top[6]);
-        llvm::Value* odd = gather(top[1], top[3], top[5], top[7]);
-        return {b_.CreateOr(b_.CreateShl(even, 4), odd)};
+        for (int j = 0; j < E; j += 8) {
+            llvm::Value* even = gather(top[j], top[j + 2], top[j + 4], top[j + 6]);
+            llvm::Value* odd = gather(top[j + 1], top[j + 3], top[j + 5], top[j + 7]);
+            words.push_back(b_.CreateOr(b_.CreateShl(even, 4), odd));
+        }
+        return words;
     }
 
     llvm::Module& module_;

@@ -59,6 +59,42 @@ llvm::Value* divide_by_invariant(IRBuilder<>& b, llvm::Value* x, llvm::Value* y)
     return b.CreateFMul(quotient, s);
 }
 
+// PTX's div.rn.f32 without its branch: ptxas's fast path (reciprocal approximation, one Newton
+// step, quotient, remainder by FMA, corrected quotient), which rounds correctly when both
+// operands are within [2^-60, 2^60] in magnitude (the quotient and remainder are then normal),
+// and a zero dividend (its quotient is the product's signed zero). ANDs that range into ok.
+llvm::Value* divide_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, llvm::Value*& ok) {
+    namespace I = llvm::Intrinsic;
+    auto within = [&](llvm::Value* v) {
+        llvm::Value* m = intrinsic(b, I::fabs, {v});
+        return b.CreateAnd(b.CreateFCmpOGE(m, f32(b, 0x1p-60)), b.CreateFCmpOLE(m, f32(b, 0x1p60)));
+    };
+    llvm::Value* zero = b.CreateFCmpOEQ(x, f32(b, 0));
+    ok = b.CreateAnd(ok, b.CreateAnd(within(y), b.CreateOr(zero, within(x))));
+    llvm::Value* y0 = b.CreateIntrinsic(I::nvvm_rcp_approx_ftz_f, {}, {y});
+    llvm::Value* e = intrinsic(b, I::fma, {b.CreateFNeg(y), y0, f32(b, 1)});
+    llvm::Value* y1 = intrinsic(b, I::fma, {y0, e, y0});
+    llvm::Value* q0 = b.CreateFMul(x, y1);
+    llvm::Value* r = intrinsic(b, I::fma, {b.CreateFNeg(y), q0, x});
+    llvm::Value* q1 = intrinsic(b, I::fma, {y1, r, q0});
+    return b.CreateSelect(zero, q0, q1);
+}
+
+// PTX's sqrt.rn.f32 without its branch: ptxas's fast path (reciprocal square root
+// approximation, then one correction by FMA), right for x in [2^-101, 2^128), and for +0 once
+// the approximation's infinity is capped. ANDs that range into ok.
+llvm::Value* square_root_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value*& ok) {
+    namespace I = llvm::Intrinsic;
+    llvm::Value* bits = b.CreateBitCast(x, b.getInt32Ty());
+    llvm::Value* normal = b.CreateICmpULE(b.CreateSub(bits, b.getInt32(0x0d000000)), b.getInt32(0x727fffff));
+    ok = b.CreateAnd(ok, b.CreateOr(normal, b.CreateICmpEQ(bits, b.getInt32(0))));
+    llvm::Value* rs = intrinsic(b, I::minnum, {b.CreateIntrinsic(I::nvvm_rsqrt_approx_ftz_f, {}, {x}), f32(b, 0x1p64)});
+    llvm::Value* s = b.CreateFMul(x, rs);
+    llvm::Value* h = b.CreateFMul(rs, f32(b, 0.5));
+    llvm::Value* e = intrinsic(b, I::fma, {b.CreateFNeg(s), s, x});
+    return intrinsic(b, I::fma, {e, h, s});
+}
+
 llvm::Function* new_math_function(llvm::Module& m, const char* name, int arity) {
     llvm::Type* d = llvm::Type::getDoubleTy(m.getContext());
     std::vector<llvm::Type*> params(arity, d);
@@ -136,7 +172,12 @@ llvm::Value* ElementMath::param_from_f32(IRBuilder<>& b, DType t, llvm::Value* f
     return b.CreateSelect(b.CreateFCmpUNO(f, f), quiet_nan, rounded);
 }
 
-ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in) const {
+ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, llvm::Value** in_range) const {
+    in_range_ = target_.is_gpu() && !options_.fast_math ? in_range : nullptr;
+    struct Reset {
+        llvm::Value**& p;
+        ~Reset() { p = nullptr; }
+    } reset{in_range_};
     std::vector<std::pair<std::string, llvm::Value*>> env = scalars_;
     env.emplace_back(std::string(kParamName), in.p);
     env.emplace_back(std::string(kGradName), in.g);
@@ -182,10 +223,12 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
     auto divide = [&](llvm::Value* x, llvm::Value* y) -> llvm::Value* {
         if (fast && gpu) return b.CreateIntrinsic(I::nvvm_div_approx_f, {}, {x, y});
         if (!fast && is_launch_invariant(y)) return divide_by_invariant(b, x, y);
+        if (in_range_) return divide_speculatively(b, x, y, *in_range_);
         return fast_flags(b.CreateFDiv(x, y));
     };
     auto square_root = [&](llvm::Value* x) -> llvm::Value* {
         if (fast && gpu) return b.CreateIntrinsic(I::nvvm_sqrt_approx_f, {}, {x});
+        if (in_range_) return square_root_speculatively(b, x, *in_range_);
         return fast_flags(intrinsic(b, I::sqrt, {x}));
     };
     auto widen = [&](llvm::Value* x) { return b.CreateFPExt(x, b.getDoubleTy()); };

@@ -34,7 +34,14 @@ public:
                 std::vector<llvm::Value*> scalars);
 
     // The update of one element: fp32 values in, final fp32 values of p and states out.
-    ElementValues update(llvm::IRBuilder<>& b, const ElementValues& in) const;
+    //
+    // With `in_range` (GPU kernels without fast math), divisions and square roots take the
+    // branch-free fast paths of their IEEE sequences and AND into *in_range (an i1) whether
+    // their operands are in the range where those paths round correctly; where it ends false,
+    // the caller must redo the update without `in_range`. The IEEE instructions are each a
+    // branch to a slow path that ptxas cannot schedule across, and take it for a zero dividend
+    // or a zero square root, which real optimizer states hold.
+    ElementValues update(llvm::IRBuilder<>& b, const ElementValues& in, llvm::Value** in_range = nullptr) const;
 
     // The LLVM type a value of `t` is stored as (float, i16 for bf16, half).
     llvm::Type* storage_type(DType t) const;
@@ -60,6 +67,7 @@ private:
     Target target_;
     CodegenOptions options_;
     std::vector<std::pair<std::string, llvm::Value*>> scalars_;
+    mutable llvm::Value** in_range_ = nullptr;  // during update(b, in, in_range)
 };
 
 }  // namespace optjit

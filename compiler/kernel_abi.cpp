@@ -44,7 +44,7 @@ int gpu_threads_per_block(const KernelSpec& spec) {
     // A chunk is a whole number of quantization blocks (powers of two): a power of two of at
     // least a block's threads.
     if (has_quantized_state(spec))
-        t = std::max<int>(int(std::bit_ceil(unsigned(t))), int(largest_block(spec)) / kQuantizedElementsPerThread);
+        t = std::max<int>(int(std::bit_ceil(unsigned(t))), int(largest_block(spec)) / gpu_elements_per_thread(spec));
     return t;
 }
 
@@ -59,7 +59,7 @@ int gpu_vector_elements(const KernelSpec& spec) {
 }
 
 int gpu_elements_per_thread(const KernelSpec& spec) {
-    if (has_quantized_state(spec)) return kQuantizedElementsPerThread;
+    if (has_quantized_state(spec)) return spec.options.gpu_elements_per_thread == 16 ? 16 : kQuantizedElementsPerThread;
     int vec = gpu_vector_elements(spec);
     int requested = spec.options.gpu_elements_per_thread;
     if (requested <= 0) return vec;

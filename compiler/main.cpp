@@ -100,13 +100,13 @@ kernel options (also taken by 'optjit run'):
   --param-dtype D          parameter storage: f32, bf16 or f16 (default f32)
   --grad-dtype D           gradient storage: f32, bf16 or f16 (default f32)
   --state NAME=FORMAT      a state's storage (default fp32): fp32, bf16, or block-quantized
-                           q8s, q8u, q4s, q4u, fp8, with an optional block size (q8s:128);
-                           kernels are generated for fp32 and bf16 so far, the interpreter
-                           (run --target interp) stores every format
+                           q8s, q8u, q4s, q4u, fp8, with an optional block size (q8s:128)
   --specialize NAME=VALUE  compile hyper-parameter NAME as the constant VALUE
   --fast-math              approximate division and square roots
   --stochastic-rounding    bf16 parameters round stochastically (keyed by the seed, the step
                            and the element's index; reproducible)
+  --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
+                           threads_per_block, vector_bytes, min_blocks_per_sm
 environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;
              OPTJIT_DEBUG=1 logs each compile and the time of each phase.
 )";
@@ -215,6 +215,19 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     }
     if (option == "--fast-math") {
         k.codegen.fast_math = true;
+        return true;
+    }
+    if (option == "--gpu-tune") {
+        auto [knob, value] = parse_assignment(args.value(option), option);
+        std::map<std::string, int*> knobs = {{"elements_per_thread", &k.codegen.gpu_elements_per_thread},
+                                             {"threads_per_block", &k.codegen.gpu_threads_per_block},
+                                             {"vector_bytes", &k.codegen.gpu_vector_bytes},
+                                             {"min_blocks_per_sm", &k.codegen.gpu_min_blocks_per_sm}};
+        auto it = knobs.find(knob);
+        if (it == knobs.end())
+            throw UsageError{fmt::format("--gpu-tune: unknown knob '{}' (expected elements_per_thread, threads_per_block, "
+                                         "vector_bytes or min_blocks_per_sm)", knob)};
+        *it->second = int(value);
         return true;
     }
     return false;

@@ -486,3 +486,43 @@ TEST_CASE("gpu: every elementwise operation matches the interpreter") {
     REQUIRE_GPU();
     check_elementwise_on(gpu_target());
 }
+
+// Divisions and square roots take branch-free fast paths in quantized kernels, and the whole
+// update again with IEEE instructions where an operand is out of their range: both paths must
+// give what the host kernel (IEEE division and square root) gives, bit for bit. Zero dividends
+// and zero square roots are common (m * (g > 1), v * (g < 1)); dividends beyond 2^60 and square
+// roots below 2^-101 appear in a few percent of the elements, so some chunks take each path.
+TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host kernel bit for bit") {
+    REQUIRE_GPU();
+    const char* kSpecials = R"(optimizer specials
+  hyper lr = 1e-2
+  state m = 0
+  state v = 0
+  update
+    m = lerp(m, g, 0.1)
+    v = lerp(v, g * g, 0.01)
+    a = (m * (g > 1)) / (sqrt(v * (g < 1)) + 1e-8)
+    b = (g * select(g > 2, 1e19, 1)) / (abs(p) + 1) + sqrt(g * g * select(g < -2, 1e-35, 1))
+    p = p - lr * (a + b * 1e-3)
+)";
+    for (StateFormat f : {StateFormat::F32, StateFormat::Q8S, StateFormat::FP8, StateFormat::Q4S}) {
+        RunOptions o;
+        o.request = KernelRequest{parse_and_verify(kSpecials, "<specials>"), {}, {}, Target{Target::Kind::Host, 0}, {}};
+        o.request.storage.param = o.request.storage.grad = DType::BF16;
+        o.request.storage.states["m"] = StateStorage{f, f == StateFormat::Q4S ? 128u : 256u};
+        o.request.storage.states["v"] = StateStorage{f == StateFormat::Q8S ? StateFormat::Q8U : f, f == StateFormat::Q4S ? 128u : 256u};
+        o.sizes = {3 * 4096 + 5, 70001};
+        o.steps = 5;
+        o.seed = test_seed();
+        INFO("format ", std::string(format_name(f)), ", seed ", o.seed);
+        RunSummary host, gpu;
+        if (!checked_run(o, host)) continue;
+        o.request.target = gpu_target();
+        if (!checked_run(o, gpu)) continue;
+        REQUIRE(host.tensors.size() == gpu.tensors.size());
+        for (size_t t = 0; t < host.tensors.size(); ++t) {
+            INFO(host.tensors[t].name, ": host norm ", host.tensors[t].norm, ", gpu norm ", gpu.tensors[t].norm);
+            CHECK(host.tensors[t].checksum == gpu.tensors[t].checksum);
+        }
+    }
+}
