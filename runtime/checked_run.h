@@ -10,7 +10,8 @@
 // and the final values are compared. With them, a code one apart flips the next step's input,
 // so the interpreter is re-synced to the kernel's state before every step (as bitsandbytes'
 // tests do) and each step's output is compared: p and the other states within tolerance,
-// codes identical or one apart only across a midpoint, scales within fp32 rounding.
+// codes identical or one apart only across a midpoint, scales within tolerance (relative to
+// the larger of the block's scale and the tensor's RMS scale, as values are compared).
 // Every buffer has a guard region after its last element, filled with a sentinel and checked
 // after the run, so a kernel that writes past a tensor's end is caught.
 #pragma once
@@ -43,8 +44,8 @@ struct TensorSummary {
     int64_t worst_element = -1; // index (over the concatenated tensors) of the largest difference
     // Block-quantized states (checked step by step, from the same state): codes compared,
     // codes one apart where the value lies within kStraddle of the midpoint between them (fp32
-    // and float64 rounding straddling it), codes wrong otherwise, and the largest relative
-    // difference of a block scale.
+    // and float64 rounding straddling it), codes wrong otherwise, and the largest difference of
+    // a block scale, relative to the larger of that scale and the tensor's RMS scale.
     int64_t codes_compared = 0, codes_straddling = 0, codes_wrong = 0;
     double max_scale_rel_diff = 0;
 };

@@ -513,3 +513,32 @@ TEST_CASE("codegen host: cache_key is stable and covers what selects code") {
 }
 
 TEST_CASE("codegen host: every elementwise operation matches the interpreter") { check_elementwise_on(Target{}); }
+
+// Division by a launch scalar multiplies by its reciprocal and corrects with two FMAs
+// (compiler/element_math.cpp): the quotient must stay right for divisors at the ends of the
+// range (subnormal, near the largest float), where the reciprocal alone would overflow or lose
+// its precision, and for ordinary ones. One step, so that p stays finite.
+TEST_CASE("codegen host: division by launch scalars of every magnitude matches the interpreter") {
+    const char* kDivide = R"(optimizer divide
+  hyper h = 3
+  hyper k = 7
+  update
+    p = (p * 1e-30) / h + g / k
+)";
+    const std::vector<std::pair<double, double>> divisors = {
+        {3, 7}, {0x1p-140, 7}, {-0x1p-149, 0.1}, {1e30, 0x1.fffffep127}, {0x1p125, 0x1p-125}, {0.1, -3}};
+    for (auto [h, k] : divisors) {
+        RunOptions o;
+        o.request = KernelRequest{parse_and_verify(kDivide, "<divide>"), {}, {}, Target{}, {}};
+        o.sizes = {1, 4097};
+        o.steps = 1;
+        o.seed = test_seed();
+        o.check = true;
+        o.hypers = {{"h", h}, {"k", k}};
+        INFO("h ", h, ", k ", k, ", seed ", o.seed);
+        RunSummary s;
+        if (!checked_run(o, s)) continue;
+        INFO(describe(s));
+        CHECK(s.passed);
+    }
+}

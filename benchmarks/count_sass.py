@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Instructions one thread executes per chunk on the fast path of a quantized GPU kernel.
+
+The quantized kernels are issue-bound (benchmarks/NOTES.md), so this count predicts their time:
+    optjit compile examples/adamw.opt --target sm_90 --emit ptx --param-dtype bf16 \\
+        --grad-dtype bf16 --state m=q8s --state v=q8u -o k.ptx
+    ptxas -arch=sm_90 -O3 k.ptx -o k.cubin        # /usr/local/cuda/bin/ptxas
+    nvdisasm -c -ndf k.cubin > k.sass              # nvdisasm: copy it from the device machine
+    benchmarks/count_sass.py k.sass 8              # 8 elements a thread
+
+It walks the chunk loop (the target of the last backward branch before the first RET) from its
+head to its back edge: loops run once, branches around a slow-path CALL are taken (the fast
+path), branches to a CALL are not, the non-finite encode (FSETP.NAN) is skipped, and any other
+conditional branch falls through (listed, so that a reader can check the path).
+"""
+import re
+import sys
+
+
+def main(path, elements):
+    ins, labels = [], {}
+    for line in open(path):
+        m = re.match(r'^(\.L_x_\d+):', line)
+        if m:
+            labels[m.group(1)] = len(ins)
+            continue
+        m = re.match(r'\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;?\s*$', line)
+        if m:
+            ins.append(m.group(2))
+
+    def target(x):
+        m = re.search(r'`\((\.L_x_\d+)\)', x)
+        return labels[m.group(1)] if m else None
+
+    def calls(at, n=7):
+        return any('CALL' in x for x in ins[at:at + n])
+
+    head = tail = None
+    for i, x in enumerate(ins):
+        if x.startswith('RET'):
+            break
+        if re.match(r'BRA `', x) and target(x) is not None and target(x) < i:
+            head, tail = target(x), i
+    if head is None:
+        sys.exit('no chunk loop found')
+    pc, ops, fallthroughs = head, {}, []
+    for _ in range(100000):
+        x = ins[pc]
+        op = re.sub(r'^@!?U?P[0-9T] ', '', x).split()[0]
+        ops[op] = ops.get(op, 0) + 1
+        if pc == tail:
+            break
+        if 'BRA' in x and x.startswith('@'):
+            t = target(x)
+            if t <= pc:
+                taken = False
+            elif calls(pc + 1) or any('NAN' in y for y in ins[pc + 1:pc + 4]):
+                taken = True
+            else:
+                taken = False
+                if not calls(t):
+                    fallthroughs.append(x)
+            pc = t if taken else pc + 1
+        elif 'BRA' in x:
+            pc = target(x)
+        else:
+            pc += 1
+    total = sum(ops.values())
+    print(f'{total} instructions a chunk, {total / elements:.1f} an element')
+    for op, n in sorted(ops.items(), key=lambda kv: -kv[1]):
+        print(f'  {n:5d}  {op}')
+    for x in fallthroughs:
+        print('  fell through:', x)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 8)
