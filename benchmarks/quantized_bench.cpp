@@ -130,19 +130,28 @@ void fill_values(cuda::DevicePtr dst, DType t, int64_t n, uint64_t seed, double 
         cuda::memcpy_htod(dst + uint64_t(at) * dtype_bytes(t), host.data(), size_t(std::min(block, n - at)) * dtype_bytes(t));
 }
 
-// Uniformly random code bytes (for fp8, none of its two NaN codes: a NaN makes its whole block
-// NaN, and NaN operands send IEEE division to its slow path).
-void fill_codes(cuda::DevicePtr dst, size_t bytes, bool fp8) {
+// Random code bytes of a state in `format`: uniform over the codes, but for fp8 none of its
+// two NaN codes (a NaN makes its whole block NaN), and for a second moment (`non_negative`) only
+// codes of values >= 0, as a real v holds (a negative v makes every square root take the slow
+// path, which no real step does).
+void fill_codes(cuda::DevicePtr dst, size_t bytes, StateFormat format, bool non_negative) {
     const size_t block = size_t(16) << 20;
-    static std::vector<uint8_t> any, no_nan;
-    std::vector<uint8_t>& host = fp8 ? no_nan : any;
+    static std::map<std::pair<StateFormat, bool>, std::vector<uint8_t>> made;
+    std::vector<uint8_t>& host = made[{format, non_negative}];
     if (host.empty()) {
         host.resize(block);
         uint64_t x = 0x9e3779b97f4a7c15ull;
         for (uint8_t& b : host) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
             b = uint8_t(x >> 56);
-            if (fp8 && (b & 0x7f) == 0x7f) b ^= 1;
+            if (format == StateFormat::FP8) {
+                if (non_negative) b &= 0x7f;
+                if ((b & 0x7f) == 0x7f) b ^= 1;
+            } else if (non_negative && format == StateFormat::Q8S) {
+                b = uint8_t(127 + b % 129);  // code 127 is 0, 255 is 1
+            } else if (non_negative && format == StateFormat::Q4S) {
+                b = uint8_t((7 + (b >> 4) % 9) << 4 | (7 + (b & 15) % 9));  // code 7 is 0, 15 is 1
+            }
         }
     }
     for (size_t at = 0; at < bytes; at += block) cuda::memcpy_htod(dst + at, host.data(), std::min(block, bytes - at));
@@ -226,7 +235,7 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
                         fill_values(a.states[s], state_dtype(st.format), a.n, 3 + s, s == 0 ? 1e-3 : 1e-5, s == 1);
                         continue;
                     }
-                    fill_codes(a.states[s], code_bytes(st, a.n), st.format == StateFormat::FP8);
+                    fill_codes(a.states[s], code_bytes(st, a.n), st.format, s == 1);
                     std::vector<float> scales(size_t(scale_count(st, 0, a.n)), s == 0 ? 1e-2f : 1e-4f);
                     cuda::memcpy_htod(a.scales[s], scales.data(), scales.size() * 4);
                 }
