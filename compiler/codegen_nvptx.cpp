@@ -8,7 +8,8 @@
 // elements instead, so a block of B elements belongs to B / 8 neighbouring threads: they
 // decode, update, find the block's absmax by warp shuffles (through shared memory when a block
 // spans warps), and encode and store, in one pass. The codecs' lookup tables are copied into
-// shared memory when the kernel starts.
+// shared memory when the kernel starts. These kernels are bound by the instructions they issue
+// (benchmarks/NOTES.md): every instruction an element counts.
 #include <llvm/IR/IntrinsicsNVPTX.h>
 #include <llvm/IR/MDBuilder.h>
 
@@ -608,7 +609,7 @@ private:
 
         // Update: every element's divisions and square roots by their branch-free fast paths,
         // and the whole update again with the IEEE instructions where an operand fell outside
-        // the fast paths' range (rarely: NaN, infinity, a magnitude beyond 2^60).
+        // the fast paths' range (rarely: NaN, infinity, magnitudes beyond 2^60 or below 2^-60).
         std::vector<ElementValues> element_in(E), out(E);
         for (int j = 0; j < E; ++j) {
             element_in[j].p = in.dense[0][j];
