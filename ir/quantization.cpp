@@ -165,6 +165,56 @@ std::vector<float> dequantize(const StateStorage& s, const QuantizedTensor& q, i
     return out;
 }
 
+namespace {
+
+// The larger of two magnitudes, NaN winning (a NaN must stay visible in a statistic).
+float max_or_nan(float a, float b) { return std::isnan(a) || std::isnan(b) ? std::numeric_limits<float>::quiet_NaN() : std::max(a, b); }
+float min_or_nan(float a, float b) { return std::isnan(a) || std::isnan(b) ? std::numeric_limits<float>::quiet_NaN() : std::min(a, b); }
+
+void check_rank1_shape(int64_t rows, int64_t columns, size_t elements) {
+    if (rows < 1 || columns < 1 || uint64_t(rows) * uint64_t(columns) != elements)
+        throw std::invalid_argument(
+            fmt::format("rank-1 normalization of a {} x {} view needs {} elements; the tensor has {}", rows, columns, rows * columns, elements));
+}
+
+}  // namespace
+
+Rank1Tensor quantize_rank1(std::span<const float> values, int64_t rows, int64_t columns) {
+    check_rank1_shape(rows, columns, values.size());
+    Rank1Tensor q;
+    q.row_max.assign(size_t(rows), 0.0f);
+    q.column_max.assign(size_t(columns), 0.0f);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < columns; ++c) {
+            float a = std::fabs(values[size_t(r * columns + c)]);
+            q.row_max[size_t(r)] = max_or_nan(q.row_max[size_t(r)], a);
+            q.column_max[size_t(c)] = max_or_nan(q.column_max[size_t(c)], a);
+        }
+    for (float& m : q.row_max) m = max_or_nan(m, kScaleFloor);
+    for (float& m : q.column_max) m = max_or_nan(m, kScaleFloor);
+    q.codes.assign(size_t((rows * columns + 1) / 2), 0);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < columns; ++c) {
+            const float inverse = 1.0f / min_or_nan(q.row_max[size_t(r)], q.column_max[size_t(c)]);
+            set_code(q.codes, StateFormat::Q4U, r * columns + c, nearest_code(StateFormat::Q4U, values[size_t(r * columns + c)] * inverse));
+        }
+    return q;
+}
+
+std::vector<float> dequantize_rank1(const Rank1Tensor& q, int64_t rows, int64_t columns) {
+    check_rank1_shape(rows, columns, size_t(rows * columns));
+    if (q.row_max.size() != size_t(rows) || q.column_max.size() != size_t(columns) || q.codes.size() < size_t((rows * columns + 1) / 2))
+        throw std::invalid_argument(fmt::format("a rank-1 tensor of {} x {} needs {} row and {} column statistics and {} code bytes", rows,
+                                                columns, rows, columns, (rows * columns + 1) / 2));
+    std::vector<float> out(size_t(rows * columns));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < columns; ++c) {
+            uint8_t code = get_code(q.codes, StateFormat::Q4U, r * columns + c);
+            out[size_t(r * columns + c)] = code_table(StateFormat::Q4U)[code] * min_or_nan(q.row_max[size_t(r)], q.column_max[size_t(c)]);
+        }
+    return out;
+}
+
 void round_trip(const StateStorage& s, std::span<double> values, int64_t first_element) {
     std::vector<float> f(values.begin(), values.end());
     std::vector<float> back = dequantize(s, quantize(s, f, first_element), int64_t(f.size()), first_element);

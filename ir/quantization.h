@@ -57,4 +57,21 @@ std::vector<float> dequantize(const StateStorage& s, const QuantizedTensor& q, i
 // What storing `values` as `s` and reading them back gives, in place (float64 in, fp32 math).
 void round_trip(const StateStorage& s, std::span<double> values, int64_t first_element = 0);
 
+// Rank-1 normalization of a second moment (q4u with StateStorage::rank1; Li et al., "Memory
+// Efficient Optimizers with 4-bit States", 2023). A tensor of two or more dimensions is viewed
+// as rows x columns (columns: its last dimension; rows: the product of the others). Each row
+// and each column keeps the largest magnitude of its elements (fp32, floored at 1e-12 like a
+// block scale), and each element is normalized by the smaller of its row's and its column's:
+//   code  = q4u's nearest code of value * (1 / min(row_max, column_max)), the reciprocal in fp32;
+//   value = q4u table[code] * min(row_max, column_max).
+// The statistics take the place of block scales (rows + columns fp32 values); codes are packed
+// as q4u's. NaN policy as for blocks: a NaN makes its row's and its column's statistic NaN, so
+// they read back as NaN.
+struct Rank1Tensor {
+    std::vector<uint8_t> codes;
+    std::vector<float> row_max, column_max;
+};
+Rank1Tensor quantize_rank1(std::span<const float> values, int64_t rows, int64_t columns);
+std::vector<float> dequantize_rank1(const Rank1Tensor& q, int64_t rows, int64_t columns);
+
 }  // namespace optjit

@@ -313,3 +313,55 @@ TEST_CASE("quantization: tensors under 4096 elements keep fp32 states, also as s
     round_trip(q8.states["m"], shard, 4096);
     CHECK(t[2].states[0] == shard);
 }
+
+// Rank-1 normalization against a plain reference written here: statistics by loops over the
+// matrix, codes by a linear scan of qmaps.txt's q4u table, on heavy-tailed non-negative values
+// (a second moment's) of several shapes; then the round trip's bound, a zero row, NaN, shapes.
+TEST_CASE("quantization: rank-1 normalization of q4u against a plain reference") {
+    const std::vector<float> table = reference_tables().at("qmap_4bit_unsigned");
+    const uint64_t s = seed();
+    INFO("seed ", s, " (OPTJIT_TEST_SEED replays it)");
+    std::mt19937_64 rng(s);
+    std::normal_distribution<float> normal;
+    for (auto [rows, columns] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {1, 37}, {37, 1}, {16, 64}, {33, 129}, {7, 5}}) {
+        INFO(rows, " x ", columns);
+        std::vector<float> v(size_t(rows * columns));
+        for (float& x : v) x = normal(rng) * normal(rng) * std::exp(2 * normal(rng));
+        for (float& x : v) x = x * x;
+        v[size_t(rng() % v.size())] = 0;
+        Rank1Tensor q = quantize_rank1(v, rows, columns);
+        std::vector<float> rmax(size_t(rows), 0), cmax(size_t(columns), 0);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < columns; ++c) {
+                rmax[size_t(r)] = std::max(rmax[size_t(r)], std::fabs(v[size_t(r * columns + c)]));
+                cmax[size_t(c)] = std::max(cmax[size_t(c)], std::fabs(v[size_t(r * columns + c)]));
+            }
+        for (float& m : rmax) m = std::max(m, 1e-12f);
+        for (float& m : cmax) m = std::max(m, 1e-12f);
+        CHECK(q.row_max == rmax);
+        CHECK(q.column_max == cmax);
+        std::vector<float> back = dequantize_rank1(q, rows, columns);
+        int64_t wrong = 0;
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < columns; ++c) {
+                size_t i = size_t(r * columns + c);
+                float m = std::min(rmax[size_t(r)], cmax[size_t(c)]);
+                uint8_t code = plain_nearest(table, v[i] * (1.0f / m));
+                uint8_t byte = q.codes[i / 2];
+                if ((i % 2 == 0 ? byte >> 4 : byte & 15) != code) ++wrong;
+                CHECK(back[i] == table[code] * m);
+                CHECK(std::fabs(back[i] - v[i]) <= m / 16 * (1 + 1e-6));  // q4u's gaps are 1/16; below 1/16 reads 1/16
+            }
+        CHECK(wrong == 0);
+    }
+    // A zero row reads back as its floored statistic times 1/16; a NaN poisons its row and column.
+    std::vector<float> v = {0, 0, 0, 4, 5, 6, 7, 8, std::numeric_limits<float>::quiet_NaN()};
+    std::vector<float> back = dequantize_rank1(quantize_rank1(v, 3, 3), 3, 3);
+    CHECK(back[0] == 1e-12f / 16);
+    CHECK(std::isnan(back[2]));
+    CHECK(std::isnan(back[5]));
+    CHECK(std::isnan(back[6]));
+    CHECK(std::isnan(back[8]));
+    CHECK(back[3] == table[10] * 6.0f);  // 4 / min(row 6, column 7) is nearest 11 / 16
+    CHECK_THROWS_WITH_AS(quantize_rank1(v, 2, 4), "rank-1 normalization of a 2 x 4 view needs 8 elements; the tensor has 9", std::invalid_argument);
+}
