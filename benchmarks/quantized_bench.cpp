@@ -178,7 +178,6 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
     std::string variant;
     if (options.gpu_threads_per_block) variant += fmt::format(", {} threads a block", options.gpu_threads_per_block);
     if (options.gpu_min_blocks_per_sm) variant += fmt::format(", registers for {} blocks an SM", options.gpu_min_blocks_per_sm);
-    if (options.gpu_elements_per_thread) variant += fmt::format(", {} elements a thread", options.gpu_elements_per_thread);
     if (options.fast_math) variant += ", fast math";
     if (moments_only) variant += ", moments only (no division, no square root)";
     fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, sizes.size(), double(total), variant);
@@ -314,11 +313,6 @@ int main(int argc, char** argv) {
                 capped.gpu_min_blocks_per_sm = blocks;
                 run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, capped, true);
             }
-            CodegenOptions sixteen;
-            sixteen.gpu_elements_per_thread = 16;
-            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, sixteen, true);
-            sixteen.gpu_threads_per_block = 64;
-            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, sixteen, true);
             run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {}, false, false, codec_variants());
             run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {}, false, true, codec_variants());
         }

@@ -59,7 +59,7 @@ int gpu_vector_elements(const KernelSpec& spec) {
 }
 
 int gpu_elements_per_thread(const KernelSpec& spec) {
-    if (has_quantized_state(spec)) return spec.options.gpu_elements_per_thread == 16 ? 16 : kQuantizedElementsPerThread;
+    if (has_quantized_state(spec)) return kQuantizedElementsPerThread;
     int vec = gpu_vector_elements(spec);
     int requested = spec.options.gpu_elements_per_thread;
     if (requested <= 0) return vec;
