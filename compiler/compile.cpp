@@ -63,7 +63,7 @@ KernelSpec lower(const KernelRequest& request) {
     for (const auto& [name, storage] : request.storage.states)
         if (storage.rank1)
             throw std::invalid_argument(fmt::format("state '{}': rank-1 normalization (q4u:rank1) is not implemented in kernels yet; "
-                                                    "the interpreter does not run it either", name));
+                                                    "run it with --target interp (and --columns)", name));
     return KernelSpec{std::move(lowered), request.storage, request.target, request.options};
 }
 

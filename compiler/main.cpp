@@ -84,6 +84,9 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
                          --stochastic-rounding
                          (see 'optjit compile --help')
   --size N               elements (default 4096)
+  --columns C            the tensor is rows of C columns (default: one dimension); states stored
+                         as q4u:rank1 are normalized by rows and columns only in two dimensions,
+                         and block-wise in one (the interpreter runs rank-1; kernels do not yet)
   --steps K              steps (default 10)
   --seed S               seed of the random data (default 0)
   --hyper NAME=VALUE     a hyper-parameter's value (default: the program's)
@@ -369,6 +372,7 @@ int cmd_run(Args& args) {
         if (take_kernel_option(args, a, k)) continue;
         if (a == "--target") target_name = args.value(a);
         else if (a == "--size") size = parse_integer(args.value(a), a, 1, 1ll << 34);
+        else if (a == "--columns") run.columns = parse_integer(args.value(a), a, 1, 1ll << 34);
         else if (a == "--steps") run.steps = parse_integer(args.value(a), a, 0, 1ll << 31);
         else if (a == "--seed") run.seed = parse_integer(args.value(a), a, 0, 1ll << 62);
         else if (a == "--hyper") run.hypers.insert(parse_assignment(args.value(a), a));
@@ -395,6 +399,8 @@ int cmd_run(Args& args) {
     run.request.storage = k.storage;
     run.request.options = k.codegen;
     run.sizes = {size};
+    if (run.columns > 0 && size % run.columns != 0)
+        throw UsageError{fmt::format("--columns {}: {} elements are not whole rows of {}", run.columns, size, run.columns)};
     RunSummary result;
     try {
         result = run_steps(run);

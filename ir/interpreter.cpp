@@ -145,6 +145,26 @@ struct Interpreter::Impl {
         }
     }
 
+    // Quantizes `values` of tensor `t` as `format` into `stored`; returns what they read back as.
+    static std::vector<float> store_as(const StateStorage& format, const HostTensor& t, const std::vector<float>& values,
+                                       QuantizedTensor& stored) {
+        if (!format.rank1 || t.columns == 0) {
+            stored = quantize(format, values, t.first_element);
+            return dequantize(format, stored, int64_t(values.size()), t.first_element);
+        }
+        const int64_t n = int64_t(values.size());
+        if (t.first_element != 0 || (t.tensor_elements > 0 && t.tensor_elements != n))
+            throw std::invalid_argument("rank-1 normalization needs the whole tensor: a shard cannot see its rows' and columns' maxima");
+        if (n % t.columns != 0)
+            throw std::invalid_argument(fmt::format("a tensor of {} elements is not rows of {} columns", n, t.columns));
+        Rank1Tensor r = quantize_rank1(values, n / t.columns, t.columns);
+        std::vector<float> back = dequantize_rank1(r, n / t.columns, t.columns);
+        stored.codes = std::move(r.codes);
+        stored.scales = std::move(r.row_max);
+        stored.scales.insert(stored.scales.end(), r.column_max.begin(), r.column_max.end());
+        return back;
+    }
+
     // Block-quantized states: what the tensor's new values read back as (the update of p in
     // the same step used them unrounded).
     void store_quantized(const std::optional<StorageSignature>& st, HostTensor& t) const {
@@ -155,8 +175,7 @@ struct Interpreter::Impl {
             const StateStorage& format = st->state(program.states[s].name);
             if (!is_block_quantized(format.format)) continue;
             t.unquantized[s].assign(t.states[s].begin(), t.states[s].end());  // already rounded to fp32
-            t.quantized[s] = quantize(format, t.unquantized[s], t.first_element);
-            std::vector<float> back = dequantize(format, t.quantized[s], int64_t(t.states[s].size()), t.first_element);
+            std::vector<float> back = store_as(format, t, t.unquantized[s], t.quantized[s]);
             std::copy(back.begin(), back.end(), t.states[s].begin());
         }
     }
@@ -228,7 +247,12 @@ void Interpreter::init_states(HostTensor& t) const {
     if (!storage) return;
     for (size_t s = 0; s < impl_->program.states.size(); ++s) {
         const StateStorage& st = storage->state(impl_->program.states[s].name);
-        if (is_block_quantized(st.format) && impl_->program.states[s].init != 0) round_trip(st, t.states[s], t.first_element);
+        if (is_block_quantized(st.format) && impl_->program.states[s].init != 0) {
+            std::vector<float> values(t.states[s].begin(), t.states[s].end());
+            QuantizedTensor stored;
+            std::vector<float> back = Impl::store_as(st, t, values, stored);
+            std::copy(back.begin(), back.end(), t.states[s].begin());
+        }
     }
 }
 

@@ -31,11 +31,16 @@ namespace optjit {
 struct HostTensor {
     int64_t first_element = 0;    // of a shard in its global tensor: quantization blocks count from 0
     int64_t tensor_elements = 0;  // of the global tensor (0: p.size()); small ones keep fp32 states
+    // The tensor's last dimension, for states stored with rank-1 normalization (q4u:rank1),
+    // which view it as rows x columns; 0 for a one-dimensional tensor, which stores such states
+    // block-wise like plain q4u.
+    int64_t columns = 0;
     std::vector<double> p;
     std::vector<double> g;
     std::vector<std::vector<double>> states;  // in the program's declaration order
     // Block-quantized states only (else empty), as the last step stored them: the fp32 values
-    // before quantization, and their codes and scales. Kernels are checked against these.
+    // before quantization, and their codes and scales (rank-1 states: the rows' maxima, then
+    // the columns'). Kernels are checked against these.
     std::vector<std::vector<float>> unquantized;
     std::vector<QuantizedTensor> quantized;
 };

@@ -235,6 +235,7 @@ RunSummary run_steps(const RunOptions& o) {
         for (size_t t = 0; t < count; ++t) {
             for (int64_t i = 0; i < tensors[t].p->n; ++i) reference[t].p.push_back(tensors[t].p->get(i));
             reference[t].g.resize(reference[t].p.size());
+            reference[t].columns = o.columns;
             interp->init_states(reference[t]);
         }
     }

@@ -29,6 +29,7 @@ struct RunOptions {
     KernelRequest request;                 // target "interp" is request.target == host with interp = true
     bool interp = false;                   // run the reference interpreter instead of a kernel
     std::vector<int64_t> sizes = {4096};   // one launch over tensors of these sizes
+    int64_t columns = 0;                   // > 0: every tensor is rows of this many columns (rank-1 states)
     int64_t steps = 10;
     uint64_t seed = 0;
     std::map<std::string, double> hypers;  // run-time values; others take their defaults

@@ -365,3 +365,52 @@ TEST_CASE("quantization: rank-1 normalization of q4u against a plain reference")
     CHECK(back[3] == table[10] * 6.0f);  // 4 / min(row 6, column 7) is nearest 11 / 16
     CHECK_THROWS_WITH_AS(quantize_rank1(v, 2, 4), "rank-1 normalization of a 2 x 4 view needs 8 elements; the tensor has 9", std::invalid_argument);
 }
+
+// q4u:rank1 in the interpreter: a tensor with columns stores its second moment through
+// quantize_rank1 (one statistic per row and per column); a one-dimensional tensor stores it
+// block-wise, exactly as plain q4u; a shard is refused (it cannot see whole rows and columns).
+TEST_CASE("quantization: the interpreter stores q4u:rank1 states by rows and columns") {
+    Program rms = parse_and_verify("optimizer rms\n  state v = 0\n  update\n    v = lerp(v, g * g, 0.1)\n    p = p - 0.01 * g / (sqrt(v) + 1e-8)\n",
+                                   "<test>");
+    StorageSignature rank1, blockwise;
+    rank1.states["v"] = StateStorage{StateFormat::Q4U, 128, true};
+    blockwise.states["v"] = StateStorage{StateFormat::Q4U, 128, false};
+    const uint64_t s = seed();
+    INFO("seed ", s);
+    std::mt19937_64 rng(s);
+    std::normal_distribution<double> normal;
+    std::vector<HostTensor> t(1);
+    t[0].p.resize(64 * 96);
+    t[0].g.resize(t[0].p.size());
+    for (double& x : t[0].p) x = float(normal(rng));
+    for (double& x : t[0].g) x = float(normal(rng) * std::exp(normal(rng)));
+    std::vector<HostTensor> matrix = t, flat = t, plain = t;
+    matrix[0].columns = 96;
+    Interpreter with_rank1(rms, {}, rank1), without(rms, {}, blockwise);
+    with_rank1.init_states(matrix[0]);
+    with_rank1.init_states(flat[0]);
+    without.init_states(plain[0]);
+    for (int step = 1; step <= 3; ++step) {
+        with_rank1.step(step, matrix);
+        with_rank1.step(step, flat);
+        without.step(step, plain);
+    }
+    // Rows and columns: 64 + 96 statistics, and the states read back through them.
+    CHECK(matrix[0].quantized[0].scales.size() == 64 + 96);
+    Rank1Tensor r = quantize_rank1(matrix[0].unquantized[0], 64, 96);
+    std::vector<float> back = dequantize_rank1(r, 64, 96);
+    CHECK(std::vector<double>(back.begin(), back.end()) == matrix[0].states[0]);
+    CHECK(matrix[0].quantized[0].codes == r.codes);
+    // One dimension: block-wise, bit for bit plain q4u.
+    CHECK(flat[0].states[0] == plain[0].states[0]);
+    CHECK(flat[0].p == plain[0].p);
+    CHECK(matrix[0].states[0] != plain[0].states[0]);
+    // A shard of a larger matrix is refused with one sentence.
+    std::vector<HostTensor> shard = t;
+    shard[0].columns = 96;
+    shard[0].first_element = 64 * 96;
+    shard[0].tensor_elements = 2 * 64 * 96;
+    with_rank1.init_states(shard[0]);
+    CHECK_THROWS_WITH_AS(with_rank1.step(1, shard), "rank-1 normalization needs the whole tensor: a shard cannot see its rows' and columns' maxima",
+                         std::invalid_argument);
+}
