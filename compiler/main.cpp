@@ -109,7 +109,8 @@ kernel options (also taken by 'optjit run'):
   --stochastic-rounding    bf16 parameters round stochastically (keyed by the seed, the step
                            and the element's index; reproducible)
   --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
-                           threads_per_block, vector_bytes, min_blocks_per_sm
+                           threads_per_block, vector_bytes, min_blocks_per_sm (kernels with
+                           block-quantized states keep 8 elements a thread)
 environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;
              OPTJIT_DEBUG=1 logs each compile and the time of each phase.
 )";
