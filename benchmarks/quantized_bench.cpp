@@ -96,19 +96,13 @@ double state_bytes(const StateStorage& s, int64_t n) {
 
 // Device memory for a list of tensors, 256-byte aligned pieces of one allocation per array.
 struct Arena {
-    cuda::DevicePtr base = 0;
-    size_t used = 0, size = 0;
-    explicit Arena(size_t bytes) : size(bytes) { base = cuda::malloc(bytes); }
-    ~Arena() {
-        try {
-            cuda::free(base);
-        } catch (...) {
-        }
-    }
+    cuda::DeviceAlloc memory;
+    size_t used = 0;
+    explicit Arena(size_t bytes) : memory(bytes) {}
     cuda::DevicePtr take(size_t bytes) {
-        cuda::DevicePtr p = base + used;
+        cuda::DevicePtr p = memory.get() + used;
         used += (bytes + 255) / 256 * 256;
-        if (used > size) throw std::runtime_error("arena overflow");
+        if (used > memory.size()) throw std::runtime_error("arena overflow");
         return p;
     }
 };
@@ -243,20 +237,20 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
         struct Ready {
             std::shared_ptr<const Kernel> kernel;
             TensorTable table;
-            cuda::DevicePtr device_table;
+            cuda::DeviceAlloc device_table;
         };
         std::vector<Ready> ready;
         for (auto& [key, l] : launches) {
             Ready r;
             r.kernel = cache.get(l.first);
             r.table = build_table(*r.kernel, l.second);
-            r.device_table = cuda::malloc(r.table.words.size() * 8);
-            cuda::memcpy_htod(r.device_table, r.table.words.data(), r.table.words.size() * 8);
+            r.device_table = cuda::DeviceAlloc(r.table.words.size() * 8);
+            cuda::memcpy_htod(r.device_table.get(), r.table.words.data(), r.table.words.size() * 8);
             ready.push_back(std::move(r));
         }
         size_t half = size_t(bytes / 2);
-        cuda::DevicePtr a = cuda::malloc(half), b = cuda::malloc(half);
-        cuda::memset_d8(a, 0x3c, half);
+        cuda::DeviceAlloc a(half), b(half);
+        cuda::memset_d8(a.get(), 0x3c, half);
         cuda::Event start = cuda::event_create(), stop = cuda::event_create();
         auto time_ms = [&](auto body) {
             std::vector<double> times;
@@ -271,9 +265,9 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
         int compiles = cache.stats().compiles;
         double step_ms = time_ms([&](int i) {
             for (const Ready& r : ready)
-                launch_cuda(*r.kernel, r.device_table, r.table, launch_scalars(*r.kernel, {{"lr", 1e-4 * (1 + 0.01 * i)}}, i + 1), nullptr);
+                launch_cuda(*r.kernel, r.device_table.get(), r.table, launch_scalars(*r.kernel, {{"lr", 1e-4 * (1 + 0.01 * i)}}, i + 1), nullptr);
         });
-        double copy_ms = time_ms([&](int) { cuda::memcpy_dtod_async(b, a, half, nullptr); });
+        double copy_ms = time_ms([&](int) { cuda::memcpy_dtod_async(b.get(), a.get(), half, nullptr); });
         double gbs = bytes / step_ms / 1e6, copy_gbs = 2.0 * double(half) / copy_ms / 1e6;
         fmt::print("  {:<6} {:>9.3f} {:>10.3f} {:>8.0f} {:>10.0f} {:>7.1f}% {:>12.3f} {:>9}\n", f.label, step_ms, bytes / 1e9, gbs, copy_gbs,
                    100 * gbs / copy_gbs, state_memory / double(total), cache.stats().compiles - compiles);
@@ -285,9 +279,6 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
         }
         cuda::event_destroy(start);
         cuda::event_destroy(stop);
-        for (const Ready& r : ready) cuda::free(r.device_table);
-        cuda::free(a);
-        cuda::free(b);
     }
 }
 

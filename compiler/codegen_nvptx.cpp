@@ -100,6 +100,14 @@ private:
     llvm::Value* sreg(llvm::Intrinsic::ID id) { return b_.CreateZExt(b_.CreateIntrinsic(id, {}, {}), b_.getInt64Ty()); }
 
     llvm::BasicBlock* block(const char* name) { return llvm::BasicBlock::Create(ctx_, name, fn_); }
+    // Where two paths meet: `a` from block `from_a`, `b` from `from_b` (one value if they are one).
+    llvm::Value* join(llvm::Value* a, llvm::BasicBlock* from_a, llvm::Value* b, llvm::BasicBlock* from_b) {
+        if (a == b) return a;
+        llvm::PHINode* phi = b_.CreatePHI(a->getType(), 2);
+        phi->addIncoming(a, from_a);
+        phi->addIncoming(b, from_b);
+        return phi;
+    }
 
     void body() {
         b_.SetInsertPoint(block("entry"));
@@ -409,10 +417,7 @@ private:
                 }
                 codes.push_back(byte);
             }
-            std::vector<llvm::Value*> word = pack_codes(q, codes);
-            llvm::Value* words = llvm::PoisonValue::get(code_word_type(q));
-            for (size_t w = 0; w < word.size(); ++w) words = b_.CreateInsertElement(words, word[w], w);
-            out.codes.push_back(words);
+            out.codes.push_back(code_vector(q, pack_codes(q, codes)));
         }
         return out;
     }
@@ -504,12 +509,7 @@ private:
         llvm::BasicBlock* slow_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(loaded_block);
-        auto merge = [&](llvm::Value* x, llvm::Value* y) {
-            llvm::PHINode* phi = b_.CreatePHI(x->getType(), 2);
-            phi->addIncoming(x, fast_end);
-            phi->addIncoming(y, slow_end);
-            return phi;
-        };
+        auto merge = [&](llvm::Value* x, llvm::Value* y) { return join(x, fast_end, y, slow_end); };
         for (size_t k = 0; k < arrays_.size(); ++k) {
             out.raw.dense.emplace_back();
             for (size_t piece = 0; piece < f.dense[k].size(); ++piece) out.raw.dense[k].push_back(merge(f.dense[k][piece], s.dense[k][piece]));
@@ -629,16 +629,10 @@ private:
             llvm::BasicBlock* exact_end = b_.GetInsertBlock();
             b_.CreateBr(updated);
             b_.SetInsertPoint(updated);
-            auto merge = [&](llvm::Value*& fast_value, llvm::Value* exact_value) {
-                if (fast_value == exact_value) return;
-                llvm::PHINode* phi = b_.CreatePHI(fast_value->getType(), 2);
-                phi->addIncoming(fast_value, speculated);
-                phi->addIncoming(exact_value, exact_end);
-                fast_value = phi;
-            };
             for (int j = 0; j < E; ++j) {
-                merge(out[j].p, exact_out[j].p);
-                for (size_t st = 0; st < out[j].states.size(); ++st) merge(out[j].states[st], exact_out[j].states[st]);
+                out[j].p = join(out[j].p, speculated, exact_out[j].p, exact_end);
+                for (size_t st = 0; st < out[j].states.size(); ++st)
+                    out[j].states[st] = join(out[j].states[st], speculated, exact_out[j].states[st], exact_end);
             }
         }
 
@@ -712,15 +706,8 @@ private:
                 }
                 b_.CreateBr(joined);
                 b_.SetInsertPoint(joined);
-                for (size_t k = 0; k < quantized_.size(); ++k) {
-                    if (exact[k].empty()) continue;
-                    for (size_t w = 0; w < words[k].size(); ++w) {
-                        llvm::PHINode* phi = b_.CreatePHI(b_.getInt32Ty(), 2);
-                        phi->addIncoming(words[k][w], before);
-                        phi->addIncoming(exact[k][w], slow);
-                        words[k][w] = phi;
-                    }
-                }
+                for (size_t k = 0; k < quantized_.size(); ++k)
+                    for (size_t w = 0; w < exact[k].size(); ++w) words[k][w] = join(words[k][w], before, exact[k][w], slow);
             }
         }
         // Every thread of a block writes its scale (one coalesced store of one value), in the
@@ -750,11 +737,8 @@ private:
         for (size_t k = 0; k < quantized_.size(); ++k) {
             const QuantizedArray& q = quantized_[k];
             if (!store_quantized[k]) continue;
-            llvm::FixedVectorType* type = code_word_type(q);
-            llvm::Value* vector = llvm::PoisonValue::get(type);
-            for (size_t w = 0; w < words[k].size(); ++w) vector = b_.CreateInsertElement(vector, words[k][w], w);
             llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i0, 1) : i0;
-            b_.CreateAlignedStore(vector, b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(4 * type->getNumElements()));
+            b_.CreateAlignedStore(code_vector(q, words[k]), b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(4 * words[k].size()));
         }
         b_.CreateBr(done);
         b_.SetInsertPoint(slow_store);
@@ -808,6 +792,13 @@ private:
             word[slot.word] = b_.CreateOr(word[slot.word], b_.CreateShl(codes[j], slot.shift));
         }
         return word;
+    }
+
+    // The words as one code_word_type vector (the shape loads and stores move).
+    llvm::Value* code_vector(const QuantizedArray& q, const std::vector<llvm::Value*>& words) {
+        llvm::Value* vector = llvm::PoisonValue::get(code_word_type(q));
+        for (size_t w = 0; w < words.size(); ++w) vector = b_.CreateInsertElement(vector, words[w], w);
+        return vector;
     }
 
     // The same words from normalized values that are not NaN, in the fewest instructions: table

@@ -53,7 +53,6 @@ inline void store_element(DType t, void* base, size_t i, double v) {
     }
 }
 
-// The element type an unquantized state format stores.
 // Stochastic rounding of bf16 parameters: 16 random bits from a counter-based generator keyed
 // by (seed, step, global element index), so a run is reproducible and a shard rounds as the
 // whole tensor does; the bits are added below the bf16 mantissa and the result truncated, so
@@ -74,6 +73,7 @@ inline uint16_t float_to_bf16_stochastic(float f, uint32_t random16) {
     return uint16_t((u + random16) >> 16);
 }
 
+// The element type an unquantized state format stores.
 inline DType state_dtype(StateFormat f) { return f == StateFormat::BF16 ? DType::BF16 : DType::F32; }
 
 }  // namespace optjit

@@ -26,29 +26,20 @@ constexpr uint8_t kGuardByte = 0xa5;
 struct Region {
     size_t used;
     std::vector<uint8_t> bytes;
-    cuda::DevicePtr device = 0;
+    cuda::DeviceAlloc device;  // empty until the first upload
 
     explicit Region(size_t used_bytes) : used(used_bytes), bytes(used_bytes + kGuardBytes, kGuardByte) {}
-    ~Region() {
-        if (!device) return;
-        try {
-            cuda::free(device);
-        } catch (...) {
-        }
-    }
-    Region(const Region&) = delete;
-    Region& operator=(const Region&) = delete;
     bool guard_intact() const {
         for (size_t i = used; i < bytes.size(); ++i)
             if (bytes[i] != kGuardByte) return false;
         return true;
     }
-    uint64_t address() const { return device ? device : uint64_t(bytes.data()); }
+    uint64_t address() const { return device.get() ? device.get() : uint64_t(bytes.data()); }
     void upload() {
-        if (!device) device = cuda::malloc(bytes.size());
-        cuda::memcpy_htod(device, bytes.data(), bytes.size());
+        if (!device.get()) device = cuda::DeviceAlloc(bytes.size());
+        cuda::memcpy_htod(device.get(), bytes.data(), bytes.size());
     }
-    void download() { cuda::memcpy_dtoh(bytes.data(), device, bytes.size()); }
+    void download() { cuda::memcpy_dtoh(bytes.data(), device.get(), bytes.size()); }
 };
 
 // A tensor's values stored as `type`.
@@ -373,7 +364,7 @@ RunSummary run_steps(const RunOptions& o) {
                 std::vector<float> scalars = launch_scalars(*l.kernel, o.hypers, step);
                 if (gpu) {
                     for (size_t t : l.tensors) tensors[t].g->upload();
-                    launch_cuda(*l.kernel, l.device_table->device, l.table, scalars, nullptr, o.seed);
+                    launch_cuda(*l.kernel, l.device_table->device.get(), l.table, scalars, nullptr, o.seed);
                 } else {
                     launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), o.seed);
                 }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace optjit::cuda {
 
@@ -47,6 +48,37 @@ void memcpy_dtod_async(DevicePtr dst, DevicePtr src, size_t bytes, Stream stream
 void memset_d8(DevicePtr dst, uint8_t value, size_t bytes);
 void synchronize();
 void stream_synchronize(Stream stream);
+
+// Device memory freed at the end of its scope (a failure to free, which only happens once the
+// context is gone, is ignored). Movable, not copyable; empty when default-constructed.
+class DeviceAlloc {
+public:
+    DeviceAlloc() = default;
+    explicit DeviceAlloc(size_t bytes) : ptr_(malloc(bytes)), bytes_(bytes) {}
+    ~DeviceAlloc() { release(); }
+    DeviceAlloc(DeviceAlloc&& other) noexcept : ptr_(std::exchange(other.ptr_, 0)), bytes_(std::exchange(other.bytes_, 0)) {}
+    DeviceAlloc& operator=(DeviceAlloc&& other) noexcept {
+        if (this != &other) {
+            release();
+            ptr_ = std::exchange(other.ptr_, 0);
+            bytes_ = std::exchange(other.bytes_, 0);
+        }
+        return *this;
+    }
+    DevicePtr get() const { return ptr_; }
+    size_t size() const { return bytes_; }
+
+private:
+    void release() noexcept {
+        try {
+            free(ptr_);
+        } catch (...) {
+        }
+        ptr_ = 0;
+    }
+    DevicePtr ptr_ = 0;
+    size_t bytes_ = 0;
+};
 
 // Assembles PTX into a cubin for the current device (the driver's JIT linker). Throws
 // CudaError carrying ptxas's error log verbatim.

@@ -40,16 +40,10 @@ void run(const Program& program, const Target& target, const StateStorage& stora
         launch_host(*kernel, table, scalars, ThreadPool::global());
         return;
     }
-    cuda::DevicePtr device_table = cuda::malloc(table.words.size() * 8);
-    try {
-        cuda::memcpy_htod(device_table, table.words.data(), table.words.size() * 8);
-        launch_cuda(*kernel, device_table, table, scalars, stream);
-        cuda::stream_synchronize(stream);
-    } catch (...) {
-        cuda::free(device_table);
-        throw;
-    }
-    cuda::free(device_table);
+    cuda::DeviceAlloc device_table(table.words.size() * 8);
+    cuda::memcpy_htod(device_table.get(), table.words.data(), table.words.size() * 8);
+    launch_cuda(*kernel, device_table.get(), table, scalars, stream);
+    cuda::stream_synchronize(stream);
 }
 
 }  // namespace

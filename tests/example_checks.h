@@ -6,23 +6,23 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <cstring>
-#include <limits>
-#include <span>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <random>
 #include <set>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "ir/numeric.h"
-#include "ir/verifier.h"
 #include "ir/quantization.h"
+#include "ir/verifier.h"
 #include "runtime/checked_run.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/tensor_codec.h"
@@ -279,22 +279,19 @@ inline void check_tensor_codec_on(const Target& target) {
     struct Buffer {
         bool gpu;
         std::vector<uint8_t> host;
-        cuda::DevicePtr device = 0;
+        cuda::DeviceAlloc device;
         Buffer(bool on_gpu, size_t bytes) : gpu(on_gpu), host(bytes + 64, 0xa5) {
             if (gpu) {
-                device = cuda::malloc(host.size());
-                cuda::memcpy_htod(device, host.data(), host.size());
+                device = cuda::DeviceAlloc(host.size());
+                upload();
             }
         }
-        ~Buffer() {
-            if (device) cuda::free(device);
-        }
-        uint64_t address() { return gpu ? device : uint64_t(host.data()); }
+        uint64_t address() { return gpu ? device.get() : uint64_t(host.data()); }
         void upload() {
-            if (gpu) cuda::memcpy_htod(device, host.data(), host.size());
+            if (gpu) cuda::memcpy_htod(device.get(), host.data(), host.size());
         }
         std::vector<uint8_t> read() {
-            if (gpu) cuda::memcpy_dtoh(host.data(), device, host.size());
+            if (gpu) cuda::memcpy_dtoh(host.data(), device.get(), host.size());
             return host;
         }
     };

@@ -70,21 +70,6 @@ bool gpu_ready() {
 Target gpu_target() { return Target{Target::Kind::NVPTX, cuda::init()}; }
 
 
-// Device memory freed at the end of its scope.
-struct DeviceAlloc {
-    cuda::DevicePtr ptr = 0;
-    size_t bytes = 0;
-    explicit DeviceAlloc(size_t n) : ptr(cuda::malloc(n)), bytes(n) {}
-    ~DeviceAlloc() {
-        try {
-            cuda::free(ptr);
-        } catch (...) {
-        }
-    }
-    DeviceAlloc(const DeviceAlloc&) = delete;
-    DeviceAlloc& operator=(const DeviceAlloc&) = delete;
-};
-
 constexpr uint8_t kSentinel = 0xa5;
 constexpr size_t kGuardBytes = 256;
 
@@ -94,12 +79,12 @@ struct DeviceArray {
     DType type;
     int64_t n;
     size_t offset;
-    DeviceAlloc alloc;
+    cuda::DeviceAlloc alloc;
     DeviceArray(DType t, int64_t count, size_t off)
         : type(t), n(count), offset(off), alloc(off + size_t(count) * dtype_bytes(t) + kGuardBytes) {
-        cuda::memset_d8(alloc.ptr, kSentinel, alloc.bytes);
+        cuda::memset_d8(alloc.get(), kSentinel, alloc.size());
     }
-    cuda::DevicePtr data() const { return alloc.ptr + offset; }
+    cuda::DevicePtr data() const { return alloc.get() + offset; }
     void upload(const std::vector<double>& values) {
         std::vector<uint8_t> bytes(size_t(n) * dtype_bytes(type));
         for (int64_t i = 0; i < n; ++i) store_element(type, bytes.data(), size_t(i), values[size_t(i)]);
@@ -107,8 +92,8 @@ struct DeviceArray {
     }
     // The values, and whether every byte outside [offset, offset + n elements) is intact.
     std::vector<double> download(bool* guards_intact) const {
-        std::vector<uint8_t> all(alloc.bytes);
-        cuda::memcpy_dtoh(all.data(), alloc.ptr, all.size());
+        std::vector<uint8_t> all(alloc.size());
+        cuda::memcpy_dtoh(all.data(), alloc.get(), all.size());
         std::vector<double> out(static_cast<size_t>(n));
         for (int64_t i = 0; i < n; ++i) out[size_t(i)] = load_element(type, all.data() + offset, size_t(i));
         size_t end = offset + size_t(n) * dtype_bytes(type);
@@ -162,8 +147,8 @@ DirectResult run_direct(KernelCache& cache, const KernelRequest& request, const 
         base += n;
     }
     TensorTable table = build_table(*kernel, args);
-    DeviceAlloc device_table(std::max<size_t>(table.words.size() * 8, 8));
-    if (!table.words.empty()) cuda::memcpy_htod(device_table.ptr, table.words.data(), table.words.size() * 8);
+    cuda::DeviceAlloc device_table(std::max<size_t>(table.words.size() * 8, 8));
+    if (!table.words.empty()) cuda::memcpy_htod(device_table.get(), table.words.data(), table.words.size() * 8);
 
     for (int step = 1; step <= steps; ++step) {
         Hypers h = hypers_for_step(step);
@@ -175,7 +160,7 @@ DirectResult run_direct(KernelCache& cache, const KernelRequest& request, const 
             base += sizes[t];
         }
         interp.step(step, reference);
-        launch_cuda(*kernel, device_table.ptr, table, launch_scalars(*kernel, h, step), nullptr);
+        launch_cuda(*kernel, device_table.get(), table, launch_scalars(*kernel, h, step), nullptr);
         cuda::synchronize();
     }
 
