@@ -40,7 +40,7 @@ llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column) {
 
 std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
                                                        llvm::Value* t_start) {
-    TableLayout layout{int(spec.lowered.states.size())};
+    TableLayout layout = table_layout(spec);
     llvm::Function* fn = b.GetInsertBlock()->getParent();
     llvm::BasicBlock* before = b.GetInsertBlock();
     llvm::BasicBlock* find = llvm::BasicBlock::Create(b.getContext(), "find.tensor", fn);
@@ -58,11 +58,12 @@ std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, con
 }
 
 llvm::Value* emit_chunk_first_element(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* row, llvm::Value* chunk) {
-    TableLayout layout{int(spec.lowered.states.size())};
+    TableLayout layout = table_layout(spec);
     return b.CreateMul(b.CreateSub(chunk, emit_row_word(b, row, layout.chunk_begin())), b.getInt64(chunk_elements(spec)), "base");
 }
 
 std::string kernel_symbol(const KernelSpec& spec) { return "optjit_" + spec.lowered.name; }
+std::string statistics_symbol(const KernelSpec& spec) { return kernel_symbol(spec) + "_statistics"; }
 
 std::unique_ptr<llvm::Module> generate_kernel(llvm::LLVMContext& context, const KernelSpec& spec) {
     std::string unsupported = check_storage(spec.storage, spec.lowered);

@@ -19,6 +19,8 @@ namespace optjit {
 
 // The kernel's symbol name in its module: "optjit_" + the program's name.
 std::string kernel_symbol(const KernelSpec& spec);
+// The symbol of its statistics pass, in the same module (kernels with rank-1 states only).
+std::string statistics_symbol(const KernelSpec& spec);
 
 // Throws std::invalid_argument, with a sentence naming the program, for what code generation
 // cannot do yet (reductions; rank-1 q4u states are refused earlier, by lower()).

@@ -12,6 +12,7 @@
 #include "compiler/codegen.h"
 #include "compiler/element_math.h"
 #include "compiler/kernel_abi.h"
+#include "compiler/rank1_statistics.h"
 #include "compiler/state_codec.h"
 #include "ir/numeric.h"
 
@@ -22,7 +23,7 @@ namespace {
 class HostKernel {
 public:
     HostKernel(llvm::Module& module, const KernelSpec& spec)
-        : module_(module), spec_(spec), ctx_(module.getContext()), b_(ctx_), layout_{int(spec.lowered.states.size())} {
+        : module_(module), spec_(spec), ctx_(module.getContext()), b_(ctx_), layout_(table_layout(spec)) {
         types_.push_back(spec.storage.param);
         types_.push_back(spec.storage.grad);
         for (const StateDecl& s : spec.lowered.states) {
@@ -35,23 +36,12 @@ public:
     void generate() {
         bool any_quantized = std::count(quantized_.begin(), quantized_.end(), true) > 0;
         llvm::Function* chunk = any_quantized ? quantized_chunk_function() : chunk_function();
+        std::vector<llvm::Value*> scalars;
+        llvm::Function* fn = kernel_function(kernel_symbol(spec_), scalars);
         llvm::Type* ptr = b_.getPtrTy();
-        auto* fn = llvm::Function::Create(
-            llvm::FunctionType::get(b_.getVoidTy(), {ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty(), ptr, b_.getInt64Ty()}, false),
-            llvm::GlobalValue::ExternalLinkage, kernel_symbol(spec_), module_);
-        fn->addFnAttr(llvm::Attribute::NoUnwind);
         llvm::Value* table = fn->getArg(0);
         llvm::Value* chunk_first = fn->getArg(2);
         llvm::Value* chunk_last = fn->getArg(3);
-        llvm::Value* scalar_array = fn->getArg(4);
-        table->setName("table");
-        scalar_array->setName("scalars");
-        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
-        std::vector<std::string> names = kernel_scalars(spec_.lowered);
-        std::vector<llvm::Value*> scalars;
-        for (size_t i = 0; i < names.size(); ++i)
-            scalars.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), scalar_array, b_.getInt64(i)),
-                                                   llvm::Align(4), names[i]));
         emit_chunk_loop(b_, spec_, table, chunk_first, b_.getInt64(1), chunk_last, [&](const ChunkContext& c) {
             std::vector<llvm::Value*> args;
             args.push_back(b_.CreateIntToPtr(c.word(layout_.p()), ptr));
@@ -66,12 +56,45 @@ public:
             args.insert(args.end(), scalars.begin(), scalars.end());
             args.push_back(c.word(layout_.offset()));
             args.push_back(fn->getArg(5));  // seed
+            if (layout_.rank1) {
+                args.push_back(c.word(layout_.n()));
+                args.push_back(c.word(layout_.columns()));
+            }
             b_.CreateCall(chunk, args);
         });
         b_.CreateRetVoid();
+        if (has_statistics_pass(spec_)) statistics_kernel();
     }
 
 private:
+    // A kernel of compiler/kernel_abi.h's host signature, the builder in its entry block;
+    // `scalars` receives the scalars loaded from their array.
+    llvm::Function* kernel_function(const std::string& name, std::vector<llvm::Value*>& scalars) {
+        llvm::Type* ptr = b_.getPtrTy();
+        auto* fn = llvm::Function::Create(
+            llvm::FunctionType::get(b_.getVoidTy(), {ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty(), ptr, b_.getInt64Ty()}, false),
+            llvm::GlobalValue::ExternalLinkage, name, module_);
+        fn->addFnAttr(llvm::Attribute::NoUnwind);
+        fn->getArg(0)->setName("table");
+        fn->getArg(4)->setName("scalars");
+        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+        std::vector<std::string> names = kernel_scalars(spec_.lowered);
+        scalars.clear();
+        for (size_t i = 0; i < names.size(); ++i)
+            scalars.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), fn->getArg(4), b_.getInt64(i)), llvm::Align(4),
+                                                   names[i]));
+        return fn;
+    }
+
+    // The rank-1 statistics pass (compiler/kernel_abi.h), a chunk at a time.
+    void statistics_kernel() {
+        std::vector<llvm::Value*> scalars;
+        llvm::Function* fn = kernel_function(statistics_symbol(spec_), scalars);
+        StatisticsWalk walk{fn->getArg(0), fn->getArg(2), b_.getInt64(1), fn->getArg(3), b_.getInt64(0), chunk_elements(spec_), scalars, 0};
+        emit_statistics_pass(b_, module_, spec_, walk);
+        b_.CreateRetVoid();
+    }
+
     // void chunk(noalias p, noalias g, noalias states..., i64 begin, i64 end, float scalars...,
     //            i64 offset, i64 seed)
     llvm::Function* chunk_function() {
@@ -151,7 +174,8 @@ private:
     llvm::Value* min64(llvm::Value* a, llvm::Value* b) { return b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, a, b); }
 
     // void chunk(noalias p, noalias g, noalias states (values or codes)..., noalias scales of
-    //            each quantized state..., i64 begin, i64 end, float scalars..., i64 offset, i64 seed)
+    //            each quantized state..., i64 begin, i64 end, float scalars..., i64 offset, i64 seed
+    //            (, i64 n, i64 columns: kernels with rank-1 states))
     llvm::Function* quantized_chunk_function() {
         const int S = layout_.num_states;
         std::vector<std::string> names = kernel_scalars(spec_.lowered);
@@ -163,10 +187,12 @@ private:
         params.insert(params.end(), names.size(), b_.getFloatTy());
         params.push_back(b_.getInt64Ty());
         params.push_back(b_.getInt64Ty());
+        if (layout_.rank1) params.insert(params.end(), 2, b_.getInt64Ty());
         auto* fn = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::InternalLinkage,
                                           kernel_symbol(spec_) + ".chunk", module_);
         fn->addFnAttr(llvm::Attribute::NoUnwind);
         fn->addFnAttr(llvm::Attribute::NoInline);
+        const int seed_arg = num_pointers + 2 + int(names.size()) + 1, offset_arg = seed_arg - 1;
         for (int k = 0; k < num_pointers; ++k) fn->addParamAttr(k, llvm::Attribute::NoAlias);
         std::vector<llvm::Value*> scalars;
         for (size_t i = 0; i < names.size(); ++i) {
@@ -185,6 +211,7 @@ private:
             llvm::Value* scales;
             llvm::Value* tile;    // the tile's new values, fp32
             bool stored = true;   // false where the program leaves the state as it is
+            std::unique_ptr<Rank1Statistics> statistics;  // rank-1 states: scales is their buffer
         };
         std::vector<Quantized> quantized;
         uint32_t largest = 0, smallest = 4096;
@@ -195,6 +222,7 @@ private:
             largest = std::max(largest, st.block);
             smallest = std::min(smallest, st.block);
             quantized.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st), fn->getArg(2 + s), fn->getArg(scale_arg++), nullptr});
+            if (st.rank1) quantized.back().statistics = std::make_unique<Rank1Statistics>(b_, quantized.back().scales, fn->getArg(seed_arg + 1), fn->getArg(seed_arg + 2));
         }
         for (Quantized& q : quantized) {
             auto* alloca = b_.CreateAlloca(llvm::ArrayType::get(b_.getFloatTy(), largest));
@@ -210,6 +238,10 @@ private:
             emit_loop(tile_begin, tile_end, smallest, [&](llvm::Value* run_begin) {
                 std::vector<llvm::Value*> old_scales;
                 for (Quantized& q : quantized) {
+                    if (q.statistics) {  // per element
+                        old_scales.push_back(nullptr);
+                        continue;
+                    }
                     llvm::Value* index = b_.CreateUDiv(run_begin, b_.getInt64(q.codec->storage().block));
                     old_scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, index), llvm::Align(4)));
                 }
@@ -232,14 +264,15 @@ private:
                         } else {
                             code = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, i)), b_.getInt32Ty());
                         }
-                        values[2 + q.state] = q.codec->decode(b_, code, old_scales[k]);
+                        llvm::Value* scale = q.statistics ? q.statistics->stored_scale(b_, q.statistics->cursor(b_, i)) : old_scales[k];
+                        values[2 + q.state] = q.codec->decode(b_, code, scale);
                     }
                     ElementValues in{values[0], values[1], std::vector<llvm::Value*>(values.begin() + 2, values.end())};
                     ElementValues out = math.update(b_, in);
                     // What the program leaves as loaded (assigned to itself) is not stored.
                     if (out.p != in.p) {
-                        llvm::Value* global = b_.CreateAdd(fn->getArg(fn->arg_size() - 2), i);
-                        b_.CreateAlignedStore(math.param_from_f32(b_, types_[0], out.p, global, fn->getArg(fn->arg_size() - 1)), addrs[0],
+                        llvm::Value* global = b_.CreateAdd(fn->getArg(offset_arg), i);
+                        b_.CreateAlignedStore(math.param_from_f32(b_, types_[0], out.p, global, fn->getArg(seed_arg)), addrs[0],
                                               llvm::Align(dtype_bytes(types_[0])));
                     }
                     for (int s = 0; s < S; ++s)
@@ -260,30 +293,40 @@ private:
                     auto tile_value = [&](llvm::Value* i) {
                         return b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.tile, b_.CreateSub(i, tile_begin)), llvm::Align(4));
                     };
-                    // The absmax accumulates in an alloca that the optimizer promotes to a
-                    // vectorized reduction.
-                    b_.CreateStore(b_.getInt32(0), absmax);
-                    emit_loop(block_begin, block_end, 1, [&](llvm::Value* i) {
-                        llvm::Value* m = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, b_.CreateLoad(b_.getInt32Ty(), absmax),
-                                                                  StateCodec::magnitude_bits(b_, tile_value(i)));
-                        b_.CreateStore(m, absmax);
-                    });
-                    llvm::Value* scale = q.codec->scale_from_absmax(b_, b_.CreateLoad(b_.getInt32Ty(), absmax));
-                    llvm::Value* block_index = b_.CreateUDiv(block_begin, b_.getInt64(block));
-                    b_.CreateAlignedStore(scale, b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
-                    llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scale);
+                    auto one = llvm::ConstantFP::get(b_.getFloatTy(), 1.0);
+                    llvm::Value* inverse = nullptr;
+                    if (!q.statistics) {
+                        // The absmax accumulates in an alloca that the optimizer promotes to a
+                        // vectorized reduction.
+                        b_.CreateStore(b_.getInt32(0), absmax);
+                        emit_loop(block_begin, block_end, 1, [&](llvm::Value* i) {
+                            llvm::Value* m = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, b_.CreateLoad(b_.getInt32Ty(), absmax),
+                                                                      StateCodec::magnitude_bits(b_, tile_value(i)));
+                            b_.CreateStore(m, absmax);
+                        });
+                        llvm::Value* scale = q.codec->scale_from_absmax(b_, b_.CreateLoad(b_.getInt32Ty(), absmax));
+                        llvm::Value* block_index = b_.CreateUDiv(block_begin, b_.getInt64(block));
+                        b_.CreateAlignedStore(scale, b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
+                        inverse = b_.CreateFDiv(one, scale);
+                    }
+                    // Element i's value times the reciprocal of its scale: the block's, or for a
+                    // rank-1 state its own from the new statistics.
+                    auto normalized = [&](llvm::Value* i) {
+                        llvm::Value* r = inverse ? inverse : b_.CreateFDiv(one, q.statistics->new_scale(b_, q.statistics->cursor(b_, i)));
+                        return b_.CreateFMul(tile_value(i), r);
+                    };
                     if (q.codec->four_bit()) {
                         emit_loop(block_begin, block_end, 2, [&](llvm::Value* i) {
-                            llvm::Value* high = q.codec->encode(b_, b_.CreateFMul(tile_value(i), inverse));
+                            llvm::Value* high = q.codec->encode(b_, normalized(i));
                             llvm::Value* i1 = b_.CreateAdd(i, b_.getInt64(1));
                             llvm::Value* has_low = b_.CreateICmpSLT(i1, block_end);
-                            llvm::Value* low = q.codec->encode(b_, b_.CreateFMul(tile_value(min64(i1, b_.CreateSub(block_end, b_.getInt64(1)))), inverse));
+                            llvm::Value* low = q.codec->encode(b_, normalized(min64(i1, b_.CreateSub(block_end, b_.getInt64(1)))));
                             llvm::Value* byte = b_.CreateOr(b_.CreateShl(high, 4), b_.CreateSelect(has_low, low, b_.getInt32(0)));
                             b_.CreateStore(b_.CreateTrunc(byte, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), q.codes, b_.CreateLShr(i, 1)));
                         });
                     } else {
                         emit_loop(block_begin, block_end, 1, [&](llvm::Value* i) {
-                            llvm::Value* code = q.codec->encode(b_, b_.CreateFMul(tile_value(i), inverse));
+                            llvm::Value* code = q.codec->encode(b_, normalized(i));
                             b_.CreateStore(b_.CreateTrunc(code, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), q.codes, i));
                         });
                     }

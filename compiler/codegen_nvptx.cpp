@@ -20,6 +20,7 @@
 #include "compiler/codegen.h"
 #include "compiler/element_math.h"
 #include "compiler/kernel_abi.h"
+#include "compiler/rank1_statistics.h"
 #include "compiler/state_codec.h"
 #include "ir/numeric.h"
 
@@ -44,37 +45,19 @@ struct QuantizedArray {
     int state;
     std::unique_ptr<StateCodec> codec;
     llvm::Value* codes = nullptr;   // i8 pointer
-    llvm::Value* scales = nullptr;  // float pointer
+    llvm::Value* scales = nullptr;  // float pointer (rank-1 states: the statistics buffer)
+    bool rank1() const { return codec->storage().rank1; }
 };
 
 class NvptxKernel {
 public:
     NvptxKernel(llvm::Module& module, const KernelSpec& spec)
-        : module_(module), spec_(spec), ctx_(module.getContext()), b_(ctx_), layout_{int(spec.lowered.states.size())} {}
+        : module_(module), spec_(spec), ctx_(module.getContext()), b_(ctx_), layout_(table_layout(spec)) {}
 
     void generate() {
         const Program& prog = spec_.lowered;
-        std::vector<std::string> scalar_names = kernel_scalars(prog);
-        llvm::Type* global_ptr = llvm::PointerType::get(ctx_, kGlobal);
-        std::vector<llvm::Type*> params{global_ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty()};
-        params.insert(params.end(), scalar_names.size(), b_.getFloatTy());
-        fn_ = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::ExternalLinkage,
-                                     kernel_symbol(spec_), module_);
-        fn_->setCallingConv(llvm::CallingConv::PTX_Kernel);
-        fn_->addFnAttr(llvm::Attribute::NoUnwind);
-        fn_->getArg(0)->setName("table");
-        fn_->getArg(1)->setName("num_tensors");
-        fn_->getArg(2)->setName("num_chunks");
-        fn_->getArg(3)->setName("seed");
         std::vector<llvm::Value*> scalars;
-        for (size_t i = 0; i < scalar_names.size(); ++i) {
-            fn_->getArg(4 + i)->setName(scalar_names[i]);
-            scalars.push_back(fn_->getArg(4 + i));
-        }
-        // Launched with this many threads: lets ptxas budget registers for it.
-        llvm::NamedMDNode* annotations = module_.getOrInsertNamedMetadata("nvvm.annotations");
-        annotations->addOperand(llvm::MDNode::get(ctx_, {llvm::ValueAsMetadata::get(fn_), llvm::MDString::get(ctx_, "maxntidx"),
-                                                         llvm::ValueAsMetadata::get(b_.getInt32(gpu_threads_per_block(spec_)))}));
+        fn_ = kernel_function(kernel_symbol(spec_), scalars);
         math_ = std::make_unique<ElementMath>(module_, prog, spec_.target, spec_.options, scalars);
 
         arrays_.push_back({spec_.storage.param, layout_.p(), true});
@@ -89,14 +72,60 @@ public:
         vector_ = gpu_vector_elements(spec_);
         elements_per_thread_ = gpu_elements_per_thread(spec_);
         unroll_ = elements_per_thread_ / vector_;
-        if (spec_.options.gpu_min_blocks_per_sm > 0)
-            annotations->addOperand(llvm::MDNode::get(ctx_, {llvm::ValueAsMetadata::get(fn_), llvm::MDString::get(ctx_, "minctasm"),
-                                                             llvm::ValueAsMetadata::get(b_.getInt32(spec_.options.gpu_min_blocks_per_sm))}));
 
         body();
+        if (has_statistics_pass(spec_)) statistics_kernel();
     }
 
 private:
+    // A kernel of compiler/kernel_abi.h's GPU signature; `scalars` receives its scalar arguments.
+    llvm::Function* kernel_function(const std::string& name, std::vector<llvm::Value*>& scalars) {
+        std::vector<std::string> scalar_names = kernel_scalars(spec_.lowered);
+        llvm::Type* global_ptr = llvm::PointerType::get(ctx_, kGlobal);
+        std::vector<llvm::Type*> params{global_ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty()};
+        params.insert(params.end(), scalar_names.size(), b_.getFloatTy());
+        auto* fn = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::ExternalLinkage, name,
+                                          module_);
+        fn->setCallingConv(llvm::CallingConv::PTX_Kernel);
+        fn->addFnAttr(llvm::Attribute::NoUnwind);
+        fn->getArg(0)->setName("table");
+        fn->getArg(1)->setName("num_tensors");
+        fn->getArg(2)->setName("num_chunks");
+        fn->getArg(3)->setName("seed");
+        scalars.clear();
+        for (size_t i = 0; i < scalar_names.size(); ++i) {
+            fn->getArg(4 + i)->setName(scalar_names[i]);
+            scalars.push_back(fn->getArg(4 + i));
+        }
+        // Launched with this many threads: lets ptxas budget registers for it.
+        llvm::NamedMDNode* annotations = module_.getOrInsertNamedMetadata("nvvm.annotations");
+        auto annotate = [&](const char* key, int value) {
+            annotations->addOperand(llvm::MDNode::get(ctx_, {llvm::ValueAsMetadata::get(fn), llvm::MDString::get(ctx_, key),
+                                                             llvm::ValueAsMetadata::get(b_.getInt32(value))}));
+        };
+        annotate("maxntidx", gpu_threads_per_block(spec_));
+        if (spec_.options.gpu_min_blocks_per_sm > 0) annotate("minctasm", spec_.options.gpu_min_blocks_per_sm);
+        return fn;
+    }
+
+    // The rank-1 statistics pass (compiler/kernel_abi.h): a thread walks the same 8 elements
+    // it updates.
+    void statistics_kernel() {
+        std::vector<llvm::Value*> scalars;
+        llvm::Function* fn = kernel_function(statistics_symbol(spec_), scalars);
+        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+        StatisticsWalk walk{fn->getArg(0),
+                            sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x),
+                            sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x),
+                            fn->getArg(2),
+                            sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x),
+                            elements_per_thread_,
+                            scalars,
+                            kGlobal};
+        emit_statistics_pass(b_, module_, spec_, walk);
+        b_.CreateRetVoid();
+    }
+
     llvm::Value* sreg(llvm::Intrinsic::ID id) { return b_.CreateZExt(b_.CreateIntrinsic(id, {}, {}), b_.getInt64Ty()); }
 
     llvm::BasicBlock* block(const char* name) { return llvm::BasicBlock::Create(ctx_, name, fn_); }
@@ -517,6 +546,10 @@ private:
         for (size_t k = 0; k < quantized_.size(); ++k) out.raw.codes.push_back(merge(f.codes[k], s.codes[k]));
         llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, i0_, b_.CreateSub(n_, b_.getInt64(1)));
         for (const QuantizedArray& q : quantized_) {
+            if (q.rank1()) {  // scales per element, in process()
+                out.old_scales.push_back(llvm::ConstantFP::get(b_.getFloatTy(), 0.0));
+                continue;
+            }
             llvm::Value* block_index = b_.CreateUDiv(clamped, b_.getInt64(q.codec->storage().block));
             out.old_scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4)));
         }
@@ -597,8 +630,23 @@ private:
         std::vector<std::vector<llvm::Value*>> state_in(layout_.num_states);
         for (size_t k = 0; k < arrays_.size(); ++k)
             if (arrays_[k].state >= 0) state_in[arrays_[k].state] = in.dense[k];
+        // Rank-1 states: each element's row and column, and its statistics.
+        std::vector<std::unique_ptr<Rank1Statistics>> statistics(quantized_.size());
+        std::vector<Rank1Cursor> cursors;
+        for (size_t k = 0; k < quantized_.size(); ++k) {
+            if (!quantized_[k].rank1()) continue;
+            statistics[k] = std::make_unique<Rank1Statistics>(b_, quantized_[k].scales, n_, emit_row_word(b_, chunk.row, layout_.columns()));
+            if (cursors.empty()) {
+                cursors.push_back(statistics[k]->cursor(b_, i0));
+                for (int j = 1; j < E; ++j) cursors.push_back(statistics[k]->next(b_, cursors.back()));
+            }
+        }
         for (size_t k = 0; k < quantized_.size(); ++k) {
             const QuantizedArray& q = quantized_[k];
+            if (statistics[k]) {
+                for (int j = 0; j < E; ++j) state_in[q.state].push_back(q.codec->decode(b_, in.codes[k][j], statistics[k]->stored_scale(b_, cursors[j])));
+                continue;
+            }
             llvm::Value* old_scale = chunk.old_scales[k];
             for (int j = 0; j < E; j += 2) {
                 auto [v0, v1] = q.codec->decode_pair(b_, in.codes[k][j], in.codes[k][j + 1], old_scale);
@@ -655,8 +703,11 @@ private:
         // branch between, two quantized states ran at half the speed of one).
         std::vector<llvm::Value*> scales(quantized_.size()), maxima(quantized_.size());
         std::vector<int> groups(quantized_.size());
+        // Rank-1 states have their new statistics from the statistics pass.
+        std::vector<bool> block_scaled(quantized_.size());
+        for (size_t k = 0; k < quantized_.size(); ++k) block_scaled[k] = store_quantized[k] && !quantized_[k].rank1();
         for (size_t k = 0; k < quantized_.size(); ++k) {
-            if (!store_quantized[k]) continue;
+            if (!block_scaled[k]) continue;
             const QuantizedArray& q = quantized_[k];
             llvm::Value* bits = b_.getInt32(0);
             for (int j = 0; j < E; ++j)
@@ -666,18 +717,27 @@ private:
         }
         for (int lanes = 1; lanes < 32; lanes <<= 1)
             for (size_t k = 0; k < quantized_.size(); ++k) {
-                if (!store_quantized[k] || groups[k] > 32 || lanes >= groups[k]) continue;
+                if (!block_scaled[k] || groups[k] > 32 || lanes >= groups[k]) continue;
                 llvm::Value* other = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_shfl_sync_bfly_i32, {},
                                                         {b_.getInt32(-1), maxima[k], b_.getInt32(lanes), b_.getInt32(0x1f)});
                 maxima[k] = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, maxima[k], other);
             }
         for (size_t k = 0; k < quantized_.size(); ++k)
-            if (store_quantized[k] && groups[k] > 32) maxima[k] = group_max(maxima[k], groups[k]);
+            if (block_scaled[k] && groups[k] > 32) maxima[k] = group_max(maxima[k], groups[k]);
         std::vector<std::vector<llvm::Value*>> normalized(quantized_.size());
         std::vector<std::vector<llvm::Value*>> words(quantized_.size());  // the thread's codes, as stored
         for (size_t k = 0; k < quantized_.size(); ++k) {
             if (!store_quantized[k]) continue;
             const QuantizedArray& q = quantized_[k];
+            if (statistics[k]) {  // each element by its own new scale; a NaN one gives code 0
+                std::vector<llvm::Value*> codes;
+                for (int j = 0; j < E; ++j) {
+                    llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), statistics[k]->new_scale(b_, cursors[j]));
+                    codes.push_back(q.codec->encode(b_, b_.CreateFMul(out[j].states[q.state], inverse)));
+                }
+                words[k] = pack_codes(q, codes);
+                continue;
+            }
             scales[k] = q.codec->scale_from_absmax(b_, maxima[k]);
             llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scales[k]);
             for (int j = 0; j < E; ++j) normalized[k].push_back(b_.CreateFMul(out[j].states[q.state], inverse));
@@ -689,7 +749,7 @@ private:
         {
             llvm::Value* non_finite = b_.getFalse();
             for (size_t k = 0; k < quantized_.size(); ++k)
-                if (store_quantized[k] && quantized_[k].codec->has_lookup())
+                if (block_scaled[k] && quantized_[k].codec->has_lookup())
                     non_finite = b_.CreateOr(non_finite, b_.CreateICmpUGE(maxima[k], b_.getInt32(0x7f800000)));
             if (non_finite != b_.getFalse()) {
                 llvm::BasicBlock* before = b_.GetInsertBlock();
@@ -699,7 +759,7 @@ private:
                 b_.SetInsertPoint(slow);
                 std::vector<std::vector<llvm::Value*>> exact(quantized_.size());
                 for (size_t k = 0; k < quantized_.size(); ++k) {
-                    if (!store_quantized[k] || !quantized_[k].codec->has_lookup()) continue;
+                    if (!block_scaled[k] || !quantized_[k].codec->has_lookup()) continue;
                     std::vector<llvm::Value*> codes;
                     for (llvm::Value* v : normalized[k]) codes.push_back(quantized_[k].codec->encode(b_, v));
                     exact[k] = pack_codes(quantized_[k], codes);
@@ -714,7 +774,7 @@ private:
         // store paths below: no branch of its own in a full chunk.
         auto store_scales = [&]() {
             for (size_t k = 0; k < quantized_.size(); ++k) {
-                if (!store_quantized[k]) continue;
+                if (!block_scaled[k]) continue;
                 const QuantizedArray& q = quantized_[k];
                 llvm::Value* block_index = b_.CreateUDiv(i0, b_.getInt64(q.codec->storage().block));
                 b_.CreateAlignedStore(scales[k], b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));

@@ -60,10 +60,6 @@ KernelSpec lower(const KernelRequest& request) {
     if (!error.empty()) throw std::invalid_argument(error);
     if (request.options.stochastic_rounding && request.storage.param != DType::BF16)
         throw std::invalid_argument(fmt::format("stochastic rounding applies to bf16 parameters; these are {}", dtype_name(request.storage.param)));
-    for (const auto& [name, storage] : request.storage.states)
-        if (storage.rank1)
-            throw std::invalid_argument(fmt::format("state '{}': rank-1 normalization (q4u:rank1) is not implemented in kernels yet; "
-                                                    "run it with --target interp (and --columns)", name));
     return KernelSpec{std::move(lowered), request.storage, request.target, request.options};
 }
 

@@ -38,11 +38,16 @@ public:
         jit_ = unwrap(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(std::move(builder)).create(), "creating LLJIT");
     }
 
-    uint64_t add(std::unique_ptr<llvm::LLVMContext> context, std::unique_ptr<llvm::Module> module, const std::string& dylib_name,
-                 const std::string& symbol) {
+    std::vector<uint64_t> add(std::unique_ptr<llvm::LLVMContext> context, std::unique_ptr<llvm::Module> module, const std::string& dylib_name,
+                              const std::vector<std::string>& symbols) {
         std::lock_guard lock(mutex_);
+        auto lookup = [&](llvm::orc::JITDylib& dylib, const char* what) {
+            std::vector<uint64_t> addresses;
+            for (const std::string& symbol : symbols) addresses.push_back(unwrap(jit_->lookup(dylib, symbol), what).getValue());
+            return addresses;
+        };
         if (llvm::orc::JITDylib* existing = jit_->getExecutionSession().getJITDylibByName(dylib_name))
-            return unwrap(jit_->lookup(*existing, symbol), "looking up a kernel").getValue();
+            return lookup(*existing, "looking up a kernel");
         llvm::Expected<llvm::orc::JITDylib&> created = jit_->createJITDylib(dylib_name);
         if (!created) throw std::runtime_error("host JIT: creating a JITDylib: " + llvm::toString(created.takeError()));
         llvm::orc::JITDylib& dylib = *created;
@@ -53,7 +58,7 @@ public:
         check(dylib.define(llvm::orc::absoluteSymbols(std::move(runtime))), "defining runtime symbols");
         module->setDataLayout(jit_->getDataLayout());
         check(jit_->addIRModule(dylib, llvm::orc::ThreadSafeModule(std::move(module), std::move(context))), "adding a module");
-        return unwrap(jit_->lookup(dylib, symbol), "compiling a kernel").getValue();
+        return lookup(dylib, "compiling a kernel");
     }
 
 private:
@@ -63,10 +68,10 @@ private:
 
 }  // namespace
 
-uint64_t jit_host_module(std::unique_ptr<llvm::LLVMContext> context, std::unique_ptr<llvm::Module> module,
-                         const std::string& dylib_name, const std::string& symbol) {
+std::vector<uint64_t> jit_host_module(std::unique_ptr<llvm::LLVMContext> context, std::unique_ptr<llvm::Module> module,
+                                      const std::string& dylib_name, const std::vector<std::string>& symbols) {
     static HostJit jit;
-    return jit.add(std::move(context), std::move(module), dylib_name, symbol);
+    return jit.add(std::move(context), std::move(module), dylib_name, symbols);
 }
 
 }  // namespace optjit

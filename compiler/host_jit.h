@@ -9,11 +9,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace optjit {
 
-// Adds an optimized module and returns the address of `symbol` in it. Thread-safe.
-uint64_t jit_host_module(std::unique_ptr<llvm::LLVMContext> context, std::unique_ptr<llvm::Module> module,
-                         const std::string& dylib_name, const std::string& symbol);
+// Adds an optimized module and returns the addresses of `symbols` in it. Thread-safe.
+std::vector<uint64_t> jit_host_module(std::unique_ptr<llvm::LLVMContext> context, std::unique_ptr<llvm::Module> module,
+                                      const std::string& dylib_name, const std::vector<std::string>& symbols);
 
 }  // namespace optjit

@@ -14,6 +14,17 @@ std::vector<std::string> kernel_scalars(const Program& lowered) {
     return names;
 }
 
+TableLayout table_layout(const KernelSpec& spec) { return TableLayout{int(spec.lowered.states.size()), has_rank1_state(spec.storage)}; }
+
+bool has_statistics_pass(const KernelSpec& spec) {
+    for (const Assign& a : spec.lowered.update) {
+        if (!spec.storage.state(a.target).rank1) continue;
+        bool unchanged = a.value.op == Op::Ref && a.value.name == a.target;
+        if (!unchanged) return true;
+    }
+    return false;
+}
+
 std::vector<DType> array_types(const KernelSpec& spec) {
     std::vector<DType> types{spec.storage.param, spec.storage.grad};
     for (const StateDecl& s : spec.lowered.states) {

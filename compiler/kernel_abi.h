@@ -3,7 +3,7 @@
 // A launch steps many tensors. They are described by a table of 64-bit words, one row per
 // tensor, built once per parameter group and reused every step:
 //
-//   row t: [ p, g, state_0 .. state_{S-1}, scales_0 .. scales_{S-1}, n, chunk_begin, chunk_end, offset ]
+//   row t: [ p, g, state_0 .. state_{S-1}, scales_0 .. scales_{S-1}, n, chunk_begin, chunk_end, offset (, columns) ]
 //
 // (pointers as integers; a block-quantized state's pointer is its codes and scales_s its fp32
 // block scales, 0 for other formats; n elements; chunks [chunk_begin, chunk_end) of the
@@ -23,6 +23,20 @@
 // Scalars are the values fixed for a launch that the element loop reads, as fp32, in the
 // order kernel_scalars() gives: `step`, every hyper-parameter, every scalars-section value.
 // The runtime computes them in float64 on the host, once per launch (ir/ reference semantics).
+//
+// Rank-1 states (q4u:rank1, ir/quantization.h). Every row has one more word, `columns` (the
+// tensor's last dimension; rows = n / columns), and such a state's scales_s points to
+// 2 * (rows + columns) floats: the stored statistics (row maxima, then column maxima: what a
+// checkpoint keeps), then the same again for the statistics of the step being computed. The
+// module holds a second kernel, NAME_statistics (statistics_symbol(), compiler/codegen.h), with the same arguments,
+// and a step is, in order (only where the kernel stores a rank-1 state: has_statistics_pass()):
+//   1. fill every rank-1 state's new statistics with the bits of kScaleFloor;
+//   2. NAME_statistics: recomputes each element's new state value and raises its row's and
+//      column's new statistic to its magnitude (atomic maxima on the fp32 bits, NaN winning);
+//   3. NAME: the update, decoding with the stored statistics, encoding with the new ones;
+//   4. copy the new statistics over the stored ones.
+// runtime/launch.h does all four. A tensor without columns (one dimension) stores such a state
+// as plain q4u (storage_for_tensor) and goes in a launch of its own.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +51,7 @@ namespace optjit {
 
 struct TableLayout {
     int num_states = 0;
+    bool rank1 = false;  // the kernel has a rank-1 state: rows end in `columns`
     int p() const { return 0; }
     int g() const { return 1; }
     int state(int s) const { return 2 + s; }
@@ -45,7 +60,8 @@ struct TableLayout {
     int chunk_begin() const { return 3 + 2 * num_states; }
     int chunk_end() const { return 4 + 2 * num_states; }
     int offset() const { return 5 + 2 * num_states; }
-    int row_words() const { return 6 + 2 * num_states; }
+    int columns() const { return 6 + 2 * num_states; }
+    int row_words() const { return 6 + 2 * num_states + (rank1 ? 1 : 0); }
 };
 
 // Everything that selects a kernel.
@@ -55,6 +71,11 @@ struct KernelSpec {
     Target target;
     CodegenOptions options;
 };
+
+TableLayout table_layout(const KernelSpec& spec);
+// Whether the kernel has a statistics pass: it stores a rank-1 state (one it only reads, as the
+// dequantize entry point does, keeps its statistics).
+bool has_statistics_pass(const KernelSpec& spec);
 
 // Names of the launch scalars of a lowered program, in argument order.
 std::vector<std::string> kernel_scalars(const Program& lowered);

@@ -86,7 +86,7 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
   --size N               elements (default 4096)
   --columns C            the tensor is rows of C columns (default: one dimension); states stored
                          as q4u:rank1 are normalized by rows and columns only in two dimensions,
-                         and block-wise in one (the interpreter runs rank-1; kernels do not yet)
+                         and block-wise in one
   --steps K              steps (default 10)
   --seed S               seed of the random data (default 0)
   --hyper NAME=VALUE     a hyper-parameter's value (default: the program's)
@@ -418,7 +418,7 @@ int cmd_run(Args& args) {
         bool ok = t.max_rel_diff <= t.tolerance && t.codes_wrong == 0;
         std::string check = run.check ? fmt::format("   {:.3g} ({:.3g}){}", t.max_rel_diff, t.tolerance, ok ? "" : "  FAIL") : "";
         if (run.check && t.codes_compared > 0)
-            check += fmt::format("   codes: {} compared, {} one apart across a midpoint, {} wrong", t.codes_compared, t.codes_straddling,
+            check += fmt::format("   codes: {} compared, {} apart by rounding, {} wrong", t.codes_compared, t.codes_straddling,
                                  t.codes_wrong);
         fmt::print("  {:<12} {:>22.15g} {:>18x}{}\n", t.name, t.norm, t.checksum, check);
     }

@@ -128,7 +128,7 @@ struct Interpreter::Impl {
     // The storage `t` really uses (small tensors keep fp32 states).
     std::optional<StorageSignature> storage_of(const HostTensor& t) const {
         if (!storage) return std::nullopt;
-        return storage_for_tensor(*storage, t.tensor_elements > 0 ? t.tensor_elements : int64_t(t.p.size()));
+        return storage_for_tensor(*storage, t.tensor_elements > 0 ? t.tensor_elements : int64_t(t.p.size()), t.columns);
     }
 
     void store(const double* r, const std::optional<StorageSignature>& st, HostTensor& t, size_t i, int64_t step) const {
@@ -148,7 +148,7 @@ struct Interpreter::Impl {
     // Quantizes `values` of tensor `t` as `format` into `stored`; returns what they read back as.
     static std::vector<float> store_as(const StateStorage& format, const HostTensor& t, const std::vector<float>& values,
                                        QuantizedTensor& stored) {
-        if (!format.rank1 || t.columns == 0) {
+        if (!format.rank1) {  // storage_of() made it block-wise where the tensor has no columns
             stored = quantize(format, values, t.first_element);
             return dequantize(format, stored, int64_t(values.size()), t.first_element);
         }

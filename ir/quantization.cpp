@@ -14,7 +14,6 @@ namespace {
 
 #include "ir/qmaps.inc"
 
-constexpr float kScaleFloor = 1e-12f;
 constexpr float kE4m3Max = 448.0f;
 
 // Decision points between neighbouring codes: the exact midpoint of two floats is a double.
@@ -178,6 +177,8 @@ void check_rank1_shape(int64_t rows, int64_t columns, size_t elements) {
 }
 
 }  // namespace
+
+int64_t rank1_statistic_count(int64_t n, int64_t columns) { return n / columns + columns; }
 
 Rank1Tensor quantize_rank1(std::span<const float> values, int64_t rows, int64_t columns) {
     check_rank1_shape(rows, columns, values.size());

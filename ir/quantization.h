@@ -23,6 +23,9 @@
 
 namespace optjit {
 
+// Block scales and rank-1 statistics are floored at this (a block of zeros still has a scale).
+constexpr float kScaleFloor = 1e-12f;
+
 // The code table of q8s, q8u, q4s or q4u, ascending (256 or 16 entries).
 std::span<const float> code_table(StateFormat f);
 
@@ -71,6 +74,8 @@ struct Rank1Tensor {
     std::vector<uint8_t> codes;
     std::vector<float> row_max, column_max;
 };
+// Statistics a rank-1 state of `n` elements in rows of `columns` keeps: rows, then columns.
+int64_t rank1_statistic_count(int64_t n, int64_t columns);
 Rank1Tensor quantize_rank1(std::span<const float> values, int64_t rows, int64_t columns);
 std::vector<float> dequantize_rank1(const Rank1Tensor& q, int64_t rows, int64_t columns);
 

@@ -112,17 +112,25 @@ const StateStorage& StorageSignature::state(const std::string& name) const {
     return it == states.end() ? fp32 : it->second;
 }
 
-StorageSignature storage_for_tensor(const StorageSignature& s, int64_t tensor_elements) {
-    if (tensor_elements >= kMinQuantizedElements) return s;
+StorageSignature storage_for_tensor(const StorageSignature& s, int64_t tensor_elements, int64_t columns) {
     StorageSignature out = s;
-    for (auto& [name, storage] : out.states)
-        if (is_block_quantized(storage.format)) storage = StateStorage{};
+    for (auto& [name, storage] : out.states) {
+        if (!is_block_quantized(storage.format)) continue;
+        if (tensor_elements < kMinQuantizedElements) storage = StateStorage{};
+        else if (columns <= 0) storage.rank1 = false;
+    }
     return out;
 }
 
 bool has_quantized_state(const StorageSignature& s) {
     for (const auto& [name, storage] : s.states)
         if (is_block_quantized(storage.format)) return true;
+    return false;
+}
+
+bool has_rank1_state(const StorageSignature& s) {
+    for (const auto& [name, storage] : s.states)
+        if (storage.rank1) return true;
     return false;
 }
 

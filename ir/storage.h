@@ -56,10 +56,13 @@ struct StorageSignature {
 constexpr int64_t kMinQuantizedElements = 4096;
 
 // The storage a tensor of `tensor_elements` elements (of the whole tensor, not of a shard)
-// really uses: `s`, with block-quantized states made fp32 below kMinQuantizedElements.
-StorageSignature storage_for_tensor(const StorageSignature& s, int64_t tensor_elements);
-// Whether any state of `s` is block-quantized.
+// really uses: `s`, with block-quantized states made fp32 below kMinQuantizedElements, and
+// rank-1 states (q4u:rank1) made plain block-wise q4u where the tensor has no `columns` (one
+// dimension: there are no rows and columns to normalize by, as in the 4-bit paper).
+StorageSignature storage_for_tensor(const StorageSignature& s, int64_t tensor_elements, int64_t columns = 0);
+// Whether any state of `s` is block-quantized, and whether any is rank-1 normalized.
 bool has_quantized_state(const StorageSignature& s);
+bool has_rank1_state(const StorageSignature& s);
 
 // Canonical text, e.g. "p=bf16 g=f32 m=q8s:256 v=fp32", listing every state of `program`
 // in declaration order (so two signatures that mean the same print the same).

@@ -51,25 +51,49 @@ struct Typed : Region {
     void set(int64_t i, double v) { store_element(type, bytes.data(), size_t(i), v); }
 };
 
-// A block-quantized state: codes and scales.
+// A block-quantized state: codes and scales (rank-1 states: statistics, and room for the new
+// ones a step computes, compiler/kernel_abi.h).
 struct Quantized {
     StateStorage storage;
-    int64_t n;
+    int64_t n, columns;  // columns > 0 for a rank-1 state
+    size_t stored_scales;
     Region codes, scales;
-    Quantized(const StateStorage& s, int64_t count)
-        : storage(s), n(count), codes(code_bytes(s, count)), scales(size_t(scale_count(s, 0, count)) * 4) {}
+    Quantized(const StateStorage& s, int64_t count, int64_t tensor_columns)
+        : storage(s), n(count), columns(s.rank1 ? tensor_columns : 0),
+          stored_scales(size_t(columns ? rank1_statistic_count(count, columns) : scale_count(s, 0, count))), codes(code_bytes(s, count)),
+          scales(stored_scales * 4 * (columns ? 2 : 1)) {}
+    int64_t rows() const { return n / columns; }
     QuantizedTensor read() const {
         QuantizedTensor q;
         q.codes.assign(codes.bytes.begin(), codes.bytes.begin() + long(codes.used));
-        q.scales.resize(scales.used / 4);
-        std::memcpy(q.scales.data(), scales.bytes.data(), scales.used);
+        q.scales.resize(stored_scales);
+        std::memcpy(q.scales.data(), scales.bytes.data(), stored_scales * 4);
         return q;
     }
     void write(const QuantizedTensor& q) {
         std::memcpy(codes.bytes.data(), q.codes.data(), codes.used);
-        std::memcpy(scales.bytes.data(), q.scales.data(), scales.used);
+        std::memcpy(scales.bytes.data(), q.scales.data(), stored_scales * 4);
     }
-    std::vector<float> values() const { return dequantize(storage, read(), n); }
+    // `values` as this state stores them.
+    QuantizedTensor quantized(const std::vector<float>& values) const {
+        if (!columns) return quantize(storage, values);
+        Rank1Tensor r = quantize_rank1(values, rows(), columns);
+        QuantizedTensor q{std::move(r.codes), std::move(r.row_max)};
+        q.scales.insert(q.scales.end(), r.column_max.begin(), r.column_max.end());
+        return q;
+    }
+    std::vector<float> values() const {
+        if (!columns) return dequantize(storage, read(), n);
+        QuantizedTensor q = read();
+        Rank1Tensor r{q.codes, std::vector<float>(q.scales.begin(), q.scales.begin() + rows()), std::vector<float>(q.scales.begin() + rows(), q.scales.end())};
+        return dequantize_rank1(r, rows(), columns);
+    }
+    // The scale element i of `q` (stored as this state is) was normalized by.
+    float scale_of(const QuantizedTensor& q, int64_t i) const {
+        if (!columns) return q.scales[size_t(i / storage.block)];
+        float row = q.scales[size_t(i / columns)], column = q.scales[size_t(rows() + i % columns)];
+        return std::isnan(row) || std::isnan(column) ? row + column : std::min(row, column);
+    }
 };
 
 uint8_t code_at(const StateStorage& s, const std::vector<uint8_t>& codes, int64_t i) {
@@ -186,7 +210,7 @@ RunSummary run_steps(const RunOptions& o) {
     for (size_t t = 0; t < count; ++t) {
         int64_t n = o.sizes[t];
         TensorData& d = tensors[t];
-        d.storage = storage_for_tensor(st, n);
+        d.storage = storage_for_tensor(st, n, o.columns);
         d.p = std::make_unique<Typed>(st.param, n);
         d.g = std::make_unique<Typed>(st.grad, n);
         for (int64_t i = 0; i < n; ++i) d.p->set(i, normal(o.seed, 0, uint64_t(total + i)));
@@ -195,13 +219,13 @@ RunSummary run_steps(const RunOptions& o) {
             double init = prog.states[s].init;
             if (is_block_quantized(format.format)) {
                 d.dense.emplace_back();
-                d.quantized.push_back(std::make_unique<Quantized>(format, n));
+                d.quantized.push_back(std::make_unique<Quantized>(format, n, o.columns));
                 if (init == 0) {
                     std::fill(d.quantized.back()->codes.bytes.begin(), d.quantized.back()->codes.bytes.begin() + long(d.quantized.back()->codes.used),
                               zero_code_byte(format.format));
                     std::fill(d.quantized.back()->scales.bytes.begin(), d.quantized.back()->scales.bytes.begin() + long(d.quantized.back()->scales.used), 0);
                 } else {
-                    d.quantized.back()->write(quantize(format, std::vector<float>(size_t(n), float(init))));
+                    d.quantized.back()->write(d.quantized.back()->quantized(std::vector<float>(size_t(n), float(init))));
                 }
             } else {
                 d.dense.push_back(std::make_unique<Typed>(state_dtype(format.format), n));
@@ -298,6 +322,7 @@ RunSummary run_steps(const RunOptions& o) {
                 for (float f : theirs.scales)
                     if (std::isfinite(f)) sum_squares += double(f) * f, ++finite;
                 const double rms = finite ? std::sqrt(sum_squares / double(finite)) : 0;
+                const double rms_absmax = rms * (q.storage.format == StateFormat::FP8 ? 448.0 : 1.0);
                 for (size_t b = 0; b < mine.scales.size(); ++b) {
                     double rel = std::fabs(double(mine.scales[b]) - theirs.scales[b]) / std::max({std::fabs(double(theirs.scales[b])), rms, 1e-30});
                     if (std::isnan(mine.scales[b]) != std::isnan(theirs.scales[b])) rel = INFINITY;
@@ -307,14 +332,19 @@ RunSummary run_steps(const RunOptions& o) {
                     ++r.codes_compared;
                     uint8_t a = code_at(q.storage, mine.codes, i), b = code_at(q.storage, theirs.codes, i);
                     if (a == b) continue;
-                    float scale = theirs.scales[size_t(i / q.storage.block)];
+                    float scale = q.scale_of(theirs, i);
                     double normalized = double(reference[t].unquantized[s][size_t(i)] * (1.0f / scale));
                     double midpoint = (double(code_value(q.storage.format, a)) + code_value(q.storage.format, b)) / 2;
                     // In units of the block's absmax (fp8 normalizes to +-448).
                     double distance = std::fabs(normalized - midpoint) / (q.storage.format == StateFormat::FP8 ? 448.0 : 1.0);
-                    if (std::abs(code_rank(q.storage.format, a) - code_rank(q.storage.format, b)) <= 1 && distance <= kStraddle)
+                    const double value_difference =
+                        std::fabs(double(code_value(q.storage.format, a)) * q.scale_of(mine, i) - double(code_value(q.storage.format, b)) * scale);
+                    if ((std::abs(code_rank(q.storage.format, a) - code_rank(q.storage.format, b)) <= 1 && distance <= kStraddle) ||
+                        value_difference <= kStraddle * rms_absmax)
                         ++r.codes_straddling;
-                    else ++r.codes_wrong;
+                    else {
+                        ++r.codes_wrong;
+                                            }
                 }
             }
             if (!kernel_values.empty()) worst(r, kernel_values, reference_values);
@@ -347,7 +377,7 @@ RunSummary run_steps(const RunOptions& o) {
                         TensorData& d = tensors[t];
                         if (gpu)
                             for (Region* r : d.regions()) r->upload();
-                        TensorArgs a{d.p->address(), d.g->address(), {}, {}, d.p->n, 0};
+                        TensorArgs a{d.p->address(), d.g->address(), {}, {}, d.p->n, 0, o.columns};
                         for (int s = 0; s < num_states; ++s) {
                             a.states.push_back(d.dense[s] ? d.dense[s]->address() : d.quantized[s]->codes.address());
                             a.scales.push_back(d.dense[s] ? 0 : d.quantized[s]->scales.address());

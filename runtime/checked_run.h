@@ -44,9 +44,12 @@ struct TensorSummary {
     double tolerance = 0;
     int64_t worst_element = -1; // index (over the concatenated tensors) of the largest difference
     // Block-quantized states (checked step by step, from the same state): codes compared,
-    // codes one apart where the value lies within kStraddle of the midpoint between them (fp32
-    // and float64 rounding straddling it), codes wrong otherwise, and the largest difference of
-    // a block scale, relative to the larger of that scale and the tensor's RMS scale.
+    // codes that differ by rounding (fp32 and float64 math on either side of a decision): one
+    // apart where the value lies within kStraddle of the midpoint between them, or any two
+    // codes whose values differ by at most kStraddle of the tensor's RMS block maximum (a value
+    // that cancels to near 0 and is its own scale: a one-element last block, a rank-1 row of one
+    // column), codes wrong otherwise, and the largest difference of a block scale, relative to
+    // the larger of that scale and the tensor's RMS scale.
     int64_t codes_compared = 0, codes_straddling = 0, codes_wrong = 0;
     double max_scale_rel_diff = 0;
 };

@@ -40,6 +40,7 @@ struct Api {
     CUresult (*cuMemcpyHtoDAsync)(DevicePtr, const void*, size_t, Stream);
     CUresult (*cuMemcpyDtoDAsync)(DevicePtr, DevicePtr, size_t, Stream);
     CUresult (*cuMemsetD8)(DevicePtr, unsigned char, size_t);
+    CUresult (*cuMemsetD32Async)(DevicePtr, unsigned, size_t, Stream);
     CUresult (*cuStreamSynchronize)(Stream);
     CUresult (*cuModuleLoadDataEx)(Module*, const void*, unsigned, int*, void**);
     CUresult (*cuModuleUnload)(Module);
@@ -98,6 +99,7 @@ State& state() {
                   resolve(lib, a.cuMemFree, {"cuMemFree_v2"}) && resolve(lib, a.cuMemcpyHtoD, {"cuMemcpyHtoD_v2"}) &&
                   resolve(lib, a.cuMemcpyDtoH, {"cuMemcpyDtoH_v2"}) && resolve(lib, a.cuMemcpyHtoDAsync, {"cuMemcpyHtoDAsync_v2"}) &&
                   resolve(lib, a.cuMemcpyDtoDAsync, {"cuMemcpyDtoDAsync_v2"}) && resolve(lib, a.cuMemsetD8, {"cuMemsetD8_v2"}) &&
+                  resolve(lib, a.cuMemsetD32Async, {"cuMemsetD32Async"}) &&
                   resolve(lib, a.cuStreamSynchronize, {"cuStreamSynchronize"}) &&
                   resolve(lib, a.cuModuleLoadDataEx, {"cuModuleLoadDataEx"}) && resolve(lib, a.cuModuleUnload, {"cuModuleUnload"}) &&
                   resolve(lib, a.cuModuleGetFunction, {"cuModuleGetFunction"}) && resolve(lib, a.cuLaunchKernel, {"cuLaunchKernel"}) &&
@@ -201,6 +203,9 @@ void memcpy_dtod_async(DevicePtr dst, DevicePtr src, size_t bytes, Stream stream
     check(api().cuMemcpyDtoDAsync(dst, src, bytes, stream), "cuMemcpyDtoDAsync");
 }
 void memset_d8(DevicePtr dst, uint8_t value, size_t bytes) { check(api().cuMemsetD8(dst, value, bytes), "cuMemsetD8"); }
+void memset_d32_async(DevicePtr dst, uint32_t value, size_t count, Stream stream) {
+    check(api().cuMemsetD32Async(dst, value, count, stream), "cuMemsetD32Async");
+}
 void synchronize() { check(api().cuCtxSynchronize(), "cuCtxSynchronize"); }
 void stream_synchronize(Stream stream) { check(api().cuStreamSynchronize(stream), "cuStreamSynchronize"); }
 

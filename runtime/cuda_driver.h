@@ -46,6 +46,7 @@ void memcpy_dtoh(void* dst, DevicePtr src, size_t bytes);
 void memcpy_htod_async(DevicePtr dst, const void* src, size_t bytes, Stream stream);
 void memcpy_dtod_async(DevicePtr dst, DevicePtr src, size_t bytes, Stream stream);
 void memset_d8(DevicePtr dst, uint8_t value, size_t bytes);
+void memset_d32_async(DevicePtr dst, uint32_t value, size_t count, Stream stream);  // `count` 32-bit words
 void synchronize();
 void stream_synchronize(Stream stream);
 

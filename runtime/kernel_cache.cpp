@@ -170,6 +170,8 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
             ++stats_.compiles;
         }
         kernel->cuda_function = cuda::get_function(kernel->cuda_module, kernel_symbol(kernel->spec()));
+        if (has_statistics_pass(kernel->spec()))
+            kernel->cuda_statistics_function = cuda::get_function(kernel->cuda_module, statistics_symbol(kernel->spec()));
         kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, gpu_threads_per_block(kernel->spec())));
         return kernel;
     }
@@ -181,8 +183,11 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
         dump_stage(key, "12-kernel.s", emit_assembly(*copy, *machine));
     }
     auto t = Clock::now();
-    uint64_t address = jit_host_module(std::move(m.context), std::move(m.module), key, kernel_symbol(kernel->spec()));
-    kernel->host_entry = reinterpret_cast<Kernel::HostEntry>(address);
+    std::vector<std::string> symbols{kernel_symbol(kernel->spec())};
+    if (has_statistics_pass(kernel->spec())) symbols.push_back(statistics_symbol(kernel->spec()));
+    std::vector<uint64_t> addresses = jit_host_module(std::move(m.context), std::move(m.module), key, symbols);
+    kernel->host_entry = reinterpret_cast<Kernel::HostEntry>(addresses[0]);
+    if (addresses.size() > 1) kernel->host_statistics_entry = reinterpret_cast<Kernel::HostEntry>(addresses[1]);
     debug_log(fmt::format("compile {}: passes {:.2f} ms, codegen {:.2f} ms, optimize {:.2f} ms, machine code {:.2f} ms", key,
                           m.times.passes_ms, m.times.codegen_ms, m.times.optimize_ms, ms_since(t)));
     std::lock_guard lock(mutex_);

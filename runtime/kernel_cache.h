@@ -33,9 +33,11 @@ public:
     const std::string& key() const { return key_; }
     int64_t chunk_elements() const;
 
-    HostEntry host_entry = nullptr;
+    // The update, and for kernels with rank-1 states the statistics pass that runs before it
+    // (compiler/kernel_abi.h; runtime/launch.h runs both).
+    HostEntry host_entry = nullptr, host_statistics_entry = nullptr;
     cuda::Module cuda_module = nullptr;
-    cuda::Function cuda_function = nullptr;
+    cuda::Function cuda_function = nullptr, cuda_statistics_function = nullptr;
     int gpu_blocks_per_sm = 0;
 
 private:

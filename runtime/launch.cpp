@@ -3,17 +3,19 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <stdexcept>
 
 #include "compiler/kernel_abi.h"
 #include "ir/interpreter.h"
+#include "ir/quantization.h"
 #include "ir/semantics.h"
 
 namespace optjit {
 
 TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors) {
     const Program& prog = kernel.spec().lowered;
-    TableLayout layout{int(prog.states.size())};
+    TableLayout layout = table_layout(kernel.spec());
     int64_t chunk = kernel.chunk_elements();
     TensorTable t;
     t.num_tensors = int32_t(tensors.size());
@@ -37,7 +39,16 @@ TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensor
                 throw std::invalid_argument(fmt::format("tensor {}: a shard must start on a block boundary of state '{}' "
                                                         "(offset {}, block {})", i, prog.states[s].name, a.offset, st.block));
             row[layout.scales(s)] = int64_t(a.scales[s]);
+            if (!st.rank1) continue;
+            if (a.offset != 0)
+                throw std::invalid_argument(fmt::format("tensor {}: state '{}' is {}, which needs the whole tensor (a shard cannot see its "
+                                                        "rows' and columns' maxima)", i, prog.states[s].name, to_string(st)));
+            if (a.columns <= 0 || a.n % a.columns != 0)
+                throw std::invalid_argument(fmt::format("tensor {}: state '{}' is {} and needs the tensor as rows of columns; {} elements "
+                                                        "are not rows of {}", i, prog.states[s].name, to_string(st), a.n, a.columns));
+            t.rank1_statistics.push_back({a.scales[s], rank1_statistic_count(a.n, a.columns)});
         }
+        if (layout.rank1) row[layout.columns()] = a.columns;
         row[layout.n()] = a.n;
         row[layout.offset()] = a.offset;
         row[layout.chunk_begin()] = t.num_chunks;
@@ -73,10 +84,17 @@ std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::stri
 
 void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed) {
     if (!kernel.host_entry) throw std::invalid_argument(fmt::format("kernel {} is not a host kernel", kernel.key()));
-    Kernel::HostEntry entry = kernel.host_entry;
-    pool.parallel_for(table.num_chunks, [&](int64_t begin, int64_t end) {
-        entry(table.words.data(), table.num_tensors, begin, end, scalars.data(), int64_t(seed));
-    });
+    auto run = [&](Kernel::HostEntry entry) {
+        pool.parallel_for(table.num_chunks, [&](int64_t begin, int64_t end) {
+            entry(table.words.data(), table.num_tensors, begin, end, scalars.data(), int64_t(seed));
+        });
+    };
+    if (!kernel.host_statistics_entry) return run(kernel.host_entry);
+    for (auto [buffer, count] : table.rank1_statistics) std::fill_n(reinterpret_cast<float*>(buffer) + count, count, kScaleFloor);
+    run(kernel.host_statistics_entry);
+    run(kernel.host_entry);
+    for (auto [buffer, count] : table.rank1_statistics)
+        std::copy_n(reinterpret_cast<const float*>(buffer) + count, count, reinterpret_cast<float*>(buffer));
 }
 
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
@@ -91,7 +109,13 @@ void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable&
     std::vector<void*> params{&table, &num_tensors, &num_chunks, &seed_word};
     std::vector<float> copy = scalars;
     for (float& s : copy) params.push_back(&s);
-    cuda::launch(kernel.cuda_function, grid, unsigned(gpu_threads_per_block(kernel.spec())), params.data(), stream);
+    const unsigned threads = unsigned(gpu_threads_per_block(kernel.spec()));
+    if (!kernel.cuda_statistics_function) return cuda::launch(kernel.cuda_function, grid, threads, params.data(), stream);
+    for (auto [buffer, count] : shape.rank1_statistics)
+        cuda::memset_d32_async(buffer + 4 * uint64_t(count), std::bit_cast<uint32_t>(kScaleFloor), size_t(count), stream);
+    cuda::launch(kernel.cuda_statistics_function, grid, threads, params.data(), stream);
+    cuda::launch(kernel.cuda_function, grid, threads, params.data(), stream);
+    for (auto [buffer, count] : shape.rank1_statistics) cuda::memcpy_dtod_async(buffer, buffer + 4 * uint64_t(count), 4 * size_t(count), stream);
 }
 
 }  // namespace optjit

@@ -22,19 +22,25 @@ struct TensorArgs {
     uint64_t p = 0;
     uint64_t g = 0;
     std::vector<uint64_t> states;  // declaration order; the codes of a block-quantized state
-    std::vector<uint64_t> scales;  // per state: its block scales if block-quantized (else 0 or absent)
+    // Per state: its block scales if block-quantized (else 0 or absent); for a rank-1 state its
+    // statistics buffer, 2 * (n / columns + columns) floats (compiler/kernel_abi.h).
+    std::vector<uint64_t> scales;
     int64_t n = 0;
     int64_t offset = 0;            // global index of element 0 when the tensor is a shard
+    int64_t columns = 0;           // the tensor's last dimension (kernels with rank-1 states)
 };
 
 struct TensorTable {
     std::vector<int64_t> words;  // rows as compiler/kernel_abi.h lays them out
     int32_t num_tensors = 0;
     int64_t num_chunks = 0;
+    // Rank-1 states: each statistics buffer and its count of stored statistics (rows + columns).
+    std::vector<std::pair<uint64_t, int64_t>> rank1_statistics;
 };
 
 // Throws std::invalid_argument naming the tensor if its state count does not match, a
-// quantized state has no scales, or a shard does not start on a block boundary.
+// quantized state has no scales, a shard does not start on a block boundary, or a kernel with
+// rank-1 states gets a shard or a tensor that is not whole rows of its columns.
 TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors);
 
 // The kernel's launch scalars for `step`: run-time hyper-parameter values by name (every
@@ -42,11 +48,13 @@ TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensor
 // std::invalid_argument for an unknown name.
 std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::string, double>& hypers, int64_t step);
 
-// Runs a host kernel over the table, split across the pool's threads.
+// Runs a host kernel over the table, split across the pool's threads (with rank-1 states, the
+// whole step compiler/kernel_abi.h describes).
 // `seed` keys stochastic rounding (kernels without it ignore it).
 void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed = 0);
 
-// Launches a GPU kernel; `table` must hold the table's words in device memory. Asynchronous.
+// Launches a GPU kernel (with rank-1 states, the whole step compiler/kernel_abi.h describes);
+// `table` must hold the table's words in device memory. Asynchronous.
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
                  cuda::Stream stream, uint64_t seed = 0);
 

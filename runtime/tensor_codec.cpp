@@ -32,8 +32,9 @@ void run(const Program& program, const Target& target, const StateStorage& stora
     KernelRequest request{program, {}, {}, target, {}};
     request.storage.param = request.storage.grad = values_type;
     request.storage.states["s"] = storage;
+    request.storage = storage_for_tensor(request.storage, kMinQuantizedElements, state.columns);  // rank-1 needs columns
     std::shared_ptr<const Kernel> kernel = KernelCache::global().get(request);
-    TensorArgs args{values, values, {state.codes}, {state.scales}, n, offset};
+    TensorArgs args{values, values, {state.codes}, {state.scales}, n, offset, state.columns};
     TensorTable table = build_table(*kernel, std::span<const TensorArgs>(&args, 1));
     std::vector<float> scalars = launch_scalars(*kernel, {}, 1);
     if (!target.is_gpu()) {

@@ -19,14 +19,20 @@ namespace optjit {
 
 struct QuantizedBuffers {
     uint64_t codes = 0;   // code_bytes(storage, n) bytes
-    uint64_t scales = 0;  // scale_count(storage, offset, n) floats
+    uint64_t scales = 0;  // scale_count(storage, offset, n) floats (rank-1: see `columns`)
+    // Rank-1 storage (q4u:rank1): the tensor's last dimension. `scales` is then the statistics
+    // buffer, 2 * rank1_statistic_count(n, columns) floats (the stored ones first; the rest is
+    // room for a step's, compiler/kernel_abi.h). 0: the tensor has one dimension and is stored
+    // block-wise, as plain q4u.
+    int64_t columns = 0;
 };
 
 // `values`, `codes` and `scales` are addresses in the target's memory (host pointers for the
 // host target, device pointers for a GPU target). `offset`: the global index of element 0 when
 // the tensor is a shard (a multiple of the block size). GPU conversions run on `stream` and are
 // complete when the call returns. Throws std::invalid_argument for a format that is not
-// block-quantized or a misplaced shard, cuda::CudaError for GPU failures.
+// block-quantized, a misplaced shard or a rank-1 tensor that is not rows of its columns,
+// cuda::CudaError for GPU failures.
 void quantize_tensor(const Target& target, const StateStorage& storage, DType values_type, uint64_t values, QuantizedBuffers out,
                      int64_t n, int64_t offset = 0, cuda::Stream stream = nullptr);
 void dequantize_tensor(const Target& target, const StateStorage& storage, QuantizedBuffers in, DType values_type, uint64_t values,

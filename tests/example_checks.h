@@ -228,13 +228,18 @@ inline void check_example_on(const std::string& name, const Target& target) {
 // fp32 and bf16 parameters. run_steps re-syncs the interpreter to the kernel's state every step
 // and compares each step: codes identical or one apart across a midpoint, never otherwise;
 // scales and p within fp32 (or the parameter dtype's) rounding.
-inline void check_quantized_example_on(const std::string& name, const Target& target, const std::vector<int64_t>& sizes) {
+//
+// With `columns`, every tensor is rows of that many columns (sizes must be multiples of it),
+// as rank-1 states (q4u:128:rank1) need.
+inline void check_quantized_example_on(const std::string& name, const Target& target, const std::vector<int64_t>& sizes,
+                                       const std::vector<const char*>& formats = {"q8s", "q8u", "q4s", "q4u", "fp8", "q8s:32", "q4s:4096"},
+                                       int64_t columns = 0) {
     Program program = load_example(name);
     Hypers hypers = example_hypers().at(name);
     // Centered RMSprop takes sqrt(avg(g^2) - avg(g)^2): with both averages quantized apart the
     // difference goes negative and both sides agree on NaN, which tests nothing.
     if (name == "rmsprop") hypers["centered"] = 0;
-    for (const char* format : {"q8s", "q8u", "q4s", "q4u", "fp8", "q8s:32", "q4s:4096"}) {
+    for (const char* format : formats) {
         for (DType param : {DType::F32, DType::BF16}) {
             uint64_t seed = test_seed();
             std::string error;
@@ -246,18 +251,19 @@ inline void check_quantized_example_on(const std::string& name, const Target& ta
             o.request.storage.grad = param;
             for (const StateDecl& d : program.states) o.request.storage.states[d.name] = *st;
             o.sizes = sizes;
+            o.columns = columns;
             o.steps = 20;
             o.seed = seed;
             o.hypers = adjusted_hypers(name, hypers, param);
             o.check = true;
             INFO("example ", name, " on ", target.name(), ", states ", std::string(format), ", p ", std::string(dtype_name(param)),
-                 ", seed ", seed, " (OPTJIT_TEST_SEED=", seed, " replays it)");
+                 ", columns ", columns, ", seed ", seed, " (OPTJIT_TEST_SEED=", seed, " replays it)");
             RunSummary s;
             if (!checked_run(o, s)) continue;
             INFO(describe(s));
             CHECK(s.passed);
             for (const TensorSummary& t : s.tensors) {
-                INFO(t.name, ": codes ", t.codes_compared, ", one apart across a midpoint ", t.codes_straddling, ", wrong ",
+                INFO(t.name, ": codes ", t.codes_compared, ", apart by rounding ", t.codes_straddling, ", wrong ",
                      t.codes_wrong, ", scale rel diff ", t.max_scale_rel_diff);
                 CHECK(std::isfinite(t.norm));
                 CHECK(t.codes_wrong == 0);
@@ -269,32 +275,62 @@ inline void check_quantized_example_on(const std::string& name, const Target& ta
     }
 }
 
+// AdamW with m in q8s and v in q4u:128:rank1 (the 4-bit paper's pairing, with an 8-bit first
+// moment), in a launch of matrices of 384 columns, bf16 parameters, 20 steps, on `target`.
+inline void check_rank1_beside_q8_on(const Target& target) {
+    Program program = load_example("adamw");
+    uint64_t seed = test_seed();
+    RunOptions o;
+    o.request = KernelRequest{program, {}, {}, target, {}};
+    o.request.storage.param = o.request.storage.grad = DType::BF16;
+    o.request.storage.states = {{"m", StateStorage{StateFormat::Q8S, 256}}, {"v", StateStorage{StateFormat::Q4U, 128, true}}};
+    o.sizes = {384 * 11, 384 * 64, 384 * 301};
+    o.columns = 384;
+    o.steps = 20;
+    o.seed = seed;
+    o.hypers = example_hypers().at("adamw");
+    o.check = true;
+    INFO("adamw m=q8s v=q4u:128:rank1 on ", target.name(), ", seed ", seed, " (OPTJIT_TEST_SEED=", seed, " replays it)");
+    RunSummary s;
+    if (!checked_run(o, s)) return;
+    INFO(describe(s));
+    CHECK(s.passed);
+    for (const TensorSummary& t : s.tensors) {
+        INFO(t.name, ": codes ", t.codes_compared, ", apart by rounding ", t.codes_straddling, ", wrong ", t.codes_wrong);
+        CHECK(t.codes_wrong == 0);
+        CHECK(t.codes_straddling * 1000 <= t.codes_compared);
+        if (t.name != "p") CHECK(t.codes_compared > 0);
+    }
+}
+
 // The quantize and dequantize entry points (runtime/tensor_codec.h) on `target` against
 // ir/quantization.h bit for bit: every format, block sizes 32, default and 4096, fp32 and bf16
 // values, a tensor of odd size with a zero block, a block holding a NaN, a block whose largest
 // magnitude is negative, values exactly on table entries, and a shard.
+// A buffer in a target's memory, filled with a sentinel first, read back whole.
+struct TargetBuffer {
+    bool gpu;
+    std::vector<uint8_t> host;
+    cuda::DeviceAlloc device;
+    TargetBuffer(bool on_gpu, size_t bytes) : gpu(on_gpu), host(bytes + 64, 0xa5) {
+        if (gpu) {
+            device = cuda::DeviceAlloc(host.size());
+            upload();
+        }
+    }
+    uint64_t address() { return gpu ? device.get() : uint64_t(host.data()); }
+    void upload() {
+        if (gpu) cuda::memcpy_htod(device.get(), host.data(), host.size());
+    }
+    std::vector<uint8_t> read() {
+        if (gpu) cuda::memcpy_dtoh(host.data(), device.get(), host.size());
+        return host;
+    }
+};
+
 inline void check_tensor_codec_on(const Target& target) {
     const bool gpu = target.is_gpu();
-    // Buffers in the target's memory, filled with a sentinel first, read back whole.
-    struct Buffer {
-        bool gpu;
-        std::vector<uint8_t> host;
-        cuda::DeviceAlloc device;
-        Buffer(bool on_gpu, size_t bytes) : gpu(on_gpu), host(bytes + 64, 0xa5) {
-            if (gpu) {
-                device = cuda::DeviceAlloc(host.size());
-                upload();
-            }
-        }
-        uint64_t address() { return gpu ? device.get() : uint64_t(host.data()); }
-        void upload() {
-            if (gpu) cuda::memcpy_htod(device.get(), host.data(), host.size());
-        }
-        std::vector<uint8_t> read() {
-            if (gpu) cuda::memcpy_dtoh(host.data(), device.get(), host.size());
-            return host;
-        }
-    };
+    using Buffer = TargetBuffer;
     uint64_t seed = test_seed();
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> normal(0.0f, 3.0f);
@@ -350,6 +386,57 @@ inline void check_tensor_codec_on(const Target& target) {
                 }
                 CHECK(mismatches == 0);
             }
+        }
+    }
+}
+
+// The entry points with rank-1 storage (q4u:128:rank1, QuantizedBuffers::columns) against
+// quantize_rank1 / dequantize_rank1 bit for bit: one row, one column, odd shapes, a zero row
+// and a NaN (its row's and column's statistics NaN); the second half of the statistics buffer
+// is the kernels' room and is not compared.
+inline void check_rank1_tensor_codec_on(const Target& target) {
+    const bool gpu = target.is_gpu();
+    uint64_t seed = test_seed();
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    const StateStorage st{StateFormat::Q4U, 128, true};
+    for (auto [rows, columns] : std::vector<std::pair<int64_t, int64_t>>{{64, 96}, {37, 129}, {1, 5000}, {5000, 1}, {3, 4099}}) {
+        for (DType type : {DType::F32, DType::BF16}) {
+            INFO(rows, " x ", columns, ", values ", std::string(dtype_name(type)), ", seed ", seed);
+            const int64_t n = rows * columns, statistics = rank1_statistic_count(n, columns);
+            std::vector<float> values(static_cast<size_t>(n));
+            for (float& v : values) v = float(round_to(type, normal(rng)));
+            if (rows > 2) std::fill_n(values.begin() + columns, columns, 0.0f);  // a zero row
+            if (n > 7) values[size_t(n / 2)] = std::numeric_limits<float>::quiet_NaN();
+            Rank1Tensor expected = quantize_rank1(values, rows, columns);
+            std::vector<float> expected_statistics = expected.row_max;
+            expected_statistics.insert(expected_statistics.end(), expected.column_max.begin(), expected.column_max.end());
+            TargetBuffer input(gpu, size_t(n) * dtype_bytes(type)), codes(gpu, code_bytes(st, n)), scales(gpu, size_t(2 * statistics) * 4),
+                output(gpu, size_t(n) * dtype_bytes(type));
+            for (int64_t i = 0; i < n; ++i) store_element(type, input.host.data(), size_t(i), values[size_t(i)]);
+            input.upload();
+            quantize_tensor(target, st, type, input.address(), {codes.address(), scales.address(), columns}, n);
+            std::vector<uint8_t> got_codes = codes.read(), got_scales = scales.read();
+            CHECK(std::equal(expected.codes.begin(), expected.codes.end(), got_codes.begin()));
+            int64_t wrong = 0;
+            for (int64_t k = 0; k < statistics; ++k) {
+                float f;
+                std::memcpy(&f, got_scales.data() + 4 * k, 4);
+                if (!(f == expected_statistics[size_t(k)] || (std::isnan(f) && std::isnan(expected_statistics[size_t(k)])))) ++wrong;
+            }
+            CHECK(wrong == 0);
+            CHECK(std::all_of(got_scales.begin() + long(8 * statistics), got_scales.end(), [](uint8_t x) { return x == 0xa5; }));
+
+            dequantize_tensor(target, st, {codes.address(), scales.address(), columns}, type, output.address(), n);
+            std::vector<float> back = dequantize_rank1(expected, rows, columns);
+            std::vector<uint8_t> got = output.read(), scales_after = scales.read();
+            for (int64_t i = 0; i < n; ++i) {
+                double want = round_to(type, back[size_t(i)]), have = load_element(type, got.data(), size_t(i));
+                if (!(want == have || (std::isnan(want) && std::isnan(have)))) ++wrong;
+            }
+            CHECK(wrong == 0);
+            // Reading a state leaves its statistics as they were.
+            CHECK(std::equal(got_scales.begin(), got_scales.begin() + 4 * statistics, scales_after.begin()));
         }
     }
 }

@@ -231,9 +231,28 @@ TEST_CASE("gpu: quantized lion matches the interpreter in every format") { REQUI
 TEST_CASE("gpu: quantized rmsprop matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("rmsprop", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized sgd matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("sgd", gpu_target(), kQuantizedSizes); }
 
+TEST_CASE("gpu: rank-1 states match the interpreter in every example") {
+    REQUIRE_GPU();
+    for (const std::string& name : example_names()) {
+        INFO(name);
+        check_quantized_example_on(name, gpu_target(), {96, 96 * 50, 96 * 171, 96 * 3125}, {"q4u:128:rank1"}, 96);
+    }
+}
+
+TEST_CASE("gpu: rank-1 states with one, a few and many columns, and beside an 8-bit state") {
+    REQUIRE_GPU();
+    for (int64_t columns : {1, 7, 5000}) check_quantized_example_on("adamw", gpu_target(), {columns * (100000 / columns + 1)}, {"q4u:128:rank1"}, columns);
+    check_rank1_beside_q8_on(gpu_target());
+}
+
 TEST_CASE("gpu: the quantize and dequantize entry points equal the reference bit for bit") {
     REQUIRE_GPU();
     check_tensor_codec_on(gpu_target());
+}
+
+TEST_CASE("gpu: the entry points with rank-1 storage equal the reference bit for bit") {
+    REQUIRE_GPU();
+    check_rank1_tensor_codec_on(gpu_target());
 }
 
 TEST_CASE("gpu: stochastic rounding uses the interpreter's stream and is reproducible") {

@@ -86,7 +86,44 @@ TEST_CASE("quantized host: a sharded tensor steps bit for bit as the whole tenso
     }
 }
 
+// Rank-1 second moments (q4u:128:rank1): the statistics pass and the update against the
+// interpreter, every state of every example stored so, in matrices of 96 columns (the
+// 96-element tensor keeps fp32 states); then one, a few and many columns; then the usual
+// pairing (m 8-bit, v rank-1).
+TEST_CASE("quantized host: rank-1 states match the interpreter in every example") {
+    for (const std::string& name : example_names()) {
+        INFO(name);
+        check_quantized_example_on(name, Target{}, {96, 96 * 50, 96 * 171, 96 * 731}, {"q4u:128:rank1"}, 96);
+    }
+}
+
+TEST_CASE("quantized host: rank-1 states with one, a few and many columns, and beside an 8-bit state") {
+    for (int64_t columns : {1, 7, 5000}) check_quantized_example_on("adamw", Target{}, {columns * (20000 / columns + 1)}, {"q4u:128:rank1"}, columns);
+    check_rank1_beside_q8_on(Target{});
+}
+
+// A kernel with a rank-1 state needs whole tensors as rows of columns.
+TEST_CASE("quantized host: rank-1 states refuse shards and tensors that are not rows of their columns") {
+    KernelRequest request{load_example("adamw"), {}, {}, Target{}, {}};
+    request.storage.states = {{"v", StateStorage{StateFormat::Q4U, 128, true}}};
+    KernelCache cache("");
+    auto kernel = cache.get(request);
+    std::vector<float> p(8192), g(8192), m(8192), statistics(2 * (64 + 128));
+    std::vector<uint8_t> codes(4096);
+    TensorArgs a{uint64_t(p.data()), uint64_t(g.data()), {uint64_t(m.data()), uint64_t(codes.data())}, {0, uint64_t(statistics.data())}, 8192, 0, 128};
+    CHECK_NOTHROW(build_table(*kernel, std::vector<TensorArgs>{a}));
+    TensorArgs shard = a;
+    shard.offset = 8192;
+    CHECK_THROWS_WITH_AS(build_table(*kernel, std::vector<TensorArgs>{shard}), doctest::Contains("needs the whole tensor"), std::invalid_argument);
+    for (int64_t columns : {int64_t(0), int64_t(100)}) {
+        TensorArgs bad = a;
+        bad.columns = columns;
+        CHECK_THROWS_WITH_AS(build_table(*kernel, std::vector<TensorArgs>{bad}), doctest::Contains("are not rows of"), std::invalid_argument);
+    }
+}
+
 TEST_CASE("quantized host: the quantize and dequantize entry points equal the reference bit for bit") { check_tensor_codec_on(Target{}); }
+TEST_CASE("quantized host: the entry points with rank-1 storage equal the reference bit for bit") { check_rank1_tensor_codec_on(Target{}); }
 
 TEST_CASE("quantized host: the entry points refuse what they cannot convert") {
     std::vector<float> values(4096, 1.0f);

@@ -1,0 +1,186 @@
+#include "compiler/rank1_statistics.h"
+
+#include <memory>
+
+#include "compiler/codegen.h"
+#include "compiler/element_math.h"
+#include "compiler/state_codec.h"
+#include "ir/numeric.h"
+
+namespace optjit {
+
+Rank1Statistics::Rank1Statistics(llvm::IRBuilder<>& b, llvm::Value* buffer, llvm::Value* n, llvm::Value* columns)
+    : buffer_(buffer), n_(n), columns_(columns), rows_(b.CreateUDiv(n, columns, "rows")) {}
+
+Rank1Cursor Rank1Statistics::cursor(llvm::IRBuilder<>& b, llvm::Value* element) const {
+    llvm::Value* e = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, element, b.CreateSub(n_, b.getInt64(1)));
+    llvm::Value* row = b.CreateUDiv(e, columns_);
+    return {row, b.CreateSub(e, b.CreateMul(row, columns_))};
+}
+
+llvm::Value* Rank1Statistics::ends_row(llvm::IRBuilder<>& b, const Rank1Cursor& c) const {
+    return b.CreateICmpEQ(b.CreateAdd(c.column, b.getInt64(1)), columns_);
+}
+
+Rank1Cursor Rank1Statistics::next(llvm::IRBuilder<>& b, const Rank1Cursor& c) const {
+    llvm::Value* wrap = ends_row(b, c);
+    // Past the tensor's end the row stays the last one (those elements are never stored).
+    llvm::Value* row = b.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b.CreateAdd(c.row, b.CreateZExt(wrap, b.getInt64Ty())),
+                                               b.CreateSub(rows_, b.getInt64(1)));
+    return {row, b.CreateSelect(wrap, b.getInt64(0), b.CreateAdd(c.column, b.getInt64(1)))};
+}
+
+llvm::Value* Rank1Statistics::statistic(llvm::IRBuilder<>& b, llvm::Value* index) const {
+    return b.CreateAlignedLoad(b.getInt32Ty(), b.CreateGEP(b.getInt32Ty(), buffer_, index), llvm::Align(4));
+}
+
+llvm::Value* Rank1Statistics::scale(llvm::IRBuilder<>& b, const Rank1Cursor& c, bool fresh) const {
+    llvm::Value* first = fresh ? b.CreateAdd(rows_, columns_) : b.getInt64(0);  // of the rows' statistics
+    llvm::Value* row = statistic(b, b.CreateAdd(first, c.row));
+    llvm::Value* column = statistic(b, b.CreateAdd(b.CreateAdd(first, rows_), c.column));
+    // Statistics are magnitudes (sign clear): as integers they order as floats, NaN above all.
+    llvm::Value* smaller = b.CreateBinaryIntrinsic(llvm::Intrinsic::umin, row, column);
+    llvm::Value* larger = b.CreateBinaryIntrinsic(llvm::Intrinsic::umax, row, column);
+    llvm::Value* bits = b.CreateSelect(b.CreateICmpUGT(larger, b.getInt32(0x7f800000)), larger, smaller);
+    return b.CreateBitCast(bits, b.getFloatTy());
+}
+
+void Rank1Statistics::raise(llvm::IRBuilder<>& b, llvm::Value* index, llvm::Value* magnitude) const {
+    b.CreateAtomicRMW(llvm::AtomicRMWInst::UMax, b.CreateGEP(b.getInt32Ty(), buffer_, index), magnitude, llvm::Align(4),
+                      llvm::AtomicOrdering::Monotonic);
+}
+
+void Rank1Statistics::raise_row(llvm::IRBuilder<>& b, llvm::Value* row, llvm::Value* magnitude) const {
+    raise(b, b.CreateAdd(b.CreateAdd(rows_, columns_), row), magnitude);
+}
+
+void Rank1Statistics::raise_column(llvm::IRBuilder<>& b, llvm::Value* column, llvm::Value* magnitude) const {
+    raise(b, b.CreateAdd(b.CreateAdd(b.CreateAdd(rows_, columns_), rows_), column), magnitude);
+}
+
+namespace {
+
+// One element's code from a code array (q4: the even element is the high nibble).
+llvm::Value* load_code(llvm::IRBuilder<>& b, const StateCodec& codec, llvm::Value* codes, llvm::Value* i) {
+    if (!codec.four_bit()) return b.CreateZExt(b.CreateLoad(b.getInt8Ty(), b.CreateGEP(b.getInt8Ty(), codes, i)), b.getInt32Ty());
+    llvm::Value* byte = b.CreateZExt(b.CreateLoad(b.getInt8Ty(), b.CreateGEP(b.getInt8Ty(), codes, b.CreateLShr(i, 1))), b.getInt32Ty());
+    llvm::Value* odd = b.CreateICmpNE(b.CreateAnd(i, b.getInt64(1)), b.getInt64(0));
+    return b.CreateSelect(odd, b.CreateAnd(byte, b.getInt32(15)), b.CreateLShr(byte, 4));
+}
+
+}  // namespace
+
+// Per lane: its elements in order, decoded and updated as the update kernel does (the same
+// ElementMath, so the same fp32 values); each rank-1 state's new magnitudes raise their
+// columns' statistics one by one and their row's once per run of the row.
+void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const KernelSpec& spec, const StatisticsWalk& walk) {
+    llvm::LLVMContext& ctx = b.getContext();
+    llvm::Function* fn = b.GetInsertBlock()->getParent();
+    const Program& prog = spec.lowered;
+    const TableLayout layout = table_layout(spec);
+    const int S = layout.num_states;
+    ElementMath math(module, prog, spec.target, spec.options, walk.scalars);
+    llvm::Type* ptr = llvm::PointerType::get(ctx, walk.address_space);
+    std::vector<std::unique_ptr<StateCodec>> codecs(S);
+    for (int s = 0; s < S; ++s) {
+        const StateStorage& st = spec.storage.state(prog.states[s].name);
+        if (is_block_quantized(st.format)) codecs[s] = std::make_unique<StateCodec>(module, spec.target, st);
+    }
+
+    emit_chunk_loop(b, spec, walk.table, walk.first, walk.stride, walk.limit, [&](const ChunkContext& chunk) {
+        llvm::Value* n = chunk.word(layout.n());
+        llvm::Value* lo = b.CreateAdd(chunk.first_element, b.CreateMul(walk.lane, b.getInt64(walk.elements_per_lane)));
+        llvm::Value* hi = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b.CreateAdd(lo, b.getInt64(walk.elements_per_lane)), n);
+        llvm::Value* p = b.CreateIntToPtr(chunk.word(layout.p()), ptr);
+        llvm::Value* g = b.CreateIntToPtr(chunk.word(layout.g()), ptr);
+        std::vector<llvm::Value*> states(S), scales(S);
+        std::vector<std::unique_ptr<Rank1Statistics>> statistics(S);
+        int any_rank1 = -1;
+        for (int s = 0; s < S; ++s) {
+            states[s] = b.CreateIntToPtr(chunk.word(layout.state(s)), ptr);
+            if (!codecs[s]) continue;
+            scales[s] = b.CreateIntToPtr(chunk.word(layout.scales(s)), ptr);
+            if (codecs[s]->storage().rank1) {
+                statistics[s] = std::make_unique<Rank1Statistics>(b, scales[s], n, chunk.word(layout.columns()));
+                any_rank1 = s;
+            }
+        }
+        llvm::BasicBlock* before = b.GetInsertBlock();
+        llvm::BasicBlock* loop = llvm::BasicBlock::Create(ctx, "statistics.element", fn);
+        llvm::BasicBlock* flush = llvm::BasicBlock::Create(ctx, "statistics.row", fn);
+        llvm::BasicBlock* next = llvm::BasicBlock::Create(ctx, "statistics.next", fn);
+        llvm::BasicBlock* done = llvm::BasicBlock::Create(ctx, "statistics.done", fn);
+        Rank1Cursor start = statistics[any_rank1]->cursor(b, lo);
+        b.CreateCondBr(b.CreateICmpSLT(lo, hi), loop, done);
+
+        b.SetInsertPoint(loop);
+        llvm::PHINode* i = b.CreatePHI(b.getInt64Ty(), 2, "i");
+        llvm::PHINode* row = b.CreatePHI(b.getInt64Ty(), 2, "row");
+        llvm::PHINode* column = b.CreatePHI(b.getInt64Ty(), 2, "column");
+        i->addIncoming(lo, before);
+        row->addIncoming(start.row, before);
+        column->addIncoming(start.column, before);
+        std::vector<llvm::PHINode*> row_max(S, nullptr);  // the run's largest magnitude so far
+        for (int s = 0; s < S; ++s)
+            if (statistics[s]) {
+                row_max[s] = b.CreatePHI(b.getInt32Ty(), 2);
+                row_max[s]->addIncoming(b.getInt32(0), before);
+            }
+        Rank1Cursor here{row, column};
+
+        ElementValues in;
+        in.p = math.to_f32(b, spec.storage.param,
+                           b.CreateAlignedLoad(math.storage_type(spec.storage.param), b.CreateGEP(math.storage_type(spec.storage.param), p, i),
+                                               llvm::Align(dtype_bytes(spec.storage.param))));
+        in.g = math.to_f32(b, spec.storage.grad,
+                           b.CreateAlignedLoad(math.storage_type(spec.storage.grad), b.CreateGEP(math.storage_type(spec.storage.grad), g, i),
+                                               llvm::Align(dtype_bytes(spec.storage.grad))));
+        for (int s = 0; s < S; ++s) {
+            if (!codecs[s]) {
+                DType t = state_dtype(spec.storage.state(prog.states[s].name).format);
+                llvm::Type* elem = math.storage_type(t);
+                in.states.push_back(math.to_f32(b, t, b.CreateAlignedLoad(elem, b.CreateGEP(elem, states[s], i), llvm::Align(dtype_bytes(t)))));
+                continue;
+            }
+            llvm::Value* scale = statistics[s] ? statistics[s]->stored_scale(b, here)
+                                               : b.CreateAlignedLoad(b.getFloatTy(),
+                                                                     b.CreateGEP(b.getFloatTy(), scales[s], b.CreateUDiv(i, b.getInt64(codecs[s]->storage().block))),
+                                                                     llvm::Align(4));
+            in.states.push_back(codecs[s]->decode(b, load_code(b, *codecs[s], states[s], i), scale));
+        }
+        ElementValues out = math.update(b, in);
+
+        llvm::Value* i_next = b.CreateAdd(i, b.getInt64(1));
+        llvm::Value* row_ends = b.CreateOr(statistics[any_rank1]->ends_row(b, here), b.CreateICmpEQ(i_next, hi));
+        std::vector<llvm::Value*> run_max(S, nullptr);
+        for (int s = 0; s < S; ++s) {
+            if (!statistics[s]) continue;
+            llvm::Value* magnitude = StateCodec::magnitude_bits(b, out.states[s]);
+            statistics[s]->raise_column(b, column, magnitude);
+            run_max[s] = b.CreateBinaryIntrinsic(llvm::Intrinsic::umax, row_max[s], magnitude);
+        }
+        llvm::BasicBlock* body_end = b.GetInsertBlock();
+        b.CreateCondBr(row_ends, flush, next);
+        b.SetInsertPoint(flush);
+        for (int s = 0; s < S; ++s)
+            if (statistics[s]) statistics[s]->raise_row(b, row, run_max[s]);
+        b.CreateBr(next);
+
+        b.SetInsertPoint(next);
+        for (int s = 0; s < S; ++s) {
+            if (!statistics[s]) continue;
+            llvm::PHINode* carried = b.CreatePHI(b.getInt32Ty(), 2);
+            carried->addIncoming(run_max[s], body_end);
+            carried->addIncoming(b.getInt32(0), flush);
+            row_max[s]->addIncoming(carried, next);
+        }
+        Rank1Cursor after = statistics[any_rank1]->next(b, here);
+        i->addIncoming(i_next, next);
+        row->addIncoming(after.row, next);
+        column->addIncoming(after.column, next);
+        b.CreateCondBr(b.CreateICmpSLT(i_next, hi), loop, done);
+        b.SetInsertPoint(done);
+    });
+}
+
+}  // namespace optjit
