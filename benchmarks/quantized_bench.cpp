@@ -1,15 +1,18 @@
 // optjit-quantized-bench: the figures of the low-bit state issue, printed, never asserted.
 //
 // AdamW with bf16 parameters and gradients, states in fp32, bf16, q8 (m q8s, v q8u, blocks of
-// 256), q4 (m q4s, v q4u, blocks of 128) and fp8 (e4m3, blocks of 256), on two workloads:
-//   one tensor of 2^28 elements;
+// 256), q4 (m q4s, v q4u, blocks of 128), fp8 (e4m3, blocks of 256) and q4r1 (q4 with v
+// rank-1 normalized: a statistics pass before each step), on two workloads:
+//   one tensor of 2^28 elements (16384 x 16384);
 //   a parameter list shaped like Llama-3.2-1B: 146 tensors, 1.236 B parameters (16 layers of
 //   q, k, v, o, gate, up, down projections and two norms; the tied embedding; the final norm).
 //   Tensors under 4096 elements (the norms) keep fp32 states, in a second launch.
 // Each row: the median step time over 30 CUDA-event-timed steps (a new lr every step), the
 // bytes the step must move (p read and written, g read, each state's codes or values read and
 // written, each block scale read and written), GB/s, a device-to-device copy of the same bytes
-// timed in the same run, and the state memory per parameter.
+// timed in the same run, and the state memory per parameter (rank-1: with the room for a step's
+// statistics). A rank-1 step also reads g and v's codes a second time, in its statistics pass:
+// that traffic is overhead, not counted as bytes the step must move.
 //
 // usage: optjit-quantized-bench [sweep]   (sweep: also tuning variants of the quantized kernels)
 #include <fmt/format.h>
@@ -63,6 +66,7 @@ const std::vector<Format>& formats() {
         {"q8", {StateFormat::Q8S, 256}, {StateFormat::Q8U, 256}},
         {"q4", {StateFormat::Q4S, 128}, {StateFormat::Q4U, 128}},
         {"fp8", {StateFormat::FP8, 256}, {StateFormat::FP8, 256}},
+        {"q4r1", {StateFormat::Q4S, 128}, {StateFormat::Q4U, 128, true}},
     };
     return f;
 }
@@ -78,20 +82,32 @@ const std::vector<Format>& codec_variants() {
     return f;
 }
 
-std::vector<int64_t> llama_3_2_1b() {
+// A tensor: its elements and its last dimension (0 for one dimension).
+struct Shape {
+    int64_t n, columns;
+};
+
+// torch's Linear weights are [out, in]: rows of `in` columns.
+std::vector<Shape> llama_3_2_1b() {
     const int64_t hidden = 2048, kv = 512, mlp = 8192, vocab = 128256;
-    std::vector<int64_t> sizes{vocab * hidden};
+    std::vector<Shape> shapes{{vocab * hidden, hidden}};
     for (int layer = 0; layer < 16; ++layer)
-        for (int64_t n : {hidden * hidden, kv * hidden, kv * hidden, hidden * hidden, mlp * hidden, mlp * hidden, hidden * mlp, hidden, hidden})
-            sizes.push_back(n);
-    sizes.push_back(hidden);
-    return sizes;
+        for (Shape s : {Shape{hidden * hidden, hidden}, Shape{kv * hidden, hidden}, Shape{kv * hidden, hidden}, Shape{hidden * hidden, hidden},
+                        Shape{mlp * hidden, hidden}, Shape{mlp * hidden, hidden}, Shape{hidden * mlp, mlp}, Shape{hidden, 0}, Shape{hidden, 0}})
+            shapes.push_back(s);
+    shapes.push_back({hidden, 0});
+    return shapes;
 }
 
-// Bytes of one state of `n` elements, and the bytes a step moves for it (read and written).
-double state_bytes(const StateStorage& s, int64_t n) {
-    if (!is_block_quantized(s.format)) return double(n) * dtype_bytes(state_dtype(s.format));
-    return double(code_bytes(s, n)) + 4.0 * double(scale_count(s, 0, n));
+const std::vector<Shape> kOneTensor = {{int64_t(1) << 28, int64_t(1) << 14}};
+
+// Scales (or rank-1 statistics) one state of a tensor keeps.
+int64_t scale_floats(const StateStorage& s, const Shape& t) { return s.rank1 ? rank1_statistic_count(t.n, t.columns) : scale_count(s, 0, t.n); }
+
+// Bytes of one state of a tensor, and the bytes a step moves for it (read and written).
+double state_bytes(const StateStorage& s, const Shape& t) {
+    if (!is_block_quantized(s.format)) return double(t.n) * dtype_bytes(state_dtype(s.format));
+    return double(code_bytes(s, t.n)) + 4.0 * double(scale_floats(s, t));
 }
 
 // Device memory for a list of tensors, 256-byte aligned pieces of one allocation per array.
@@ -163,18 +179,18 @@ const char* kMomentsOnly = R"(optimizer adamw
     p = p - lr * m * v
 )";
 
-void run_workload(const char* name, const std::vector<int64_t>& sizes, const CodegenOptions& options, bool quantized_only = false,
+void run_workload(const char* name, const std::vector<Shape>& shapes, const CodegenOptions& options, bool quantized_only = false,
                   bool moments_only = false, const std::vector<Format>& which = formats()) {
     const Program program = moments_only ? parse_and_verify(kMomentsOnly, "<moments-only>") : adamw();
     int cc = cuda::init();
     int64_t total = 0;
-    for (int64_t n : sizes) total += n;
+    for (const Shape& t : shapes) total += t.n;
     std::string variant;
     if (options.gpu_threads_per_block) variant += fmt::format(", {} threads a block", options.gpu_threads_per_block);
     if (options.gpu_min_blocks_per_sm) variant += fmt::format(", registers for {} blocks an SM", options.gpu_min_blocks_per_sm);
     if (options.fast_math) variant += ", fast math";
     if (moments_only) variant += ", moments only (no division, no square root)";
-    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, sizes.size(), double(total), variant);
+    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, shapes.size(), double(total), variant);
     fmt::print("  {:<6} {:>9} {:>10} {:>8} {:>10} {:>8} {:>12} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
                "state B/par", "compiles");
     for (const Format& f : which) {
@@ -185,28 +201,30 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
         sig.states = {{"m", f.m}, {"v", f.v}};
         double bytes = 0, state_memory = 0;
         size_t arena_bytes = 0;
-        for (int64_t n : sizes) {
-            StorageSignature st = storage_for_tensor(sig, n);
-            double s = state_bytes(st.state("m"), n) + state_bytes(st.state("v"), n);
-            bytes += double(n) * 6 + 2 * s;
-            state_memory += s;
-            arena_bytes += size_t(n) * 6 + size_t(s) + 8 * 256;
+        for (const Shape& t : shapes) {
+            StorageSignature st = storage_for_tensor(sig, t.n, t.columns);
+            double s = state_bytes(st.state("m"), t) + state_bytes(st.state("v"), t);
+            double room = st.state("v").rank1 ? 4.0 * double(scale_floats(st.state("v"), t)) : 0;  // a step's statistics
+            bytes += double(t.n) * 6 + 2 * s;
+            state_memory += s + room;
+            arena_bytes += size_t(t.n) * 6 + size_t(s + room) + 8 * 256;
         }
         Arena arena(arena_bytes);
         std::map<std::string, std::pair<KernelRequest, std::vector<TensorArgs>>> launches;
-        for (int64_t n : sizes) {
-            StorageSignature st = storage_for_tensor(sig, n);
+        for (const Shape& t : shapes) {
+            StorageSignature st = storage_for_tensor(sig, t.n, t.columns);
             TensorArgs a;
-            a.n = n;
-            a.p = arena.take(size_t(n) * 2);
-            a.g = arena.take(size_t(n) * 2);
+            a.n = t.n;
+            a.columns = t.columns;
+            a.p = arena.take(size_t(t.n) * 2);
+            a.g = arena.take(size_t(t.n) * 2);
             for (const char* state : {"m", "v"}) {
                 const StateStorage& s = st.state(state);
                 if (is_block_quantized(s.format)) {
-                    a.states.push_back(arena.take(code_bytes(s, n)));
-                    a.scales.push_back(arena.take(size_t(scale_count(s, 0, n)) * 4));
+                    a.states.push_back(arena.take(code_bytes(s, t.n)));
+                    a.scales.push_back(arena.take(size_t(scale_floats(s, t)) * 4 * (s.rank1 ? 2 : 1)));
                 } else {
-                    a.states.push_back(arena.take(size_t(n) * dtype_bytes(state_dtype(s.format))));
+                    a.states.push_back(arena.take(size_t(t.n) * dtype_bytes(state_dtype(s.format))));
                     a.scales.push_back(0);
                 }
             }
@@ -229,7 +247,7 @@ void run_workload(const char* name, const std::vector<int64_t>& sizes, const Cod
                         continue;
                     }
                     fill_codes(a.states[s], code_bytes(st, a.n), st.format, s == 1);
-                    std::vector<float> scales(size_t(scale_count(st, 0, a.n)), s == 0 ? 1e-2f : 1e-4f);
+                    std::vector<float> scales(size_t(scale_floats(st, {a.n, a.columns})), s == 0 ? 1e-2f : 1e-4f);
                     cuda::memcpy_htod(a.scales[s], scales.data(), scales.size() * 4);
                 }
             }
@@ -292,20 +310,20 @@ int main(int argc, char** argv) {
             return 0;
         }
         bool sweep = argc > 1 && std::string(argv[1]) == "sweep";
-        run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {});
+        run_workload("one tensor of 2^28 elements", kOneTensor, {});
         run_workload("Llama-3.2-1B parameter list", llama_3_2_1b(), {});
         if (sweep) {  // where the quantized kernels' time goes
             CodegenOptions fast;
             fast.fast_math = true;
-            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, fast, true);
-            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {}, false, true);
+            run_workload("one tensor of 2^28 elements", kOneTensor, fast, true);
+            run_workload("one tensor of 2^28 elements", kOneTensor, {}, false, true);
             for (int blocks : {5, 6}) {
                 CodegenOptions capped;
                 capped.gpu_min_blocks_per_sm = blocks;
-                run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, capped, true);
+                run_workload("one tensor of 2^28 elements", kOneTensor, capped, true);
             }
-            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {}, false, false, codec_variants());
-            run_workload("one tensor of 2^28 elements", {int64_t(1) << 28}, {}, false, true, codec_variants());
+            run_workload("one tensor of 2^28 elements", kOneTensor, {}, false, false, codec_variants());
+            run_workload("one tensor of 2^28 elements", kOneTensor, {}, false, true, codec_variants());
         }
     } catch (const std::exception& e) {
         fmt::print(stderr, "optjit-quantized-bench: {}\n", e.what());
