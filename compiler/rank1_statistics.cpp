@@ -45,9 +45,22 @@ llvm::Value* Rank1Statistics::scale(llvm::IRBuilder<>& b, const Rank1Cursor& c, 
     return b.CreateBitCast(bits, b.getFloatTy());
 }
 
+// Statistics only grow during the pass, so a value read at any time is a lower bound: where the
+// magnitude does not exceed it, the atomic is skipped. After the first rows almost every
+// element is below its column's maximum, and the atomics (one an element, contended by every
+// row of a column) become rare.
 void Rank1Statistics::raise(llvm::IRBuilder<>& b, llvm::Value* index, llvm::Value* magnitude) const {
-    b.CreateAtomicRMW(llvm::AtomicRMWInst::UMax, b.CreateGEP(b.getInt32Ty(), buffer_, index), magnitude, llvm::Align(4),
-                      llvm::AtomicOrdering::Monotonic);
+    llvm::Function* fn = b.GetInsertBlock()->getParent();
+    llvm::Value* address = b.CreateGEP(b.getInt32Ty(), buffer_, index);
+    auto* current = b.CreateAlignedLoad(b.getInt32Ty(), address, llvm::Align(4));
+    current->setAtomic(llvm::AtomicOrdering::Monotonic);
+    llvm::BasicBlock* raise = llvm::BasicBlock::Create(b.getContext(), "statistic.raise", fn);
+    llvm::BasicBlock* done = llvm::BasicBlock::Create(b.getContext(), "statistic.done", fn);
+    b.CreateCondBr(b.CreateICmpUGT(magnitude, current), raise, done);
+    b.SetInsertPoint(raise);
+    b.CreateAtomicRMW(llvm::AtomicRMWInst::UMax, address, magnitude, llvm::Align(4), llvm::AtomicOrdering::Monotonic);
+    b.CreateBr(done);
+    b.SetInsertPoint(done);
 }
 
 void Rank1Statistics::raise_row(llvm::IRBuilder<>& b, llvm::Value* row, llvm::Value* magnitude) const {
@@ -164,6 +177,7 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
         b.SetInsertPoint(flush);
         for (int s = 0; s < S; ++s)
             if (statistics[s]) statistics[s]->raise_row(b, row, run_max[s]);
+        llvm::BasicBlock* flush_end = b.GetInsertBlock();
         b.CreateBr(next);
 
         b.SetInsertPoint(next);
@@ -171,7 +185,7 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
             if (!statistics[s]) continue;
             llvm::PHINode* carried = b.CreatePHI(b.getInt32Ty(), 2);
             carried->addIncoming(run_max[s], body_end);
-            carried->addIncoming(b.getInt32(0), flush);
+            carried->addIncoming(b.getInt32(0), flush_end);
             row_max[s]->addIncoming(carried, next);
         }
         Rank1Cursor after = statistics[any_rank1]->next(b, here);

@@ -170,8 +170,11 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
             ++stats_.compiles;
         }
         kernel->cuda_function = cuda::get_function(kernel->cuda_module, kernel_symbol(kernel->spec()));
-        if (has_statistics_pass(kernel->spec()))
+        if (has_statistics_pass(kernel->spec())) {
             kernel->cuda_statistics_function = cuda::get_function(kernel->cuda_module, statistics_symbol(kernel->spec()));
+            kernel->gpu_statistics_blocks_per_sm =
+                std::max(1, cuda::occupancy(kernel->cuda_statistics_function, gpu_threads_per_block(kernel->spec())));
+        }
         kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, gpu_threads_per_block(kernel->spec())));
         return kernel;
     }

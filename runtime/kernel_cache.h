@@ -38,7 +38,7 @@ public:
     HostEntry host_entry = nullptr, host_statistics_entry = nullptr;
     cuda::Module cuda_module = nullptr;
     cuda::Function cuda_function = nullptr, cuda_statistics_function = nullptr;
-    int gpu_blocks_per_sm = 0;
+    int gpu_blocks_per_sm = 0, gpu_statistics_blocks_per_sm = 0;  // resident blocks of each function
 
 private:
     KernelSpec spec_;

@@ -113,7 +113,10 @@ void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable&
     if (!kernel.cuda_statistics_function) return cuda::launch(kernel.cuda_function, grid, threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics)
         cuda::memset_d32_async(buffer + 4 * uint64_t(count), std::bit_cast<uint32_t>(kScaleFloor), size_t(count), stream);
-    cuda::launch(kernel.cuda_statistics_function, grid, threads, params.data(), stream);
+    // The statistics pass holds far fewer registers than the update: a grid of its own size.
+    unsigned statistics_grid =
+        unsigned(std::min<int64_t>(shape.num_chunks, int64_t(cuda::multiprocessor_count()) * kernel.gpu_statistics_blocks_per_sm));
+    cuda::launch(kernel.cuda_statistics_function, statistics_grid, threads, params.data(), stream);
     cuda::launch(kernel.cuda_function, grid, threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics) cuda::memcpy_dtod_async(buffer, buffer + 4 * uint64_t(count), 4 * size_t(count), stream);
 }
