@@ -5,7 +5,9 @@
 // With block-quantized states the chunk is walked in tiles of the largest block: an element
 // loop decodes, updates, stores p and the other states, and keeps each quantized state's new
 // values in a tile buffer on the stack; then, per block, a loop finds the absmax (an integer
-// maximum over magnitude bits, which vectorizes) and a loop encodes.
+// maximum over magnitude bits, which vectorizes) and a loop encodes. A rank-1 state's elements
+// are scaled by their rows' and columns' statistics instead (compiler/rank1_statistics.h), which
+// a second function of the module finds before the update runs.
 #include <algorithm>
 #include <memory>
 
