@@ -7,6 +7,8 @@ The quantized kernels are issue-bound (benchmarks/NOTES.md), so this count predi
     ptxas -arch=sm_90 -O3 k.ptx -o k.cubin        # /usr/local/cuda/bin/ptxas
     nvdisasm -c -ndf k.cubin > k.sass              # nvdisasm: copy it from the device machine
     benchmarks/count_sass.py k.sass 8              # 8 elements a thread
+    benchmarks/count_sass.py k.sass 8 optjit_adamw # one kernel of a module that holds several
+                                                   # (rank-1 states add NAME_statistics)
 
 It walks the chunk loop (the target of the last backward branch before the first RET) from its
 head to its back edge: loops run once, branches around a slow-path CALL are taken (the fast
@@ -17,9 +19,16 @@ import re
 import sys
 
 
-def main(path, elements):
+def main(path, elements, function=None):
     ins, labels = [], {}
+    inside = function is None
     for line in open(path):
+        m = re.match(r'^\s*\.section\s+\.text\.(\w+),', line)
+        if m:
+            inside = function is None or m.group(1) == function
+            continue
+        if not inside:
+            continue
         m = re.match(r'^(\.L_x_\d+):', line)
         if m:
             labels[m.group(1)] = len(ins)
@@ -74,4 +83,4 @@ def main(path, elements):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 8)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 8, sys.argv[3] if len(sys.argv) > 3 else None)
