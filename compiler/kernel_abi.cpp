@@ -16,12 +16,16 @@ std::vector<std::string> kernel_scalars(const Program& lowered) {
 
 TableLayout table_layout(const KernelSpec& spec) { return TableLayout{int(spec.lowered.states.size()), has_rank1_state(spec.storage)}; }
 
+bool rank1_state_is_stored(const KernelSpec& spec, const std::string& name) {
+    if (!spec.storage.state(name).rank1) return false;
+    for (const Assign& a : spec.lowered.update)
+        if (a.target == name && !(a.value.op == Op::Ref && a.value.name == name)) return true;
+    return false;
+}
+
 bool has_statistics_pass(const KernelSpec& spec) {
-    for (const Assign& a : spec.lowered.update) {
-        if (!spec.storage.state(a.target).rank1) continue;
-        bool unchanged = a.value.op == Op::Ref && a.value.name == a.target;
-        if (!unchanged) return true;
-    }
+    for (const StateDecl& s : spec.lowered.states)
+        if (rank1_state_is_stored(spec, s.name)) return true;
     return false;
 }
 

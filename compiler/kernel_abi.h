@@ -73,8 +73,10 @@ struct KernelSpec {
 };
 
 TableLayout table_layout(const KernelSpec& spec);
-// Whether the kernel has a statistics pass: it stores a rank-1 state (one it only reads, as the
-// dequantize entry point does, keeps its statistics).
+// Whether state `name` is rank-1 and the program assigns it, so that the statistics pass finds
+// its new statistics (a rank-1 state the program only reads, as the dequantize entry point
+// does, keeps the ones it has), and whether the kernel has a statistics pass at all.
+bool rank1_state_is_stored(const KernelSpec& spec, const std::string& name);
 bool has_statistics_pass(const KernelSpec& spec);
 
 // Names of the launch scalars of a lowered program, in argument order.

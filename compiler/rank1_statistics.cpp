@@ -107,15 +107,17 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
         llvm::Value* p = b.CreateIntToPtr(chunk.word(layout.p()), ptr);
         llvm::Value* g = b.CreateIntToPtr(chunk.word(layout.g()), ptr);
         std::vector<llvm::Value*> states(S), scales(S);
-        std::vector<std::unique_ptr<Rank1Statistics>> statistics(S);
+        std::vector<std::unique_ptr<Rank1Statistics>> statistics(S);  // of the rank-1 states the program stores
+        std::vector<std::unique_ptr<Rank1Statistics>> read_only(S);   // of the rank-1 states it only reads
         int any_rank1 = -1;
         for (int s = 0; s < S; ++s) {
             states[s] = b.CreateIntToPtr(chunk.word(layout.state(s)), ptr);
             if (!codecs[s]) continue;
             scales[s] = b.CreateIntToPtr(chunk.word(layout.scales(s)), ptr);
             if (codecs[s]->storage().rank1) {
-                statistics[s] = std::make_unique<Rank1Statistics>(b, scales[s], n, chunk.word(layout.columns()));
-                any_rank1 = s;
+                auto r = std::make_unique<Rank1Statistics>(b, scales[s], n, chunk.word(layout.columns()));
+                if (rank1_state_is_stored(spec, prog.states[s].name)) statistics[s] = std::move(r), any_rank1 = s;
+                else read_only[s] = std::move(r);
             }
         }
         llvm::BasicBlock* before = b.GetInsertBlock();
@@ -155,8 +157,9 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
                 in.states.push_back(math.to_f32(b, t, b.CreateAlignedLoad(elem, b.CreateGEP(elem, states[s], i), llvm::Align(dtype_bytes(t)))));
                 continue;
             }
-            llvm::Value* scale = statistics[s] ? statistics[s]->stored_scale(b, here)
-                                               : b.CreateAlignedLoad(b.getFloatTy(),
+            const Rank1Statistics* rank1 = statistics[s] ? statistics[s].get() : read_only[s].get();
+            llvm::Value* scale = rank1 ? rank1->stored_scale(b, here)
+                                       : b.CreateAlignedLoad(b.getFloatTy(),
                                                                      b.CreateGEP(b.getFloatTy(), scales[s], b.CreateUDiv(i, b.getInt64(codecs[s]->storage().block))),
                                                                      llvm::Align(4));
             in.states.push_back(codecs[s]->decode(b, load_code(b, *codecs[s], states[s], i), scale));

@@ -46,7 +46,8 @@ TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensor
             if (a.columns <= 0 || a.n % a.columns != 0)
                 throw std::invalid_argument(fmt::format("tensor {}: state '{}' is {} and needs the tensor as rows of columns; {} elements "
                                                         "are not rows of {}", i, prog.states[s].name, to_string(st), a.n, a.columns));
-            t.rank1_statistics.push_back({a.scales[s], rank1_statistic_count(a.n, a.columns)});
+            if (rank1_state_is_stored(kernel.spec(), prog.states[s].name))
+                t.rank1_statistics.push_back({a.scales[s], rank1_statistic_count(a.n, a.columns)});
         }
         if (layout.rank1) row[layout.columns()] = a.columns;
         row[layout.n()] = a.n;

@@ -34,7 +34,8 @@ struct TensorTable {
     std::vector<int64_t> words;  // rows as compiler/kernel_abi.h lays them out
     int32_t num_tensors = 0;
     int64_t num_chunks = 0;
-    // Rank-1 states: each statistics buffer and its count of stored statistics (rows + columns).
+    // Rank-1 states the kernel stores: each statistics buffer and its count of stored
+    // statistics (rows + columns).
     std::vector<std::pair<uint64_t, int64_t>> rank1_statistics;
 };
 
