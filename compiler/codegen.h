@@ -23,7 +23,7 @@ std::string kernel_symbol(const KernelSpec& spec);
 std::string statistics_symbol(const KernelSpec& spec);
 
 // Throws std::invalid_argument, with a sentence naming the program, for what code generation
-// cannot do yet (reductions; rank-1 q4u states are refused earlier, by lower()).
+// cannot do yet (reductions).
 std::unique_ptr<llvm::Module> generate_kernel(llvm::LLVMContext& context, const KernelSpec& spec);
 
 // What both back ends share: the walk over a launch's chunks (compiler/kernel_abi.h).

@@ -223,7 +223,7 @@ private:
             const StateStorage& st = spec_.storage.state(spec_.lowered.states[s].name);
             largest = std::max(largest, st.block);
             smallest = std::min(smallest, st.block);
-            quantized.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st), fn->getArg(2 + s), fn->getArg(scale_arg++), nullptr});
+            quantized.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st), fn->getArg(2 + s), fn->getArg(scale_arg++), nullptr, true, nullptr});
             if (st.rank1) quantized.back().statistics = std::make_unique<Rank1Statistics>(b_, quantized.back().scales, fn->getArg(seed_arg + 1), fn->getArg(seed_arg + 2));
         }
         for (Quantized& q : quantized) {
@@ -258,14 +258,7 @@ private:
                     }
                     for (size_t k = 0; k < quantized.size(); ++k) {
                         const Quantized& q = quantized[k];
-                        llvm::Value* code;
-                        if (q.codec->four_bit()) {
-                            llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, b_.CreateLShr(i, 1))), b_.getInt32Ty());
-                            llvm::Value* odd = b_.CreateICmpNE(b_.CreateAnd(i, b_.getInt64(1)), b_.getInt64(0));
-                            code = b_.CreateSelect(odd, b_.CreateAnd(byte, b_.getInt32(15)), b_.CreateLShr(byte, 4));
-                        } else {
-                            code = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, i)), b_.getInt32Ty());
-                        }
+                        llvm::Value* code = q.codec->load_code(b_, q.codes, i);
                         llvm::Value* scale = q.statistics ? q.statistics->stored_scale(b_, q.statistics->cursor(b_, i)) : old_scales[k];
                         values[2 + q.state] = q.codec->decode(b_, code, scale);
                     }

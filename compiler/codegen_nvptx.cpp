@@ -322,19 +322,11 @@ private:
         b_.SetInsertPoint(after);
     }
 
-    // The largest of `bits` over `group` neighbouring threads (a power of two), in every one of
-    // them. Called by every thread of the block (it may synchronize them).
-    llvm::Value* group_max(llvm::Value* bits, int group) {
-        auto shuffle_max = [&](llvm::Value* v, int lanes) {
-            for (int o = 1; o < lanes; o <<= 1) {
-                llvm::Value* other = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_shfl_sync_bfly_i32, {},
-                                                        {b_.getInt32(-1), v, b_.getInt32(o), b_.getInt32(0x1f)});
-                v = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, v, other);
-            }
-            return v;
-        };
-        if (group <= 32) return shuffle_max(bits, group);
-        // Across warps: each warp's maximum through shared memory.
+    // The largest of each warp's `warp_max` (already reduced across its 32 threads) over
+    // `group` neighbouring threads, a multiple of 32, in every one of them. Called by every
+    // thread of the block: it synchronizes them.
+    llvm::Value* max_across_warps(llvm::Value* warp_max, int group) {
+        // Each warp's maximum through shared memory.
         int warps = gpu_threads_per_block(spec_) / 32;
         if (!reduce_buffer_) {
             auto* type = llvm::ArrayType::get(b_.getInt32Ty(), warps);
@@ -343,7 +335,6 @@ private:
             // The load-store vectorizer reads it in 16-byte pieces; PTX must declare that alignment.
             reduce_buffer_->setAlignment(llvm::Align(16));
         }
-        llvm::Value* warp_max = shuffle_max(bits, 32);
         llvm::Value* warp = b_.CreateLShr(tid_, 5);
         llvm::BasicBlock* write = block("reduce.write");
         llvm::BasicBlock* written = block("reduce.written");
@@ -438,16 +429,7 @@ private:
             // Each element's own code, from its (clamped) index: past the end, a copy of the last
             // element's code, never a q4 byte's padding nibble.
             std::vector<llvm::Value*> codes;
-            for (int j = 0; j < elements_per_thread_; ++j) {
-                llvm::Value* i = element(j);
-                llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
-                llvm::Value* byte = b_.CreateZExt(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), q.codes, index)), b_.getInt32Ty());
-                if (q.codec->four_bit()) {
-                    llvm::Value* odd = b_.CreateICmpNE(b_.CreateAnd(i, b_.getInt64(1)), b_.getInt64(0));
-                    byte = b_.CreateSelect(odd, b_.CreateAnd(byte, b_.getInt32(15)), b_.CreateLShr(byte, 4));
-                }
-                codes.push_back(byte);
-            }
+            for (int j = 0; j < elements_per_thread_; ++j) codes.push_back(q.codec->load_code(b_, q.codes, element(j)));
             out.codes.push_back(code_vector(q, pack_codes(q, codes)));
         }
         return out;
@@ -702,7 +684,8 @@ private:
         // no masking until they are stored (never, but for a q4 byte's odd half).
         // Every state's block maximum first, their shuffle rounds interleaved: one state's
         // chain of dependent shuffles hides behind the other's (one after the other, with a
-        // branch between, two quantized states ran at half the speed of one).
+        // branch between, two quantized states ran at half the speed of one). A block that
+        // spans warps then combines its warps' maxima through shared memory.
         std::vector<llvm::Value*> scales(quantized_.size()), maxima(quantized_.size());
         std::vector<int> groups(quantized_.size());
         // Rank-1 states have their new statistics from the statistics pass.
@@ -719,13 +702,13 @@ private:
         }
         for (int lanes = 1; lanes < 32; lanes <<= 1)
             for (size_t k = 0; k < quantized_.size(); ++k) {
-                if (!block_scaled[k] || groups[k] > 32 || lanes >= groups[k]) continue;
+                if (!block_scaled[k] || lanes >= groups[k]) continue;
                 llvm::Value* other = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_shfl_sync_bfly_i32, {},
                                                         {b_.getInt32(-1), maxima[k], b_.getInt32(lanes), b_.getInt32(0x1f)});
                 maxima[k] = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, maxima[k], other);
             }
         for (size_t k = 0; k < quantized_.size(); ++k)
-            if (block_scaled[k] && groups[k] > 32) maxima[k] = group_max(maxima[k], groups[k]);
+            if (block_scaled[k] && groups[k] > 32) maxima[k] = max_across_warps(maxima[k], groups[k]);
         std::vector<std::vector<llvm::Value*>> normalized(quantized_.size());
         std::vector<std::vector<llvm::Value*>> words(quantized_.size());  // the thread's codes, as stored
         for (size_t k = 0; k < quantized_.size(); ++k) {

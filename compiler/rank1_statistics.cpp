@@ -71,18 +71,6 @@ void Rank1Statistics::raise_column(llvm::IRBuilder<>& b, llvm::Value* column, ll
     raise(b, b.CreateAdd(b.CreateAdd(b.CreateAdd(rows_, columns_), rows_), column), magnitude);
 }
 
-namespace {
-
-// One element's code from a code array (q4: the even element is the high nibble).
-llvm::Value* load_code(llvm::IRBuilder<>& b, const StateCodec& codec, llvm::Value* codes, llvm::Value* i) {
-    if (!codec.four_bit()) return b.CreateZExt(b.CreateLoad(b.getInt8Ty(), b.CreateGEP(b.getInt8Ty(), codes, i)), b.getInt32Ty());
-    llvm::Value* byte = b.CreateZExt(b.CreateLoad(b.getInt8Ty(), b.CreateGEP(b.getInt8Ty(), codes, b.CreateLShr(i, 1))), b.getInt32Ty());
-    llvm::Value* odd = b.CreateICmpNE(b.CreateAnd(i, b.getInt64(1)), b.getInt64(0));
-    return b.CreateSelect(odd, b.CreateAnd(byte, b.getInt32(15)), b.CreateLShr(byte, 4));
-}
-
-}  // namespace
-
 // Per lane: its elements in order, decoded and updated as the update kernel does (the same
 // ElementMath, so the same fp32 values); each rank-1 state's new magnitudes raise their
 // columns' statistics one by one and their row's once per run of the row.
@@ -162,7 +150,7 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
                                        : b.CreateAlignedLoad(b.getFloatTy(),
                                                                      b.CreateGEP(b.getFloatTy(), scales[s], b.CreateUDiv(i, b.getInt64(codecs[s]->storage().block))),
                                                                      llvm::Align(4));
-            in.states.push_back(codecs[s]->decode(b, load_code(b, *codecs[s], states[s], i), scale));
+            in.states.push_back(codecs[s]->decode(b, codecs[s]->load_code(b, states[s], i), scale));
         }
         ElementValues out = math.update(b, in);
 

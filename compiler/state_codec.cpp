@@ -70,6 +70,14 @@ llvm::Value* StateCodec::scale_from_absmax(llvm::IRBuilder<>& b, llvm::Value* ab
     return scale;
 }
 
+llvm::Value* StateCodec::load_code(llvm::IRBuilder<>& b, llvm::Value* codes, llvm::Value* i) const {
+    llvm::Value* index = four_bit() ? b.CreateLShr(i, 1) : i;
+    llvm::Value* byte = b.CreateZExt(b.CreateLoad(b.getInt8Ty(), b.CreateGEP(b.getInt8Ty(), codes, index)), b.getInt32Ty());
+    if (!four_bit()) return byte;
+    llvm::Value* odd = b.CreateICmpNE(b.CreateAnd(i, b.getInt64(1)), b.getInt64(0));
+    return b.CreateSelect(odd, b.CreateAnd(byte, b.getInt32(15)), b.CreateLShr(byte, 4));
+}
+
 llvm::Value* StateCodec::decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::Value* scale) const {
     llvm::Value* unit = storage_.format == StateFormat::FP8 ? decode_fp8_software(b, code) : load_table(b, values_, code);
     return b.CreateFMul(unit, scale);

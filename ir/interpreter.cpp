@@ -148,21 +148,16 @@ struct Interpreter::Impl {
     // Quantizes `values` of tensor `t` as `format` into `stored`; returns what they read back as.
     static std::vector<float> store_as(const StateStorage& format, const HostTensor& t, const std::vector<float>& values,
                                        QuantizedTensor& stored) {
-        if (!format.rank1) {  // storage_of() made it block-wise where the tensor has no columns
-            stored = quantize(format, values, t.first_element);
-            return dequantize(format, stored, int64_t(values.size()), t.first_element);
-        }
+        // storage_of() made a rank-1 format block-wise where the tensor has no columns.
         const int64_t n = int64_t(values.size());
-        if (t.first_element != 0 || (t.tensor_elements > 0 && t.tensor_elements != n))
-            throw std::invalid_argument("rank-1 normalization needs the whole tensor: a shard cannot see its rows' and columns' maxima");
-        if (n % t.columns != 0)
-            throw std::invalid_argument(fmt::format("a tensor of {} elements is not rows of {} columns", n, t.columns));
-        Rank1Tensor r = quantize_rank1(values, n / t.columns, t.columns);
-        std::vector<float> back = dequantize_rank1(r, n / t.columns, t.columns);
-        stored.codes = std::move(r.codes);
-        stored.scales = std::move(r.row_max);
-        stored.scales.insert(stored.scales.end(), r.column_max.begin(), r.column_max.end());
-        return back;
+        if (format.rank1) {
+            if (t.first_element != 0 || (t.tensor_elements > 0 && t.tensor_elements != n))
+                throw std::invalid_argument("rank-1 normalization needs the whole tensor: a shard cannot see its rows' and columns' maxima");
+            if (n % t.columns != 0)
+                throw std::invalid_argument(fmt::format("a tensor of {} elements is not rows of {} columns", n, t.columns));
+        }
+        stored = quantize(format, values, t.first_element, t.columns);
+        return dequantize(format, stored, n, t.first_element, t.columns);
     }
 
     // Block-quantized states: what the tensor's new values read back as (the update of p in

@@ -125,9 +125,22 @@ int64_t scale_count(const StateStorage& s, int64_t first_element, int64_t n) {
     return last - first + 1;
 }
 
-QuantizedTensor quantize(const StateStorage& s, std::span<const float> values, int64_t first_element) {
-    check_quantized(s, first_element);
+namespace {
+
+bool rank1_layout(const StateStorage& s, int64_t columns) { return s.rank1 && columns > 0; }
+
+}  // namespace
+
+QuantizedTensor quantize(const StateStorage& s, std::span<const float> values, int64_t first_element, int64_t columns) {
     const int64_t n = int64_t(values.size());
+    if (rank1_layout(s, columns)) {
+        if (first_element != 0) throw std::invalid_argument("rank-1 normalization needs the whole tensor, not a shard");
+        Rank1Tensor r = quantize_rank1(values, n / columns, columns);
+        QuantizedTensor q{std::move(r.codes), std::move(r.row_max)};
+        q.scales.insert(q.scales.end(), r.column_max.begin(), r.column_max.end());
+        return q;
+    }
+    check_quantized(s, first_element);
     QuantizedTensor q;
     q.codes.assign(code_bytes(s, n), 0);  // a q4 tensor of odd size ends in a 0 nibble
     for (int64_t begin = 0; begin < n; begin += s.block) {
@@ -150,7 +163,15 @@ QuantizedTensor quantize(const StateStorage& s, std::span<const float> values, i
     return q;
 }
 
-std::vector<float> dequantize(const StateStorage& s, const QuantizedTensor& q, int64_t n, int64_t first_element) {
+std::vector<float> dequantize(const StateStorage& s, const QuantizedTensor& q, int64_t n, int64_t first_element, int64_t columns) {
+    if (rank1_layout(s, columns)) {
+        const int64_t rows = n / columns;
+        if (first_element != 0 || q.scales.size() < size_t(rows + columns))
+            throw std::invalid_argument(fmt::format("a rank-1 tensor of {} x {} needs its {} statistics, whole", rows, columns, rows + columns));
+        Rank1Tensor r{q.codes, std::vector<float>(q.scales.begin(), q.scales.begin() + rows),
+                      std::vector<float>(q.scales.begin() + rows, q.scales.begin() + rows + columns)};
+        return dequantize_rank1(r, rows, columns);
+    }
     check_quantized(s, first_element);
     if (q.codes.size() < code_bytes(s, n) || int64_t(q.scales.size()) < scale_count(s, first_element, n))
         throw std::invalid_argument(fmt::format("a quantized tensor of {} elements needs {} code bytes and {} scales", n,
@@ -179,6 +200,11 @@ void check_rank1_shape(int64_t rows, int64_t columns, size_t elements) {
 }  // namespace
 
 int64_t rank1_statistic_count(int64_t n, int64_t columns) { return n / columns + columns; }
+
+float element_scale(const StateStorage& s, const QuantizedTensor& q, int64_t i, int64_t n, int64_t columns) {
+    if (!rank1_layout(s, columns)) return q.scales[size_t(i / s.block)];
+    return min_or_nan(q.scales[size_t(i / columns)], q.scales[size_t(n / columns + i % columns)]);
+}
 
 Rank1Tensor quantize_rank1(std::span<const float> values, int64_t rows, int64_t columns) {
     check_rank1_shape(rows, columns, values.size());

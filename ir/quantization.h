@@ -53,10 +53,15 @@ struct QuantizedTensor {
 };
 
 // Quantizes `values` (elements first_element .. first_element + n of the global tensor; a
-// shard must start at a block boundary) as `s` says.
-QuantizedTensor quantize(const StateStorage& s, std::span<const float> values, int64_t first_element = 0);
+// shard must start at a block boundary) as `s` says. With `columns` > 0 a rank-1 `s` stores
+// the whole tensor as rows of `columns` (quantize_rank1 below): `scales` holds the rows'
+// statistics, then the columns'.
+QuantizedTensor quantize(const StateStorage& s, std::span<const float> values, int64_t first_element = 0, int64_t columns = 0);
 // The values a quantized tensor reads back as.
-std::vector<float> dequantize(const StateStorage& s, const QuantizedTensor& q, int64_t n, int64_t first_element = 0);
+std::vector<float> dequantize(const StateStorage& s, const QuantizedTensor& q, int64_t n, int64_t first_element = 0, int64_t columns = 0);
+// The scale element i of a whole tensor of `n` elements was normalized by: its block's, or
+// for a rank-1 `s` with `columns` the smaller of its row's and column's statistics (NaN wins).
+float element_scale(const StateStorage& s, const QuantizedTensor& q, int64_t i, int64_t n, int64_t columns = 0);
 // What storing `values` as `s` and reading them back gives, in place (float64 in, fp32 math).
 void round_trip(const StateStorage& s, std::span<double> values, int64_t first_element = 0);
 

@@ -62,7 +62,6 @@ struct Quantized {
         : storage(s), n(count), columns(s.rank1 ? tensor_columns : 0),
           stored_scales(size_t(columns ? rank1_statistic_count(count, columns) : scale_count(s, 0, count))), codes(code_bytes(s, count)),
           scales(stored_scales * 4 * (columns ? 2 : 1)) {}
-    int64_t rows() const { return n / columns; }
     QuantizedTensor read() const {
         QuantizedTensor q;
         q.codes.assign(codes.bytes.begin(), codes.bytes.begin() + long(codes.used));
@@ -74,26 +73,9 @@ struct Quantized {
         std::memcpy(codes.bytes.data(), q.codes.data(), codes.used);
         std::memcpy(scales.bytes.data(), q.scales.data(), stored_scales * 4);
     }
-    // `values` as this state stores them.
-    QuantizedTensor quantized(const std::vector<float>& values) const {
-        if (!columns) return quantize(storage, values);
-        Rank1Tensor r = quantize_rank1(values, rows(), columns);
-        QuantizedTensor q{std::move(r.codes), std::move(r.row_max)};
-        q.scales.insert(q.scales.end(), r.column_max.begin(), r.column_max.end());
-        return q;
-    }
-    std::vector<float> values() const {
-        if (!columns) return dequantize(storage, read(), n);
-        QuantizedTensor q = read();
-        Rank1Tensor r{q.codes, std::vector<float>(q.scales.begin(), q.scales.begin() + rows()), std::vector<float>(q.scales.begin() + rows(), q.scales.end())};
-        return dequantize_rank1(r, rows(), columns);
-    }
+    std::vector<float> values() const { return dequantize(storage, read(), n, 0, columns); }
     // The scale element i of `q` (stored as this state is) was normalized by.
-    float scale_of(const QuantizedTensor& q, int64_t i) const {
-        if (!columns) return q.scales[size_t(i / storage.block)];
-        float row = q.scales[size_t(i / columns)], column = q.scales[size_t(rows() + i % columns)];
-        return std::isnan(row) || std::isnan(column) ? row + column : std::min(row, column);
-    }
+    float scale_of(const QuantizedTensor& q, int64_t i) const { return element_scale(storage, q, i, n, columns); }
 };
 
 uint8_t code_at(const StateStorage& s, const std::vector<uint8_t>& codes, int64_t i) {
@@ -225,7 +207,7 @@ RunSummary run_steps(const RunOptions& o) {
                               zero_code_byte(format.format));
                     std::fill(d.quantized.back()->scales.bytes.begin(), d.quantized.back()->scales.bytes.begin() + long(d.quantized.back()->scales.used), 0);
                 } else {
-                    d.quantized.back()->write(d.quantized.back()->quantized(std::vector<float>(size_t(n), float(init))));
+                    d.quantized.back()->write(quantize(format, std::vector<float>(size_t(n), float(init)), 0, o.columns));
                 }
             } else {
                 d.dense.push_back(std::make_unique<Typed>(state_dtype(format.format), n));
@@ -342,9 +324,7 @@ RunSummary run_steps(const RunOptions& o) {
                     if ((std::abs(code_rank(q.storage.format, a) - code_rank(q.storage.format, b)) <= 1 && distance <= kStraddle) ||
                         value_difference <= kStraddle * rms_absmax)
                         ++r.codes_straddling;
-                    else {
-                        ++r.codes_wrong;
-                                            }
+                    else ++r.codes_wrong;
                 }
             }
             if (!kernel_values.empty()) worst(r, kernel_values, reference_values);
