@@ -12,9 +12,11 @@ The quantized kernels are issue-bound (benchmarks/NOTES.md), so this count predi
 
 It walks the chunk loop (the target of the last backward branch before the first RET) from its
 head to its back edge: loops run once, branches around a slow-path CALL are taken (the fast
-path), branches to a CALL are not, the non-finite encode (FSETP.NAN) is skipped, and any other
+path), branches to a CALL are not, the non-finite encode (FSETP.NAN) and the element-by-element loads
+of a short chunk (LDG.E.U8/U16) are skipped, and any other
 conditional branch falls through (listed, so that a reader can check the path).
 """
+import os
 import re
 import sys
 
@@ -44,6 +46,9 @@ def main(path, elements, function=None):
     def calls(at, n=7):
         return any('CALL' in x for x in ins[at:at + n])
 
+    def slow_load(at, n=40):  # the element-by-element loads of a short chunk
+        return any(re.search(r'LDG\.E\.(U8|U16)', x) for x in ins[at:at + n])
+
     head = tail = None
     for i, x in enumerate(ins):
         if x.startswith('RET'):
@@ -55,6 +60,8 @@ def main(path, elements, function=None):
     pc, ops, fallthroughs = head, {}, []
     for _ in range(100000):
         x = ins[pc]
+        if os.environ.get('COUNT_SASS_LIST'):
+            print(x)
         op = re.sub(r'^@!?U?P[0-9T] ', '', x).split()[0]
         ops[op] = ops.get(op, 0) + 1
         if pc == tail:
@@ -63,7 +70,7 @@ def main(path, elements, function=None):
             t = target(x)
             if t <= pc:
                 taken = False
-            elif calls(pc + 1) or any('NAN' in y for y in ins[pc + 1:pc + 4]):
+            elif calls(pc + 1) or any('NAN' in y for y in ins[pc + 1:pc + 4]) or slow_load(pc + 1):
                 taken = True
             else:
                 taken = False

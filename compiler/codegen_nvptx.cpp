@@ -509,6 +509,18 @@ private:
         out.row = row;
         out.base = emit_chunk_first_element(b_, spec_, row, chunk);
         setup_chunk(row, out.base);
+        // The old scales first: an address computed after the data loads are issued can wait
+        // for them (ptxas tracks loads by a few shared scoreboards), which stalls the warp for
+        // a whole memory latency each chunk.
+        llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, i0_, b_.CreateSub(n_, b_.getInt64(1)));
+        for (const QuantizedArray& q : quantized_) {
+            if (q.rank1()) {  // scales per element, in process()
+                out.old_scales.push_back(llvm::ConstantFP::get(b_.getFloatTy(), 0.0));
+                continue;
+            }
+            llvm::Value* block_index = b_.CreateUDiv(clamped, b_.getInt64(q.codec->storage().block));
+            out.old_scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4)));
+        }
         llvm::BasicBlock* fast_load = block("load.fast");
         llvm::BasicBlock* slow_load = block("load.slow");
         llvm::BasicBlock* loaded_block = block("loaded");
@@ -528,15 +540,6 @@ private:
             for (size_t piece = 0; piece < f.dense[k].size(); ++piece) out.raw.dense[k].push_back(merge(f.dense[k][piece], s.dense[k][piece]));
         }
         for (size_t k = 0; k < quantized_.size(); ++k) out.raw.codes.push_back(merge(f.codes[k], s.codes[k]));
-        llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, i0_, b_.CreateSub(n_, b_.getInt64(1)));
-        for (const QuantizedArray& q : quantized_) {
-            if (q.rank1()) {  // scales per element, in process()
-                out.old_scales.push_back(llvm::ConstantFP::get(b_.getFloatTy(), 0.0));
-                continue;
-            }
-            llvm::Value* block_index = b_.CreateUDiv(clamped, b_.getInt64(q.codec->storage().block));
-            out.old_scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4)));
-        }
         return out;
     }
 

@@ -13,9 +13,7 @@ namespace {
 using CUresult = int;
 using CUdevice = int;
 using CUcontext = void*;
-using CUlinkState = void*;
-constexpr int kJitInfoLogBuffer = 3, kJitInfoLogSize = 4, kJitErrorLogBuffer = 5, kJitErrorLogSize = 6;
-constexpr int kJitInputPtx = 1;
+constexpr int kJitErrorLogBuffer = 5, kJitErrorLogSize = 6;
 constexpr int kAttrMultiprocessors = 16, kAttrCcMajor = 75, kAttrCcMinor = 76;
 constexpr size_t kLogBytes = 1 << 16;
 
@@ -48,10 +46,6 @@ struct Api {
     CUresult (*cuLaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, Stream, void**, void**);
     CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(int*, Function, int, size_t);
     CUresult (*cuFuncGetAttribute)(int*, int, Function);
-    CUresult (*cuLinkCreate)(unsigned, int*, void**, CUlinkState*);
-    CUresult (*cuLinkAddData)(CUlinkState, int, void*, size_t, const char*, unsigned, int*, void**);
-    CUresult (*cuLinkComplete)(CUlinkState, void**, size_t*);
-    CUresult (*cuLinkDestroy)(CUlinkState);
     CUresult (*cuEventCreate)(Event*, unsigned);
     CUresult (*cuEventDestroy)(Event);
     CUresult (*cuEventRecord)(Event, Stream);
@@ -105,8 +99,6 @@ State& state() {
                   resolve(lib, a.cuModuleGetFunction, {"cuModuleGetFunction"}) && resolve(lib, a.cuLaunchKernel, {"cuLaunchKernel"}) &&
                   resolve(lib, a.cuOccupancyMaxActiveBlocksPerMultiprocessor, {"cuOccupancyMaxActiveBlocksPerMultiprocessor"}) &&
                   resolve(lib, a.cuFuncGetAttribute, {"cuFuncGetAttribute"}) &&
-                  resolve(lib, a.cuLinkCreate, {"cuLinkCreate_v2"}) && resolve(lib, a.cuLinkAddData, {"cuLinkAddData_v2"}) &&
-                  resolve(lib, a.cuLinkComplete, {"cuLinkComplete"}) && resolve(lib, a.cuLinkDestroy, {"cuLinkDestroy"}) &&
                   resolve(lib, a.cuEventCreate, {"cuEventCreate"}) && resolve(lib, a.cuEventDestroy, {"cuEventDestroy_v2"}) &&
                   resolve(lib, a.cuEventRecord, {"cuEventRecord"}) && resolve(lib, a.cuEventSynchronize, {"cuEventSynchronize"}) &&
                   resolve(lib, a.cuEventElapsedTime, {"cuEventElapsedTime_v2", "cuEventElapsedTime"});
@@ -208,30 +200,6 @@ void memset_d32_async(DevicePtr dst, uint32_t value, size_t count, Stream stream
 }
 void synchronize() { check(api().cuCtxSynchronize(), "cuCtxSynchronize"); }
 void stream_synchronize(Stream stream) { check(api().cuStreamSynchronize(stream), "cuStreamSynchronize"); }
-
-std::string link_ptx(const std::string& ptx, const std::string& name) {
-    const Api& a = api();
-    std::vector<char> error_log(kLogBytes), info_log(kLogBytes);
-    int options[] = {kJitErrorLogBuffer, kJitErrorLogSize, kJitInfoLogBuffer, kJitInfoLogSize};
-    void* values[] = {error_log.data(), reinterpret_cast<void*>(uintptr_t(kLogBytes)), info_log.data(),
-                      reinterpret_cast<void*>(uintptr_t(kLogBytes))};
-    CUlinkState link = nullptr;
-    check(a.cuLinkCreate(4, options, values, &link), "cuLinkCreate");
-    std::string cubin;
-    CUresult r = a.cuLinkAddData(link, kJitInputPtx, const_cast<char*>(ptx.c_str()), ptx.size() + 1, name.c_str(), 0, nullptr, nullptr);
-    void* image = nullptr;
-    size_t size = 0;
-    if (r == 0) r = a.cuLinkComplete(link, &image, &size);
-    if (r == 0) cubin.assign(static_cast<const char*>(image), size);
-    a.cuLinkDestroy(link);
-    if (r != 0) {
-        const char* msg = nullptr;
-        a.cuGetErrorString(r, &msg);
-        throw CudaError(fmt::format("the CUDA driver could not assemble the PTX of {} ({}):\n{}", name, msg ? msg : "error",
-                                    error_log.data()));
-    }
-    return cubin;
-}
 
 Module load_module(const std::string& image) {
     const Api& a = api();

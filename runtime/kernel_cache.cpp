@@ -144,28 +144,24 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
         if (cc != target.sm)
             throw std::invalid_argument(fmt::format("kernel requested for {} but the GPU ({}) is sm_{}", target.name(), cuda::device_name(), cc));
         std::string base = disk_dir_.empty() ? "" : (fs::path(disk_dir_) / key).string();
-        std::string cubin;
-        if (!base.empty() && read_entry(base + ".cubin", cubin)) {
+        // The disk holds the PTX; the driver compiles it as a whole program and keeps the
+        // machine code in its own JIT cache, so a warm start costs about a millisecond.
+        std::string ptx;
+        if (!base.empty() && read_entry(base + ".ptx", ptx)) {
             auto t = Clock::now();
-            kernel->cuda_module = cuda::load_module(cubin);
-            debug_log(fmt::format("compile {}: disk cache hit, cubin loaded in {:.2f} ms", key, ms_since(t)));
+            kernel->cuda_module = cuda::load_module(ptx);
+            debug_log(fmt::format("compile {}: disk cache hit, PTX loaded in {:.2f} ms", key, ms_since(t)));
             std::lock_guard lock(mutex_);
             ++stats_.disk_hits;
         } else {
             CompileTimes times;
             debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));
-            std::string ptx = emit_text(request, Emit::Assembly, &times);
+            ptx = emit_text(request, Emit::Assembly, &times);
             auto t = Clock::now();
-            cubin = cuda::link_ptx(ptx, key);
-            double link_ms = ms_since(t);
-            t = Clock::now();
-            kernel->cuda_module = cuda::load_module(cubin);
-            debug_log(fmt::format("compile {}: passes {:.2f} ms, codegen {:.2f} ms, optimize {:.2f} ms, ptx {:.2f} ms, ptx->cubin {:.2f} ms, load {:.2f} ms",
-                                  key, times.passes_ms, times.codegen_ms, times.optimize_ms, times.emit_ms, link_ms, ms_since(t)));
-            if (!base.empty()) {
-                write_entry(base + ".ptx", ptx);
-                write_entry(base + ".cubin", cubin);
-            }
+            kernel->cuda_module = cuda::load_module(ptx);
+            debug_log(fmt::format("compile {}: passes {:.2f} ms, codegen {:.2f} ms, optimize {:.2f} ms, ptx {:.2f} ms, ptx->loaded module {:.2f} ms",
+                                  key, times.passes_ms, times.codegen_ms, times.optimize_ms, times.emit_ms, ms_since(t)));
+            if (!base.empty()) write_entry(base + ".ptx", ptx);
             std::lock_guard lock(mutex_);
             ++stats_.compiles;
         }

@@ -1,9 +1,9 @@
 // Compiled kernels and their cache.
 //
 // A kernel is looked up by its cache key (compiler/compile.h): in memory first, then, for GPU
-// targets, on disk under $OPTJIT_CACHE_DIR (default ~/.cache/optjit): the PTX and the cubin the
-// driver assembled from it, each written atomically (a temporary file renamed into place) with
-// a header holding its size and checksum. An entry that is truncated or corrupt is reported
+// targets, on disk under $OPTJIT_CACHE_DIR (default ~/.cache/optjit): the PTX, written
+// atomically (a temporary file renamed into place) with a header holding its size and
+// checksum; the driver caches the machine code it compiles from that PTX (runtime/cuda_driver.h). An entry that is truncated or corrupt is reported
 // (with OPTJIT_DEBUG=1), deleted and rebuilt, never loaded. Host kernels are cached in memory.
 #pragma once
 
@@ -48,7 +48,7 @@ private:
 struct CacheStats {
     int compiles = 0;       // kernels generated through LLVM
     int memory_hits = 0;
-    int disk_hits = 0;      // GPU modules loaded from a cached cubin
+    int disk_hits = 0;      // GPU modules loaded from cached PTX
     int disk_rejected = 0;  // corrupt or truncated entries discarded
 };
 

@@ -1,6 +1,6 @@
 // The kernel cache without a GPU: memory caching and its statistics on the host target, the
 // default disk directory, and OPTJIT_DUMP_DIR (every stage of a compile written to
-// DIR/<cache key>/). The disk format (PTX and cubin entries) needs a GPU: tests/test_gpu.cpp.
+// DIR/<cache key>/). The disk format (PTX entries) needs a GPU: tests/test_gpu.cpp.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
