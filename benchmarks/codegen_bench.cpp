@@ -114,6 +114,7 @@ void bench_warm_start(const char* self) {
     std::filesystem::remove_all(dir);
     for (int i = 0; i < 4; ++i) {
         std::string cmd = fmt::format("{}'{}' --start-child '{}'", i == 0 ? "CUDA_CACHE_DISABLE=1 " : "", self, dir);
+        std::fflush(stdout);  // the child's lines after ours
         if (std::system(cmd.c_str()) != 0) fmt::print("  start-up child failed\n");
     }
     std::filesystem::remove_all(dir);

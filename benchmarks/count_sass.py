@@ -46,8 +46,13 @@ def main(path, elements, function=None):
     def calls(at, n=7):
         return any('CALL' in x for x in ins[at:at + n])
 
-    def slow_load(at, n=40):  # the element-by-element loads of a short chunk
-        return any(re.search(r'LDG\.E\.(U8|U16)', x) for x in ins[at:at + n])
+    def slow_load(at):  # the element-by-element loads of a short chunk, before the next branch
+        for x in ins[at:at + 400]:
+            if re.search(r'LDG\.E\.(U8|U16)', x):
+                return True
+            if 'BRA' in x:
+                return False
+        return False
 
     head = tail = None
     for i, x in enumerate(ins):

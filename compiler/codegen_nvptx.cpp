@@ -16,6 +16,7 @@
 #include <llvm/IR/MDBuilder.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -543,10 +544,13 @@ private:
         return out;
     }
 
-    // Block b takes chunks b, b + gridDim.x, ...; the loads of its next chunk are issued before
-    // the current chunk's math, shuffles and stores, so memory stays busy through them (the
-    // quantized step's chain of dependent work is long; without this the loads sat idle most
-    // of the time).
+    // Block b takes chunks b, b + gridDim.x, ...; the loads of its next chunk are issued while
+    // the current chunk is processed, so memory stays busy through its math, shuffles and
+    // stores (the quantized step's chain of dependent work is long; without this the loads sat
+    // idle most of the time). They are issued once the current chunk's loaded values have been
+    // read: ptxas tracks loads by a few scoreboards that each instruction of the loop reuses,
+    // so a first read after the next chunk's loads waited for those too, a whole memory
+    // latency each chunk.
     void pipelined_chunk_loop(llvm::Value* first, llvm::Value* stride, llvm::Value* limit) {
         llvm::Value* table = fn_->getArg(0);
         llvm::BasicBlock* prologue = block("pipeline.prologue");
@@ -572,27 +576,22 @@ private:
         Prefetched current = start.with(std::vector<llvm::Value*>(carried.begin(), carried.end()));
         llvm::Value* next = b_.CreateAdd(chunk, stride, "next");
         llvm::Value* more = b_.CreateICmpULT(next, limit);
-        llvm::BasicBlock* ahead = block("pipeline.ahead");
-        llvm::BasicBlock* joined = block("pipeline.joined");
-        llvm::BasicBlock* from_loop = b_.GetInsertBlock();
-        b_.CreateCondBr(more, ahead, joined);
-        b_.SetInsertPoint(ahead);
-        auto [t_next, row_next] = emit_find_tensor(b_, spec_, table, next, tensor);
-        Prefetched upcoming = prefetch(row_next, next);
-        llvm::BasicBlock* ahead_end = b_.GetInsertBlock();
-        b_.CreateBr(joined);
-        b_.SetInsertPoint(joined);
-        llvm::PHINode* tensor_next = b_.CreatePHI(b_.getInt64Ty(), 2);
-        tensor_next->addIncoming(t_next, ahead_end);
-        tensor_next->addIncoming(tensor, from_loop);
+        llvm::Value* tensor_next = nullptr;
         std::vector<llvm::Value*> upcoming_values;
-        for (llvm::Value* v : upcoming.flatten()) {
-            llvm::PHINode* phi = b_.CreatePHI(v->getType(), 2);
-            phi->addIncoming(v, ahead_end);
-            phi->addIncoming(llvm::PoisonValue::get(v->getType()), from_loop);
-            upcoming_values.push_back(phi);
-        }
-        process(current);
+        process(current, [&] {
+            llvm::BasicBlock* ahead = block("pipeline.ahead");
+            llvm::BasicBlock* joined = block("pipeline.joined");
+            llvm::BasicBlock* from_loop = b_.GetInsertBlock();
+            b_.CreateCondBr(more, ahead, joined);
+            b_.SetInsertPoint(ahead);
+            auto [t_next, row_next] = emit_find_tensor(b_, spec_, table, next, tensor);
+            Prefetched upcoming = prefetch(row_next, next);
+            llvm::BasicBlock* ahead_end = b_.GetInsertBlock();
+            b_.CreateBr(joined);
+            b_.SetInsertPoint(joined);
+            tensor_next = join(t_next, ahead_end, tensor, from_loop);
+            for (llvm::Value* v : upcoming.flatten()) upcoming_values.push_back(join(v, ahead_end, llvm::PoisonValue::get(v->getType()), from_loop));
+        });
         llvm::BasicBlock* latch = b_.GetInsertBlock();
         chunk->addIncoming(next, latch);
         tensor->addIncoming(tensor_next, latch);
@@ -601,7 +600,36 @@ private:
         b_.SetInsertPoint(exit);
     }
 
-    void process(const Prefetched& chunk) {
+    // What setup_chunk points at, kept across the next chunk's prefetch (which sets it anew).
+    struct ChunkPointers {
+        std::vector<llvm::Value*> values;
+    };
+    ChunkPointers chunk_pointers() const {
+        ChunkPointers c;
+        for (const Array& a : arrays_) c.values.push_back(a.base);
+        for (const QuantizedArray& q : quantized_) {
+            c.values.push_back(q.codes);
+            c.values.push_back(q.scales);
+        }
+        c.values.insert(c.values.end(), {n_, offset_, base_, i0_, fast_});
+        return c;
+    }
+    void restore(const ChunkPointers& c) {
+        size_t k = 0;
+        for (Array& a : arrays_) a.base = c.values[k++];
+        for (QuantizedArray& q : quantized_) {
+            q.codes = c.values[k++];
+            q.scales = c.values[k++];
+        }
+        n_ = c.values[k++];
+        offset_ = c.values[k++];
+        base_ = c.values[k++];
+        i0_ = c.values[k++];
+        fast_ = c.values[k++];
+    }
+
+    // Processes a chunk; `issue_next_loads` runs once its loaded values have been read.
+    void process(const Prefetched& chunk, const std::function<void()>& issue_next_loads) {
         const int E = elements_per_thread_;
         setup_chunk(chunk.row, chunk.base);
         llvm::Value* i0 = i0_;
@@ -640,6 +668,12 @@ private:
                 state_in[q.state].push_back(v0);
                 state_in[q.state].push_back(v1);
             }
+        }
+
+        {
+            ChunkPointers pointers = chunk_pointers();
+            issue_next_loads();
+            restore(pointers);
         }
 
         // Update: every element's divisions and square roots by their branch-free fast paths,
