@@ -15,6 +15,7 @@ head to its back edge: loops run once, branches around a slow-path CALL are take
 path), branches to a CALL are not, the non-finite encode (FSETP.NAN) and the element-by-element loads
 of a short chunk (LDG.E.U8/U16) are skipped, and any other
 conditional branch falls through (listed, so that a reader can check the path).
+COUNT_SASS_LIST=1 prints the walked instructions too.
 """
 import os
 import re

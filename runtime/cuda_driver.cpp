@@ -201,7 +201,7 @@ void memset_d32_async(DevicePtr dst, uint32_t value, size_t count, Stream stream
 void synchronize() { check(api().cuCtxSynchronize(), "cuCtxSynchronize"); }
 void stream_synchronize(Stream stream) { check(api().cuStreamSynchronize(stream), "cuStreamSynchronize"); }
 
-Module load_module(const std::string& image) {
+Module load_module(const std::string& image, const std::string& name) {
     const Api& a = api();
     std::vector<char> error_log(kLogBytes);
     int options[] = {kJitErrorLogBuffer, kJitErrorLogSize};
@@ -211,7 +211,7 @@ Module load_module(const std::string& image) {
     if (r != 0) {
         const char* msg = nullptr;
         a.cuGetErrorString(r, &msg);
-        throw CudaError(fmt::format("the CUDA driver could not load a kernel module ({}):\n{}", msg ? msg : "error", error_log.data()));
+        throw CudaError(fmt::format("the CUDA driver could not load kernel {} ({}):\n{}", name, msg ? msg : "error", error_log.data()));
     }
     return m;
 }

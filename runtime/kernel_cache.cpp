@@ -149,7 +149,7 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
         std::string ptx;
         if (!base.empty() && read_entry(base + ".ptx", ptx)) {
             auto t = Clock::now();
-            kernel->cuda_module = cuda::load_module(ptx);
+            kernel->cuda_module = cuda::load_module(ptx, key);
             debug_log(fmt::format("compile {}: disk cache hit, PTX loaded in {:.2f} ms", key, ms_since(t)));
             std::lock_guard lock(mutex_);
             ++stats_.disk_hits;
@@ -158,7 +158,7 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
             debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));
             ptx = emit_text(request, Emit::Assembly, &times);
             auto t = Clock::now();
-            kernel->cuda_module = cuda::load_module(ptx);
+            kernel->cuda_module = cuda::load_module(ptx, key);
             debug_log(fmt::format("compile {}: passes {:.2f} ms, codegen {:.2f} ms, optimize {:.2f} ms, ptx {:.2f} ms, ptx->loaded module {:.2f} ms",
                                   key, times.passes_ms, times.codegen_ms, times.optimize_ms, times.emit_ms, ms_since(t)));
             if (!base.empty()) write_entry(base + ".ptx", ptx);

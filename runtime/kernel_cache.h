@@ -3,8 +3,9 @@
 // A kernel is looked up by its cache key (compiler/compile.h): in memory first, then, for GPU
 // targets, on disk under $OPTJIT_CACHE_DIR (default ~/.cache/optjit): the PTX, written
 // atomically (a temporary file renamed into place) with a header holding its size and
-// checksum; the driver caches the machine code it compiles from that PTX (runtime/cuda_driver.h). An entry that is truncated or corrupt is reported
-// (with OPTJIT_DEBUG=1), deleted and rebuilt, never loaded. Host kernels are cached in memory.
+// checksum; the driver caches the machine code it compiles from that PTX (runtime/cuda_driver.h).
+// An entry that is truncated or corrupt is reported (with OPTJIT_DEBUG=1), deleted and
+// rebuilt, never loaded. Host kernels are cached in memory.
 #pragma once
 
 #include <cstdint>
