@@ -476,6 +476,15 @@ private:
         fast_ = b_.CreateAnd(full, b_.CreateICmpEQ(misaligned, b_.getInt64(0)), "fast");
     }
 
+    // Every member setup_chunk sets.
+    std::vector<llvm::Value**> chunk_slots() {
+        std::vector<llvm::Value**> slots;
+        for (Array& a : arrays_) slots.push_back(&a.base);
+        for (QuantizedArray& q : quantized_) slots.insert(slots.end(), {&q.codes, &q.scales});
+        slots.insert(slots.end(), {&n_, &offset_, &base_, &i0_, &fast_});
+        return slots;
+    }
+
     // What a chunk's processing reads from memory, loaded one chunk ahead.
     struct Prefetched {
         llvm::Value* row = nullptr;
@@ -600,34 +609,6 @@ private:
         b_.SetInsertPoint(exit);
     }
 
-    // What setup_chunk points at, kept across the next chunk's prefetch (which sets it anew).
-    struct ChunkPointers {
-        std::vector<llvm::Value*> values;
-    };
-    ChunkPointers chunk_pointers() const {
-        ChunkPointers c;
-        for (const Array& a : arrays_) c.values.push_back(a.base);
-        for (const QuantizedArray& q : quantized_) {
-            c.values.push_back(q.codes);
-            c.values.push_back(q.scales);
-        }
-        c.values.insert(c.values.end(), {n_, offset_, base_, i0_, fast_});
-        return c;
-    }
-    void restore(const ChunkPointers& c) {
-        size_t k = 0;
-        for (Array& a : arrays_) a.base = c.values[k++];
-        for (QuantizedArray& q : quantized_) {
-            q.codes = c.values[k++];
-            q.scales = c.values[k++];
-        }
-        n_ = c.values[k++];
-        offset_ = c.values[k++];
-        base_ = c.values[k++];
-        i0_ = c.values[k++];
-        fast_ = c.values[k++];
-    }
-
     // Processes a chunk; `issue_next_loads` runs once its loaded values have been read.
     void process(const Prefetched& chunk, const std::function<void()>& issue_next_loads) {
         const int E = elements_per_thread_;
@@ -671,9 +652,12 @@ private:
         }
 
         {
-            ChunkPointers pointers = chunk_pointers();
+            // The prefetch points the arrays at the next chunk; this one's pointers come back after.
+            std::vector<llvm::Value*> current;
+            for (llvm::Value** slot : chunk_slots()) current.push_back(*slot);
             issue_next_loads();
-            restore(pointers);
+            size_t k = 0;
+            for (llvm::Value** slot : chunk_slots()) *slot = current[k++];
         }
 
         // Update: every element's divisions and square roots by their branch-free fast paths,

@@ -28,8 +28,9 @@
 // tensor's last dimension; rows = n / columns), and such a state's scales_s points to
 // 2 * (rows + columns) floats: the stored statistics (row maxima, then column maxima: what a
 // checkpoint keeps), then the same again for the statistics of the step being computed. The
-// module holds a second kernel, NAME_statistics (statistics_symbol(), compiler/codegen.h), with the same arguments,
-// and a step is, in order (only where the kernel stores a rank-1 state: has_statistics_pass()):
+// module holds a second kernel, NAME_statistics (statistics_symbol(), compiler/codegen.h),
+// with the same arguments, and a step is, in order (only where the kernel stores a rank-1
+// state: has_statistics_pass()):
 //   1. fill every rank-1 state's new statistics with the bits of kScaleFloor;
 //   2. NAME_statistics: recomputes each element's new state value and raises its row's and
 //      column's new statistic to its magnitude (atomic maxima on the fp32 bits, NaN winning);
@@ -96,8 +97,8 @@ int gpu_threads_per_block(const KernelSpec& spec);
 int gpu_vector_elements(const KernelSpec& spec);
 // Elements each GPU thread updates per chunk. In kernels with quantized states a thread
 // owns that many consecutive elements (kQuantizedElementsPerThread, whatever the options ask:
-// 16 measured slower, 222 registers), so a block of B elements is B / 8 neighbouring threads:
-// a warp for 256, half a warp for 128.
+// 16 measured slower, 168 registers for q8 AdamW), so a block of B elements is B / 8
+// neighbouring threads: a warp for 256, half a warp for 128.
 int gpu_elements_per_thread(const KernelSpec& spec);
 constexpr int kQuantizedElementsPerThread = 8;
 

@@ -131,18 +131,16 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
             }
         Rank1Cursor here{row, column};
 
+        auto load_f32 = [&](DType t, llvm::Value* array) {  // element i of an array stored as t
+            llvm::Type* elem = math.storage_type(t);
+            return math.to_f32(b, t, b.CreateAlignedLoad(elem, b.CreateGEP(elem, array, i), llvm::Align(dtype_bytes(t))));
+        };
         ElementValues in;
-        in.p = math.to_f32(b, spec.storage.param,
-                           b.CreateAlignedLoad(math.storage_type(spec.storage.param), b.CreateGEP(math.storage_type(spec.storage.param), p, i),
-                                               llvm::Align(dtype_bytes(spec.storage.param))));
-        in.g = math.to_f32(b, spec.storage.grad,
-                           b.CreateAlignedLoad(math.storage_type(spec.storage.grad), b.CreateGEP(math.storage_type(spec.storage.grad), g, i),
-                                               llvm::Align(dtype_bytes(spec.storage.grad))));
+        in.p = load_f32(spec.storage.param, p);
+        in.g = load_f32(spec.storage.grad, g);
         for (int s = 0; s < S; ++s) {
             if (!codecs[s]) {
-                DType t = state_dtype(spec.storage.state(prog.states[s].name).format);
-                llvm::Type* elem = math.storage_type(t);
-                in.states.push_back(math.to_f32(b, t, b.CreateAlignedLoad(elem, b.CreateGEP(elem, states[s], i), llvm::Align(dtype_bytes(t)))));
+                in.states.push_back(load_f32(state_dtype(spec.storage.state(prog.states[s].name).format), states[s]));
                 continue;
             }
             const Rank1Statistics* rank1 = statistics[s] ? statistics[s].get() : read_only[s].get();

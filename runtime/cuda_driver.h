@@ -83,10 +83,9 @@ private:
 
 // Loads a cubin or PTX image (`name` says which kernel, in errors); throws CudaError with the
 // driver's log (ptxas's errors verbatim for PTX). PTX is compiled as a whole program, which
-// the driver caches by itself
-// (its JIT cache, ~/.nv/ComputeCache). Not through cuLink: a linked module is compiled as
-// relocatable code, which cost the quantized kernels a quarter more registers (96 -> 128 for
-// q8 AdamW) and a block per multiprocessor.
+// the driver caches by itself (its JIT cache, ~/.nv/ComputeCache). Not through cuLink: a
+// linked module is compiled as relocatable code, which cost the quantized kernels a quarter
+// more registers (96 -> 128 for q8 AdamW) and a block per multiprocessor.
 Module load_module(const std::string& image, const std::string& name);
 void unload_module(Module m);
 Function get_function(Module m, const std::string& name);

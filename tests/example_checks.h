@@ -303,10 +303,6 @@ inline void check_rank1_beside_q8_on(const Target& target) {
     }
 }
 
-// The quantize and dequantize entry points (runtime/tensor_codec.h) on `target` against
-// ir/quantization.h bit for bit: every format, block sizes 32, default and 4096, fp32 and bf16
-// values, a tensor of odd size with a zero block, a block holding a NaN, a block whose largest
-// magnitude is negative, values exactly on table entries, and a shard.
 // A buffer in a target's memory, filled with a sentinel first, read back whole.
 struct TargetBuffer {
     bool gpu;
@@ -328,9 +324,12 @@ struct TargetBuffer {
     }
 };
 
+// The quantize and dequantize entry points (runtime/tensor_codec.h) on `target` against
+// ir/quantization.h bit for bit: every format, block sizes 32, default and 4096, fp32 and bf16
+// values, a tensor of odd size with a zero block, a block holding a NaN, a block whose largest
+// magnitude is negative, values exactly on table entries, and a shard.
 inline void check_tensor_codec_on(const Target& target) {
     const bool gpu = target.is_gpu();
-    using Buffer = TargetBuffer;
     uint64_t seed = test_seed();
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> normal(0.0f, 3.0f);
@@ -353,7 +352,7 @@ inline void check_tensor_codec_on(const Target& target) {
                 std::vector<float> part(values.begin() + offset, values.end());
                 const int64_t count = int64_t(part.size());
                 QuantizedTensor expected = quantize(st, part, offset);
-                Buffer input(gpu, size_t(count) * dtype_bytes(type)), codes(gpu, code_bytes(st, count)),
+                TargetBuffer input(gpu, size_t(count) * dtype_bytes(type)), codes(gpu, code_bytes(st, count)),
                     scales(gpu, size_t(scale_count(st, offset, count)) * 4), output(gpu, size_t(count) * dtype_bytes(type));
                 for (int64_t i = 0; i < count; ++i) store_element(type, input.host.data(), size_t(i), part[size_t(i)]);
                 input.upload();
