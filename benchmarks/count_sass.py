@@ -11,7 +11,8 @@ The quantized kernels are issue-bound (benchmarks/NOTES.md), so this count predi
                                                    # (rank-1 states add NAME_statistics)
 
 It walks the chunk loop (the target of the last backward branch before the first RET) from its
-head to its back edge: loops run once, branches around a slow-path CALL are taken (the fast
+head to its back edge: loops run once, branches around code that holds a slow-path CALL (the
+IEEE division's, or a whole update redone with the IEEE instructions) are taken (the fast
 path), branches to a CALL are not, the non-finite encode (FSETP.NAN) and the element-by-element loads
 of a short chunk (LDG.E.U8/U16) are skipped, and any other
 conditional branch falls through (listed, so that a reader can check the path).
@@ -76,7 +77,7 @@ def main(path, elements, function=None):
             t = target(x)
             if t <= pc:
                 taken = False
-            elif calls(pc + 1) or any('NAN' in y for y in ins[pc + 1:pc + 4]) or slow_load(pc + 1):
+            elif calls(pc + 1, t - pc - 1) or any('NAN' in y for y in ins[pc + 1:pc + 4]) or slow_load(pc + 1):
                 taken = True
             else:
                 taken = False

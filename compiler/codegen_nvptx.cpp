@@ -439,9 +439,21 @@ private:
     // The fp32 values of a dense array and the i32 codes of a quantized state, per element.
     std::vector<llvm::Value*> unpack_dense(const Array& a, const std::vector<llvm::Value*>& pieces) {
         std::vector<llvm::Value*> out;
-        for (llvm::Value* piece : pieces)
-            for (unsigned j = 0; j < llvm::cast<llvm::FixedVectorType>(piece->getType())->getNumElements(); ++j)
-                out.push_back(math_->to_f32(b_, a.type, b_.CreateExtractElement(piece, j)));
+        for (llvm::Value* piece : pieces) {
+            unsigned count = llvm::cast<llvm::FixedVectorType>(piece->getType())->getNumElements();
+            if (a.type == DType::BF16 && count % 2 == 0) {
+                // Two elements a 32-bit word: the low one shifted up, the high one masked, one
+                // instruction each (element by element, LLVM extracts each half first).
+                llvm::Value* words = b_.CreateBitCast(piece, llvm::FixedVectorType::get(b_.getInt32Ty(), count / 2));
+                for (unsigned w = 0; w < count / 2; ++w) {
+                    llvm::Value* word = b_.CreateExtractElement(words, w);
+                    out.push_back(b_.CreateBitCast(b_.CreateShl(word, 16), b_.getFloatTy()));
+                    out.push_back(b_.CreateBitCast(b_.CreateAnd(word, b_.getInt32(0xffff0000u)), b_.getFloatTy()));
+                }
+                continue;
+            }
+            for (unsigned j = 0; j < count; ++j) out.push_back(math_->to_f32(b_, a.type, b_.CreateExtractElement(piece, j)));
+        }
         return out;
     }
     std::vector<llvm::Value*> unpack_codes(const QuantizedArray& q, llvm::Value* words) {
@@ -669,9 +681,9 @@ private:
             element_in[j].g = in.dense[1][j];
             for (int st = 0; st < layout_.num_states; ++st) element_in[j].states.push_back(state_in[st][j]);
         }
-        llvm::Value* in_range = b_.getTrue();
-        for (int j = 0; j < E; ++j) out[j] = math_->update(b_, element_in[j], &in_range);
-        if (in_range != b_.getTrue()) {
+        SpeculationGuard guard;
+        for (int j = 0; j < E; ++j) out[j] = math_->update(b_, element_in[j], &guard);
+        if (llvm::Value* in_range = guard.holds(b_)) {
             llvm::BasicBlock* speculated = b_.GetInsertBlock();
             llvm::BasicBlock* exact = block("update.exact");
             llvm::BasicBlock* updated = block("update.done");
@@ -715,10 +727,18 @@ private:
         for (size_t k = 0; k < quantized_.size(); ++k) {
             if (!block_scaled[k]) continue;
             const QuantizedArray& q = quantized_[k];
-            llvm::Value* bits = b_.getInt32(0);
-            for (int j = 0; j < E; ++j)
-                bits = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, bits, StateCodec::magnitude_bits(b_, out[j].states[q.state]));
-            maxima[k] = bits;
+            // The thread's share by a tree of NaN-propagating maxima of magnitudes (max.NaN with
+            // absolute operands: two values an instruction); as bits, the same order as
+            // StateCodec::magnitude_bits' (NaN above infinity) for the shuffles.
+            std::vector<llvm::Value*> level;
+            for (int j = 0; j < E; ++j) level.push_back(b_.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, out[j].states[q.state]));
+            while (level.size() > 1) {
+                std::vector<llvm::Value*> next;
+                for (size_t i = 0; i + 1 < level.size(); i += 2) next.push_back(b_.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, level[i], level[i + 1]));
+                if (level.size() % 2) next.push_back(level.back());
+                level = next;
+            }
+            maxima[k] = b_.CreateBitCast(level[0], b_.getInt32Ty());
             groups[k] = int(q.codec->storage().block) / E;
         }
         for (int lanes = 1; lanes < 32; lanes <<= 1)

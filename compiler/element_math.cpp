@@ -59,35 +59,56 @@ llvm::Value* divide_by_invariant(IRBuilder<>& b, llvm::Value* x, llvm::Value* y)
     return b.CreateFMul(quotient, s);
 }
 
+// divide_by_invariant for a guarded update: the same quotient where y needs no scaling (the
+// guard requires that once) and the quotient is finite (the guard probes it: an infinite or
+// NaN dividend, or an overflow, leaves NaN there), without the per-element select and scaling.
+llvm::Value* divide_by_invariant_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, SpeculationGuard& guard) {
+    namespace I = llvm::Intrinsic;
+    llvm::Value* magnitude = intrinsic(b, I::fabs, {y});
+    guard.require_uniform(b, b.CreateAnd(b.CreateFCmpOGE(magnitude, f32(b, 0x1p-125)), b.CreateFCmpOLE(magnitude, f32(b, 0x1p125))));
+    llvm::Value* r = b.CreateFDiv(f32(b, 1), y);
+    llvm::Value* q = b.CreateFMul(x, r);
+    llvm::Value* remainder = intrinsic(b, I::fma, {b.CreateFNeg(q), y, x});
+    llvm::Value* quotient = intrinsic(b, I::fma, {remainder, r, q});
+    guard.require_finite(b, quotient);
+    return quotient;
+}
+
+// Division's window: magnitudes in [2^-60, 2^60], as keys of the magnitude bits doubled (the
+// sign bit shifted out), for which the tests below are unsigned comparisons.
+constexpr uint32_t kDivisionKeyLo = 0x42ffffffu;  // 2 * bits(2^-60) - 1
+constexpr uint32_t kDivisionKeyHi = 0xbb000000u;  // 2 * bits(2^60)
+
 // PTX's div.rn.f32 without its branch: ptxas's fast path (reciprocal approximation, one Newton
 // step, quotient, remainder by FMA, corrected quotient), which rounds correctly when both
 // operands are within [2^-60, 2^60] in magnitude (the quotient and remainder are then normal),
-// and a zero dividend (its quotient is the product's signed zero). ANDs that range into ok.
-llvm::Value* divide_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, llvm::Value*& ok) {
+// and a +0 dividend (its quotient is the product's +0; a -0 one would come out +0, so it takes
+// the IEEE path). The divisor's key is its doubled magnitude bits; the dividend's is its bits
+// rotated left by one (the sign lands in bit 0), less one for the minimum, so that +0 wraps to
+// the top, -0 to the bottom, and other values stay within one of their doubled magnitude.
+llvm::Value* divide_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, SpeculationGuard& guard) {
     namespace I = llvm::Intrinsic;
-    auto within = [&](llvm::Value* v) {
-        llvm::Value* m = intrinsic(b, I::fabs, {v});
-        return b.CreateAnd(b.CreateFCmpOGE(m, f32(b, 0x1p-60)), b.CreateFCmpOLE(m, f32(b, 0x1p60)));
-    };
-    llvm::Value* zero = b.CreateFCmpOEQ(x, f32(b, 0));
-    ok = b.CreateAnd(ok, b.CreateAnd(within(y), b.CreateOr(zero, within(x))));
+    llvm::Value* y_key = b.CreateShl(b.CreateBitCast(y, b.getInt32Ty()), 1);
+    guard.require(b, kDivisionKeyLo, kDivisionKeyHi, y_key, y_key);
+    llvm::Value* x_bits = b.CreateBitCast(x, b.getInt32Ty());
+    llvm::Value* x_key = intrinsic(b, I::fshl, {x_bits, x_bits, b.getInt32(1)});
+    guard.require(b, kDivisionKeyLo, kDivisionKeyHi, b.CreateSub(x_key, b.getInt32(1)), x_key);
     llvm::Value* y0 = b.CreateIntrinsic(I::nvvm_rcp_approx_ftz_f, {}, {y});
     llvm::Value* e = intrinsic(b, I::fma, {b.CreateFNeg(y), y0, f32(b, 1)});
     llvm::Value* y1 = intrinsic(b, I::fma, {y0, e, y0});
     llvm::Value* q0 = b.CreateFMul(x, y1);
     llvm::Value* r = intrinsic(b, I::fma, {b.CreateFNeg(y), q0, x});
-    llvm::Value* q1 = intrinsic(b, I::fma, {y1, r, q0});
-    return b.CreateSelect(zero, q0, q1);
+    return intrinsic(b, I::fma, {y1, r, q0});
 }
 
 // PTX's sqrt.rn.f32 without its branch: ptxas's fast path (reciprocal square root
 // approximation, then one correction by FMA), right for x in [2^-101, 2^128), and for +0 once
-// the approximation's infinity is capped. ANDs that range into ok.
-llvm::Value* square_root_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value*& ok) {
+// the approximation's infinity is capped. The key is x's bits (negative values are above the
+// window), less one for the minimum (+0 wraps to the top).
+llvm::Value* square_root_speculatively(IRBuilder<>& b, llvm::Value* x, SpeculationGuard& guard) {
     namespace I = llvm::Intrinsic;
     llvm::Value* bits = b.CreateBitCast(x, b.getInt32Ty());
-    llvm::Value* normal = b.CreateICmpULE(b.CreateSub(bits, b.getInt32(0x0d000000)), b.getInt32(0x727fffff));
-    ok = b.CreateAnd(ok, b.CreateOr(normal, b.CreateICmpEQ(bits, b.getInt32(0))));
+    guard.require(b, 0x0cffffffu, 0x7f7fffffu, b.CreateSub(bits, b.getInt32(1)), bits);
     llvm::Value* rs = intrinsic(b, I::minnum, {b.CreateIntrinsic(I::nvvm_rsqrt_approx_ftz_f, {}, {x}), f32(b, 0x1p64)});
     llvm::Value* s = b.CreateFMul(x, rs);
     llvm::Value* h = b.CreateFMul(rs, f32(b, 0.5));
@@ -172,12 +193,39 @@ llvm::Value* ElementMath::param_from_f32(IRBuilder<>& b, DType t, llvm::Value* f
     return b.CreateSelect(b.CreateFCmpUNO(f, f), quiet_nan, rounded);
 }
 
-ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, llvm::Value** in_range) const {
-    in_range_ = target_.is_gpu() && !options_.fast_math ? in_range : nullptr;
+void SpeculationGuard::require(IRBuilder<>& b, uint32_t lo, uint32_t hi, llvm::Value* key_min, llvm::Value* key_max) {
+    for (Window& w : windows_) {
+        if (w.lo != lo || w.hi != hi) continue;
+        w.min = b.CreateBinaryIntrinsic(llvm::Intrinsic::umin, w.min, key_min);
+        w.max = b.CreateBinaryIntrinsic(llvm::Intrinsic::umax, w.max, key_max);
+        return;
+    }
+    windows_.push_back({lo, hi, key_min, key_max});
+}
+
+void SpeculationGuard::require_uniform(IRBuilder<>& b, llvm::Value* ok) { uniform_ = uniform_ ? b.CreateAnd(uniform_, ok) : ok; }
+
+void SpeculationGuard::require_finite(IRBuilder<>& b, llvm::Value* x) {
+    probe_ = intrinsic(b, llvm::Intrinsic::fma, {x, f32(b, 0), probe_ ? probe_ : f32(b, 0)});
+}
+
+llvm::Value* SpeculationGuard::holds(IRBuilder<>& b) const {
+    llvm::Value* ok = uniform_;
+    auto require = [&](llvm::Value* v) { ok = ok ? b.CreateAnd(ok, v) : v; };
+    for (const Window& w : windows_) {
+        require(b.CreateICmpUGE(w.min, b.getInt32(w.lo)));
+        require(b.CreateICmpULE(w.max, b.getInt32(w.hi)));
+    }
+    if (probe_) require(b.CreateFCmpORD(probe_, probe_));
+    return ok;
+}
+
+ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, SpeculationGuard* guard) const {
+    guard_ = target_.is_gpu() && !options_.fast_math ? guard : nullptr;
     struct Reset {
-        llvm::Value**& p;
+        SpeculationGuard*& p;
         ~Reset() { p = nullptr; }
-    } reset{in_range_};
+    } reset{guard_};
     std::vector<std::pair<std::string, llvm::Value*>> env = scalars_;
     env.emplace_back(std::string(kParamName), in.p);
     env.emplace_back(std::string(kGradName), in.g);
@@ -222,13 +270,13 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
     };
     auto divide = [&](llvm::Value* x, llvm::Value* y) -> llvm::Value* {
         if (fast && gpu) return b.CreateIntrinsic(I::nvvm_div_approx_f, {}, {x, y});
-        if (!fast && is_launch_invariant(y)) return divide_by_invariant(b, x, y);
-        if (in_range_) return divide_speculatively(b, x, y, *in_range_);
+        if (!fast && is_launch_invariant(y)) return guard_ ? divide_by_invariant_speculatively(b, x, y, *guard_) : divide_by_invariant(b, x, y);
+        if (guard_) return divide_speculatively(b, x, y, *guard_);
         return fast_flags(b.CreateFDiv(x, y));
     };
     auto square_root = [&](llvm::Value* x) -> llvm::Value* {
         if (fast && gpu) return b.CreateIntrinsic(I::nvvm_sqrt_approx_f, {}, {x});
-        if (in_range_) return square_root_speculatively(b, x, *in_range_);
+        if (guard_) return square_root_speculatively(b, x, *guard_);
         return fast_flags(intrinsic(b, I::sqrt, {x}));
     };
     auto widen = [&](llvm::Value* x) { return b.CreateFPExt(x, b.getDoubleTy()); };

@@ -13,6 +13,7 @@
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/Module.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "compiler/target.h"
@@ -20,6 +21,32 @@
 #include "ir/storage.h"
 
 namespace optjit {
+
+// The operand ranges that the branch-free fast paths of division and square root need, gathered
+// over a chunk's elements into a few running minima and maxima of integer keys and tested once
+// (an i1 per check and their ANDs cost ~15 ALU-pipe instructions an element, and the ALU pipe
+// is what the quantized kernels run out of first).
+class SpeculationGuard {
+public:
+    // Requires key_min >= lo and key_max <= hi (unsigned) of every pair added with (lo, hi).
+    void require(llvm::IRBuilder<>& b, uint32_t lo, uint32_t hi, llvm::Value* key_min, llvm::Value* key_max);
+    // Requires an i1 that is the same for every element (LLVM hoists it out of the loops).
+    void require_uniform(llvm::IRBuilder<>& b, llvm::Value* ok);
+    // Requires `x` to be finite: an FMA x * 0 + probe, NaN once any x was not.
+    void require_finite(llvm::IRBuilder<>& b, llvm::Value* x);
+    // Whether everything required holds (an i1), or nullptr where nothing was required.
+    llvm::Value* holds(llvm::IRBuilder<>& b) const;
+
+private:
+    struct Window {
+        uint32_t lo, hi;
+        llvm::Value* min;
+        llvm::Value* max;
+    };
+    std::vector<Window> windows_;
+    llvm::Value* uniform_ = nullptr;
+    llvm::Value* probe_ = nullptr;
+};
 
 struct ElementValues {
     llvm::Value* p = nullptr;
@@ -35,13 +62,13 @@ public:
 
     // The update of one element: fp32 values in, final fp32 values of p and states out.
     //
-    // With `in_range` (GPU kernels without fast math), divisions and square roots take the
-    // branch-free fast paths of their IEEE sequences and AND into *in_range (an i1) whether
-    // their operands are in the range where those paths round correctly; where it ends false,
-    // the caller must redo the update without `in_range`. The IEEE instructions are each a
+    // With a `guard` (GPU kernels without fast math), divisions and square roots take the
+    // branch-free fast paths of their IEEE sequences and require of the guard that their
+    // operands be in the range where those paths round correctly; where the guard does not
+    // hold, the caller must redo the update without one. The IEEE instructions are each a
     // branch to a slow path that ptxas cannot schedule across, and take it for a zero dividend
     // or a zero square root, which real optimizer states hold.
-    ElementValues update(llvm::IRBuilder<>& b, const ElementValues& in, llvm::Value** in_range = nullptr) const;
+    ElementValues update(llvm::IRBuilder<>& b, const ElementValues& in, SpeculationGuard* guard = nullptr) const;
 
     // The LLVM type a value of `t` is stored as (float, i16 for bf16, half).
     llvm::Type* storage_type(DType t) const;
@@ -67,7 +94,7 @@ private:
     Target target_;
     CodegenOptions options_;
     std::vector<std::pair<std::string, llvm::Value*>> scalars_;
-    mutable llvm::Value** in_range_ = nullptr;  // during update(b, in, in_range)
+    mutable SpeculationGuard* guard_ = nullptr;  // during update(b, in, guard)
 };
 
 }  // namespace optjit

@@ -76,7 +76,7 @@ void check_nvptx_legality(const llvm::Module& module) {
                                                 "llvm.floor.", "llvm.ceil.", "llvm.rint.", "llvm.trunc.", "llvm.smin.",
                                                 "llvm.smax.", "llvm.umin.", "llvm.umax.", "llvm.copysign.", "llvm.lifetime.",
                                                 "llvm.assume", "llvm.experimental.noalias.scope.decl", "llvm.abs.",
-                                                "llvm.nearbyint.", "llvm.roundeven.", "llvm.is.fpclass."};
+                                                "llvm.nearbyint.", "llvm.roundeven.", "llvm.is.fpclass.", "llvm.fshl.", "llvm.fshr."};
             bool ok = false;
             for (const char* prefix : legal) ok |= name.starts_with(prefix);
             if (ok) continue;
