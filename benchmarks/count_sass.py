@@ -20,6 +20,7 @@ COUNT_SASS_LIST=1 prints the walked instructions too.
 """
 import os
 import re
+import signal
 import sys
 
 
@@ -77,7 +78,7 @@ def main(path, elements, function=None):
             t = target(x)
             if t <= pc:
                 taken = False
-            elif calls(pc + 1, t - pc - 1) or any('NAN' in y for y in ins[pc + 1:pc + 4]) or slow_load(pc + 1):
+            elif calls(pc + 1, t - pc - 1) or any('FSETP.NAN' in y for y in ins[pc + 1:min(t, pc + 40)]) or slow_load(pc + 1):
                 taken = True
             else:
                 taken = False
@@ -97,4 +98,5 @@ def main(path, elements, function=None):
 
 
 if __name__ == '__main__':
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 8, sys.argv[3] if len(sys.argv) > 3 else None)

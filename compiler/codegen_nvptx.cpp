@@ -12,6 +12,8 @@
 // (benchmarks/NOTES.md): every instruction an element counts. A rank-1 state instead scales
 // each element by its row's and column's statistics (compiler/rank1_statistics.h), found by a
 // second kernel in the module that runs before this one.
+#include <fmt/format.h>
+#include <llvm/IR/InlineAsm.h>
 #include <llvm/IR/IntrinsicsNVPTX.h>
 #include <llvm/IR/MDBuilder.h>
 
@@ -466,35 +468,35 @@ private:
         return out;
     }
 
+    // A word of a tensor's table row. `again`: loaded by an instruction LLVM cannot merge with
+    // the row's first loads (inline assembly), so that the words are not kept alive between
+    // the two (see process()).
+    llvm::Value* row_word(llvm::Value* row, int column, bool again) {
+        if (!again) return emit_row_word(b_, row, column);
+        auto* type = llvm::FunctionType::get(b_.getInt64Ty(), {row->getType()}, false);
+        return b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("ld.global.nc.u64 $0, [$1+{}];", 8 * column), "=l,l", false), {row});
+    }
+
     // Points the arrays at the tensor of `row` and derives the chunk's element range and path.
-    void setup_chunk(llvm::Value* row, llvm::Value* base) {
+    void setup_chunk(llvm::Value* row, llvm::Value* base, bool again = false) {
         llvm::Value* misaligned = b_.getInt64(0);
         for (Array& a : arrays_) {
-            llvm::Value* word = emit_row_word(b_, row, a.column);
+            llvm::Value* word = row_word(row, a.column, again);
             misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(15)));
             a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
         }
         for (QuantizedArray& q : quantized_) {
-            llvm::Value* word = emit_row_word(b_, row, layout_.state(q.state));
+            llvm::Value* word = row_word(row, layout_.state(q.state), again);
             misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(q.codec->four_bit() ? 3 : 7)));
             q.codes = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
-            q.scales = b_.CreateIntToPtr(emit_row_word(b_, row, layout_.scales(q.state)), llvm::PointerType::get(ctx_, kGlobal));
+            q.scales = b_.CreateIntToPtr(row_word(row, layout_.scales(q.state), again), llvm::PointerType::get(ctx_, kGlobal));
         }
-        n_ = emit_row_word(b_, row, layout_.n());
-        offset_ = emit_row_word(b_, row, layout_.offset());
+        n_ = row_word(row, layout_.n(), again);
+        offset_ = row_word(row, layout_.offset(), again);
         base_ = base;
         i0_ = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(elements_per_thread_)), "i0");
         llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
         fast_ = b_.CreateAnd(full, b_.CreateICmpEQ(misaligned, b_.getInt64(0)), "fast");
-    }
-
-    // Every member setup_chunk sets.
-    std::vector<llvm::Value**> chunk_slots() {
-        std::vector<llvm::Value**> slots;
-        for (Array& a : arrays_) slots.push_back(&a.base);
-        for (QuantizedArray& q : quantized_) slots.insert(slots.end(), {&q.codes, &q.scales});
-        slots.insert(slots.end(), {&n_, &offset_, &base_, &i0_, &fast_});
-        return slots;
     }
 
     // What a chunk's processing reads from memory, loaded one chunk ahead.
@@ -656,6 +658,16 @@ private:
                 continue;
             }
             llvm::Value* old_scale = chunk.old_scales[k];
+            // 4-bit codes straight from the loaded words (one instruction less an element; for
+            // bytes, extracting and scaling is already two, and the count came out higher).
+            if (q.codec->has_lookup() && q.codec->four_bit()) {
+                for (int j = 0; j < E; ++j) {
+                    CodeSlot slot = code_slot(q, j);
+                    llvm::Value* word = b_.CreateExtractElement(chunk.raw.codes[k], slot.word);
+                    state_in[q.state].push_back(q.codec->decode_field(b_, word, slot.shift, 4, old_scale));
+                }
+                continue;
+            }
             for (int j = 0; j < E; j += 2) {
                 auto [v0, v1] = q.codec->decode_pair(b_, in.codes[k][j], in.codes[k][j + 1], old_scale);
                 state_in[q.state].push_back(v0);
@@ -664,12 +676,11 @@ private:
         }
 
         {
-            // The prefetch points the arrays at the next chunk; this one's pointers come back after.
-            std::vector<llvm::Value*> current;
-            for (llvm::Value** slot : chunk_slots()) current.push_back(*slot);
+            // The prefetch points the arrays at the next chunk; this one's come back from its row,
+            // loaded again: the first loads' values kept through the update took 20 registers
+            // more than the rest of the kernel needs (q8 AdamW: 128, 4 blocks an SM, for 96).
             issue_next_loads();
-            size_t k = 0;
-            for (llvm::Value** slot : chunk_slots()) *slot = current[k++];
+            setup_chunk(chunk.row, chunk.base, true);
         }
 
         // Update: every element's divisions and square roots by their branch-free fast paths,
@@ -766,8 +777,13 @@ private:
             }
             scales[k] = q.codec->scale_from_absmax(b_, maxima[k]);
             llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scales[k]);
-            for (int j = 0; j < E; ++j) normalized[k].push_back(b_.CreateFMul(out[j].states[q.state], inverse));
-            words[k] = pack_codes_fast(q, normalized[k]);
+            // Unsigned tables: the multiplication saturates to [0, 1] (free on the FMA pipe), which
+            // takes the upper clamp off each lookup; a NaN becomes 0 and negative values 0,
+            // which take code 0 as they would have (the tables' code of 0 is their first).
+            const bool saturate = q.codec->unsigned_lookup();
+            for (int j = 0; j < E; ++j)
+                normalized[k].push_back(saturate ? multiply_saturated(out[j].states[q.state], inverse) : b_.CreateFMul(out[j].states[q.state], inverse));
+            words[k] = pack_codes_fast(q, normalized[k], saturate);
         }
         // A NaN value takes code 0, and one only occurs in a block whose maximum is not finite
         // (NaN, or infinity times a reciprocal of 0): the table lookups leave NaN out, and such
@@ -890,7 +906,14 @@ private:
     // The same words from normalized values that are not NaN, in the fewest instructions: table
     // codes come in the top byte of a word (StateCodec::encode_in_top_byte) and four of them
     // are gathered by byte permutes; sm_89+ fp8 codes come in pairs.
-    std::vector<llvm::Value*> pack_codes_fast(const QuantizedArray& q, const std::vector<llvm::Value*>& normalized) {
+    // x * y rounded to nearest, clamped to [0, 1] (NaN to 0): PTX's mul.rn.sat.f32, which LLVM
+    // has no intrinsic for.
+    llvm::Value* multiply_saturated(llvm::Value* x, llvm::Value* y) {
+        auto* type = llvm::FunctionType::get(b_.getFloatTy(), {b_.getFloatTy(), b_.getFloatTy()}, false);
+        return b_.CreateCall(llvm::InlineAsm::get(type, "mul.rn.sat.f32 $0, $1, $2;", "=f,f,f", false), {x, y});
+    }
+
+    std::vector<llvm::Value*> pack_codes_fast(const QuantizedArray& q, const std::vector<llvm::Value*>& normalized, bool saturated) {
         auto permute = [&](llvm::Value* x, llvm::Value* y, uint32_t selector) {
             return b_.CreateIntrinsic(llvm::Intrinsic::nvvm_prmt, {}, {x, y, b_.getInt32(selector)});
         };
@@ -905,7 +928,7 @@ private:
             return pack_codes(q, codes);
         }
         std::vector<llvm::Value*> top;
-        for (llvm::Value* v : normalized) top.push_back(q.codec->encode_in_top_byte(b_, v));
+        for (llvm::Value* v : normalized) top.push_back(q.codec->encode_in_top_byte(b_, v, saturated));
         // Bytes 3 of four words, in order: byte 3 of x and of y (selector 0x73), twice, then the
         // two low halves (0x5410).
         auto gather = [&](llvm::Value* a, llvm::Value* b, llvm::Value* c, llvm::Value* d) {

@@ -83,6 +83,18 @@ llvm::Value* StateCodec::decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::V
     return b.CreateFMul(unit, scale);
 }
 
+llvm::Value* StateCodec::decode_field(llvm::IRBuilder<>& b, llvm::Value* word, unsigned shift, unsigned width, llvm::Value* scale) const {
+    uint32_t mask = (1u << width) - 1;
+    if (storage_.format == StateFormat::FP8) return decode(b, b.CreateAnd(b.CreateLShr(word, shift), b.getInt32(mask)), scale);
+    llvm::Value* moved = shift >= 2 ? b.CreateLShr(word, shift - 2) : b.CreateShl(word, 2 - shift);
+    llvm::Value* offset = b.CreateZExt(b.CreateAnd(moved, b.getInt32(mask << 2)), b.getInt64Ty());
+    auto it = where_.find(values_);
+    llvm::Value* base = it == where_.end() ? values_ : it->second;
+    auto* unit = b.CreateAlignedLoad(b.getFloatTy(), b.CreateGEP(b.getInt8Ty(), base, offset), llvm::Align(4));
+    unit->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));
+    return b.CreateFMul(unit, scale);
+}
+
 std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_pair(llvm::IRBuilder<>& b, llvm::Value* code0, llvm::Value* code1,
                                                               llvm::Value* scale) const {
     if (storage_.format != StateFormat::FP8 || !hardware_fp8()) return {decode(b, code0, scale), decode(b, code1, scale)};
@@ -118,12 +130,15 @@ std::pair<llvm::Value*, llvm::Value*> StateCodec::encode_pair(llvm::IRBuilder<>&
 }
 
 // compiler/code_lookup.h's lookup_code, instruction for instruction (NaN aside).
-llvm::Value* StateCodec::encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized) const {
+bool StateCodec::unsigned_lookup() const { return has_lookup() && !code_lookup(storage_.format).is_signed; }
+
+llvm::Value* StateCodec::encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized, bool saturated) const {
     const CodeLookup& lookup = code_lookup(storage_.format);
     llvm::Value* key = b.CreateBitCast(normalized, b.getInt32Ty());
     if (lookup.is_signed) key = b.CreateXor(key, b.CreateAShr(key, 31));
     key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, key, b.getInt32(lookup.low_key));
-    key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, key, b.getInt32(lookup.high_key));
+    // An unsigned table's high_key is above 1.0's key.
+    if (!saturated || lookup.is_signed) key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, key, b.getInt32(lookup.high_key));
     // The bucket's offset in i64, so that the table's first bucket folds into the address.
     llvm::Value* bucket = b.CreateSub(b.CreateZExt(b.CreateLShr(key, 16), b.getInt64Ty()), b.getInt64(lookup.low_key >> 16));
     return b.CreateAdd(load_table(b, entries_, bucket), key);

@@ -38,6 +38,10 @@ public:
     llvm::Value* load_code(llvm::IRBuilder<>& b, llvm::Value* codes, llvm::Value* i) const;
     // `code`: i32 holding one code. The fp32 value it stands for in a block of `scale`.
     llvm::Value* decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::Value* scale) const;
+    // The code in bits [shift, shift + width) of `word` (i32), decoded: for table formats the
+    // table's byte offset comes from one shift and one mask of the word (the code times 4),
+    // where extracting the code and then scaling it is one instruction more.
+    llvm::Value* decode_field(llvm::IRBuilder<>& b, llvm::Value* word, unsigned shift, unsigned width, llvm::Value* scale) const;
     // Two fp8 codes at once where the hardware converts pairs (else two decodes).
     std::pair<llvm::Value*, llvm::Value*> decode_pair(llvm::IRBuilder<>& b, llvm::Value* code0, llvm::Value* code1,
                                                       llvm::Value* scale) const;
@@ -53,8 +57,11 @@ public:
     std::pair<llvm::Value*, llvm::Value*> encode_pair(llvm::IRBuilder<>& b, llvm::Value* v0, llvm::Value* v1) const;
     // Table formats (not fp8): an i32 whose top byte is the code of `normalized`, which must
     // not be NaN; the low bytes are not zero. Packing codes by bytes saves the shift.
+    // `saturated`: the value is known to lie in [0, 1] (a multiplication with .sat), so that an
+    // unsigned table's upper clamp can go.
     bool has_lookup() const { return entries_ != nullptr; }
-    llvm::Value* encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
+    bool unsigned_lookup() const;
+    llvm::Value* encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized, bool saturated = false) const;
 
 private:
     llvm::GlobalVariable* table(const char* name, llvm::Type* elem, const std::vector<llvm::Constant*>& values);
