@@ -6,8 +6,8 @@
 //
 // Kernels with block-quantized states (pipelined_chunk_loop) give each thread 8 consecutive
 // elements instead, so a block of B elements belongs to B / 8 neighbouring threads: they
-// decode, update, find the block's absmax by warp shuffles (through shared memory when a block
-// spans warps), and encode and store, in one pass. The codecs' lookup tables are copied into
+// decode, update, find the block's absmax by a warp reduction (through shared memory when a
+// block spans warps), and encode and store, in one pass. The codecs' lookup tables are copied into
 // shared memory when the kernel starts. These kernels are bound by the instructions they issue
 // (benchmarks/NOTES.md): every instruction an element counts. A rank-1 state instead scales
 // each element by its row's and column's statistics (compiler/rank1_statistics.h), found by a
@@ -210,9 +210,21 @@ private:
         int per_store = std::min(int(values.size()), 16 / dtype_bytes(a.type));
         llvm::Type* elem = math_->storage_type(a.type);
         auto* vec_ty = llvm::FixedVectorType::get(elem, per_store);
+        // bf16 in pairs by cvt.rn.bf16x2.f32, one instruction for two (ptxas pairs single
+        // conversions only most of the time); stochastically rounded parameters go one by one.
+        const bool pairs = a.type == DType::BF16 && per_store % 2 == 0 && !(a.column == layout_.p() && spec_.options.stochastic_rounding);
         for (size_t k = 0; k < values.size(); k += per_store) {
             llvm::Value* v = llvm::PoisonValue::get(vec_ty);
-            for (int j = 0; j < per_store; ++j) {
+            if (pairs) {
+                llvm::Value* words = llvm::PoisonValue::get(llvm::FixedVectorType::get(b_.getInt32Ty(), per_store / 2));
+                for (int j = 0; j < per_store; j += 2) {
+                    // The first operand goes to the upper half.
+                    llvm::Value* two = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_ff2bf16x2_rn, {}, {values[k + j + 1], values[k + j]});
+                    words = b_.CreateInsertElement(words, b_.CreateBitCast(two, b_.getInt32Ty()), j / 2);
+                }
+                v = b_.CreateBitCast(words, vec_ty);
+            }
+            for (int j = 0; j < per_store && !pairs; ++j) {
                 llvm::Value* element = b_.CreateAdd(index, b_.getInt64(int64_t(k) + j));
                 v = b_.CreateInsertElement(v, stored(a, values[k + j], element), j);
             }
@@ -581,16 +593,16 @@ private:
         llvm::BasicBlock* exit = block("pipeline.exit");
         b_.CreateCondBr(b_.CreateICmpULT(first, limit), prologue, exit);
         b_.SetInsertPoint(prologue);
-        auto [t0, row0] = emit_find_tensor(b_, spec_, table, first, b_.getInt64(0));
+        llvm::Value* row0 = emit_find_tensor(b_, spec_, table, first);
         Prefetched start = prefetch(row0, first);
         llvm::BasicBlock* prologue_end = b_.GetInsertBlock();
         b_.CreateBr(loop);
 
         b_.SetInsertPoint(loop);
         llvm::PHINode* chunk = b_.CreatePHI(b_.getInt64Ty(), 2, "chunk");
-        llvm::PHINode* tensor = b_.CreatePHI(b_.getInt64Ty(), 2, "tensor");
+        llvm::PHINode* tensor = b_.CreatePHI(row0->getType(), 2, "tensor");  // its row
         chunk->addIncoming(first, prologue_end);
-        tensor->addIncoming(t0, prologue_end);
+        tensor->addIncoming(row0, prologue_end);
         std::vector<llvm::PHINode*> carried;
         for (llvm::Value* v : start.flatten()) {
             carried.push_back(b_.CreatePHI(v->getType(), 2));
@@ -607,12 +619,12 @@ private:
             llvm::BasicBlock* from_loop = b_.GetInsertBlock();
             b_.CreateCondBr(more, ahead, joined);
             b_.SetInsertPoint(ahead);
-            auto [t_next, row_next] = emit_find_tensor(b_, spec_, table, next, tensor);
+            llvm::Value* row_next = emit_find_tensor(b_, spec_, tensor, next);
             Prefetched upcoming = prefetch(row_next, next);
             llvm::BasicBlock* ahead_end = b_.GetInsertBlock();
             b_.CreateBr(joined);
             b_.SetInsertPoint(joined);
-            tensor_next = join(t_next, ahead_end, tensor, from_loop);
+            tensor_next = join(row_next, ahead_end, tensor, from_loop);
             for (llvm::Value* v : upcoming.flatten()) upcoming_values.push_back(join(v, ahead_end, llvm::PoisonValue::get(v->getType()), from_loop));
         });
         llvm::BasicBlock* latch = b_.GetInsertBlock();
@@ -752,9 +764,14 @@ private:
             maxima[k] = b_.CreateBitCast(level[0], b_.getInt32Ty());
             groups[k] = int(q.codec->storage().block) / E;
         }
+        // A block of a whole warp or more: one warp-wide reduction instruction (redux.sync,
+        // sm_80+) in place of five shuffle rounds; smaller blocks shuffle within their lanes.
+        for (size_t k = 0; k < quantized_.size(); ++k)
+            if (block_scaled[k] && groups[k] >= 32)
+                maxima[k] = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_redux_sync_umax, {}, {maxima[k], b_.getInt32(-1)});
         for (int lanes = 1; lanes < 32; lanes <<= 1)
             for (size_t k = 0; k < quantized_.size(); ++k) {
-                if (!block_scaled[k] || lanes >= groups[k]) continue;
+                if (!block_scaled[k] || lanes >= groups[k] || groups[k] >= 32) continue;
                 llvm::Value* other = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_shfl_sync_bfly_i32, {},
                                                         {b_.getInt32(-1), maxima[k], b_.getInt32(lanes), b_.getInt32(0x1f)});
                 maxima[k] = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umax, maxima[k], other);

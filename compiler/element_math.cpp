@@ -60,8 +60,9 @@ llvm::Value* divide_by_invariant(IRBuilder<>& b, llvm::Value* x, llvm::Value* y)
 }
 
 // divide_by_invariant for a guarded update: the same quotient where y needs no scaling (the
-// guard requires that once) and the quotient is finite (the guard probes it: an infinite or
-// NaN dividend, or an overflow, leaves NaN there), without the per-element select and scaling.
+// guard requires that once) and the quotient is finite, without the per-element select and
+// scaling. An infinite or NaN dividend, or an overflow, leaves NaN: the caller makes the guard
+// see it (ElementMath::note_unprobed).
 llvm::Value* divide_by_invariant_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, SpeculationGuard& guard) {
     namespace I = llvm::Intrinsic;
     llvm::Value* magnitude = intrinsic(b, I::fabs, {y});
@@ -69,9 +70,7 @@ llvm::Value* divide_by_invariant_speculatively(IRBuilder<>& b, llvm::Value* x, l
     llvm::Value* r = b.CreateFDiv(f32(b, 1), y);
     llvm::Value* q = b.CreateFMul(x, r);
     llvm::Value* remainder = intrinsic(b, I::fma, {b.CreateFNeg(q), y, x});
-    llvm::Value* quotient = intrinsic(b, I::fma, {remainder, r, q});
-    guard.require_finite(b, quotient);
-    return quotient;
+    return intrinsic(b, I::fma, {remainder, r, q});
 }
 
 // Division's window: magnitudes in [2^-60, 2^60], as keys of the magnitude bits doubled (the
@@ -239,6 +238,12 @@ ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, Specu
     ElementValues out;
     out.p = latest(std::string(kParamName));
     for (const StateDecl& s : program_.states) out.states.push_back(latest(s.name));
+    if (guard_) {
+        for (llvm::Value* v : out.states)
+            if (unprobed_.count(v)) guard_->require_finite(b, v);
+        if (unprobed_.count(out.p)) guard_->require_finite(b, out.p);
+        unprobed_.clear();
+    }
     return out;
 }
 
@@ -268,9 +273,14 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
         }
         return v;
     };
+    bool fresh_quotient = false;  // a division by a launch scalar whose quotient is left to probe
     auto divide = [&](llvm::Value* x, llvm::Value* y) -> llvm::Value* {
         if (fast && gpu) return b.CreateIntrinsic(I::nvvm_div_approx_f, {}, {x, y});
-        if (!fast && is_launch_invariant(y)) return guard_ ? divide_by_invariant_speculatively(b, x, y, *guard_) : divide_by_invariant(b, x, y);
+        if (!fast && is_launch_invariant(y)) {
+            if (!guard_) return divide_by_invariant(b, x, y);
+            fresh_quotient = true;
+            return divide_by_invariant_speculatively(b, x, y, *guard_);
+        }
         if (guard_) return divide_speculatively(b, x, y, *guard_);
         return fast_flags(b.CreateFDiv(x, y));
     };
@@ -281,6 +291,7 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
     };
     auto widen = [&](llvm::Value* x) { return b.CreateFPExt(x, b.getDoubleTy()); };
     auto narrow = [&](llvm::Value* x) { return b.CreateFPTrunc(x, b.getFloatTy()); };
+    llvm::Value* result = [&]() -> llvm::Value* {
     switch (e.op) {
     case Op::Neg: return b.CreateFNeg(a[0]);
     case Op::Add: return b.CreateFAdd(a[0], a[1]);
@@ -323,6 +334,49 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
     default: break;
     }
     throw std::logic_error(fmt::format("ElementMath: unhandled operation {}", op_info(e.op).spelling));
+    }();
+    if (guard_) note_unprobed(b, e, a, result, fresh_quotient);
+    return result;
+}
+
+// NaN passes through arithmetic, so one probe of an update's output covers every quotient that
+// reaches it that way (AdamW's reach a division or a square root, whose range checks reject a
+// NaN operand, and need no probe at all). An operation that can drop a NaN (a comparison, a
+// select, the float64 functions) probes its operands instead.
+void ElementMath::note_unprobed(IRBuilder<>& b, const Expr& e, const std::vector<llvm::Value*>& a, llvm::Value* result,
+                                bool fresh_quotient) const {
+    if (fresh_quotient) {
+        unprobed_.insert(result);
+        return;
+    }
+    bool propagates = false;
+    switch (e.op) {
+    case Op::Div:
+    case Op::Sqrt:
+    case Op::Rsqrt: return;  // operands range-checked
+    case Op::Pow:
+        if (e.args[1].op == Op::Number && e.args[1].number == -1) return;  // a division
+        propagates = e.args[1].op == Op::Number && (e.args[1].number == 1 || e.args[1].number == 2 || e.args[1].number == 3);
+        break;
+    case Op::Neg:
+    case Op::Add:
+    case Op::Sub:
+    case Op::Mul:
+    case Op::Abs:
+    case Op::Min:  // llvm.minimum and llvm.maximum return NaN for a NaN operand
+    case Op::Max:
+    case Op::Lerp: propagates = true; break;
+    default: break;
+    }
+    for (llvm::Value* v : a) {
+        if (!unprobed_.count(v)) continue;
+        if (propagates) {
+            unprobed_.insert(result);
+            return;
+        }
+        guard_->require_finite(b, v);
+        unprobed_.erase(v);
+    }
 }
 
 bool ElementMath::is_launch_invariant(llvm::Value* v) const {

@@ -14,6 +14,7 @@
 #include <llvm/IR/Module.h>
 
 #include <cstdint>
+#include <set>
 #include <vector>
 
 #include "compiler/target.h"
@@ -82,6 +83,9 @@ public:
 
 private:
     llvm::Value* emit(llvm::IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const;
+    // Guarded updates: records whether `result` may carry an unchecked NaN quotient.
+    void note_unprobed(llvm::IRBuilder<>& b, const Expr& e, const std::vector<llvm::Value*>& a, llvm::Value* result,
+                       bool fresh_quotient) const;
     // A constant or one of the launch's scalars: the same for every element.
     bool is_launch_invariant(llvm::Value* v) const;
     llvm::Value* call_f64(llvm::IRBuilder<>& b, llvm::Function* fn, std::initializer_list<llvm::Value*> args) const;
@@ -95,6 +99,7 @@ private:
     CodegenOptions options_;
     std::vector<std::pair<std::string, llvm::Value*>> scalars_;
     mutable SpeculationGuard* guard_ = nullptr;  // during update(b, in, guard)
+    mutable std::set<llvm::Value*> unprobed_;     // values that may carry an unchecked NaN quotient
 };
 
 }  // namespace optjit
