@@ -16,18 +16,18 @@ void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* 
 
     b.SetInsertPoint(head);
     llvm::PHINode* chunk = b.CreatePHI(b.getInt64Ty(), 2, "chunk");
-    llvm::PHINode* tensor = b.CreatePHI(table->getType(), 2, "tensor");  // its row
+    llvm::PHINode* tensor = b.CreatePHI(b.getInt64Ty(), 2, "tensor");
     chunk->addIncoming(first, entry);
-    tensor->addIncoming(table, entry);
+    tensor->addIncoming(b.getInt64(0), entry);
     b.CreateCondBr(b.CreateICmpULT(chunk, limit), chunk_block, exit);
 
     b.SetInsertPoint(chunk_block);
-    llvm::Value* row = emit_find_tensor(b, spec, tensor, chunk);
+    auto [t, row] = emit_find_tensor(b, spec, table, chunk, tensor);
     auto word = [&b, row](int column) { return emit_row_word(b, row, column); };
     body(ChunkContext{chunk, emit_chunk_first_element(b, spec, row, chunk), word});
     llvm::BasicBlock* latch = b.GetInsertBlock();
     chunk->addIncoming(b.CreateAdd(chunk, stride), latch);
-    tensor->addIncoming(row, latch);
+    tensor->addIncoming(t, latch);
     b.CreateBr(head);
     b.SetInsertPoint(exit);
 }
@@ -38,7 +38,8 @@ llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column) {
     return load;
 }
 
-llvm::Value* emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* row_start, llvm::Value* chunk) {
+std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
+                                                       llvm::Value* t_start) {
     TableLayout layout = table_layout(spec);
     llvm::Function* fn = b.GetInsertBlock()->getParent();
     llvm::BasicBlock* before = b.GetInsertBlock();
@@ -46,13 +47,14 @@ llvm::Value* emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm
     llvm::BasicBlock* found = llvm::BasicBlock::Create(b.getContext(), "found.tensor", fn);
     b.CreateBr(find);
     b.SetInsertPoint(find);
-    llvm::PHINode* row = b.CreatePHI(row_start->getType(), 2, "row");
-    row->addIncoming(row_start, before);
+    llvm::PHINode* t = b.CreatePHI(b.getInt64Ty(), 2, "t");
+    t->addIncoming(t_start, before);
+    llvm::Value* row = b.CreateGEP(b.getInt64Ty(), table, b.CreateMul(t, b.getInt64(layout.row_words())), "row");
     llvm::Value* past = b.CreateICmpUGE(chunk, emit_row_word(b, row, layout.chunk_end()));
-    row->addIncoming(b.CreateGEP(b.getInt64Ty(), row, b.getInt64(layout.row_words())), find);
+    t->addIncoming(b.CreateAdd(t, b.getInt64(1)), find);
     b.CreateCondBr(past, find, found);
     b.SetInsertPoint(found);
-    return row;
+    return {t, row};
 }
 
 llvm::Value* emit_chunk_first_element(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* row, llvm::Value* chunk) {

@@ -39,10 +39,10 @@ struct ChunkContext {
 void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* first, llvm::Value* stride,
                      llvm::Value* limit, const std::function<void(const ChunkContext&)>& body);
 
-// The row of the tensor holding `chunk` (i64), searching forward from row `row_start` (a row
-// pointer: stepping it is cheaper than indexing the table); the builder ends in the block after
-// the search.
-llvm::Value* emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* row_start, llvm::Value* chunk);
+// The row of the tensor holding `chunk`, searching forward from tensor `t_start` (both i64);
+// the builder ends in the block after the search. Returns {tensor index, row pointer}.
+std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
+                                                       llvm::Value* t_start);
 // Loads word `column` of a table row (invariant for the launch).
 llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column);
 // The first element, in its tensor, of `chunk` in the tensor of `row`.

@@ -593,16 +593,16 @@ private:
         llvm::BasicBlock* exit = block("pipeline.exit");
         b_.CreateCondBr(b_.CreateICmpULT(first, limit), prologue, exit);
         b_.SetInsertPoint(prologue);
-        llvm::Value* row0 = emit_find_tensor(b_, spec_, table, first);
+        auto [t0, row0] = emit_find_tensor(b_, spec_, table, first, b_.getInt64(0));
         Prefetched start = prefetch(row0, first);
         llvm::BasicBlock* prologue_end = b_.GetInsertBlock();
         b_.CreateBr(loop);
 
         b_.SetInsertPoint(loop);
         llvm::PHINode* chunk = b_.CreatePHI(b_.getInt64Ty(), 2, "chunk");
-        llvm::PHINode* tensor = b_.CreatePHI(row0->getType(), 2, "tensor");  // its row
+        llvm::PHINode* tensor = b_.CreatePHI(b_.getInt64Ty(), 2, "tensor");
         chunk->addIncoming(first, prologue_end);
-        tensor->addIncoming(row0, prologue_end);
+        tensor->addIncoming(t0, prologue_end);
         std::vector<llvm::PHINode*> carried;
         for (llvm::Value* v : start.flatten()) {
             carried.push_back(b_.CreatePHI(v->getType(), 2));
@@ -619,12 +619,12 @@ private:
             llvm::BasicBlock* from_loop = b_.GetInsertBlock();
             b_.CreateCondBr(more, ahead, joined);
             b_.SetInsertPoint(ahead);
-            llvm::Value* row_next = emit_find_tensor(b_, spec_, tensor, next);
+            auto [t_next, row_next] = emit_find_tensor(b_, spec_, table, next, tensor);
             Prefetched upcoming = prefetch(row_next, next);
             llvm::BasicBlock* ahead_end = b_.GetInsertBlock();
             b_.CreateBr(joined);
             b_.SetInsertPoint(joined);
-            tensor_next = join(row_next, ahead_end, tensor, from_loop);
+            tensor_next = join(t_next, ahead_end, tensor, from_loop);
             for (llvm::Value* v : upcoming.flatten()) upcoming_values.push_back(join(v, ahead_end, llvm::PoisonValue::get(v->getType()), from_loop));
         });
         llvm::BasicBlock* latch = b_.GetInsertBlock();
