@@ -497,6 +497,9 @@ TEST_CASE("gpu: every elementwise operation matches the interpreter") {
 // give what the host kernel (IEEE division and square root) gives, bit for bit. Zero dividends
 // and zero square roots are common (m * (g > 1), v * (g < 1)); dividends beyond 2^60 and square
 // roots below 2^-101 appear in a few percent of the elements, so some chunks take each path.
+// Quotients by a launch scalar overflow where g > 1.36 (u) and where g < -0.86 (w): the fast
+// path leaves NaN there, which the guard must see where it reaches a comparison (u) or,
+// through min, an output (w); between -2 and 2 nothing else sends a chunk to the IEEE path.
 TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host kernel bit for bit") {
     REQUIRE_GPU();
     const char* kSpecials = R"(optimizer specials
@@ -504,11 +507,13 @@ TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host 
   state m = 0
   state v = 0
   update
+    u = g * 2.5e36 / lr
+    w = (g - 0.5) * 2.5e36 / lr
     m = lerp(m, g, 0.1)
     v = lerp(v, g * g, 0.01)
     a = (m * (g > 1)) / (sqrt(v * (g < 1)) + 1e-8)
     b = (g * select(g > 2, 1e19, 1)) / (abs(p) + 1) + sqrt(g * g * select(g < -2, 1e-35, 1))
-    p = p - lr * (a + b * 1e-3)
+    p = p - lr * (a + b * 1e-3 + (u > 1e37) * 1e-3) + min(abs(w), 1) * 1e-6
 )";
     for (StateFormat f : {StateFormat::F32, StateFormat::Q8S, StateFormat::FP8, StateFormat::Q4S}) {
         RunOptions o;
