@@ -7,8 +7,8 @@
 // Kernels with block-quantized states (pipelined_chunk_loop) give each thread 8 consecutive
 // elements instead, so a block of B elements belongs to B / 8 neighbouring threads: they
 // decode, update, find the block's absmax by a warp reduction (through shared memory when a
-// block spans warps), and encode and store, in one pass. The codecs' lookup tables are copied into
-// shared memory when the kernel starts. These kernels are bound by the instructions they issue
+// block spans warps), and encode and store, in one pass. The codecs' lookup tables are copied
+// into shared memory when the kernel starts. These kernels are bound by the instructions they issue
 // (benchmarks/NOTES.md): every instruction an element counts. A rank-1 state instead scales
 // each element by its row's and column's statistics (compiler/rank1_statistics.h), found by a
 // second kernel in the module that runs before this one.
@@ -920,9 +920,6 @@ private:
         return vector;
     }
 
-    // The same words from normalized values that are not NaN, in the fewest instructions: table
-    // codes come in the top byte of a word (StateCodec::encode_in_top_byte) and four of them
-    // are gathered by byte permutes; sm_89+ fp8 codes come in pairs.
     // x * y rounded to nearest, clamped to [0, 1] (NaN to 0): PTX's mul.rn.sat.f32, which LLVM
     // has no intrinsic for.
     llvm::Value* multiply_saturated(llvm::Value* x, llvm::Value* y) {
@@ -930,6 +927,10 @@ private:
         return b_.CreateCall(llvm::InlineAsm::get(type, "mul.rn.sat.f32 $0, $1, $2;", "=f,f,f", false), {x, y});
     }
 
+    // The same words from normalized values that are not NaN, in the fewest instructions: table
+    // codes come in the top byte of a word (StateCodec::encode_in_top_byte) and four of them
+    // are gathered by byte permutes; sm_89+ fp8 codes come in pairs. `saturated`: see
+    // encode_in_top_byte.
     std::vector<llvm::Value*> pack_codes_fast(const QuantizedArray& q, const std::vector<llvm::Value*>& normalized, bool saturated) {
         auto permute = [&](llvm::Value* x, llvm::Value* y, uint32_t selector) {
             return b_.CreateIntrinsic(llvm::Intrinsic::nvvm_prmt, {}, {x, y, b_.getInt32(selector)});

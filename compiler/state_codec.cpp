@@ -49,14 +49,21 @@ llvm::GlobalVariable* StateCodec::table(const char* name, llvm::Type* elem, cons
     return g;
 }
 
-llvm::Value* StateCodec::load_table(llvm::IRBuilder<>& b, llvm::GlobalVariable* t, llvm::Value* index) const {
+llvm::Value* StateCodec::table_base(llvm::GlobalVariable* t) const {
     auto it = where_.find(t);
-    llvm::Value* base = it == where_.end() ? t : it->second;
-    llvm::Type* elem = t->getValueType()->getArrayElementType();
-    if (index->getType() != b.getInt64Ty()) index = b.CreateZExt(index, b.getInt64Ty());
-    auto* load = b.CreateAlignedLoad(elem, b.CreateGEP(elem, base, index), llvm::Align(4));
+    return it == where_.end() ? t : it->second;
+}
+
+llvm::Value* StateCodec::load_invariant(llvm::IRBuilder<>& b, llvm::Type* type, llvm::Value* address) const {
+    auto* load = b.CreateAlignedLoad(type, address, llvm::Align(4));
     load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));
     return load;
+}
+
+llvm::Value* StateCodec::load_table(llvm::IRBuilder<>& b, llvm::GlobalVariable* t, llvm::Value* index) const {
+    llvm::Type* elem = t->getValueType()->getArrayElementType();
+    if (index->getType() != b.getInt64Ty()) index = b.CreateZExt(index, b.getInt64Ty());
+    return load_invariant(b, elem, b.CreateGEP(elem, table_base(t), index));
 }
 
 llvm::Value* StateCodec::magnitude_bits(llvm::IRBuilder<>& b, llvm::Value* value) {
@@ -88,10 +95,7 @@ llvm::Value* StateCodec::decode_field(llvm::IRBuilder<>& b, llvm::Value* word, u
     if (storage_.format == StateFormat::FP8) return decode(b, b.CreateAnd(b.CreateLShr(word, shift), b.getInt32(mask)), scale);
     llvm::Value* moved = shift >= 2 ? b.CreateLShr(word, shift - 2) : b.CreateShl(word, 2 - shift);
     llvm::Value* offset = b.CreateZExt(b.CreateAnd(moved, b.getInt32(mask << 2)), b.getInt64Ty());
-    auto it = where_.find(values_);
-    llvm::Value* base = it == where_.end() ? values_ : it->second;
-    auto* unit = b.CreateAlignedLoad(b.getFloatTy(), b.CreateGEP(b.getInt8Ty(), base, offset), llvm::Align(4));
-    unit->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));
+    llvm::Value* unit = load_invariant(b, b.getFloatTy(), b.CreateGEP(b.getInt8Ty(), table_base(values_), offset));
     return b.CreateFMul(unit, scale);
 }
 
@@ -129,9 +133,9 @@ std::pair<llvm::Value*, llvm::Value*> StateCodec::encode_pair(llvm::IRBuilder<>&
     return {b.CreateAnd(wide, b.getInt32(0xff)), b.CreateLShr(wide, 8)};
 }
 
-// compiler/code_lookup.h's lookup_code, instruction for instruction (NaN aside).
 bool StateCodec::unsigned_lookup() const { return has_lookup() && !code_lookup(storage_.format).is_signed; }
 
+// compiler/code_lookup.h's lookup_code, instruction for instruction (NaN aside).
 llvm::Value* StateCodec::encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized, bool saturated) const {
     const CodeLookup& lookup = code_lookup(storage_.format);
     llvm::Value* key = b.CreateBitCast(normalized, b.getInt32Ty());

@@ -55,17 +55,19 @@ public:
     llvm::Value* encode(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
     // Two codes at once (fp8 on sm_89+ converts pairs); other formats encode each.
     std::pair<llvm::Value*, llvm::Value*> encode_pair(llvm::IRBuilder<>& b, llvm::Value* v0, llvm::Value* v1) const;
-    // Table formats (not fp8): an i32 whose top byte is the code of `normalized`, which must
-    // not be NaN; the low bytes are not zero. Packing codes by bytes saves the shift.
-    // `saturated`: the value is known to lie in [0, 1] (a multiplication with .sat), so that an
-    // unsigned table's upper clamp can go.
-    bool has_lookup() const { return entries_ != nullptr; }
-    bool unsigned_lookup() const;
+    bool has_lookup() const { return entries_ != nullptr; }  // the table formats (not fp8)
+    bool unsigned_lookup() const;                              // q8u and q4u
+    // Table formats: an i32 whose top byte is the code of `normalized`, which must not be NaN;
+    // the low bytes are not zero. Packing codes by bytes saves the shift. `saturated`: the value
+    // is known to lie in [0, 1] (a multiplication with .sat), so that an unsigned table's upper
+    // clamp can go.
     llvm::Value* encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized, bool saturated = false) const;
 
 private:
     llvm::GlobalVariable* table(const char* name, llvm::Type* elem, const std::vector<llvm::Constant*>& values);
     llvm::Value* load_table(llvm::IRBuilder<>& b, llvm::GlobalVariable* t, llvm::Value* index) const;
+    llvm::Value* load_invariant(llvm::IRBuilder<>& b, llvm::Type* type, llvm::Value* address) const;
+    llvm::Value* table_base(llvm::GlobalVariable* t) const;  // the shared-memory copy, once relocated
     llvm::Value* encode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
     llvm::Value* decode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* code) const;
     bool hardware_fp8() const { return target_.is_gpu() && target_.sm >= 89; }
