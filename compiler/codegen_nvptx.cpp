@@ -217,16 +217,14 @@ private:
             llvm::Value* v = llvm::PoisonValue::get(vec_ty);
             if (pairs) {
                 llvm::Value* words = llvm::PoisonValue::get(llvm::FixedVectorType::get(b_.getInt32Ty(), per_store / 2));
-                for (int j = 0; j < per_store; j += 2) {
-                    // The first operand goes to the upper half.
-                    llvm::Value* two = b_.CreateIntrinsic(llvm::Intrinsic::nvvm_ff2bf16x2_rn, {}, {values[k + j + 1], values[k + j]});
-                    words = b_.CreateInsertElement(words, b_.CreateBitCast(two, b_.getInt32Ty()), j / 2);
-                }
+                for (int j = 0; j < per_store; j += 2)
+                    words = b_.CreateInsertElement(words, math_->bf16_pair_from_f32(b_, values[k + j], values[k + j + 1]), j / 2);
                 v = b_.CreateBitCast(words, vec_ty);
-            }
-            for (int j = 0; j < per_store && !pairs; ++j) {
-                llvm::Value* element = b_.CreateAdd(index, b_.getInt64(int64_t(k) + j));
-                v = b_.CreateInsertElement(v, stored(a, values[k + j], element), j);
+            } else {
+                for (int j = 0; j < per_store; ++j) {
+                    llvm::Value* element = b_.CreateAdd(index, b_.getInt64(int64_t(k) + j));
+                    v = b_.CreateInsertElement(v, stored(a, values[k + j], element), j);
+                }
             }
             llvm::Value* addr = b_.CreateGEP(elem, a.base, b_.CreateAdd(index, b_.getInt64(k)));
             b_.CreateAlignedStore(v, addr, llvm::Align(per_store * dtype_bytes(a.type)));
@@ -456,13 +454,12 @@ private:
         for (llvm::Value* piece : pieces) {
             unsigned count = llvm::cast<llvm::FixedVectorType>(piece->getType())->getNumElements();
             if (a.type == DType::BF16 && count % 2 == 0) {
-                // Two elements a 32-bit word: the low one shifted up, the high one masked, one
-                // instruction each (element by element, LLVM extracts each half first).
+                // By 32-bit words (element by element, LLVM extracts each half first).
                 llvm::Value* words = b_.CreateBitCast(piece, llvm::FixedVectorType::get(b_.getInt32Ty(), count / 2));
                 for (unsigned w = 0; w < count / 2; ++w) {
-                    llvm::Value* word = b_.CreateExtractElement(words, w);
-                    out.push_back(b_.CreateBitCast(b_.CreateShl(word, 16), b_.getFloatTy()));
-                    out.push_back(b_.CreateBitCast(b_.CreateAnd(word, b_.getInt32(0xffff0000u)), b_.getFloatTy()));
+                    auto [low, high] = math_->bf16_pair_to_f32(b_, b_.CreateExtractElement(words, w));
+                    out.push_back(low);
+                    out.push_back(high);
                 }
                 continue;
             }
@@ -489,8 +486,9 @@ private:
         return b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("ld.global.nc.u64 $0, [$1+{}];", 8 * column), "=l,l", false), {row});
     }
 
-    // Points the arrays at the tensor of `row` and derives the chunk's element range and path.
-    void setup_chunk(llvm::Value* row, llvm::Value* base, bool again = false) {
+    // Points the arrays at the tensor of `row` (and sets n_ and offset_); returns the OR of their
+    // addresses' bits below their vector accesses' alignment (0: all aligned).
+    llvm::Value* point_at_row(llvm::Value* row, bool again) {
         llvm::Value* misaligned = b_.getInt64(0);
         for (Array& a : arrays_) {
             llvm::Value* word = row_word(row, a.column, again);
@@ -505,6 +503,12 @@ private:
         }
         n_ = row_word(row, layout_.n(), again);
         offset_ = row_word(row, layout_.offset(), again);
+        return misaligned;
+    }
+
+    // Points the arrays at the tensor of `row` and derives the chunk's element range and path.
+    void setup_chunk(llvm::Value* row, llvm::Value* base) {
+        llvm::Value* misaligned = point_at_row(row, false);
         base_ = base;
         i0_ = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(elements_per_thread_)), "i0");
         llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
@@ -639,7 +643,7 @@ private:
     void process(const Prefetched& chunk, const std::function<void()>& issue_next_loads) {
         const int E = elements_per_thread_;
         setup_chunk(chunk.row, chunk.base);
-        llvm::Value* i0 = i0_;
+        llvm::Value* i0 = i0_;  // the prefetch below sets the members for the next chunk
         llvm::Value* fast = fast_;
         struct {
             std::vector<std::vector<llvm::Value*>> dense;  // [array][element], fp32
@@ -676,7 +680,7 @@ private:
                 for (int j = 0; j < E; ++j) {
                     CodeSlot slot = code_slot(q, j);
                     llvm::Value* word = b_.CreateExtractElement(chunk.raw.codes[k], slot.word);
-                    state_in[q.state].push_back(q.codec->decode_field(b_, word, slot.shift, 4, old_scale));
+                    state_in[q.state].push_back(q.codec->decode_field(b_, word, slot.shift, slot.mask, old_scale));
                 }
                 continue;
             }
@@ -692,7 +696,10 @@ private:
             // loaded again: the first loads' values kept through the update took 20 registers
             // more than the rest of the kernel needs (q8 AdamW: 128, 4 blocks an SM, for 96).
             issue_next_loads();
-            setup_chunk(chunk.row, chunk.base, true);
+            point_at_row(chunk.row, true);
+            base_ = chunk.base;
+            i0_ = i0;
+            fast_ = fast;
         }
 
         // Update: every element's divisions and square roots by their branch-free fast paths,

@@ -45,16 +45,21 @@ llvm::Value* exp2_integer(IRBuilder<>& b, llvm::Value* k) {
 // [2^-125, 2^125] and x is 0 or at least 2^-100 in magnitude; a y outside that range is first
 // scaled into it by s = 2^64 or 2^-64 and the quotient scaled back, exactly but where it is
 // subnormal. Infinite or NaN operands make the remainder NaN: the product q is then the answer.
+// {q, RN(q + (x - q y) r)} for q = RN(x r), r = RN(1/y): Markstein's correction.
+std::pair<llvm::Value*, llvm::Value*> markstein_quotient(IRBuilder<>& b, llvm::Value* x, llvm::Value* y) {
+    namespace I = llvm::Intrinsic;
+    llvm::Value* r = b.CreateFDiv(f32(b, 1), y);
+    llvm::Value* q = b.CreateFMul(x, r);
+    llvm::Value* remainder = intrinsic(b, I::fma, {b.CreateFNeg(q), y, x});
+    return {q, intrinsic(b, I::fma, {remainder, r, q})};
+}
+
 llvm::Value* divide_by_invariant(IRBuilder<>& b, llvm::Value* x, llvm::Value* y) {
     namespace I = llvm::Intrinsic;
     llvm::Value* magnitude = intrinsic(b, I::fabs, {y});
     llvm::Value* s = b.CreateSelect(b.CreateFCmpOLT(magnitude, f32(b, 0x1p-125)), f32(b, 0x1p64),
                                     b.CreateSelect(b.CreateFCmpOGT(magnitude, f32(b, 0x1p125)), f32(b, 0x1p-64), f32(b, 1)));
-    llvm::Value* scaled = b.CreateFMul(y, s);
-    llvm::Value* r = b.CreateFDiv(f32(b, 1), scaled);
-    llvm::Value* q = b.CreateFMul(x, r);
-    llvm::Value* remainder = intrinsic(b, I::fma, {b.CreateFNeg(q), scaled, x});
-    llvm::Value* corrected = intrinsic(b, I::fma, {remainder, r, q});
+    auto [q, corrected] = markstein_quotient(b, x, b.CreateFMul(y, s));
     llvm::Value* quotient = b.CreateSelect(b.CreateFCmpUNO(corrected, corrected), q, corrected);
     return b.CreateFMul(quotient, s);
 }
@@ -67,10 +72,7 @@ llvm::Value* divide_by_invariant_speculatively(IRBuilder<>& b, llvm::Value* x, l
     namespace I = llvm::Intrinsic;
     llvm::Value* magnitude = intrinsic(b, I::fabs, {y});
     guard.require_uniform(b, b.CreateAnd(b.CreateFCmpOGE(magnitude, f32(b, 0x1p-125)), b.CreateFCmpOLE(magnitude, f32(b, 0x1p125))));
-    llvm::Value* r = b.CreateFDiv(f32(b, 1), y);
-    llvm::Value* q = b.CreateFMul(x, r);
-    llvm::Value* remainder = intrinsic(b, I::fma, {b.CreateFNeg(q), y, x});
-    return intrinsic(b, I::fma, {remainder, r, q});
+    return markstein_quotient(b, x, y).second;
 }
 
 // Division's window: magnitudes in [2^-60, 2^60], as keys of the magnitude bits doubled (the
@@ -172,6 +174,16 @@ llvm::Value* ElementMath::from_f32(IRBuilder<>& b, DType t, llvm::Value* f) cons
     }
     }
     return nullptr;
+}
+
+std::pair<llvm::Value*, llvm::Value*> ElementMath::bf16_pair_to_f32(IRBuilder<>& b, llvm::Value* word) const {
+    return {b.CreateBitCast(b.CreateShl(word, 16), b.getFloatTy()), b.CreateBitCast(b.CreateAnd(word, b.getInt32(0xffff0000u)), b.getFloatTy())};
+}
+
+llvm::Value* ElementMath::bf16_pair_from_f32(IRBuilder<>& b, llvm::Value* low, llvm::Value* high) const {
+    if (!target_.is_gpu()) throw std::logic_error("ElementMath::bf16_pair_from_f32: GPU kernels only");
+    // cvt.rn.bf16x2.f32 puts its first operand in the upper half.
+    return b.CreateBitCast(b.CreateIntrinsic(llvm::Intrinsic::nvvm_ff2bf16x2_rn, {}, {high, low}), b.getInt32Ty());
 }
 
 llvm::Value* ElementMath::param_from_f32(IRBuilder<>& b, DType t, llvm::Value* f, llvm::Value* global_index, llvm::Value* seed) const {

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "compiler/target.h"
@@ -76,6 +77,11 @@ public:
     // Stored bits -> fp32, and fp32 -> stored bits (round to nearest even).
     llvm::Value* to_f32(llvm::IRBuilder<>& b, DType t, llvm::Value* stored) const;
     llvm::Value* from_f32(llvm::IRBuilder<>& b, DType t, llvm::Value* f) const;
+    // Two bf16 values in an i32 (the first element in the low half) -> fp32, one instruction
+    // each; and, in GPU kernels, two fp32 values -> such a word (cvt.rn.bf16x2.f32, one
+    // instruction for both, rounding as from_f32).
+    std::pair<llvm::Value*, llvm::Value*> bf16_pair_to_f32(llvm::IRBuilder<>& b, llvm::Value* word) const;
+    llvm::Value* bf16_pair_from_f32(llvm::IRBuilder<>& b, llvm::Value* low, llvm::Value* high) const;
     // The parameter as stored: from_f32 of its dtype, or with CodegenOptions::stochastic_rounding
     // ir/numeric.h's stochastic rounding keyed by `seed` (i64), the launch's step and the
     // element's `global_index` (i64).

@@ -90,9 +90,8 @@ llvm::Value* StateCodec::decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::V
     return b.CreateFMul(unit, scale);
 }
 
-llvm::Value* StateCodec::decode_field(llvm::IRBuilder<>& b, llvm::Value* word, unsigned shift, unsigned width, llvm::Value* scale) const {
-    uint32_t mask = (1u << width) - 1;
-    if (storage_.format == StateFormat::FP8) return decode(b, b.CreateAnd(b.CreateLShr(word, shift), b.getInt32(mask)), scale);
+llvm::Value* StateCodec::decode_field(llvm::IRBuilder<>& b, llvm::Value* word, unsigned shift, uint32_t mask, llvm::Value* scale) const {
+    if (!has_lookup()) throw std::logic_error("StateCodec::decode_field: fp8 has no table");
     llvm::Value* moved = shift >= 2 ? b.CreateLShr(word, shift - 2) : b.CreateShl(word, 2 - shift);
     llvm::Value* offset = b.CreateZExt(b.CreateAnd(moved, b.getInt32(mask << 2)), b.getInt64Ty());
     llvm::Value* unit = load_invariant(b, b.getFloatTy(), b.CreateGEP(b.getInt8Ty(), table_base(values_), offset));

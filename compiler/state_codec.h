@@ -38,10 +38,10 @@ public:
     llvm::Value* load_code(llvm::IRBuilder<>& b, llvm::Value* codes, llvm::Value* i) const;
     // `code`: i32 holding one code. The fp32 value it stands for in a block of `scale`.
     llvm::Value* decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::Value* scale) const;
-    // The code in bits [shift, shift + width) of `word` (i32), decoded: for table formats the
-    // table's byte offset comes from one shift and one mask of the word (the code times 4),
-    // where extracting the code and then scaling it is one instruction more.
-    llvm::Value* decode_field(llvm::IRBuilder<>& b, llvm::Value* word, unsigned shift, unsigned width, llvm::Value* scale) const;
+    // Table formats: the code (word >> shift) & mask of `word` (i32), decoded. The table's byte
+    // offset comes from one shift and one mask of the word (the code times 4), where
+    // extracting the code and then scaling it is one instruction more.
+    llvm::Value* decode_field(llvm::IRBuilder<>& b, llvm::Value* word, unsigned shift, uint32_t mask, llvm::Value* scale) const;
     // Two fp8 codes at once where the hardware converts pairs (else two decodes).
     std::pair<llvm::Value*, llvm::Value*> decode_pair(llvm::IRBuilder<>& b, llvm::Value* code0, llvm::Value* code1,
                                                       llvm::Value* scale) const;
