@@ -37,6 +37,7 @@
 #include "runtime/launch.h"
 #include "runtime/random.h"
 #include "example_checks.h"
+#include "optimizer_checks.h"
 
 using namespace optjit;
 using namespace optjit_test;
@@ -535,4 +536,22 @@ TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host 
             CHECK(host.tensors[t].checksum == gpu.tensors[t].checksum);
         }
     }
+}
+
+// optjit::Optimizer on the GPU: the checks test_optimizer.cpp runs on the host.
+TEST_CASE("gpu: optimizer: one launch over many tensors equals a launch per tensor, bit for bit") {
+    REQUIRE_GPU();
+    check_multi_tensor_equals_per_tensor(Device::Cuda);
+}
+TEST_CASE("gpu: optimizer: groups keep their own hyper-parameters and state formats") {
+    REQUIRE_GPU();
+    check_groups_are_independent(Device::Cuda);
+}
+TEST_CASE("gpu: optimizer: shards with global offsets step exactly as the whole tensor") {
+    REQUIRE_GPU();
+    check_shards_step_as_the_whole_tensor(Device::Cuda);
+}
+TEST_CASE("gpu: optimizer: a new learning rate every step matches the interpreter and compiles nothing") {
+    REQUIRE_GPU();
+    check_matches_interpreter_with_a_schedule(Device::Cuda);
 }

@@ -1,0 +1,299 @@
+#include "runtime/optimizer.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <stdexcept>
+#include <utility>
+
+#include "compiler/compile.h"
+#include "ir/interpreter.h"
+#include "ir/numeric.h"
+#include "ir/quantization.h"
+#include "ir/verifier.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/launch.h"
+#include "runtime/thread_pool.h"
+
+namespace optjit {
+
+std::string_view device_name(Device d) { return d == Device::Host ? "host" : "cuda"; }
+
+namespace {
+
+// Memory on a parameter's device, owned by the optimizer. Never empty (a state of an empty
+// tensor still has an address), 64-byte aligned on the host like the device's allocations.
+class Buffer {
+public:
+    Buffer(Device device, size_t bytes) : device_(device), bytes_(std::max<size_t>(bytes, 64)) {
+        if (device_ == Device::Cuda) {
+            gpu_ = cuda::DeviceAlloc(bytes_);
+        } else {
+            host_ = static_cast<std::byte*>(std::aligned_alloc(64, (bytes_ + 63) / 64 * 64));
+            if (!host_) throw std::bad_alloc();
+        }
+    }
+    ~Buffer() { std::free(host_); }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+
+    uint64_t address() const { return device_ == Device::Cuda ? gpu_.get() : reinterpret_cast<uint64_t>(host_); }
+    void fill(uint8_t byte, size_t bytes) {
+        if (device_ == Device::Cuda)
+            cuda::memset_d8(gpu_.get(), byte, bytes);
+        else
+            std::memset(host_, byte, bytes);
+    }
+    void upload(const void* source, size_t bytes) {
+        if (device_ == Device::Cuda)
+            cuda::memcpy_htod(gpu_.get(), source, bytes);
+        else
+            std::memcpy(host_, source, bytes);
+    }
+
+private:
+    Device device_;
+    size_t bytes_;
+    std::byte* host_ = nullptr;
+    cuda::DeviceAlloc gpu_;
+};
+
+int64_t element_count(const Parameter& p) {
+    return std::accumulate(p.shape.begin(), p.shape.end(), int64_t(1), std::multiplies<>());
+}
+
+// The tensor's last dimension where it has rows and columns (rank-1 states); 0 otherwise.
+int64_t columns_of(const Parameter& p) { return p.shape.size() >= 2 ? p.shape.back() : 0; }
+
+}  // namespace
+
+struct Optimizer::Impl {
+    // One kernel launch of a step: the tensors of a group that share a device, dtypes and storage.
+    struct Launch {
+        size_t group = 0;
+        Device device = Device::Host;
+        std::shared_ptr<const Kernel> kernel;
+        TensorTable table;
+        std::unique_ptr<Buffer> device_table;  // GPU launches: the table's words, uploaded once
+    };
+
+    Program program;
+    OptimizerOptions options;
+    std::vector<ParamGroup> groups;
+    std::vector<std::map<std::string, double>> hypers;  // per group: every run-time value that is set
+    std::vector<std::vector<std::vector<StateBuffer>>> states;  // [group][param][state]
+    std::vector<std::unique_ptr<Buffer>> memory;
+    std::vector<Launch> launches;
+    int64_t steps = 0;
+
+    std::string where(size_t g, size_t i) const {
+        const std::string& name = groups[g].params[i].name;
+        return name.empty() ? fmt::format("group {}, parameter {}", g, i) : fmt::format("group {}, parameter '{}'", g, name);
+    }
+    void check_hypers(const std::map<std::string, double>& values) const {
+        hyper_values(program, values);  // throws naming an unknown hyper-parameter
+    }
+    StateBuffer allocate_state(const StateDecl& decl, const StateStorage& storage, Device device, int64_t n, int64_t offset,
+                               int64_t columns);
+    void build(size_t g);
+};
+
+StateBuffer Optimizer::Impl::allocate_state(const StateDecl& decl, const StateStorage& storage, Device device, int64_t n,
+                                            int64_t offset, int64_t columns) {
+    StateBuffer s;
+    s.storage = storage;
+    auto allocate = [&](size_t bytes) {
+        memory.push_back(std::make_unique<Buffer>(device, bytes));
+        return memory.back().get();
+    };
+    if (!is_block_quantized(storage.format)) {
+        DType type = state_dtype(storage.format);
+        s.value_bytes = size_t(n) * size_t(dtype_bytes(type));
+        Buffer* values = allocate(s.value_bytes);
+        s.values = values->address();
+        if (decl.init == 0) {
+            values->fill(0, s.value_bytes);
+        } else {
+            std::vector<uint16_t> bf16(type == DType::BF16 ? size_t(n) : 0, float_to_bf16_bits(float(decl.init)));
+            std::vector<float> f32(type == DType::F32 ? size_t(n) : 0, float(decl.init));
+            values->upload(type == DType::BF16 ? static_cast<const void*>(bf16.data()) : f32.data(), s.value_bytes);
+        }
+        return s;
+    }
+    const bool rank1 = storage.rank1 && columns > 0;
+    s.value_bytes = code_bytes(storage, n);
+    // A rank-1 state keeps its statistics and room for a step's (compiler/kernel_abi.h).
+    s.scale_bytes = 4 * size_t(rank1 ? 2 * rank1_statistic_count(n, columns) : scale_count(storage, offset, n));
+    Buffer* codes = allocate(s.value_bytes);
+    Buffer* scales = allocate(s.scale_bytes);
+    s.values = codes->address();
+    s.scales = scales->address();
+    if (decl.init == 0) {
+        codes->fill(zero_code_byte(storage.format), s.value_bytes);
+        scales->fill(0, s.scale_bytes);
+    } else {
+        QuantizedTensor q = quantize(storage, std::vector<float>(size_t(n), float(decl.init)), offset, rank1 ? columns : 0);
+        q.scales.resize(s.scale_bytes / 4, 0.0f);
+        codes->upload(q.codes.data(), s.value_bytes);
+        scales->upload(q.scales.data(), s.scale_bytes);
+    }
+    return s;
+}
+
+void Optimizer::Impl::build(size_t g) {
+    const ParamGroup& group = groups[g];
+    std::string storage_error = check_storage(StorageSignature{DType::F32, DType::F32, group.states}, program);
+    if (!storage_error.empty()) throw std::invalid_argument(fmt::format("group {}: {}", g, storage_error));
+    check_hypers(hypers[g]);
+    // Launches of this group by device and storage text ("p=bf16 g=bf16 m=q8s:256 v=q8u:256").
+    std::map<std::pair<Device, std::string>, size_t> launch_of;
+    const size_t first_launch = launches.size();
+    std::vector<std::vector<TensorArgs>> tensors_of;  // per launch of this group
+    states.emplace_back();
+    for (size_t i = 0; i < group.params.size(); ++i) {
+        const Parameter& p = group.params[i];
+        for (int64_t d : p.shape)
+            if (d < 0) throw std::invalid_argument(fmt::format("{}: negative dimension {} in its shape", where(g, i), d));
+        const int64_t n = element_count(p);
+        if (n > 0 && (p.data == 0 || p.grad == 0))
+            throw std::invalid_argument(fmt::format("{}: {} address is null", where(g, i), p.data == 0 ? "the data" : "the gradient"));
+        if (p.offset < 0 || p.tensor_numel < 0 || (p.tensor_numel > 0 && p.offset + n > p.tensor_numel))
+            throw std::invalid_argument(fmt::format("{}: a shard of {} elements at offset {} does not fit in a tensor of {}", where(g, i), n,
+                                                    p.offset, p.tensor_numel));
+        if (p.device == Device::Cuda && !cuda::available())
+            throw std::invalid_argument(fmt::format("{} is on the GPU, but {}", where(g, i), cuda::unavailable_reason()));
+        if (group.stochastic_rounding && p.dtype != DType::BF16)
+            throw std::invalid_argument(fmt::format("{}: stochastic rounding applies to bf16 parameters; this one is {}", where(g, i),
+                                                    dtype_name(p.dtype)));
+
+        StorageSignature signature{p.dtype, p.grad_dtype, group.states};
+        const int64_t whole = p.tensor_numel > 0 ? p.tensor_numel : n;
+        StorageSignature storage = storage_for_tensor(signature, whole, columns_of(p));
+        states.back().emplace_back();
+        TensorArgs args;
+        args.p = p.data;
+        args.g = p.grad;
+        args.n = n;
+        args.offset = p.offset;
+        args.columns = columns_of(p);
+        for (const StateDecl& decl : program.states) {
+            StateBuffer s = allocate_state(decl, storage.state(decl.name), p.device, n, p.offset, args.columns);
+            states.back().back().push_back(s);
+            args.states.push_back(s.values);
+            args.scales.push_back(s.scales);
+        }
+        if (n == 0) continue;  // nothing to step
+
+        auto key = std::make_pair(p.device, to_string(storage, program));
+        auto [it, added] = launch_of.try_emplace(key, launches.size());
+        if (added) {
+            Launch l;
+            l.group = g;
+            l.device = p.device;
+            KernelRequest request;
+            request.program = program;
+            request.storage = storage;
+            request.target = p.device == Device::Cuda ? Target{Target::Kind::NVPTX, cuda::init()} : Target{};
+            request.options.fast_math = options.fast_math;
+            request.options.stochastic_rounding = group.stochastic_rounding;
+            l.kernel = KernelCache::global().get(request);
+            launches.push_back(std::move(l));
+            tensors_of.emplace_back();
+        }
+        // Checked alone first, so that an error names the parameter, not a row of a table.
+        try {
+            build_table(*launches[it->second].kernel, std::span<const TensorArgs>(&args, 1));
+        } catch (const std::invalid_argument& e) {
+            std::string message = e.what();
+            if (message.rfind("tensor 0: ", 0) == 0) message.erase(0, 10);
+            throw std::invalid_argument(fmt::format("{}: {}", where(g, i), message));
+        }
+        tensors_of[it->second - first_launch].push_back(args);
+    }
+    for (size_t k = 0; k < tensors_of.size(); ++k) {
+        Launch& l = launches[first_launch + k];
+        l.table = build_table(*l.kernel, tensors_of[k]);
+        if (l.device == Device::Cuda) {
+            l.device_table = std::make_unique<Buffer>(Device::Cuda, l.table.words.size() * 8);
+            l.device_table->upload(l.table.words.data(), l.table.words.size() * 8);
+        }
+    }
+}
+
+Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, OptimizerOptions options) : impl_(std::make_unique<Impl>()) {
+    Impl& m = *impl_;
+    m.program = program;
+    m.options = std::move(options);
+    m.groups = std::move(groups);
+    m.check_hypers(m.options.hypers);
+    for (size_t g = 0; g < m.groups.size(); ++g) {
+        std::map<std::string, double> values = m.options.hypers;
+        for (const auto& [name, value] : m.groups[g].hypers) values[name] = value;
+        m.hypers.push_back(values);
+        m.build(g);
+    }
+}
+
+Optimizer Optimizer::from_text(std::string_view text, std::vector<ParamGroup> groups, OptimizerOptions options, const std::string& file_name) {
+    return Optimizer(parse_and_verify(text, file_name), std::move(groups), std::move(options));
+}
+
+Optimizer::~Optimizer() = default;
+Optimizer::Optimizer(Optimizer&&) noexcept = default;
+Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
+
+void Optimizer::step(cuda::Stream stream) {
+    Impl& m = *impl_;
+    const int64_t step = m.steps + 1;
+    for (const Impl::Launch& l : m.launches) {
+        std::vector<float> scalars = launch_scalars(*l.kernel, m.hypers[l.group], step);
+        if (l.device == Device::Cuda)
+            launch_cuda(*l.kernel, l.device_table->address(), l.table, scalars, stream, m.options.seed);
+        else
+            launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), m.options.seed);
+    }
+    m.steps = step;
+}
+
+int64_t Optimizer::step_count() const { return impl_->steps; }
+
+void Optimizer::set_hyper(const std::string& name, double value) {
+    impl_->check_hypers({{name, value}});
+    for (auto& values : impl_->hypers) values[name] = value;
+}
+
+void Optimizer::set_hyper(size_t group, const std::string& name, double value) {
+    if (group >= impl_->hypers.size())
+        throw std::invalid_argument(fmt::format("there is no group {}: the optimizer has {}", group, impl_->hypers.size()));
+    impl_->check_hypers({{name, value}});
+    impl_->hypers[group][name] = value;
+}
+
+double Optimizer::hyper(size_t group, const std::string& name) const {
+    if (group >= impl_->hypers.size())
+        throw std::invalid_argument(fmt::format("there is no group {}: the optimizer has {}", group, impl_->hypers.size()));
+    impl_->check_hypers({{name, 0.0}});
+    std::vector<double> values = hyper_values(impl_->program, impl_->hypers[group]);
+    size_t i = 0;
+    while (impl_->program.hypers[i].name != name) ++i;
+    return values[i];
+}
+
+const Program& Optimizer::program() const { return impl_->program; }
+size_t Optimizer::num_groups() const { return impl_->groups.size(); }
+size_t Optimizer::num_params(size_t group) const { return impl_->groups.at(group).params.size(); }
+size_t Optimizer::num_launches() const { return impl_->launches.size(); }
+
+StateBuffer Optimizer::state(size_t group, size_t param, const std::string& name) const {
+    const Impl& m = *impl_;
+    if (group >= m.states.size() || param >= m.states[group].size())
+        throw std::invalid_argument(fmt::format("there is no parameter {} in group {}", param, group));
+    for (size_t s = 0; s < m.program.states.size(); ++s)
+        if (m.program.states[s].name == name) return m.states[group][param][s];
+    throw std::invalid_argument(fmt::format("optimizer '{}' has no state '{}'", m.program.name, name));
+}
+
+}  // namespace optjit

@@ -1,0 +1,112 @@
+// The object a training loop uses: an optimizer program, its hyper-parameters, and groups of
+// parameters whose states it allocates, owns and steps.
+//
+// A parameter is what any framework can hand over: data and gradient addresses, dtypes, shape,
+// device, and for a shard its global element offset. Each group has its own hyper-parameter
+// values and state formats (embeddings in fp32, the rest in q8). At construction the
+// parameters of each group are sorted into launches, one per (device, dtypes, storage) they
+// share: tensors under kMinQuantizedElements keep fp32 states (ir/storage.h) and go in a launch
+// of their own, as do one-dimensional tensors whose rank-1 states are stored block-wise. Each
+// launch gets its kernel from the cache and its tensor table, built once and, on the GPU, kept
+// in device memory (compiler/kernel_abi.h). A step is those launches and nothing else: no
+// compile, no allocation, no host synchronization; setting a hyper-parameter between steps
+// changes the launch's scalars only.
+//
+// States start at the program's initial values: a block-quantized state that starts at 0 has
+// scale 0 (it reads back as exactly 0), one that starts elsewhere holds that value quantized.
+//
+// The interface is plain structs, names and numbers, so that a Python binding can wrap it one
+// to one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/program.h"
+#include "ir/storage.h"
+#include "runtime/cuda_driver.h"
+
+namespace optjit {
+
+enum class Device : uint8_t { Host, Cuda };
+std::string_view device_name(Device d);  // "host", "cuda"
+
+struct Parameter {
+    std::string name;             // in error messages ("layers.0.wq")
+    uint64_t data = 0;            // address of the values on `device`
+    uint64_t grad = 0;            // address of the gradient, same shape, on `device`
+    DType dtype = DType::F32;     // of the values
+    DType grad_dtype = DType::F32;
+    std::vector<int64_t> shape;   // of this tensor (or shard); elements: the product, 1 for {}
+    Device device = Device::Host;
+    // A shard of a larger tensor: the global index of its first element (a multiple of every
+    // quantized state's block size), and the whole tensor's element count (which decides
+    // whether states are quantized at all). 0 and 0 for a whole tensor.
+    int64_t offset = 0;
+    int64_t tensor_numel = 0;
+};
+
+struct ParamGroup {
+    std::vector<Parameter> params;
+    std::map<std::string, double> hypers;         // this group's values (over the optimizer's)
+    std::map<std::string, StateStorage> states;   // formats by state name; absent: fp32
+    bool stochastic_rounding = false;             // round bf16 parameters stochastically
+};
+
+struct OptimizerOptions {
+    std::map<std::string, double> hypers;  // every group's values, unless the group sets its own
+    bool fast_math = false;                // approximate division and square roots
+    uint64_t seed = 0;                     // keys stochastic rounding's random stream
+};
+
+// A state of one parameter as stored, on the parameter's device.
+struct StateBuffer {
+    uint64_t values = 0;   // the values, or a block-quantized state's codes
+    uint64_t scales = 0;   // its block scales (rank-1: statistics), 0 for fp32 and bf16
+    size_t value_bytes = 0, scale_bytes = 0;
+    StateStorage storage;  // as stored: the group's format, or fp32 for a small tensor
+};
+
+class Optimizer {
+public:
+    // `program` must be verified (ir/verifier.h). Throws std::invalid_argument naming the group
+    // and parameter for anything it cannot step (an unknown hyper-parameter or state, a shard
+    // off a block boundary, a missing address, a GPU parameter without a GPU), and
+    // cuda::CudaError for GPU failures.
+    Optimizer(const Program& program, std::vector<ParamGroup> groups, OptimizerOptions options = {});
+    // The text form (`file_name` in diagnostics); throws ProgramError (ir/diagnostic.h),
+    // file:line:col: error: ..., for a program that does not verify.
+    static Optimizer from_text(std::string_view text, std::vector<ParamGroup> groups, OptimizerOptions options = {},
+                               const std::string& file_name = "<optimizer>");
+    ~Optimizer();
+    Optimizer(Optimizer&&) noexcept;
+    Optimizer& operator=(Optimizer&&) noexcept;
+    Optimizer(const Optimizer&) = delete;
+    Optimizer& operator=(const Optimizer&) = delete;
+
+    // Steps every tensor of every group once: host launches run before it returns, GPU
+    // launches are queued on `stream` (nullptr: the legacy default stream).
+    void step(cuda::Stream stream = nullptr);
+    int64_t step_count() const;  // steps taken; the next step is step_count() + 1
+
+    // Run-time hyper-parameters: every group's, or one group's. Compiles nothing.
+    void set_hyper(const std::string& name, double value);
+    void set_hyper(size_t group, const std::string& name, double value);
+    double hyper(size_t group, const std::string& name) const;
+
+    const Program& program() const;
+    size_t num_groups() const;
+    size_t num_params(size_t group) const;
+    size_t num_launches() const;  // kernel launches a step makes (statistics passes not counted)
+    StateBuffer state(size_t group, size_t param, const std::string& name) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace optjit

@@ -1,0 +1,325 @@
+// What the host (test_optimizer.cpp) and GPU (test_gpu.cpp) tests of optjit::Optimizer share:
+// parameters in a device's memory with fresh random values, and the checks themselves, each
+// run on a device:
+//   - one launch over many tensors equals one optimizer per tensor, bit for bit, for tensors
+//     of 1 element to several blocks and odd sizes, in every state format;
+//   - groups keep their own hyper-parameters and formats (each equals an optimizer of its own);
+//   - shards with offsets step exactly as the whole tensor does;
+//   - steps match the float64 interpreter while `lr` changes every step, and compile nothing.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/interpreter.h"
+#include "ir/numeric.h"
+#include "ir/quantization.h"
+#include "runtime/checked_run.h"
+#include "runtime/cuda_driver.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/optimizer.h"
+#include "runtime/random.h"
+#include "test_support.h"
+
+namespace optjit_test {
+
+using namespace optjit;
+
+// Bytes on a device: a host copy, mirrored in device memory for Device::Cuda.
+struct DeviceBytes {
+    Device device;
+    std::vector<uint8_t> host;
+    cuda::DeviceAlloc gpu;
+    DeviceBytes(Device d, size_t bytes) : device(d), host(std::max<size_t>(bytes, 16)) {
+        if (d == Device::Cuda) gpu = cuda::DeviceAlloc(host.size());
+    }
+    uint64_t address() { return device == Device::Cuda ? gpu.get() : reinterpret_cast<uint64_t>(host.data()); }
+    void upload() {
+        if (device == Device::Cuda) cuda::memcpy_htod(gpu.get(), host.data(), host.size());
+    }
+};
+
+// Reads `bytes` at `address` on `device` (after the work queued there is done).
+inline std::vector<uint8_t> read_bytes(Device device, uint64_t address, size_t bytes) {
+    std::vector<uint8_t> out(bytes);
+    if (bytes == 0) return out;
+    if (device == Device::Cuda) {
+        cuda::synchronize();
+        cuda::memcpy_dtoh(out.data(), address, bytes);
+    } else {
+        std::memcpy(out.data(), reinterpret_cast<const void*>(address), bytes);
+    }
+    return out;
+}
+
+// A parameter and its gradient with values drawn from `seed`; `stream` tells tensors apart.
+struct TestParam {
+    std::vector<int64_t> shape;
+    DType dtype, grad_dtype;
+    int64_t n;
+    std::unique_ptr<DeviceBytes> data, grad;
+    uint64_t seed, stream;
+
+    TestParam(Device device, std::vector<int64_t> shape_, DType dtype_, DType grad_dtype_, uint64_t seed_, uint64_t stream_)
+        : shape(std::move(shape_)), dtype(dtype_), grad_dtype(grad_dtype_), seed(seed_), stream(stream_) {
+        n = 1;
+        for (int64_t d : shape) n *= d;
+        data = std::make_unique<DeviceBytes>(device, size_t(n) * size_t(dtype_bytes(dtype)));
+        grad = std::make_unique<DeviceBytes>(device, size_t(n) * size_t(dtype_bytes(grad_dtype)));
+        for (int64_t i = 0; i < n; ++i) store_element(dtype, data->host.data(), size_t(i), normal(seed, stream, uint64_t(i)));
+        data->upload();
+    }
+    // The gradient of `step` (fresh values each step). Elements [first, first + count) of the
+    // stream: a shard draws the values of its place in the whole tensor.
+    void set_gradient(int64_t step, int64_t first = 0) {
+        for (int64_t i = 0; i < n; ++i)
+            store_element(grad_dtype, grad->host.data(), size_t(i), normal(seed, stream + 1000 * uint64_t(step), uint64_t(first + i)));
+        grad->upload();
+    }
+    Parameter parameter(const std::string& name) {
+        Parameter p;
+        p.name = name;
+        p.data = data->address();
+        p.grad = grad->address();
+        p.dtype = dtype;
+        p.grad_dtype = grad_dtype;
+        p.shape = shape;
+        p.device = data->device;
+        return p;
+    }
+    std::vector<uint8_t> values() { return read_bytes(data->device, data->address(), size_t(n) * size_t(dtype_bytes(dtype))); }
+};
+
+inline std::vector<uint8_t> state_bytes(const Optimizer& o, Device device, size_t group, size_t param, const std::string& name) {
+    StateBuffer s = o.state(group, param, name);
+    std::vector<uint8_t> out = read_bytes(device, s.values, s.value_bytes);
+    std::vector<uint8_t> scales = read_bytes(device, s.scales, s.scale_bytes);
+    out.insert(out.end(), scales.begin(), scales.end());
+    return out;
+}
+
+inline Program adamw_program() { return load_example("adamw"); }
+
+// Shapes from one element to several blocks, odd sizes, rows and columns (rank-1 states).
+inline const std::vector<std::vector<int64_t>>& test_shapes() {
+    static const std::vector<std::vector<int64_t>> shapes = {{1}, {3}, {127}, {129}, {257}, {4095}, {4096},
+                                                             {64, 65}, {5000}, {33, 257}, {3, 7, 401}, {65537}};
+    return shapes;
+}
+
+inline std::vector<std::map<std::string, StateStorage>> test_formats() {
+    auto storage = [](const char* text) {
+        std::string error;
+        return *parse_state_storage(text, &error);
+    };
+    return {{},
+            {{"m", storage("bf16")}, {"v", storage("bf16")}},
+            {{"m", storage("q8s")}, {"v", storage("q8u")}},
+            {{"m", storage("q4s")}, {"v", storage("q4u")}},
+            {{"m", storage("fp8")}, {"v", storage("fp8")}},
+            {{"m", storage("q8s:64")}, {"v", storage("q4u:128:rank1")}}};
+}
+
+inline std::string formats_text(const std::map<std::string, StateStorage>& states) {
+    std::string out;
+    for (const auto& [name, s] : states) out += name + "=" + to_string(s) + " ";
+    return out.empty() ? "fp32" : out;
+}
+
+// One optimizer over every test shape equals one optimizer per shape, bit for bit.
+inline void check_multi_tensor_equals_per_tensor(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed, " (OPTJIT_TEST_SEED replays it), device ", device_name(device));
+    Program program = adamw_program();
+    for (DType dtype : {DType::F32, DType::BF16}) {
+        for (const auto& formats : test_formats()) {
+            INFO("p and g ", dtype_name(dtype), ", states ", formats_text(formats));
+            std::vector<std::unique_ptr<TestParam>> together, alone;
+            ParamGroup all;
+            all.states = formats;
+            std::vector<Optimizer> singles;
+            for (size_t t = 0; t < test_shapes().size(); ++t) {
+                together.push_back(std::make_unique<TestParam>(device, test_shapes()[t], dtype, dtype, seed, t));
+                alone.push_back(std::make_unique<TestParam>(device, test_shapes()[t], dtype, dtype, seed, t));
+                all.params.push_back(together.back()->parameter("t" + std::to_string(t)));
+                ParamGroup one;
+                one.states = formats;
+                one.params.push_back(alone.back()->parameter("t" + std::to_string(t)));
+                singles.emplace_back(program, std::vector<ParamGroup>{one});
+            }
+            Optimizer multi(program, {all});
+            CHECK(multi.num_launches() < test_shapes().size());
+            for (int64_t step = 1; step <= 3; ++step) {
+                for (size_t t = 0; t < together.size(); ++t) {
+                    together[t]->set_gradient(step);
+                    alone[t]->set_gradient(step);
+                }
+                multi.step();
+                for (Optimizer& o : singles) o.step();
+            }
+            for (size_t t = 0; t < together.size(); ++t) {
+                INFO("tensor ", t, " of ", together[t]->n, " elements");
+                CHECK(together[t]->values() == alone[t]->values());
+                for (const StateDecl& s : program.states)
+                    CHECK_MESSAGE(state_bytes(multi, device, 0, t, s.name) == state_bytes(singles[t], device, 0, 0, s.name), "state ", s.name);
+            }
+        }
+    }
+}
+
+// Two groups with their own hyper-parameters and formats equal two optimizers of one group each.
+inline void check_groups_are_independent(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed, ", device ", device_name(device));
+    Program program = adamw_program();
+    std::string error;
+    auto make_groups = [&](std::vector<std::unique_ptr<TestParam>>& params) {
+        for (size_t t = 0; t < 4; ++t)
+            params.push_back(std::make_unique<TestParam>(device, std::vector<int64_t>{int64_t(5000 + 300 * t)}, DType::BF16, DType::BF16, seed, t));
+        ParamGroup embeddings, rest;
+        embeddings.params = {params[0]->parameter("embed")};
+        embeddings.hypers = {{"lr", 3e-3}, {"weight_decay", 0.0}};
+        rest.params = {params[1]->parameter("a"), params[2]->parameter("b"), params[3]->parameter("c")};
+        rest.states = {{"m", *parse_state_storage("q8s", &error)}, {"v", *parse_state_storage("q8u", &error)}};
+        return std::vector<ParamGroup>{embeddings, rest};
+    };
+    std::vector<std::unique_ptr<TestParam>> both_params, first_params, second_params;
+    std::vector<ParamGroup> both = make_groups(both_params), first = make_groups(first_params), second = make_groups(second_params);
+    OptimizerOptions options;
+    options.hypers = {{"lr", 1e-2}};
+    Optimizer together(program, both, options);
+    Optimizer only_first(program, {first[0]}, options), only_second(program, {second[1]}, options);
+    CHECK(together.num_groups() == 2);
+    CHECK(together.num_launches() == 2);
+    CHECK(together.hyper(0, "lr") == 3e-3);
+    CHECK(together.hyper(1, "lr") == 1e-2);
+    CHECK(together.hyper(1, "beta1") == 0.9);
+    CHECK(together.state(0, 0, "m").storage.format == StateFormat::F32);
+    CHECK(together.state(1, 2, "v").storage.format == StateFormat::Q8U);
+    for (int64_t step = 1; step <= 3; ++step) {
+        for (auto* params : {&both_params, &first_params, &second_params})
+            for (auto& p : *params) p->set_gradient(step);
+        together.step();
+        only_first.step();
+        only_second.step();
+    }
+    CHECK(together.step_count() == 3);
+    CHECK(both_params[0]->values() == first_params[0]->values());
+    CHECK(state_bytes(together, device, 0, 0, "m") == state_bytes(only_first, device, 0, 0, "m"));
+    for (size_t t = 1; t < 4; ++t) {
+        CHECK(both_params[t]->values() == second_params[t]->values());
+        CHECK(state_bytes(together, device, 1, t - 1, "v") == state_bytes(only_second, device, 0, t - 1, "v"));
+    }
+    // The groups' values really differ: the first group with the second's lr would not match.
+    CHECK(both_params[0]->values() != second_params[0]->values());
+}
+
+// A tensor given as shards with global offsets steps exactly as the whole tensor (with
+// stochastic rounding too, whose random stream is keyed by the global element index).
+inline void check_shards_step_as_the_whole_tensor(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed, ", device ", device_name(device));
+    Program program = adamw_program();
+    const int64_t n = 5000, cut = 1024;  // the second shard is under 4096 elements: the whole tensor decides
+    OptimizerOptions options;
+    options.seed = seed;
+    for (const auto& formats : test_formats())
+    for (bool rounding : {false, true}) {
+        if (formats.count("v") && formats.at("v").rank1) continue;  // rank-1 statistics need the whole tensor
+        INFO("states ", formats_text(formats), rounding ? ", stochastic rounding" : "");
+        TestParam whole(device, {n}, DType::BF16, DType::BF16, seed, 7);
+        TestParam first(device, {cut}, DType::BF16, DType::BF16, seed, 0), second(device, {n - cut}, DType::BF16, DType::BF16, seed, 0);
+        // The shards hold the whole tensor's values.
+        std::memcpy(first.data->host.data(), whole.data->host.data(), size_t(cut) * 2);
+        std::memcpy(second.data->host.data(), whole.data->host.data() + cut * 2, size_t(n - cut) * 2);
+        first.data->upload();
+        second.data->upload();
+        first.stream = second.stream = whole.stream;
+        ParamGroup whole_group, shard_group;
+        whole_group.states = shard_group.states = formats;
+        whole_group.params = {whole.parameter("w")};
+        Parameter a = first.parameter("w[0:1024]"), b = second.parameter("w[1024:]");
+        a.tensor_numel = b.tensor_numel = n;
+        b.offset = cut;
+        shard_group.params = {a, b};
+        whole_group.stochastic_rounding = shard_group.stochastic_rounding = rounding;
+        Optimizer one(program, {whole_group}, options), sharded(program, {shard_group}, options);
+        for (int64_t step = 1; step <= 3; ++step) {
+            whole.set_gradient(step);
+            first.set_gradient(step, 0);
+            second.set_gradient(step, cut);
+            one.step();
+            sharded.step();
+        }
+        std::vector<uint8_t> joined = first.values(), rest = second.values();
+        joined.insert(joined.end(), rest.begin(), rest.end());
+        CHECK(joined == whole.values());
+        for (const StateDecl& s : program.states) {
+            StateBuffer w = one.state(0, 0, s.name), sa = sharded.state(0, 0, s.name), sb = sharded.state(0, 1, s.name);
+            CHECK(sa.storage == w.storage);
+            std::vector<uint8_t> values = read_bytes(device, sa.values, sa.value_bytes), more = read_bytes(device, sb.values, sb.value_bytes);
+            values.insert(values.end(), more.begin(), more.end());
+            CHECK_MESSAGE(values == read_bytes(device, w.values, w.value_bytes), "state ", s.name);
+            std::vector<uint8_t> scales = read_bytes(device, sa.scales, sa.scale_bytes), more_scales = read_bytes(device, sb.scales, sb.scale_bytes);
+            scales.insert(scales.end(), more_scales.begin(), more_scales.end());
+            CHECK_MESSAGE(scales == read_bytes(device, w.scales, w.scale_bytes), "scales of ", s.name);
+        }
+    }
+}
+
+// Steps against the float64 interpreter with a new learning rate every step: values within
+// fp32 rounding, and no compile after the first step.
+inline void check_matches_interpreter_with_a_schedule(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed, ", device ", device_name(device));
+    Program program = adamw_program();
+    std::vector<std::unique_ptr<TestParam>> params;
+    ParamGroup group;
+    std::vector<HostTensor> reference;
+    for (size_t t = 0; t < test_shapes().size(); ++t) {
+        params.push_back(std::make_unique<TestParam>(device, test_shapes()[t], DType::F32, DType::F32, seed, t));
+        group.params.push_back(params.back()->parameter("t" + std::to_string(t)));
+        HostTensor h;
+        for (int64_t i = 0; i < params.back()->n; ++i) h.p.push_back(load_element(DType::F32, params.back()->data->host.data(), size_t(i)));
+        h.g.resize(h.p.size());
+        reference.push_back(h);
+    }
+    Optimizer optimizer(program, {group});
+    Interpreter interpreter(program, hyper_values(program, {}), StorageSignature{});
+    for (HostTensor& h : reference) interpreter.init_states(h);
+    int compiles = 0;
+    for (int64_t step = 1; step <= 10; ++step) {
+        const double lr = 1e-3 * (1.0 + 0.37 * double(step));
+        optimizer.set_hyper("lr", lr);
+        interpreter.set_hyper("lr", lr);
+        for (size_t t = 0; t < params.size(); ++t) {
+            params[t]->set_gradient(step);
+            for (int64_t i = 0; i < params[t]->n; ++i) reference[t].g[size_t(i)] = load_element(DType::F32, params[t]->grad->host.data(), size_t(i));
+        }
+        optimizer.step();
+        interpreter.step(step, reference);
+        if (step == 1) compiles = KernelCache::global().stats().compiles;
+    }
+    CHECK(KernelCache::global().stats().compiles == compiles);
+    CHECK(optimizer.hyper(0, "lr") == doctest::Approx(1e-3 * 4.7));
+    for (size_t t = 0; t < params.size(); ++t) {
+        std::vector<uint8_t> p = params[t]->values();
+        std::vector<uint8_t> m = read_bytes(device, optimizer.state(0, t, "m").values, size_t(params[t]->n) * 4);
+        std::vector<double> kernel_p, kernel_m;
+        for (int64_t i = 0; i < params[t]->n; ++i) {
+            kernel_p.push_back(load_element(DType::F32, p.data(), size_t(i)));
+            kernel_m.push_back(load_element(DType::F32, m.data(), size_t(i)));
+        }
+        INFO("tensor ", t, " of ", params[t]->n, " elements");
+        CHECK(max_relative_difference(kernel_p, reference[t].p) < tolerance_for(DType::F32));
+        CHECK(max_relative_difference(kernel_m, reference[t].states[0]) < tolerance_for(DType::F32));
+    }
+}
+
+}  // namespace optjit_test

@@ -1,0 +1,153 @@
+// optjit::Optimizer on the host target: the checks of optimizer_checks.h (the GPU runs the same
+// ones in test_gpu.cpp), the states it allocates, and every configuration it refuses.
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "optimizer_checks.h"
+
+using namespace optjit;
+using namespace optjit_test;
+
+namespace {
+
+std::string refusal(const std::function<void()>& build) {
+    try {
+        build();
+    } catch (const std::exception& e) {  // std::invalid_argument, or ProgramError for a program
+        return e.what();
+    }
+    return "(accepted)";
+}
+
+StateStorage storage(const char* text) {
+    std::string error;
+    return *parse_state_storage(text, &error);
+}
+
+}  // namespace
+
+TEST_CASE("optimizer: one launch over many tensors equals a launch per tensor, bit for bit") {
+    check_multi_tensor_equals_per_tensor(Device::Host);
+}
+
+TEST_CASE("optimizer: groups keep their own hyper-parameters and state formats") { check_groups_are_independent(Device::Host); }
+
+TEST_CASE("optimizer: shards with global offsets step exactly as the whole tensor") { check_shards_step_as_the_whole_tensor(Device::Host); }
+
+TEST_CASE("optimizer: a new learning rate every step matches the interpreter and compiles nothing") {
+    check_matches_interpreter_with_a_schedule(Device::Host);
+}
+
+TEST_CASE("optimizer: states take the memory their format implies and start at the program's values") {
+    Program program = parse_and_verify("optimizer ones\n  hyper lr = 0.1\n  state m = 0\n  state v = 1\n  update\n    m = m + g\n    v = v * 2\n    p = p - lr * m / v\n",
+                                       "<test>");
+    TestParam big(Device::Host, {1000, 17}, DType::BF16, DType::BF16, 1, 0), small(Device::Host, {4095}, DType::BF16, DType::BF16, 1, 1);
+    ParamGroup group;
+    group.params = {big.parameter("big"), small.parameter("small")};
+    group.states = {{"m", storage("q4s")}, {"v", storage("q8u:512")}};
+    Optimizer o(program, {group});
+    CHECK(o.num_launches() == 2);  // the small tensor keeps fp32 states, in a launch of its own
+    StateBuffer m = o.state(0, 0, "m"), v = o.state(0, 0, "v");
+    CHECK(m.value_bytes == 8500);
+    CHECK(m.scale_bytes == 4 * 133);  // 17000 / 128, rounded up
+    CHECK(v.value_bytes == 17000);
+    CHECK(v.scale_bytes == 4 * 34);
+    CHECK(o.state(0, 1, "m").storage.format == StateFormat::F32);
+    CHECK(o.state(0, 1, "m").value_bytes == 4095 * 4);
+    CHECK(o.state(0, 1, "m").scale_bytes == 0);
+    // m starts at 0: scale 0, every code the zero code. v starts at 1: read back as exactly 1.
+    const float* m_scales = reinterpret_cast<const float*>(m.scales);
+    CHECK(m_scales[0] == 0.0f);
+    CHECK(reinterpret_cast<const uint8_t*>(m.values)[4249] == zero_code_byte(StateFormat::Q4S));
+    QuantizedTensor q;
+    q.codes.assign(reinterpret_cast<const uint8_t*>(v.values), reinterpret_cast<const uint8_t*>(v.values) + v.value_bytes);
+    q.scales.assign(reinterpret_cast<const float*>(v.scales), reinterpret_cast<const float*>(v.scales) + 34);
+    std::vector<float> values = dequantize(v.storage, q, 17000);
+    CHECK(values.front() == 1.0f);
+    CHECK(values.back() == 1.0f);
+    const float* small_v = reinterpret_cast<const float*>(o.state(0, 1, "v").values);
+    CHECK(small_v[0] == 1.0f);
+    CHECK(small_v[4094] == 1.0f);
+    // A step uses those values: with v = 2 after it, p moves by lr * g / 2.
+    big.set_gradient(1);
+    small.set_gradient(1);
+    double p0 = load_element(DType::BF16, small.data->host.data(), 9), g0 = load_element(DType::BF16, small.grad->host.data(), 9);
+    o.step();
+    CHECK(load_element(DType::BF16, small.data->host.data(), 9) == doctest::Approx(round_to(DType::BF16, p0 - 0.1 * g0 / 2)).epsilon(1e-2));
+    CHECK(o.step_count() == 1);
+}
+
+TEST_CASE("optimizer: what it refuses, with a sentence naming the parameter") {
+    Program program = adamw_program();
+    TestParam a(Device::Host, {8192}, DType::F32, DType::F32, 3, 0);
+    auto build = [&](ParamGroup group, OptimizerOptions options = {}) { return [=] { Optimizer(program, {group}, options); }; };
+    ParamGroup good;
+    good.params = {a.parameter("layers.0.wq")};
+
+    ParamGroup bad_hyper = good;
+    bad_hyper.hypers = {{"learning_rate", 1e-3}};
+    CHECK(refusal(build(bad_hyper)) == "optimizer 'adamw' has no hyper-parameter 'learning_rate' (its hyper-parameters: lr, beta1, beta2, eps, weight_decay)");
+    OptimizerOptions bad_options;
+    bad_options.hypers = {{"momentum", 0.9}};
+    CHECK(refusal(build(good, bad_options)) == "optimizer 'adamw' has no hyper-parameter 'momentum' (its hyper-parameters: lr, beta1, beta2, eps, weight_decay)");
+
+    ParamGroup bad_state = good;
+    bad_state.states = {{"w", storage("q8s")}};
+    CHECK(refusal(build(bad_state)).find("group 0: ") == 0);
+    CHECK(refusal(build(bad_state)).find("'w'") != std::string::npos);
+
+    ParamGroup misplaced = good;
+    misplaced.states = {{"m", storage("q8s")}};
+    misplaced.params[0].offset = 100;
+    misplaced.params[0].tensor_numel = 100000;
+    CHECK(refusal(build(misplaced)) ==
+          "group 0, parameter 'layers.0.wq': a shard must start on a block boundary of state 'm' (offset 100, block 256)");
+
+    ParamGroup outside = good;
+    outside.params[0].offset = 4096;
+    outside.params[0].tensor_numel = 10000;
+    CHECK(refusal(build(outside)) == "group 0, parameter 'layers.0.wq': a shard of 8192 elements at offset 4096 does not fit in a tensor of 10000");
+
+    ParamGroup null_grad = good;
+    null_grad.params[0].grad = 0;
+    CHECK(refusal(build(null_grad)) == "group 0, parameter 'layers.0.wq': the gradient address is null");
+
+    ParamGroup rounding = good;
+    rounding.stochastic_rounding = true;
+    CHECK(refusal(build(rounding)) == "group 0, parameter 'layers.0.wq': stochastic rounding applies to bf16 parameters; this one is f32");
+
+    ParamGroup rank1_shard = good;
+    rank1_shard.states = {{"v", storage("q4u:128:rank1")}};
+    rank1_shard.params[0].shape = {64, 128};
+    rank1_shard.params[0].offset = 8192;
+    rank1_shard.params[0].tensor_numel = 16384;
+    CHECK(refusal(build(rank1_shard)).find("group 0, parameter 'layers.0.wq': state 'v' is q4u:128:rank1, which needs the whole tensor") == 0);
+
+    if (!cuda::available()) {
+        ParamGroup on_gpu = good;
+        on_gpu.params[0].device = Device::Cuda;
+        CHECK(refusal(build(on_gpu)) == "group 0, parameter 'layers.0.wq' is on the GPU, but " + cuda::unavailable_reason());
+    }
+
+    Optimizer o(program, {good});
+    CHECK(refusal([&] { o.set_hyper("lr_max", 1.0); }) == "optimizer 'adamw' has no hyper-parameter 'lr_max' (its hyper-parameters: lr, beta1, beta2, eps, weight_decay)");
+    CHECK(refusal([&] { o.set_hyper(1, "lr", 1.0); }) == "there is no group 1: the optimizer has 1");
+    CHECK(refusal([&] { o.state(0, 0, "w"); }) == "optimizer 'adamw' has no state 'w'");
+    CHECK(refusal([&] { Optimizer::from_text("optimizer x\n  update\n    p = p - q\n", {good}, {}, "x.opt"); }).find("x.opt:3:") == 0);
+}
+
+TEST_CASE("optimizer: empty tensors and empty groups step without launching") {
+    Program program = adamw_program();
+    TestParam empty(Device::Host, {0, 5}, DType::F32, DType::F32, 1, 0);
+    ParamGroup group;
+    group.params = {empty.parameter("empty")};
+    group.params[0].data = group.params[0].grad = 0;  // an empty tensor may have no memory
+    Optimizer o(program, {group, ParamGroup{}});
+    CHECK(o.num_launches() == 0);
+    o.step();
+    CHECK(o.step_count() == 1);
+    CHECK(o.state(0, 0, "m").value_bytes == 0);
+}
