@@ -260,6 +260,11 @@ void Optimizer::step(cuda::Stream stream) {
 
 int64_t Optimizer::step_count() const { return impl_->steps; }
 
+void Optimizer::set_step_count(int64_t steps) {
+    if (steps < 0) throw std::invalid_argument(fmt::format("a step count cannot be negative ({})", steps));
+    impl_->steps = steps;
+}
+
 void Optimizer::set_hyper(const std::string& name, double value) {
     impl_->check_hypers({{name, value}});
     for (auto& values : impl_->hypers) values[name] = value;
@@ -286,6 +291,12 @@ const Program& Optimizer::program() const { return impl_->program; }
 size_t Optimizer::num_groups() const { return impl_->groups.size(); }
 size_t Optimizer::num_params(size_t group) const { return impl_->groups.at(group).params.size(); }
 size_t Optimizer::num_launches() const { return impl_->launches.size(); }
+
+const Parameter& Optimizer::param(size_t group, size_t index) const {
+    if (group >= impl_->groups.size() || index >= impl_->groups[group].params.size())
+        throw std::invalid_argument(fmt::format("there is no parameter {} in group {}", index, group));
+    return impl_->groups[group].params[index];
+}
 
 StateBuffer Optimizer::state(size_t group, size_t param, const std::string& name) const {
     const Impl& m = *impl_;

@@ -92,6 +92,7 @@ public:
     // launches are queued on `stream` (nullptr: the legacy default stream).
     void step(cuda::Stream stream = nullptr);
     int64_t step_count() const;  // steps taken; the next step is step_count() + 1
+    void set_step_count(int64_t steps);  // resume a schedule (load_state_dict does)
 
     // Run-time hyper-parameters: every group's, or one group's. Compiles nothing.
     void set_hyper(const std::string& name, double value);
@@ -102,7 +103,22 @@ public:
     size_t num_groups() const;
     size_t num_params(size_t group) const;
     size_t num_launches() const;  // kernel launches a step makes (statistics passes not counted)
+    const Parameter& param(size_t group, size_t index) const;
     StateBuffer state(size_t group, size_t param, const std::string& name) const;
+
+    // Checkpoints (runtime/checkpoint.cpp documents the format). state_dict() waits for the
+    // GPU's queued work, then copies every state as stored (codes and scales), the step, every
+    // group's hyper-parameter values and the program's text. load_state_dict() checks all of it
+    // against this optimizer (format, version, checksum, program, groups, parameters, sizes,
+    // state formats) and throws std::invalid_argument with one sentence before writing any
+    // state. A state stored in another format or block size is converted (dequantized and
+    // requantized, ir/quantization.h) only with `convert_formats`.
+    std::vector<uint8_t> state_dict() const;
+    struct LoadOptions {
+        bool convert_formats = false;
+    };
+    void load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOptions options);
+    void load_state_dict(const std::vector<uint8_t>& checkpoint) { load_state_dict(checkpoint, LoadOptions{}); }
 
 private:
     struct Impl;

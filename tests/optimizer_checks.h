@@ -322,4 +322,74 @@ inline void check_matches_interpreter_with_a_schedule(Device device) {
     }
 }
 
+// Parameters of every kind a checkpoint carries (a small tensor with fp32 states, 2-D tensors
+// for rank-1 states, a shard), in two groups; one optimizer per call on `device`.
+struct CheckpointFixture {
+    std::vector<std::unique_ptr<TestParam>> params;
+    std::vector<ParamGroup> groups;
+    CheckpointFixture(Device device, uint64_t seed, const std::map<std::string, StateStorage>& second_formats) {
+        const std::vector<std::vector<int64_t>> shapes = {{100}, {5000}, {40, 130}, {7000}};
+        for (size_t t = 0; t < shapes.size(); ++t)
+            params.push_back(std::make_unique<TestParam>(device, shapes[t], DType::BF16, DType::BF16, seed, t));
+        ParamGroup first, second;
+        first.params = {params[0]->parameter("bias"), params[1]->parameter("embed")};
+        first.hypers = {{"lr", 2e-3}};
+        second.params = {params[2]->parameter("wq"), params[3]->parameter("wo[2048:]")};
+        second.params[1].offset = 2048;
+        second.params[1].tensor_numel = 9048;
+        second.states = second_formats;
+        groups = {first, second};
+    }
+    void set_gradients(int64_t step) {
+        for (auto& p : params) p->set_gradient(step);
+    }
+    // Every state's bytes, in order.
+    static std::vector<std::vector<uint8_t>> states(const Optimizer& o, Device device) {
+        std::vector<std::vector<uint8_t>> out;
+        for (size_t g = 0; g < o.num_groups(); ++g)
+            for (size_t i = 0; i < o.num_params(g); ++i)
+                for (const StateDecl& d : o.program().states) out.push_back(state_bytes(o, device, g, i, d.name));
+        return out;
+    }
+};
+
+inline std::map<std::string, StateStorage> q8_with_rank1() {
+    std::string error;
+    return {{"m", *parse_state_storage("q8s", &error)}, {"v", *parse_state_storage("q4u:128:rank1", &error)}};
+}
+
+// Steps on `save_on`, saves, loads into a fresh optimizer on `load_on`: every state's bytes, the
+// step and the hyper-parameters come back, and the next step of both is the same.
+inline void check_checkpoint_round_trip(Device save_on, Device load_on) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed, ", saved on ", device_name(save_on), ", loaded on ", device_name(load_on));
+    Program program = adamw_program();
+    CheckpointFixture a(save_on, seed, q8_with_rank1()), b(load_on, seed, q8_with_rank1());
+    Optimizer saved(program, a.groups), loaded(program, b.groups);
+    for (int64_t step = 1; step <= 3; ++step) {
+        a.set_gradients(step);
+        saved.step();
+    }
+    saved.set_hyper(1, "weight_decay", 0.25);
+    std::vector<uint8_t> checkpoint = saved.state_dict();
+    loaded.load_state_dict(checkpoint);
+    CHECK(loaded.step_count() == 3);
+    CHECK(loaded.hyper(0, "lr") == 2e-3);
+    CHECK(loaded.hyper(1, "weight_decay") == 0.25);
+    CHECK(CheckpointFixture::states(loaded, load_on) == CheckpointFixture::states(saved, save_on));
+    CHECK(loaded.state_dict() == checkpoint);
+    if (save_on != load_on) return;  // host and GPU kernels need not round alike
+    for (size_t t = 0; t < a.params.size(); ++t) {
+        std::vector<uint8_t> values = a.params[t]->values();
+        std::memcpy(b.params[t]->data->host.data(), values.data(), values.size());
+        b.params[t]->data->upload();
+    }
+    a.set_gradients(4);
+    b.set_gradients(4);
+    saved.step();
+    loaded.step();
+    for (size_t t = 0; t < a.params.size(); ++t) CHECK(a.params[t]->values() == b.params[t]->values());
+    CHECK(CheckpointFixture::states(loaded, load_on) == CheckpointFixture::states(saved, save_on));
+}
+
 }  // namespace optjit_test

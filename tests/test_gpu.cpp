@@ -555,3 +555,12 @@ TEST_CASE("gpu: optimizer: a new learning rate every step matches the interprete
     REQUIRE_GPU();
     check_matches_interpreter_with_a_schedule(Device::Cuda);
 }
+TEST_CASE("gpu: checkpoint: states round-trip bit for bit on the GPU, and the next step agrees") {
+    REQUIRE_GPU();
+    check_checkpoint_round_trip(Device::Cuda, Device::Cuda);
+}
+TEST_CASE("gpu: checkpoint: states move between the GPU and the host bit for bit") {
+    REQUIRE_GPU();
+    check_checkpoint_round_trip(Device::Cuda, Device::Host);
+    check_checkpoint_round_trip(Device::Host, Device::Cuda);
+}

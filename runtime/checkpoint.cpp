@@ -1,0 +1,327 @@
+// Optimizer checkpoints: Optimizer::state_dict() and Optimizer::load_state_dict().
+//
+// Format, version 1. Little-endian; a string is a u64 byte count and its bytes.
+//
+//   "OPTJITCK"                     8 bytes of magic
+//   u32 version                    1
+//   u32 reserved                   0
+//   u64 body_bytes                 bytes from here to the checksum
+//   --- body ---
+//   string program_text            the program as ir/printer.h prints it
+//   u64 program_hash               FNV-1a 64 of program_text
+//   i64 step                       steps taken
+//   u32 groups; per group:
+//     u32 hypers; per hyper-parameter:   string name, f64 value (every run-time value of the group)
+//     u32 params; per parameter:
+//       string name, i64 elements, i64 offset, i64 columns (0 unless rows x columns)
+//       u32 states; per state (declaration order):
+//         string name, string storage ("q8s:256", "fp32", "q4u:128:rank1"),
+//         u64 value_bytes, u64 scale_bytes
+//   then every state's bytes, in the same order: its values (or codes), then its scales (a
+//   rank-1 state: its statistics and the room for a step's, as the kernel keeps them)
+//   --- end of body ---
+//   u64 checksum                   FNV-1a 64 of every byte before it
+//
+// States are bytes as stored, so a checkpoint moves between the GPU and the host bit for bit.
+#include <fmt/format.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "ir/numeric.h"
+#include "ir/printer.h"
+#include "ir/quantization.h"
+#include "runtime/cuda_driver.h"
+#include "runtime/optimizer.h"
+
+namespace optjit {
+
+namespace {
+
+constexpr char kMagic[8] = {'O', 'P', 'T', 'J', 'I', 'T', 'C', 'K'};
+constexpr uint32_t kVersion = 1;
+
+uint64_t fnv1a(const uint8_t* data, size_t bytes, uint64_t h = 0xcbf29ce484222325ull) {
+    for (size_t i = 0; i < bytes; ++i) h = (h ^ data[i]) * 0x100000001b3ull;
+    return h;
+}
+
+class Writer {
+public:
+    std::vector<uint8_t> bytes;
+    template <typename T> void put(T value) {
+        const auto* p = reinterpret_cast<const uint8_t*>(&value);
+        bytes.insert(bytes.end(), p, p + sizeof(T));
+    }
+    void put_string(const std::string& s) {
+        put<uint64_t>(s.size());
+        bytes.insert(bytes.end(), s.begin(), s.end());
+    }
+    void put_bytes(const std::vector<uint8_t>& b) { bytes.insert(bytes.end(), b.begin(), b.end()); }
+};
+
+class Reader {
+public:
+    Reader(const std::vector<uint8_t>& bytes, size_t end) : bytes_(bytes), end_(end) {}
+    template <typename T> T get() {
+        T value;
+        std::memcpy(&value, take(sizeof(T)), sizeof(T));
+        return value;
+    }
+    std::string get_string() {
+        uint64_t n = get<uint64_t>();
+        const uint8_t* p = take(n);
+        return std::string(reinterpret_cast<const char*>(p), n);
+    }
+    std::vector<uint8_t> get_bytes(uint64_t n) {
+        const uint8_t* p = take(n);
+        return std::vector<uint8_t>(p, p + n);
+    }
+    size_t position() const { return at_; }
+
+private:
+    const uint8_t* take(uint64_t n) {
+        if (n > end_ - at_) throw std::invalid_argument("the checkpoint is truncated or corrupt: a field runs past its end");
+        const uint8_t* p = bytes_.data() + at_;
+        at_ += n;
+        return p;
+    }
+    const std::vector<uint8_t>& bytes_;
+    size_t end_;
+    size_t at_ = 0;
+};
+
+int64_t element_count(const Parameter& p) {
+    int64_t n = 1;
+    for (int64_t d : p.shape) n *= d;
+    return n;
+}
+int64_t columns_of(const Parameter& p) { return p.shape.size() >= 2 ? p.shape.back() : 0; }
+
+std::vector<uint8_t> read_state_bytes(Device device, uint64_t address, size_t bytes) {
+    std::vector<uint8_t> out(bytes);
+    if (bytes == 0) return out;
+    if (device == Device::Cuda)
+        cuda::memcpy_dtoh(out.data(), address, bytes);
+    else
+        std::memcpy(out.data(), reinterpret_cast<const void*>(address), bytes);
+    return out;
+}
+
+void write_state_bytes(Device device, uint64_t address, const std::vector<uint8_t>& bytes) {
+    if (bytes.empty()) return;
+    if (device == Device::Cuda)
+        cuda::memcpy_htod(address, bytes.data(), bytes.size());
+    else
+        std::memcpy(reinterpret_cast<void*>(address), bytes.data(), bytes.size());
+}
+
+// A state's values as fp32, from its stored bytes.
+std::vector<float> decode_state(const StateStorage& storage, const std::vector<uint8_t>& values, const std::vector<uint8_t>& scales, int64_t n,
+                                int64_t offset, int64_t columns) {
+    std::vector<float> out(static_cast<size_t>(n));
+    if (!is_block_quantized(storage.format)) {
+        for (int64_t i = 0; i < n; ++i) out[size_t(i)] = float(load_element(state_dtype(storage.format), values.data(), size_t(i)));
+        return out;
+    }
+    const bool rank1 = storage.rank1 && columns > 0;
+    QuantizedTensor q;
+    q.codes = values;
+    q.scales.resize(size_t(rank1 ? rank1_statistic_count(n, columns) : scale_count(storage, offset, n)));
+    std::memcpy(q.scales.data(), scales.data(), q.scales.size() * 4);
+    return dequantize(storage, q, n, offset, rank1 ? columns : 0);
+}
+
+// The bytes of `values` stored as `storage`: values (or codes), then scales of `scale_bytes`.
+std::pair<std::vector<uint8_t>, std::vector<uint8_t>> encode_state(const StateStorage& storage, const std::vector<float>& values,
+                                                                   int64_t offset, int64_t columns, size_t value_bytes, size_t scale_bytes) {
+    std::vector<uint8_t> out(value_bytes), scales(scale_bytes, 0);
+    if (!is_block_quantized(storage.format)) {
+        for (size_t i = 0; i < values.size(); ++i) store_element(state_dtype(storage.format), out.data(), i, values[i]);
+        return {out, scales};
+    }
+    const bool rank1 = storage.rank1 && columns > 0;
+    QuantizedTensor q = quantize(storage, values, offset, rank1 ? columns : 0);
+    std::memcpy(out.data(), q.codes.data(), std::min(out.size(), q.codes.size()));
+    std::memcpy(scales.data(), q.scales.data(), std::min(scales.size(), q.scales.size() * 4));
+    return {out, scales};
+}
+
+}  // namespace
+
+std::vector<uint8_t> Optimizer::state_dict() const {
+    bool any_gpu = false;
+    for (size_t g = 0; g < num_groups(); ++g)
+        for (size_t i = 0; i < num_params(g); ++i) any_gpu |= param(g, i).device == Device::Cuda;
+    if (any_gpu) cuda::synchronize();
+
+    Writer body;
+    const std::string text = print(program());
+    body.put_string(text);
+    body.put<uint64_t>(fnv1a(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    body.put<int64_t>(step_count());
+    body.put<uint32_t>(uint32_t(num_groups()));
+    std::vector<std::vector<uint8_t>> blobs;
+    for (size_t g = 0; g < num_groups(); ++g) {
+        body.put<uint32_t>(uint32_t(program().hypers.size()));
+        for (const HyperDecl& h : program().hypers) {
+            body.put_string(h.name);
+            body.put<double>(hyper(g, h.name));
+        }
+        body.put<uint32_t>(uint32_t(num_params(g)));
+        for (size_t i = 0; i < num_params(g); ++i) {
+            const Parameter& p = param(g, i);
+            body.put_string(p.name);
+            body.put<int64_t>(element_count(p));
+            body.put<int64_t>(p.offset);
+            body.put<int64_t>(columns_of(p));
+            body.put<uint32_t>(uint32_t(program().states.size()));
+            for (const StateDecl& d : program().states) {
+                StateBuffer s = state(g, i, d.name);
+                body.put_string(d.name);
+                body.put_string(to_string(s.storage));
+                body.put<uint64_t>(s.value_bytes);
+                body.put<uint64_t>(s.scale_bytes);
+                blobs.push_back(read_state_bytes(p.device, s.values, s.value_bytes));
+                blobs.push_back(read_state_bytes(p.device, s.scales, s.scale_bytes));
+            }
+        }
+    }
+    for (const auto& b : blobs) body.put_bytes(b);
+
+    Writer out;
+    out.bytes.assign(kMagic, kMagic + 8);
+    out.put<uint32_t>(kVersion);
+    out.put<uint32_t>(0);
+    out.put<uint64_t>(body.bytes.size());
+    out.put_bytes(body.bytes);
+    out.put<uint64_t>(fnv1a(out.bytes.data(), out.bytes.size()));
+    return out.bytes;
+}
+
+void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOptions options) {
+    // Everything is read and checked, and every state's new bytes made, before any is written.
+    constexpr size_t kHeader = 8 + 4 + 4 + 8;
+    if (checkpoint.size() < kHeader || std::memcmp(checkpoint.data(), kMagic, 8) != 0)
+        throw std::invalid_argument("not an optjit checkpoint: it does not begin with OPTJITCK");
+    Reader header(checkpoint, kHeader);
+    header.get_bytes(8);
+    const uint32_t version = header.get<uint32_t>();
+    if (version != kVersion)
+        throw std::invalid_argument(fmt::format("the checkpoint has format version {}; this optjit reads version {}", version, kVersion));
+    header.get<uint32_t>();
+    const uint64_t body_bytes = header.get<uint64_t>();
+    if (body_bytes > checkpoint.size() - kHeader || checkpoint.size() - kHeader - body_bytes != 8)
+        throw std::invalid_argument(fmt::format("the checkpoint is truncated: {} bytes where its header says {}", checkpoint.size(),
+                                                kHeader + body_bytes + 8));
+    uint64_t checksum;
+    std::memcpy(&checksum, checkpoint.data() + kHeader + body_bytes, 8);
+    if (checksum != fnv1a(checkpoint.data(), kHeader + body_bytes))
+        throw std::invalid_argument("the checkpoint is corrupt: its checksum does not match its bytes");
+
+    Reader in(checkpoint, kHeader + body_bytes);
+    in.get_bytes(kHeader);
+    const std::string text = in.get_string();
+    const uint64_t hash = in.get<uint64_t>();
+    const std::string mine = print(program());
+    if (text != mine || hash != fnv1a(reinterpret_cast<const uint8_t*>(mine.data()), mine.size())) {
+        std::string name = text.substr(0, text.find('\n'));
+        throw std::invalid_argument(fmt::format("the checkpoint is of another program ('{}'); this optimizer runs '{}'", name,
+                                                mine.substr(0, mine.find('\n'))));
+    }
+    const int64_t step = in.get<int64_t>();
+    const uint32_t groups = in.get<uint32_t>();
+    if (groups != num_groups())
+        throw std::invalid_argument(fmt::format("the checkpoint has {} parameter groups; this optimizer has {}", groups, num_groups()));
+
+    struct Write {
+        Device device;
+        uint64_t address;
+        std::vector<uint8_t> bytes;
+    };
+    struct Pending {
+        size_t group, param;
+        std::string state;
+        StateStorage stored;
+        uint64_t value_bytes, scale_bytes;
+    };
+    std::vector<std::vector<std::pair<std::string, double>>> hypers(groups);
+    std::vector<Pending> pending;
+    for (size_t g = 0; g < groups; ++g) {
+        const uint32_t count = in.get<uint32_t>();
+        for (uint32_t h = 0; h < count; ++h) {
+            std::string name = in.get_string();
+            double value = in.get<double>();
+            hypers[g].push_back({name, value});
+        }
+        const uint32_t params = in.get<uint32_t>();
+        if (params != num_params(g))
+            throw std::invalid_argument(fmt::format("group {}: the checkpoint has {} parameters; this optimizer has {}", g, params, num_params(g)));
+        for (size_t i = 0; i < params; ++i) {
+            const Parameter& p = param(g, i);
+            const std::string name = in.get_string();
+            const int64_t n = in.get<int64_t>(), offset = in.get<int64_t>(), columns = in.get<int64_t>();
+            const std::string where = fmt::format("group {}, parameter {} ('{}')", g, i, p.name);
+            if (name != p.name)
+                throw std::invalid_argument(fmt::format("{}: the checkpoint names this parameter '{}'", where, name));
+            if (n != element_count(p) || offset != p.offset || columns != columns_of(p))
+                throw std::invalid_argument(fmt::format("{}: the checkpoint holds {} elements at offset {} in rows of {}; this parameter has {} "
+                                                        "at offset {} in rows of {}", where, n, offset, columns, element_count(p), p.offset,
+                                                        columns_of(p)));
+            const uint32_t states = in.get<uint32_t>();
+            if (states != program().states.size())
+                throw std::invalid_argument(fmt::format("{}: the checkpoint has {} states; the program has {}", where, states, program().states.size()));
+            for (const StateDecl& d : program().states) {
+                Pending s{g, i, in.get_string(), {}, 0, 0};
+                const std::string storage_text = in.get_string();
+                std::string error;
+                auto stored = parse_state_storage(storage_text, &error);
+                if (s.state != d.name || !stored)
+                    throw std::invalid_argument(fmt::format("{}: the checkpoint's state '{}' ({}) is not the program's '{}'", where, s.state,
+                                                            storage_text, d.name));
+                s.stored = *stored;
+                s.value_bytes = in.get<uint64_t>();
+                s.scale_bytes = in.get<uint64_t>();
+                StateBuffer mine_state = state(g, i, d.name);
+                if (!(s.stored == mine_state.storage) && !options.convert_formats)
+                    throw std::invalid_argument(fmt::format("{}, state '{}': the checkpoint stores it as {}, this optimizer as {} (load with "
+                                                            "convert_formats to dequantize and requantize it)", where, d.name, storage_text,
+                                                            to_string(mine_state.storage)));
+                const bool rank1 = s.stored.rank1 && columns > 0;
+                const size_t expect_values = is_block_quantized(s.stored.format) ? code_bytes(s.stored, n) : size_t(n) * dtype_bytes(state_dtype(s.stored.format));
+                const size_t expect_scales = !is_block_quantized(s.stored.format) ? 0
+                                             : 4 * size_t(rank1 ? 2 * rank1_statistic_count(n, columns) : scale_count(s.stored, offset, n));
+                if (s.value_bytes != expect_values || s.scale_bytes != expect_scales)
+                    throw std::invalid_argument(fmt::format("{}, state '{}': the checkpoint holds {} + {} bytes where {} of {} elements take {} + {}",
+                                                            where, d.name, s.value_bytes, s.scale_bytes, storage_text, n, expect_values, expect_scales));
+                pending.push_back(s);
+            }
+        }
+    }
+    std::vector<Write> writes;
+    for (const Pending& s : pending) {
+        const Parameter& p = param(s.group, s.param);
+        StateBuffer target = state(s.group, s.param, s.state);
+        std::vector<uint8_t> values = in.get_bytes(s.value_bytes), scales = in.get_bytes(s.scale_bytes);
+        if (!(s.stored == target.storage)) {
+            std::vector<float> decoded = decode_state(s.stored, values, scales, element_count(p), p.offset, columns_of(p));
+            std::tie(values, scales) = encode_state(target.storage, decoded, p.offset, columns_of(p), target.value_bytes, target.scale_bytes);
+        }
+        writes.push_back({p.device, target.values, std::move(values)});
+        writes.push_back({p.device, target.scales, std::move(scales)});
+    }
+    if (in.position() != kHeader + body_bytes)
+        throw std::invalid_argument(fmt::format("the checkpoint is corrupt: {} bytes of its body are left over", kHeader + body_bytes - in.position()));
+    for (size_t g = 0; g < groups; ++g)
+        for (const auto& [name, value] : hypers[g]) hyper(g, name);  // throws for a name this program does not have
+
+    for (const Write& w : writes) write_state_bytes(w.device, w.address, w.bytes);
+    for (size_t g = 0; g < groups; ++g)
+        for (const auto& [name, value] : hypers[g]) set_hyper(g, name, value);
+    set_step_count(step);
+}
+
+}  // namespace optjit
