@@ -37,6 +37,7 @@
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/random.h"
+#include "runtime/step_bench.h"
 
 using namespace optjit;
 
@@ -82,22 +83,8 @@ const std::vector<Format>& codec_variants() {
     return f;
 }
 
-// A tensor: its elements and its last dimension (0 for one dimension).
-struct Shape {
-    int64_t n, columns;
-};
-
-// torch's Linear weights are [out, in]: rows of `in` columns.
-std::vector<Shape> llama_3_2_1b() {
-    const int64_t hidden = 2048, kv = 512, mlp = 8192, vocab = 128256;
-    std::vector<Shape> shapes{{vocab * hidden, hidden}};
-    for (int layer = 0; layer < 16; ++layer)
-        for (Shape s : {Shape{hidden * hidden, hidden}, Shape{kv * hidden, hidden}, Shape{kv * hidden, hidden}, Shape{hidden * hidden, hidden},
-                        Shape{mlp * hidden, hidden}, Shape{mlp * hidden, hidden}, Shape{hidden * mlp, mlp}, Shape{hidden, 0}, Shape{hidden, 0}})
-            shapes.push_back(s);
-    shapes.push_back({hidden, 0});
-    return shapes;
-}
+using Shape = BenchShape;  // elements and last dimension (0 for one dimension)
+std::vector<Shape> llama_3_2_1b() { return llama_3_2_1b_shapes(); }  // runtime/step_bench.h
 
 const std::vector<Shape> kOneTensor = {{int64_t(1) << 28, int64_t(1) << 14}};
 

@@ -22,6 +22,7 @@
 #include "passes/pipeline.h"
 #include "runtime/checked_run.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/step_bench.h"
 
 namespace optjit {
 namespace {
@@ -44,6 +45,7 @@ commands:
   print FILE         print a program in canonical form, optionally after passes
   run FILE           run steps on random data and summarize the result
   compile FILE       generate a kernel: LLVM IR, PTX or host assembly
+  bench              time AdamW steps over model-shaped workloads, against a copy
 
 options:
   --help             this text (and 'optjit <command> --help' for each command)
@@ -362,6 +364,52 @@ int cmd_print(Args& args) {
     return 0;
 }
 
+constexpr const char* kBenchHelp = R"(usage: optjit bench [--target host|cuda] [--workload NAME]... [--states FORMAT]... [--size N] [--steps K]
+
+Steps AdamW (bf16 parameters and gradients) through optjit::Optimizer over a workload, one row
+per state format: median step time over K timed steps with a new learning rate every step,
+the bytes a step must move, GB/s, a copy of the same bytes timed in the same run, state bytes
+per parameter, the first step's time (with its compiles) and the compiles of the timed steps.
+  --target host|cuda   where to step (default: the GPU if there is one, else the host)
+  --workload NAME      tensor (one tensor: 2^28 elements on the GPU, 2^24 on the host),
+                       llama (Llama-3.2-1B's 146 tensors, 1.24 B parameters),
+                       small (4096 tensors of 1 to 65536 elements); default: all three on the
+                       GPU, tensor and small on the host
+  --states FORMAT      fp32, bf16, q8 (m q8s, v q8u), q4 (m q4s, v q4u), fp8; default: all
+  --size N             elements of the tensor workload
+  --steps K            timed steps (default 30)
+)";
+
+int cmd_bench(Args& args) {
+    StepBenchOptions bench;
+    std::string target_name;
+    while (!args.done()) {
+        std::string a = args.take();
+        if (a == "--help") { fmt::print("{}", kBenchHelp); return 0; }
+        if (a == "--target") target_name = args.value(a);
+        else if (a == "--workload") bench.workloads.push_back(args.value(a));
+        else if (a == "--states") bench.formats.push_back(args.value(a));
+        else if (a == "--size") bench.tensor_elements = parse_integer(args.value(a), a, 1, 1ll << 34);
+        else if (a == "--steps") bench.steps = int(parse_integer(args.value(a), a, 1, 100000));
+        else throw UsageError{fmt::format("unknown option '{}'", a)};
+    }
+    if (target_name.empty()) target_name = cuda::available() ? "cuda" : "host";
+    if (target_name == "cuda") {
+        if (!cuda::available()) throw InputError{fmt::format("optjit: --target cuda: {}\n", cuda::unavailable_reason())};
+        bench.gpu = true;
+    } else if (target_name == "host") {
+        bench.gpu = false;
+    } else {
+        throw UsageError{fmt::format("unknown target '{}' (targets: host, cuda)", target_name)};
+    }
+    try {
+        run_step_bench(bench);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError{e.what()};
+    }
+    return 0;
+}
+
 int cmd_run(Args& args) {
     std::string file, target_name;
     RunOptions run;
@@ -443,6 +491,7 @@ int main_impl(int argc, char** argv) {
         if (command == "print") return cmd_print(args);
         if (command == "run") return cmd_run(args);
         if (command == "compile") return cmd_compile(args);
+        if (command == "bench") return cmd_bench(args);
         std::cerr << fmt::format("optjit: unknown command '{}'\n\n{}", command, kMainHelp);
         return 2;
     } catch (const UsageError& e) {

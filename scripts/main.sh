@@ -2,7 +2,7 @@
 # The main job: set up, then check and summarize every example program, and run each for a
 # few steps through the reference interpreter and through a kernel JIT-compiled for this CPU,
 # checked against the interpreter, with fp32 and with 8-bit states (and on the GPU too, where
-# there is one).
+# there is one); then the step benchmark on the GPU if there is one, else on this CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -19,3 +19,4 @@ for f in examples/*.opt; do
     build/optjit run "$f" --target cuda --size 1000000 --steps 10 --check --param-dtype bf16 $q8
   fi
 done
+build/optjit bench

@@ -1,0 +1,254 @@
+#include "runtime/step_bench.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+
+#include "examples/adamw_builder.h"
+#include "ir/numeric.h"
+#include "ir/quantization.h"
+#include "ir/verifier.h"
+#include "runtime/cuda_driver.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/optimizer.h"
+#include "runtime/random.h"
+#include "runtime/thread_pool.h"
+
+namespace optjit {
+
+std::vector<BenchShape> llama_3_2_1b_shapes() {
+    const int64_t hidden = 2048, kv = 512, mlp = 8192, vocab = 128256;
+    std::vector<BenchShape> shapes{{vocab * hidden, hidden}};
+    for (int layer = 0; layer < 16; ++layer)
+        for (BenchShape s : {BenchShape{hidden * hidden, hidden}, BenchShape{kv * hidden, hidden}, BenchShape{kv * hidden, hidden},
+                             BenchShape{hidden * hidden, hidden}, BenchShape{mlp * hidden, hidden}, BenchShape{mlp * hidden, hidden},
+                             BenchShape{hidden * mlp, mlp}, BenchShape{hidden, 0}, BenchShape{hidden, 0}})
+            shapes.push_back(s);
+    shapes.push_back({hidden, 0});
+    return shapes;
+}
+
+namespace {
+
+struct Format {
+    std::string label;
+    StateStorage m, v;
+};
+
+Format format_named(const std::string& name) {
+    if (name == "fp32") return {name, {StateFormat::F32}, {StateFormat::F32}};
+    if (name == "bf16") return {name, {StateFormat::BF16}, {StateFormat::BF16}};
+    if (name == "q8") return {name, {StateFormat::Q8S, 256}, {StateFormat::Q8U, 256}};
+    if (name == "q4") return {name, {StateFormat::Q4S, 128}, {StateFormat::Q4U, 128}};
+    if (name == "fp8") return {name, {StateFormat::FP8, 256}, {StateFormat::FP8, 256}};
+    throw std::invalid_argument(fmt::format("unknown state format '{}' (fp32, bf16, q8, q4, fp8)", name));
+}
+
+std::vector<BenchShape> workload_shapes(const std::string& name, bool gpu, int64_t tensor_elements) {
+    if (name == "tensor") {
+        int64_t n = tensor_elements > 0 ? tensor_elements : int64_t(1) << (gpu ? 28 : 24);
+        return {{n, 0}};
+    }
+    if (name == "llama") return llama_3_2_1b_shapes();
+    if (name == "small") {
+        std::vector<BenchShape> shapes;
+        for (uint64_t i = 0; i < 4096; ++i) shapes.push_back({int64_t(std::exp2(16.0 * uniform01(7, 0, i))), 0});
+        return shapes;
+    }
+    throw std::invalid_argument(fmt::format("unknown workload '{}' (tensor, llama, small)", name));
+}
+
+// Memory for parameters and gradients on the benchmark's device.
+class Memory {
+public:
+    Memory(bool gpu, size_t bytes) : gpu_(gpu), bytes_(std::max<size_t>(bytes, 256)) {
+        if (gpu_) {
+            device_ = cuda::DeviceAlloc(bytes_);
+        } else {
+            host_.reset(static_cast<std::byte*>(std::aligned_alloc(256, (bytes_ + 255) / 256 * 256)));
+            if (!host_) throw std::bad_alloc();
+        }
+    }
+    uint64_t base() const { return gpu_ ? device_.get() : reinterpret_cast<uint64_t>(host_.get()); }
+    size_t size() const { return bytes_; }
+    // Fills [at, at + bytes) with copies of `pattern`.
+    void fill(size_t at, size_t bytes, const std::vector<uint8_t>& pattern) {
+        for (size_t done = 0; done < bytes; done += pattern.size()) {
+            size_t n = std::min(pattern.size(), bytes - done);
+            if (gpu_)
+                cuda::memcpy_htod(device_.get() + at + done, pattern.data(), n);
+            else
+                std::memcpy(host_.get() + at + done, pattern.data(), n);
+        }
+    }
+
+private:
+    struct Free {
+        void operator()(std::byte* p) const { std::free(p); }
+    };
+    bool gpu_;
+    size_t bytes_;
+    cuda::DeviceAlloc device_;
+    std::unique_ptr<std::byte, Free> host_;
+};
+
+// A repeating block of bf16 values: normal * scale.
+std::vector<uint8_t> bf16_pattern(uint64_t seed, double scale) {
+    const size_t count = size_t(1) << 20;
+    std::vector<uint8_t> out(count * 2);
+    for (size_t i = 0; i < count; ++i) store_element(DType::BF16, out.data(), i, normal(seed, 0, i) * scale);
+    return out;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Bytes one state of a tensor keeps.
+double state_bytes(const StateStorage& s, const BenchShape& t) {
+    if (!is_block_quantized(s.format)) return double(t.n) * dtype_bytes(state_dtype(s.format));
+    return double(code_bytes(s, t.n)) + 4.0 * double(scale_count(s, 0, t.n));
+}
+
+// Times `body` `steps` times after one untimed run; milliseconds, median.
+class Timer {
+public:
+    explicit Timer(bool gpu) : gpu_(gpu) {
+        if (gpu_) start_ = cuda::event_create(), stop_ = cuda::event_create();
+    }
+    ~Timer() {
+        if (gpu_) cuda::event_destroy(start_), cuda::event_destroy(stop_);
+    }
+    template <typename Body> double median_ms(int steps, Body body) {
+        body(0);
+        std::vector<double> times;
+        for (int i = 1; i <= steps; ++i) {
+            if (gpu_) {
+                cuda::event_record(start_, nullptr);
+                body(i);
+                cuda::event_record(stop_, nullptr);
+                times.push_back(cuda::event_elapsed_ms(start_, stop_));
+            } else {
+                auto t0 = std::chrono::steady_clock::now();
+                body(i);
+                times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            }
+        }
+        return median(times);
+    }
+
+private:
+    bool gpu_;
+    cuda::Event start_ = nullptr, stop_ = nullptr;
+};
+
+void run_workload(const std::string& name, const std::vector<BenchShape>& shapes, const std::vector<Format>& formats, const StepBenchOptions& o) {
+    const Program program = build_adamw();  // examples/adamw.opt, built in so the tool needs no file
+    verify_or_throw(program);
+    int64_t total = 0;
+    for (const BenchShape& t : shapes) total += t.n;
+    const std::string where = o.gpu ? fmt::format("GPU: {}, {} SMs", cuda::device_name(), cuda::multiprocessor_count())
+                                    : fmt::format("host: {} threads", ThreadPool::global().size());
+    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g; {}\n", name, shapes.size(), double(total), where);
+    fmt::print("  {:<6} {:>9} {:>9} {:>8} {:>10} {:>7} {:>11} {:>9} {:>8} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
+               "state B/par", "first ms", "compiled", "recompile");
+
+    // Parameters and gradients, 256-byte aligned pieces of one allocation each.
+    std::vector<size_t> offsets;
+    size_t bytes = 0;
+    for (const BenchShape& t : shapes) {
+        offsets.push_back(bytes);
+        bytes += (size_t(t.n) * 2 + 255) / 256 * 256;
+    }
+    Memory p(o.gpu, bytes), g(o.gpu, bytes);
+    const std::vector<uint8_t> p_values = bf16_pattern(1, 1.0), g_values = bf16_pattern(2, 1e-2);
+    g.fill(0, bytes, g_values);
+
+    for (const Format& f : formats) {
+        p.fill(0, bytes, p_values);
+        ParamGroup group;
+        group.states = {{"m", f.m}, {"v", f.v}};
+        double moved = 0, state_memory = 0;
+        for (size_t i = 0; i < shapes.size(); ++i) {
+            const BenchShape& t = shapes[i];
+            Parameter param;
+            param.name = fmt::format("{}.{}", name, i);
+            param.data = p.base() + offsets[i];
+            param.grad = g.base() + offsets[i];
+            param.dtype = param.grad_dtype = DType::BF16;
+            param.shape = t.columns > 0 ? std::vector<int64_t>{t.n / t.columns, t.columns} : std::vector<int64_t>{t.n};
+            param.device = o.gpu ? Device::Cuda : Device::Host;
+            group.params.push_back(param);
+            StorageSignature st = storage_for_tensor(StorageSignature{DType::BF16, DType::BF16, group.states}, t.n, t.columns);
+            const double states = state_bytes(st.state("m"), t) + state_bytes(st.state("v"), t);
+            moved += double(t.n) * 6 + 2 * states;
+            state_memory += states;
+        }
+
+        KernelCache& cache = KernelCache::global();
+        const int compiles_before = cache.stats().compiles;
+        auto t0 = std::chrono::steady_clock::now();
+        Optimizer optimizer(program, {group});
+        optimizer.set_hyper("lr", 1e-4);
+        optimizer.step();
+        if (o.gpu) cuda::synchronize();
+        const double first_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        const int compiled = cache.stats().compiles - compiles_before;
+
+        Timer timer(o.gpu);
+        const int compiles_timed = cache.stats().compiles;
+        const double step_ms = timer.median_ms(o.steps, [&](int i) {
+            optimizer.set_hyper("lr", 1e-4 * (1 + 0.01 * i));  // a schedule: a new value every step
+            optimizer.step();
+        });
+        const int recompiles = cache.stats().compiles - compiles_timed;
+
+        // A copy of the same bytes: half read, half written.
+        const size_t half = size_t(moved / 2);
+        double copy_ms;
+        {
+            Memory a(o.gpu, half), b(o.gpu, half);
+            if (o.gpu) {
+                cuda::memset_d8(a.base(), 0x3c, half);
+                copy_ms = timer.median_ms(o.steps, [&](int) { cuda::memcpy_dtod_async(b.base(), a.base(), half, nullptr); });
+            } else {
+                std::memset(reinterpret_cast<void*>(a.base()), 0x3c, half);
+                // One contiguous piece a thread, as the kernels split their chunks.
+                const int64_t pieces = ThreadPool::global().size();
+                copy_ms = timer.median_ms(o.steps, [&](int) {
+                    ThreadPool::global().parallel_for(pieces, [&](int64_t begin, int64_t end) {
+                        size_t from = half * size_t(begin) / size_t(pieces), to = half * size_t(end) / size_t(pieces);
+                        std::memcpy(reinterpret_cast<void*>(b.base() + from), reinterpret_cast<const void*>(a.base() + from), to - from);
+                    });
+                });
+            }
+        }
+        const double gbs = moved / step_ms / 1e6, copy_gbs = 2.0 * double(half) / copy_ms / 1e6;
+        fmt::print("  {:<6} {:>9.3f} {:>9.3f} {:>8.0f} {:>10.0f} {:>6.1f}% {:>11.3f} {:>9.1f} {:>8} {:>9}\n", f.label, step_ms, moved / 1e9, gbs,
+                   copy_gbs, 100 * gbs / copy_gbs, state_memory / double(total), first_ms, compiled, recompiles);
+    }
+}
+
+}  // namespace
+
+void run_step_bench(const StepBenchOptions& o) {
+    std::vector<std::string> workloads = o.workloads;
+    if (workloads.empty()) workloads = o.gpu ? std::vector<std::string>{"tensor", "llama", "small"} : std::vector<std::string>{"tensor", "small"};
+    std::vector<Format> formats;
+    for (const std::string& name : o.formats.empty() ? std::vector<std::string>{"fp32", "bf16", "q8", "q4", "fp8"} : o.formats)
+        formats.push_back(format_named(name));
+    std::vector<std::vector<BenchShape>> shapes;
+    for (const std::string& w : workloads) shapes.push_back(workload_shapes(w, o.gpu, o.tensor_elements));  // every name checked first
+    if (o.gpu) cuda::init();
+    for (size_t i = 0; i < workloads.size(); ++i) run_workload(workloads[i], shapes[i], formats, o);
+}
+
+}  // namespace optjit
