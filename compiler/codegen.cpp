@@ -1,5 +1,7 @@
 #include "compiler/codegen.h"
 
+#include <llvm/IR/MDBuilder.h>
+
 #include <stdexcept>
 
 namespace optjit {
@@ -40,21 +42,50 @@ llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column) {
 
 std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
                                                        llvm::Value* t_start) {
+    // A block's chunks stay in one tensor for a while, then usually move to the next; past
+    // that, a binary search over the rows, so that a launch of thousands of small tensors costs
+    // each block a logarithm of their count, not a walk through every row (a chain of dependent
+    // loads: 1.3 ms for 4096 tensors on an H200).
     TableLayout layout = table_layout(spec);
     llvm::Function* fn = b.GetInsertBlock()->getParent();
-    llvm::BasicBlock* before = b.GetInsertBlock();
-    llvm::BasicBlock* find = llvm::BasicBlock::Create(b.getContext(), "find.tensor", fn);
-    llvm::BasicBlock* found = llvm::BasicBlock::Create(b.getContext(), "found.tensor", fn);
-    b.CreateBr(find);
-    b.SetInsertPoint(find);
-    llvm::PHINode* t = b.CreatePHI(b.getInt64Ty(), 2, "t");
-    t->addIncoming(t_start, before);
-    llvm::Value* row = b.CreateGEP(b.getInt64Ty(), table, b.CreateMul(t, b.getInt64(layout.row_words())), "row");
-    llvm::Value* past = b.CreateICmpUGE(chunk, emit_row_word(b, row, layout.chunk_end()));
-    t->addIncoming(b.CreateAdd(t, b.getInt64(1)), find);
-    b.CreateCondBr(past, find, found);
+    llvm::LLVMContext& ctx = b.getContext();
+    auto row_of = [&](llvm::Value* t) { return b.CreateGEP(b.getInt64Ty(), table, b.CreateMul(t, b.getInt64(layout.row_words())), "row"); };
+    auto past_end = [&](llvm::Value* t) { return b.CreateICmpUGE(chunk, emit_row_word(b, row_of(t), layout.chunk_end())); };
+    llvm::BasicBlock* next = llvm::BasicBlock::Create(ctx, "find.next", fn);
+    llvm::BasicBlock* search = llvm::BasicBlock::Create(ctx, "find.search", fn);
+    llvm::BasicBlock* halve = llvm::BasicBlock::Create(ctx, "find.halve", fn);
+    llvm::BasicBlock* found = llvm::BasicBlock::Create(ctx, "found.tensor", fn);
+
+    // Weights keep the common case, the same tensor, on the fall-through path.
+    llvm::MDNode* rarely = llvm::MDBuilder(ctx).createBranchWeights(1, 1000);
+    llvm::BasicBlock* here = b.GetInsertBlock();
+    b.CreateCondBr(past_end(t_start), next, found, rarely);
+    b.SetInsertPoint(next);
+    llvm::Value* t_next = b.CreateAdd(t_start, b.getInt64(1));
+    llvm::Value* last = b.CreateSub(b.CreateZExt(kernel_num_tensors(fn), b.getInt64Ty()), b.getInt64(1));
+    b.CreateCondBr(past_end(t_next), search, found, rarely);
+
+    // Rows [lo, hi]: chunk is at or past lo's end and before hi's (the last row ends at the
+    // launch's chunk count, which every chunk is below).
+    b.SetInsertPoint(search);
+    llvm::PHINode* lo = b.CreatePHI(b.getInt64Ty(), 2, "lo");
+    llvm::PHINode* hi = b.CreatePHI(b.getInt64Ty(), 2, "hi");
+    lo->addIncoming(t_next, next);
+    hi->addIncoming(last, next);
+    b.CreateCondBr(b.CreateICmpUGT(b.CreateSub(hi, lo), b.getInt64(1)), halve, found);
+    b.SetInsertPoint(halve);
+    llvm::Value* mid = b.CreateLShr(b.CreateAdd(lo, hi), b.getInt64(1));
+    llvm::Value* past = past_end(mid);
+    lo->addIncoming(b.CreateSelect(past, mid, lo), halve);
+    hi->addIncoming(b.CreateSelect(past, hi, mid), halve);
+    b.CreateBr(search);
+
     b.SetInsertPoint(found);
-    return {t, row};
+    llvm::PHINode* t = b.CreatePHI(b.getInt64Ty(), 3, "t");
+    t->addIncoming(t_start, here);
+    t->addIncoming(t_next, next);
+    t->addIncoming(hi, search);
+    return {t, row_of(t)};
 }
 
 llvm::Value* emit_chunk_first_element(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* row, llvm::Value* chunk) {

@@ -39,8 +39,13 @@ struct ChunkContext {
 void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* first, llvm::Value* stride,
                      llvm::Value* limit, const std::function<void(const ChunkContext&)>& body);
 
-// The row of the tensor holding `chunk`, searching forward from tensor `t_start` (both i64);
-// the builder ends in the block after the search. Returns {tensor index, row pointer}.
+// The launch's tensor count (i32): argument 1 of every kernel, GPU or host, update or
+// statistics pass (compiler/kernel_abi.h).
+inline llvm::Value* kernel_num_tensors(llvm::Function* kernel) { return kernel->getArg(1); }
+
+// The row of the tensor holding `chunk`, searching forward from tensor `t_start` (both i64):
+// that tensor, the next, or a binary search over the rest of the table. The builder ends in
+// the block after the search. Returns {tensor index, row pointer}.
 std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
                                                        llvm::Value* t_start);
 // Loads word `column` of a table row (invariant for the launch).
