@@ -94,31 +94,6 @@ private:
     size_t at_ = 0;
 };
 
-int64_t element_count(const Parameter& p) {
-    int64_t n = 1;
-    for (int64_t d : p.shape) n *= d;
-    return n;
-}
-int64_t columns_of(const Parameter& p) { return p.shape.size() >= 2 ? p.shape.back() : 0; }
-
-std::vector<uint8_t> read_state_bytes(Device device, uint64_t address, size_t bytes) {
-    std::vector<uint8_t> out(bytes);
-    if (bytes == 0) return out;
-    if (device == Device::Cuda)
-        cuda::memcpy_dtoh(out.data(), address, bytes);
-    else
-        std::memcpy(out.data(), reinterpret_cast<const void*>(address), bytes);
-    return out;
-}
-
-void write_state_bytes(Device device, uint64_t address, const std::vector<uint8_t>& bytes) {
-    if (bytes.empty()) return;
-    if (device == Device::Cuda)
-        cuda::memcpy_htod(address, bytes.data(), bytes.size());
-    else
-        std::memcpy(reinterpret_cast<void*>(address), bytes.data(), bytes.size());
-}
-
 // A state's values as fp32, from its stored bytes.
 std::vector<float> decode_state(const StateStorage& storage, const std::vector<uint8_t>& values, const std::vector<uint8_t>& scales, int64_t n,
                                 int64_t offset, int64_t columns) {
@@ -177,7 +152,7 @@ std::vector<uint8_t> Optimizer::state_dict() const {
             body.put_string(p.name);
             body.put<int64_t>(element_count(p));
             body.put<int64_t>(p.offset);
-            body.put<int64_t>(columns_of(p));
+            body.put<int64_t>(last_dimension(p));
             body.put<uint32_t>(uint32_t(program().states.size()));
             for (const StateDecl& d : program().states) {
                 StateBuffer s = state(g, i, d.name);
@@ -185,8 +160,8 @@ std::vector<uint8_t> Optimizer::state_dict() const {
                 body.put_string(to_string(s.storage));
                 body.put<uint64_t>(s.value_bytes);
                 body.put<uint64_t>(s.scale_bytes);
-                blobs.push_back(read_state_bytes(p.device, s.values, s.value_bytes));
-                blobs.push_back(read_state_bytes(p.device, s.scales, s.scale_bytes));
+                blobs.push_back(copy_to_host(p.device, s.values, s.value_bytes));
+                blobs.push_back(copy_to_host(p.device, s.scales, s.scale_bytes));
             }
         }
     }
@@ -267,10 +242,10 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
             const std::string where = fmt::format("group {}, parameter {} ('{}')", g, i, p.name);
             if (name != p.name)
                 throw std::invalid_argument(fmt::format("{}: the checkpoint names this parameter '{}'", where, name));
-            if (n != element_count(p) || offset != p.offset || columns != columns_of(p))
+            if (n != element_count(p) || offset != p.offset || columns != last_dimension(p))
                 throw std::invalid_argument(fmt::format("{}: the checkpoint holds {} elements at offset {} in rows of {}; this parameter has {} "
                                                         "at offset {} in rows of {}", where, n, offset, columns, element_count(p), p.offset,
-                                                        columns_of(p)));
+                                                        last_dimension(p)));
             const uint32_t states = in.get<uint32_t>();
             if (states != program().states.size())
                 throw std::invalid_argument(fmt::format("{}: the checkpoint has {} states; the program has {}", where, states, program().states.size()));
@@ -307,8 +282,8 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
         StateBuffer target = state(s.group, s.param, s.state);
         std::vector<uint8_t> values = in.get_bytes(s.value_bytes), scales = in.get_bytes(s.scale_bytes);
         if (!(s.stored == target.storage)) {
-            std::vector<float> decoded = decode_state(s.stored, values, scales, element_count(p), p.offset, columns_of(p));
-            std::tie(values, scales) = encode_state(target.storage, decoded, p.offset, columns_of(p), target.value_bytes, target.scale_bytes);
+            std::vector<float> decoded = decode_state(s.stored, values, scales, element_count(p), p.offset, last_dimension(p));
+            std::tie(values, scales) = encode_state(target.storage, decoded, p.offset, last_dimension(p), target.value_bytes, target.scale_bytes);
         }
         writes.push_back({p.device, target.values, std::move(values)});
         writes.push_back({p.device, target.scales, std::move(scales)});
@@ -318,7 +293,7 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
     for (size_t g = 0; g < groups; ++g)
         for (const auto& [name, value] : hypers[g]) hyper(g, name);  // throws for a name this program does not have
 
-    for (const Write& w : writes) write_state_bytes(w.device, w.address, w.bytes);
+    for (const Write& w : writes) copy_to_device(w.device, w.address, w.bytes.data(), w.bytes.size());
     for (size_t g = 0; g < groups; ++g)
         for (const auto& [name, value] : hypers[g]) set_hyper(g, name, value);
     set_step_count(step);

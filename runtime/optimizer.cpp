@@ -20,55 +20,11 @@
 
 namespace optjit {
 
-std::string_view device_name(Device d) { return d == Device::Host ? "host" : "cuda"; }
-
-namespace {
-
-// Memory on a parameter's device, owned by the optimizer. Never empty (a state of an empty
-// tensor still has an address), 64-byte aligned on the host like the device's allocations.
-class Buffer {
-public:
-    Buffer(Device device, size_t bytes) : device_(device), bytes_(std::max<size_t>(bytes, 64)) {
-        if (device_ == Device::Cuda) {
-            gpu_ = cuda::DeviceAlloc(bytes_);
-        } else {
-            host_ = static_cast<std::byte*>(std::aligned_alloc(64, (bytes_ + 63) / 64 * 64));
-            if (!host_) throw std::bad_alloc();
-        }
-    }
-    ~Buffer() { std::free(host_); }
-    Buffer(const Buffer&) = delete;
-    Buffer& operator=(const Buffer&) = delete;
-
-    uint64_t address() const { return device_ == Device::Cuda ? gpu_.get() : reinterpret_cast<uint64_t>(host_); }
-    void fill(uint8_t byte, size_t bytes) {
-        if (device_ == Device::Cuda)
-            cuda::memset_d8(gpu_.get(), byte, bytes);
-        else
-            std::memset(host_, byte, bytes);
-    }
-    void upload(const void* source, size_t bytes) {
-        if (device_ == Device::Cuda)
-            cuda::memcpy_htod(gpu_.get(), source, bytes);
-        else
-            std::memcpy(host_, source, bytes);
-    }
-
-private:
-    Device device_;
-    size_t bytes_;
-    std::byte* host_ = nullptr;
-    cuda::DeviceAlloc gpu_;
-};
-
 int64_t element_count(const Parameter& p) {
     return std::accumulate(p.shape.begin(), p.shape.end(), int64_t(1), std::multiplies<>());
 }
 
-// The tensor's last dimension where it has rows and columns (rank-1 states); 0 otherwise.
-int64_t columns_of(const Parameter& p) { return p.shape.size() >= 2 ? p.shape.back() : 0; }
-
-}  // namespace
+int64_t last_dimension(const Parameter& p) { return p.shape.size() >= 2 ? p.shape.back() : 0; }
 
 struct Optimizer::Impl {
     // One kernel launch of a step: the tensors of a group that share a device, dtypes and storage.
@@ -77,7 +33,7 @@ struct Optimizer::Impl {
         Device device = Device::Host;
         std::shared_ptr<const Kernel> kernel;
         TensorTable table;
-        std::unique_ptr<Buffer> device_table;  // GPU launches: the table's words, uploaded once
+        std::unique_ptr<DeviceMemory> device_table;  // GPU launches: the table's words, uploaded once
     };
 
     Program program;
@@ -85,7 +41,7 @@ struct Optimizer::Impl {
     std::vector<ParamGroup> groups;
     std::vector<std::map<std::string, double>> hypers;  // per group: every run-time value that is set
     std::vector<std::vector<std::vector<StateBuffer>>> states;  // [group][param][state]
-    std::vector<std::unique_ptr<Buffer>> memory;
+    std::vector<std::unique_ptr<DeviceMemory>> memory;
     std::vector<Launch> launches;
     int64_t steps = 0;
 
@@ -106,20 +62,20 @@ StateBuffer Optimizer::Impl::allocate_state(const StateDecl& decl, const StateSt
     StateBuffer s;
     s.storage = storage;
     auto allocate = [&](size_t bytes) {
-        memory.push_back(std::make_unique<Buffer>(device, bytes));
+        memory.push_back(std::make_unique<DeviceMemory>(device, bytes));
         return memory.back().get();
     };
     if (!is_block_quantized(storage.format)) {
         DType type = state_dtype(storage.format);
         s.value_bytes = size_t(n) * size_t(dtype_bytes(type));
-        Buffer* values = allocate(s.value_bytes);
+        DeviceMemory* values = allocate(s.value_bytes);
         s.values = values->address();
         if (decl.init == 0) {
             values->fill(0, s.value_bytes);
         } else {
             std::vector<uint16_t> bf16(type == DType::BF16 ? size_t(n) : 0, float_to_bf16_bits(float(decl.init)));
             std::vector<float> f32(type == DType::F32 ? size_t(n) : 0, float(decl.init));
-            values->upload(type == DType::BF16 ? static_cast<const void*>(bf16.data()) : f32.data(), s.value_bytes);
+            copy_to_device(device, values->address(), type == DType::BF16 ? static_cast<const void*>(bf16.data()) : f32.data(), s.value_bytes);
         }
         return s;
     }
@@ -127,8 +83,8 @@ StateBuffer Optimizer::Impl::allocate_state(const StateDecl& decl, const StateSt
     s.value_bytes = code_bytes(storage, n);
     // A rank-1 state keeps its statistics and room for a step's (compiler/kernel_abi.h).
     s.scale_bytes = 4 * size_t(rank1 ? 2 * rank1_statistic_count(n, columns) : scale_count(storage, offset, n));
-    Buffer* codes = allocate(s.value_bytes);
-    Buffer* scales = allocate(s.scale_bytes);
+    DeviceMemory* codes = allocate(s.value_bytes);
+    DeviceMemory* scales = allocate(s.scale_bytes);
     s.values = codes->address();
     s.scales = scales->address();
     if (decl.init == 0) {
@@ -137,8 +93,8 @@ StateBuffer Optimizer::Impl::allocate_state(const StateDecl& decl, const StateSt
     } else {
         QuantizedTensor q = quantize(storage, std::vector<float>(size_t(n), float(decl.init)), offset, rank1 ? columns : 0);
         q.scales.resize(s.scale_bytes / 4, 0.0f);
-        codes->upload(q.codes.data(), s.value_bytes);
-        scales->upload(q.scales.data(), s.scale_bytes);
+        copy_to_device(device, codes->address(), q.codes.data(), s.value_bytes);
+        copy_to_device(device, scales->address(), q.scales.data(), s.scale_bytes);
     }
     return s;
 }
@@ -171,14 +127,14 @@ void Optimizer::Impl::build(size_t g) {
 
         StorageSignature signature{p.dtype, p.grad_dtype, group.states};
         const int64_t whole = p.tensor_numel > 0 ? p.tensor_numel : n;
-        StorageSignature storage = storage_for_tensor(signature, whole, columns_of(p));
+        StorageSignature storage = storage_for_tensor(signature, whole, last_dimension(p));
         states.back().emplace_back();
         TensorArgs args;
         args.p = p.data;
         args.g = p.grad;
         args.n = n;
         args.offset = p.offset;
-        args.columns = columns_of(p);
+        args.columns = last_dimension(p);
         for (const StateDecl& decl : program.states) {
             StateBuffer s = allocate_state(decl, storage.state(decl.name), p.device, n, p.offset, args.columns);
             states.back().back().push_back(s);
@@ -217,8 +173,8 @@ void Optimizer::Impl::build(size_t g) {
         Launch& l = launches[first_launch + k];
         l.table = build_table(*l.kernel, tensors_of[k]);
         if (l.device == Device::Cuda) {
-            l.device_table = std::make_unique<Buffer>(Device::Cuda, l.table.words.size() * 8);
-            l.device_table->upload(l.table.words.data(), l.table.words.size() * 8);
+            l.device_table = std::make_unique<DeviceMemory>(Device::Cuda, l.table.words.size() * 8);
+            copy_to_device(Device::Cuda, l.device_table->address(), l.table.words.data(), l.table.words.size() * 8);
         }
     }
 }

@@ -29,11 +29,9 @@
 #include "ir/program.h"
 #include "ir/storage.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/device_memory.h"
 
 namespace optjit {
-
-enum class Device : uint8_t { Host, Cuda };
-std::string_view device_name(Device d);  // "host", "cuda"
 
 struct Parameter {
     std::string name;             // in error messages ("layers.0.wq")
@@ -49,6 +47,11 @@ struct Parameter {
     int64_t offset = 0;
     int64_t tensor_numel = 0;
 };
+
+// Elements of a parameter (the product of its shape, 1 for a scalar), and its last dimension
+// where it has rows and columns (two or more dimensions; rank-1 states), else 0.
+int64_t element_count(const Parameter& p);
+int64_t last_dimension(const Parameter& p);
 
 struct ParamGroup {
     std::vector<Parameter> params;

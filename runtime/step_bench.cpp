@@ -65,39 +65,11 @@ std::vector<BenchShape> workload_shapes(const std::string& name, bool gpu, int64
     throw std::invalid_argument(fmt::format("unknown workload '{}' (tensor, llama, small)", name));
 }
 
-// Memory for parameters and gradients on the benchmark's device.
-class Memory {
-public:
-    Memory(bool gpu, size_t bytes) : gpu_(gpu), bytes_(std::max<size_t>(bytes, 256)) {
-        if (gpu_) {
-            device_ = cuda::DeviceAlloc(bytes_);
-        } else {
-            host_.reset(static_cast<std::byte*>(std::aligned_alloc(256, (bytes_ + 255) / 256 * 256)));
-            if (!host_) throw std::bad_alloc();
-        }
-    }
-    uint64_t base() const { return gpu_ ? device_.get() : reinterpret_cast<uint64_t>(host_.get()); }
-    size_t size() const { return bytes_; }
-    // Fills [at, at + bytes) with copies of `pattern`.
-    void fill(size_t at, size_t bytes, const std::vector<uint8_t>& pattern) {
-        for (size_t done = 0; done < bytes; done += pattern.size()) {
-            size_t n = std::min(pattern.size(), bytes - done);
-            if (gpu_)
-                cuda::memcpy_htod(device_.get() + at + done, pattern.data(), n);
-            else
-                std::memcpy(host_.get() + at + done, pattern.data(), n);
-        }
-    }
-
-private:
-    struct Free {
-        void operator()(std::byte* p) const { std::free(p); }
-    };
-    bool gpu_;
-    size_t bytes_;
-    cuda::DeviceAlloc device_;
-    std::unique_ptr<std::byte, Free> host_;
-};
+// Fills the first `bytes` of `memory` with copies of `pattern`.
+void fill_with(DeviceMemory& memory, Device device, size_t bytes, const std::vector<uint8_t>& pattern) {
+    for (size_t done = 0; done < bytes; done += pattern.size())
+        copy_to_device(device, memory.address() + done, pattern.data(), std::min(pattern.size(), bytes - done));
+}
 
 // A repeating block of bf16 values: normal * scale.
 std::vector<uint8_t> bf16_pattern(uint64_t seed, double scale) {
@@ -168,12 +140,13 @@ void run_workload(const std::string& name, const std::vector<BenchShape>& shapes
         offsets.push_back(bytes);
         bytes += (size_t(t.n) * 2 + 255) / 256 * 256;
     }
-    Memory p(o.gpu, bytes), g(o.gpu, bytes);
+    const Device device = o.gpu ? Device::Cuda : Device::Host;
+    DeviceMemory p(device, bytes), g(device, bytes);
     const std::vector<uint8_t> p_values = bf16_pattern(1, 1.0), g_values = bf16_pattern(2, 1e-2);
-    g.fill(0, bytes, g_values);
+    fill_with(g, device, bytes, g_values);
 
     for (const Format& f : formats) {
-        p.fill(0, bytes, p_values);
+        fill_with(p, device, bytes, p_values);
         ParamGroup group;
         group.states = {{"m", f.m}, {"v", f.v}};
         double moved = 0, state_memory = 0;
@@ -181,11 +154,11 @@ void run_workload(const std::string& name, const std::vector<BenchShape>& shapes
             const BenchShape& t = shapes[i];
             Parameter param;
             param.name = fmt::format("{}.{}", name, i);
-            param.data = p.base() + offsets[i];
-            param.grad = g.base() + offsets[i];
+            param.data = p.address() + offsets[i];
+            param.grad = g.address() + offsets[i];
             param.dtype = param.grad_dtype = DType::BF16;
             param.shape = t.columns > 0 ? std::vector<int64_t>{t.n / t.columns, t.columns} : std::vector<int64_t>{t.n};
-            param.device = o.gpu ? Device::Cuda : Device::Host;
+            param.device = device;
             group.params.push_back(param);
             StorageSignature st = storage_for_tensor(StorageSignature{DType::BF16, DType::BF16, group.states}, t.n, t.columns);
             const double states = state_bytes(st.state("m"), t) + state_bytes(st.state("v"), t);
@@ -215,18 +188,17 @@ void run_workload(const std::string& name, const std::vector<BenchShape>& shapes
         const size_t half = size_t(moved / 2);
         double copy_ms;
         {
-            Memory a(o.gpu, half), b(o.gpu, half);
+            DeviceMemory a(device, half), b(device, half);
+            a.fill(0x3c, half);
             if (o.gpu) {
-                cuda::memset_d8(a.base(), 0x3c, half);
-                copy_ms = timer.median_ms(o.steps, [&](int) { cuda::memcpy_dtod_async(b.base(), a.base(), half, nullptr); });
+                copy_ms = timer.median_ms(o.steps, [&](int) { cuda::memcpy_dtod_async(b.address(), a.address(), half, nullptr); });
             } else {
-                std::memset(reinterpret_cast<void*>(a.base()), 0x3c, half);
                 // One contiguous piece a thread, as the kernels split their chunks.
                 const int64_t pieces = ThreadPool::global().size();
                 copy_ms = timer.median_ms(o.steps, [&](int) {
                     ThreadPool::global().parallel_for(pieces, [&](int64_t begin, int64_t end) {
                         size_t from = half * size_t(begin) / size_t(pieces), to = half * size_t(end) / size_t(pieces);
-                        std::memcpy(reinterpret_cast<void*>(b.base() + from), reinterpret_cast<const void*>(a.base() + from), to - from);
+                        std::memcpy(reinterpret_cast<void*>(b.address() + from), reinterpret_cast<const void*>(a.address() + from), to - from);
                     });
                 });
             }

@@ -47,15 +47,8 @@ struct DeviceBytes {
 
 // Reads `bytes` at `address` on `device` (after the work queued there is done).
 inline std::vector<uint8_t> read_bytes(Device device, uint64_t address, size_t bytes) {
-    std::vector<uint8_t> out(bytes);
-    if (bytes == 0) return out;
-    if (device == Device::Cuda) {
-        cuda::synchronize();
-        cuda::memcpy_dtoh(out.data(), address, bytes);
-    } else {
-        std::memcpy(out.data(), reinterpret_cast<const void*>(address), bytes);
-    }
-    return out;
+    if (device == Device::Cuda && bytes > 0) cuda::synchronize();
+    return copy_to_host(device, address, bytes);
 }
 
 // A parameter and its gradient with values drawn from `seed`; `stream` tells tensors apart.
