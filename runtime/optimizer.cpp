@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <numeric>
 #include <stdexcept>
@@ -181,6 +179,7 @@ void Optimizer::Impl::build(size_t g) {
 
 Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, OptimizerOptions options) : impl_(std::make_unique<Impl>()) {
     Impl& m = *impl_;
+    verify_or_throw(program);  // a program built in C++ may not have been
     m.program = program;
     m.options = std::move(options);
     m.groups = std::move(groups);

@@ -76,10 +76,10 @@ struct StateBuffer {
 
 class Optimizer {
 public:
-    // `program` must be verified (ir/verifier.h). Throws std::invalid_argument naming the group
-    // and parameter for anything it cannot step (an unknown hyper-parameter or state, a shard
-    // off a block boundary, a missing address, a GPU parameter without a GPU), and
-    // cuda::CudaError for GPU failures.
+    // Throws ProgramError (ir/diagnostic.h) for a program that does not verify,
+    // std::invalid_argument naming the group and parameter for anything it cannot step (an
+    // unknown hyper-parameter or state, a shard off a block boundary, a missing address, a GPU
+    // parameter without a GPU), and cuda::CudaError for GPU failures.
     Optimizer(const Program& program, std::vector<ParamGroup> groups, OptimizerOptions options = {});
     // The text form (`file_name` in diagnostics); throws ProgramError (ir/diagnostic.h),
     // file:line:col: error: ..., for a program that does not verify.
