@@ -4,11 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
+#include <cmath>
 #include <cstring>
-#include <fstream>
-#include <memory>
-#include <sstream>
 #include <stdexcept>
 
 #include "examples/adamw_builder.h"
