@@ -21,6 +21,7 @@ namespace optjit {
 std::string kernel_symbol(const KernelSpec& spec);
 // The symbol of its statistics pass, in the same module (kernels with rank-1 states only).
 std::string statistics_symbol(const KernelSpec& spec);
+std::string scalars_symbol(const KernelSpec& spec);  // capturable kernels' NAME_scalars
 
 // Throws std::invalid_argument, with a sentence naming the program, for what code generation
 // cannot do yet (reductions).

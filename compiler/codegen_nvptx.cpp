@@ -23,6 +23,7 @@
 #include <memory>
 
 #include "compiler/codegen.h"
+#include "compiler/device_scalars.h"
 #include "compiler/element_math.h"
 #include "compiler/kernel_abi.h"
 #include "compiler/rank1_statistics.h"
@@ -80,15 +81,22 @@ public:
 
         body();
         if (has_statistics_pass(spec_)) statistics_kernel();
+        if (spec_.options.capturable) emit_scalars_kernel(module_, spec_, kGlobal);
     }
 
 private:
-    // A kernel of compiler/kernel_abi.h's GPU signature; `scalars` receives its scalar arguments.
+    // A kernel of compiler/kernel_abi.h's GPU signature; `scalars` receives its scalars: the
+    // arguments, or in a capturable kernel their loads from the scalar block. The builder is
+    // left in the function's entry block.
     llvm::Function* kernel_function(const std::string& name, std::vector<llvm::Value*>& scalars) {
         std::vector<std::string> scalar_names = kernel_scalars(spec_.lowered);
         llvm::Type* global_ptr = llvm::PointerType::get(ctx_, kGlobal);
+        const bool capturable = spec_.options.capturable;
         std::vector<llvm::Type*> params{global_ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty()};
-        params.insert(params.end(), scalar_names.size(), b_.getFloatTy());
+        if (capturable)
+            params.push_back(global_ptr);
+        else
+            params.insert(params.end(), scalar_names.size(), b_.getFloatTy());
         auto* fn = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::ExternalLinkage, name,
                                           module_);
         fn->setCallingConv(llvm::CallingConv::PTX_Kernel);
@@ -97,10 +105,19 @@ private:
         fn->getArg(1)->setName("num_tensors");
         fn->getArg(2)->setName("num_chunks");
         fn->getArg(3)->setName("seed");
+        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
         scalars.clear();
         for (size_t i = 0; i < scalar_names.size(); ++i) {
-            fn->getArg(4 + i)->setName(scalar_names[i]);
-            scalars.push_back(fn->getArg(4 + i));
+            if (!capturable) {
+                fn->getArg(4 + i)->setName(scalar_names[i]);
+                scalars.push_back(fn->getArg(4 + i));
+                continue;
+            }
+            fn->getArg(4)->setName("scalar_block");
+            llvm::Value* at = b_.CreateConstInBoundsGEP1_64(b_.getInt8Ty(), fn->getArg(4), scalar_block_floats_offset(spec_.lowered) + 4 * i);
+            auto* load = b_.CreateAlignedLoad(b_.getFloatTy(), at, llvm::Align(4), scalar_names[i]);
+            load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx_, {}));  // NAME_scalars wrote it before the launch
+            scalars.push_back(load);
         }
         // Launched with this many threads: lets ptxas budget registers for it.
         llvm::NamedMDNode* annotations = module_.getOrInsertNamedMetadata("nvvm.annotations");
@@ -118,7 +135,6 @@ private:
     void statistics_kernel() {
         std::vector<llvm::Value*> scalars;
         llvm::Function* fn = kernel_function(statistics_symbol(spec_), scalars);
-        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
         StatisticsWalk walk{fn->getArg(0),
                             sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x),
                             sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x),
@@ -143,8 +159,7 @@ private:
         return phi;
     }
 
-    void body() {
-        b_.SetInsertPoint(block("entry"));
+    void body() {  // the builder is in fn_'s entry block
         tid_ = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x);
         // Block b takes chunks b, b + gridDim.x, ...
         llvm::Value* first = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x);

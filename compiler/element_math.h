@@ -87,6 +87,13 @@ public:
     // element's `global_index` (i64).
     llvm::Value* param_from_f32(llvm::IRBuilder<>& b, DType t, llvm::Value* f, llvm::Value* global_index, llvm::Value* seed) const;
 
+    // The float64 routines (internal functions of the module, emitted once): exp, log and pow
+    // as C's, within an ulp or so of a double. Also what capturable kernels compute their
+    // scalars with (compiler/device_scalars.h).
+    llvm::Function* exp_f64() const;
+    llvm::Function* log_f64() const;
+    llvm::Function* pow_f64() const;
+
 private:
     llvm::Value* emit(llvm::IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const;
     // Guarded updates: records whether `result` may carry an unchecked NaN quotient.
@@ -95,9 +102,6 @@ private:
     // A constant or one of the launch's scalars: the same for every element.
     bool is_launch_invariant(llvm::Value* v) const;
     llvm::Value* call_f64(llvm::IRBuilder<>& b, llvm::Function* fn, std::initializer_list<llvm::Value*> args) const;
-    llvm::Function* exp_f64() const;
-    llvm::Function* log_f64() const;
-    llvm::Function* pow_f64() const;
 
     llvm::Module& module_;
     const Program& program_;

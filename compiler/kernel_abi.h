@@ -24,6 +24,16 @@
 // order kernel_scalars() gives: `step`, every hyper-parameter, every scalars-section value.
 // The runtime computes them in float64 on the host, once per launch (ir/ reference semantics).
 //
+// Capturable kernels (CodegenOptions::capturable, GPU only) take, in place of the scalars,
+// one pointer to a scalar block in device memory:
+//   void NAME(const i64* table, i32 num_tensors, i64 num_chunks, i64 seed, ScalarBlock* block)
+//   ScalarBlock: f64 step (steps taken), f64 hypers[H] (the lowered program's hyper-parameters,
+//                in declaration order), then f32 scalars[K] (kernel_scalars() order)
+// and the module holds NAME_scalars(ScalarBlock* block), run by one thread before the update:
+// it adds 1 to `step` and computes every scalar from the step and the hypers in float64, as
+// the runtime does for eager launches, rounding each to fp32. Writing a hyper-parameter into
+// the block between graph replays is how a schedule reaches a captured step.
+//
 // Rank-1 states (q4u:rank1, ir/quantization.h). Every row has one more word, `columns` (the
 // tensor's last dimension; rows = n / columns), and such a state's scales_s points to
 // 2 * (rows + columns) floats: the stored statistics (row maxima, then column maxima: what a
@@ -82,6 +92,10 @@ bool has_statistics_pass(const KernelSpec& spec);
 
 // Names of the launch scalars of a lowered program, in argument order.
 std::vector<std::string> kernel_scalars(const Program& lowered);
+
+// The scalar block of a capturable kernel: where its fp32 scalars begin, and its size.
+size_t scalar_block_floats_offset(const Program& lowered);
+size_t scalar_block_bytes(const Program& lowered);
 
 // Storage types of the arrays a kernel touches: p, g, then each state that is not
 // block-quantized (those move as codes, one or half a byte an element).

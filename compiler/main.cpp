@@ -83,7 +83,7 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
                          many codes differ, each step from the kernel's own state); exit code
                          1 past tolerance
   kernel options: --param-dtype, --grad-dtype, --state, --specialize, --fast-math,
-                         --stochastic-rounding
+                         --stochastic-rounding, --capturable
                          (see 'optjit compile --help')
   --size N               elements (default 4096)
   --columns C            the tensor is rows of C columns (default: one dimension); states stored
@@ -110,6 +110,8 @@ kernel options (also taken by 'optjit run'):
   --fast-math              approximate division and square roots
   --stochastic-rounding    bf16 parameters round stochastically (keyed by the seed, the step
                            and the element's index; reproducible)
+  --capturable             GPU: scalars read from a device block that NAME_scalars fills
+                           (for CUDA graphs; optjit compile only)
   --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
                            threads_per_block, vector_bytes, min_blocks_per_sm (kernels with
                            block-quantized states keep 8 elements a thread)
@@ -221,6 +223,10 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     }
     if (option == "--fast-math") {
         k.codegen.fast_math = true;
+        return true;
+    }
+    if (option == "--capturable") {
+        k.codegen.capturable = true;
         return true;
     }
     if (option == "--gpu-tune") {
@@ -431,6 +437,7 @@ int cmd_run(Args& args) {
         else throw UsageError{fmt::format("one program at a time (got '{}' and '{}')", file, a)};
     }
     if (file.empty()) throw UsageError{"no program file given"};
+    if (k.codegen.capturable) throw UsageError{"--capturable kernels are stepped by optjit::Optimizer; 'optjit run' launches eagerly"};
     if (target_name.empty()) throw UsageError{"--target is required (interp, host or cuda)"};
     if (target_name == "interp") {
         run.interp = true;

@@ -43,6 +43,10 @@ struct CodegenOptions {
     // bf16 parameters round stochastically (ir/numeric.h's stochastic_bits, keyed by the
     // launch's seed, the step and the element's global index) instead of to nearest even.
     bool stochastic_rounding = false;
+    // GPU kernels read their scalars from a device block that a generated NAME_scalars kernel
+    // fills, incrementing the step (compiler/kernel_abi.h): a step can be captured in a CUDA
+    // graph and replayed with hyper-parameters changed through the block.
+    bool capturable = false;
     friend bool operator==(const CodegenOptions&, const CodegenOptions&) = default;
 };
 

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -51,6 +52,14 @@ struct Api {
     CUresult (*cuEventRecord)(Event, Stream);
     CUresult (*cuEventSynchronize)(Event);
     CUresult (*cuEventElapsedTime)(float*, Event, Event);
+    CUresult (*cuStreamCreate)(Stream*, unsigned);
+    CUresult (*cuStreamDestroy)(Stream);
+    CUresult (*cuStreamBeginCapture)(Stream, int);
+    CUresult (*cuStreamEndCapture)(Stream, Graph*);
+    CUresult (*cuGraphInstantiateWithFlags)(GraphExec*, Graph, unsigned long long);
+    CUresult (*cuGraphLaunch)(GraphExec, Stream);
+    CUresult (*cuGraphExecDestroy)(GraphExec);
+    CUresult (*cuGraphDestroy)(Graph);
 };
 
 struct State {
@@ -101,7 +110,13 @@ State& state() {
                   resolve(lib, a.cuFuncGetAttribute, {"cuFuncGetAttribute"}) &&
                   resolve(lib, a.cuEventCreate, {"cuEventCreate"}) && resolve(lib, a.cuEventDestroy, {"cuEventDestroy_v2"}) &&
                   resolve(lib, a.cuEventRecord, {"cuEventRecord"}) && resolve(lib, a.cuEventSynchronize, {"cuEventSynchronize"}) &&
-                  resolve(lib, a.cuEventElapsedTime, {"cuEventElapsedTime_v2", "cuEventElapsedTime"});
+                  resolve(lib, a.cuEventElapsedTime, {"cuEventElapsedTime_v2", "cuEventElapsedTime"}) &&
+                  resolve(lib, a.cuStreamCreate, {"cuStreamCreate"}) && resolve(lib, a.cuStreamDestroy, {"cuStreamDestroy_v2"}) &&
+                  resolve(lib, a.cuStreamBeginCapture, {"cuStreamBeginCapture_v2"}) &&
+                  resolve(lib, a.cuStreamEndCapture, {"cuStreamEndCapture"}) &&
+                  resolve(lib, a.cuGraphInstantiateWithFlags, {"cuGraphInstantiateWithFlags"}) &&
+                  resolve(lib, a.cuGraphLaunch, {"cuGraphLaunch"}) && resolve(lib, a.cuGraphExecDestroy, {"cuGraphExecDestroy"}) &&
+                  resolve(lib, a.cuGraphDestroy, {"cuGraphDestroy"});
         if (!ok) {
             s.error = "the CUDA driver (libcuda.so.1) lacks an entry point optjit needs: it is older than CUDA 12";
             return;
@@ -199,6 +214,38 @@ void memset_d32_async(DevicePtr dst, uint32_t value, size_t count, Stream stream
     check(api().cuMemsetD32Async(dst, value, count, stream), "cuMemsetD32Async");
 }
 void synchronize() { check(api().cuCtxSynchronize(), "cuCtxSynchronize"); }
+
+Stream stream_create() {
+    Stream s = nullptr;
+    check(api().cuStreamCreate(&s, 0), "cuStreamCreate");
+    return s;
+}
+void stream_destroy(Stream s) {
+    if (s) check(api().cuStreamDestroy(s), "cuStreamDestroy");
+}
+
+GraphExec capture_graph(Stream stream, const std::function<void()>& work) {
+    constexpr int kCaptureThreadLocal = 1;  // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+    check(api().cuStreamBeginCapture(stream, kCaptureThreadLocal), "cuStreamBeginCapture");
+    Graph graph = nullptr;
+    try {
+        work();
+    } catch (...) {
+        api().cuStreamEndCapture(stream, &graph);  // leave the stream usable; the error is work()'s
+        if (graph) api().cuGraphDestroy(graph);
+        throw;
+    }
+    check(api().cuStreamEndCapture(stream, &graph), "cuStreamEndCapture");
+    GraphExec exec = nullptr;
+    CUresult r = api().cuGraphInstantiateWithFlags(&exec, graph, 0);
+    api().cuGraphDestroy(graph);
+    check(r, "cuGraphInstantiateWithFlags");
+    return exec;
+}
+void graph_launch(GraphExec exec, Stream stream) { check(api().cuGraphLaunch(exec, stream), "cuGraphLaunch"); }
+void graph_destroy(GraphExec exec) {
+    if (exec) check(api().cuGraphExecDestroy(exec), "cuGraphExecDestroy");
+}
 void stream_synchronize(Stream stream) { check(api().cuStreamSynchronize(stream), "cuStreamSynchronize"); }
 
 Module load_module(const std::string& image, const std::string& name) {

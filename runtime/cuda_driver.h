@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -20,6 +21,8 @@ using Stream = void*;    // CUstream; nullptr is the legacy default stream
 using Module = void*;    // CUmodule
 using Function = void*;  // CUfunction
 using Event = void*;     // CUevent
+using Graph = void*;     // CUgraph
+using GraphExec = void*; // CUgraphExec
 using DevicePtr = uint64_t;
 
 class CudaError : public std::runtime_error {
@@ -49,6 +52,15 @@ void memset_d8(DevicePtr dst, uint8_t value, size_t bytes);
 void memset_d32_async(DevicePtr dst, uint32_t value, size_t count, Stream stream);  // `count` 32-bit words
 void synchronize();
 void stream_synchronize(Stream stream);
+
+// A stream of its own (legacy default stream semantics toward the null stream), and CUDA
+// graphs: capture_graph records what `work` queues on `stream` (which must not be the null
+// stream) and returns it instantiated, to be launched any number of times.
+Stream stream_create();
+void stream_destroy(Stream s);
+GraphExec capture_graph(Stream stream, const std::function<void()>& work);
+void graph_launch(GraphExec exec, Stream stream);
+void graph_destroy(GraphExec exec);
 
 // Device memory freed at the end of its scope (a failure to free, which only happens once the
 // context is gone, is ignored). Movable, not copyable; empty when default-constructed.

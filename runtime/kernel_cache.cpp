@@ -171,6 +171,8 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
             kernel->gpu_statistics_blocks_per_sm =
                 std::max(1, cuda::occupancy(kernel->cuda_statistics_function, gpu_threads_per_block(kernel->spec())));
         }
+        if (kernel->spec().options.capturable)
+            kernel->cuda_scalars_function = cuda::get_function(kernel->cuda_module, scalars_symbol(kernel->spec()));
         kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, gpu_threads_per_block(kernel->spec())));
         return kernel;
     }

@@ -39,6 +39,7 @@ public:
     HostEntry host_entry = nullptr, host_statistics_entry = nullptr;
     cuda::Module cuda_module = nullptr;
     cuda::Function cuda_function = nullptr, cuda_statistics_function = nullptr;
+    cuda::Function cuda_scalars_function = nullptr;  // capturable kernels' NAME_scalars
     int gpu_blocks_per_sm = 0, gpu_statistics_blocks_per_sm = 0;  // resident blocks of each function
 
 private:

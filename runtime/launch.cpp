@@ -98,8 +98,11 @@ void launch_host(const Kernel& kernel, const TensorTable& table, const std::vect
         std::copy_n(reinterpret_cast<const float*>(buffer) + count, count, reinterpret_cast<float*>(buffer));
 }
 
-void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
-                 cuda::Stream stream, uint64_t seed) {
+namespace {
+
+// `scalars`: pointers to the kernel's arguments after the table, the counts and the seed.
+void launch_cuda_with(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<void*>& scalars,
+                      cuda::Stream stream, uint64_t seed) {
     if (!kernel.cuda_function) throw std::invalid_argument(fmt::format("kernel {} is not a GPU kernel", kernel.key()));
     if (shape.num_chunks == 0) return;
     int64_t max_grid = int64_t(cuda::multiprocessor_count()) * kernel.gpu_blocks_per_sm;
@@ -108,8 +111,7 @@ void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable&
     int64_t num_chunks = shape.num_chunks;
     int64_t seed_word = int64_t(seed);
     std::vector<void*> params{&table, &num_tensors, &num_chunks, &seed_word};
-    std::vector<float> copy = scalars;
-    for (float& s : copy) params.push_back(&s);
+    params.insert(params.end(), scalars.begin(), scalars.end());
     const unsigned threads = unsigned(gpu_threads_per_block(kernel.spec()));
     if (!kernel.cuda_statistics_function) return cuda::launch(kernel.cuda_function, grid, threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics)
@@ -120,6 +122,31 @@ void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable&
     cuda::launch(kernel.cuda_statistics_function, statistics_grid, threads, params.data(), stream);
     cuda::launch(kernel.cuda_function, grid, threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics) cuda::memcpy_dtod_async(buffer, buffer + 4 * uint64_t(count), 4 * size_t(count), stream);
+}
+
+}  // namespace
+
+void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
+                 cuda::Stream stream, uint64_t seed) {
+    if (kernel.spec().options.capturable)
+        throw std::invalid_argument(fmt::format("kernel {} is capturable: it takes a scalar block, not scalars", kernel.key()));
+    std::vector<float> copy = scalars;
+    std::vector<void*> pointers;
+    for (float& s : copy) pointers.push_back(&s);
+    launch_cuda_with(kernel, table, shape, pointers, stream, seed);
+}
+
+void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, cuda::DevicePtr scalar_block, cuda::Stream stream,
+                 uint64_t seed) {
+    if (!kernel.spec().options.capturable)
+        throw std::invalid_argument(fmt::format("kernel {} takes its scalars by value, not in a scalar block", kernel.key()));
+    launch_cuda_with(kernel, table, shape, {&scalar_block}, stream, seed);
+}
+
+void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream) {
+    if (!kernel.cuda_scalars_function) throw std::invalid_argument(fmt::format("kernel {} is not a capturable GPU kernel", kernel.key()));
+    void* params[] = {&scalar_block};
+    cuda::launch(kernel.cuda_scalars_function, 1, 1, params, stream);
 }
 
 }  // namespace optjit

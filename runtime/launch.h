@@ -58,5 +58,12 @@ void launch_host(const Kernel& kernel, const TensorTable& table, const std::vect
 // `table` must hold the table's words in device memory. Asynchronous.
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
                  cuda::Stream stream, uint64_t seed = 0);
+// The same for a capturable kernel, whose scalars are in the device's `scalar_block`
+// (compiler/kernel_abi.h); and the one-thread NAME_scalars that fills the block for a step
+// (once a step for every launch sharing the block: it counts the step). Asynchronous, with no
+// host work that a CUDA graph would not replay.
+void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, cuda::DevicePtr scalar_block,
+                 cuda::Stream stream, uint64_t seed = 0);
+void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream);
 
 }  // namespace optjit

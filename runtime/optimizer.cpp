@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
 #include <functional>
 #include <numeric>
 #include <stdexcept>
@@ -42,6 +43,24 @@ struct Optimizer::Impl {
     std::vector<std::unique_ptr<DeviceMemory>> memory;
     std::vector<Launch> launches;
     int64_t steps = 0;
+    // Capturable optimizers, per group with GPU launches: its scalar block and the kernel whose
+    // NAME_scalars fills it (every launch of a group runs the same lowered program).
+    struct ScalarBlock {
+        std::unique_ptr<DeviceMemory> memory;
+        const Kernel* kernel = nullptr;
+    };
+    std::vector<ScalarBlock> blocks;
+
+    // Writes the step and the group's hyper-parameters into its block.
+    void write_block(size_t g) const {
+        const ScalarBlock& block = blocks[g];
+        if (!block.memory) return;
+        std::vector<double> words{double(steps)};
+        for (double v : hyper_values(block.kernel->spec().lowered, hypers[g])) words.push_back(v);
+        copy_to_device(Device::Cuda, block.memory->address(), words.data(), words.size() * 8);
+    }
+    // A group's hyper-parameter as the device holds it, or nullptr for groups without a block.
+    const ScalarBlock* block_of(size_t g) const { return g < blocks.size() && blocks[g].memory ? &blocks[g] : nullptr; }
 
     std::string where(size_t g, size_t i) const {
         const std::string& name = groups[g].params[i].name;
@@ -153,6 +172,7 @@ void Optimizer::Impl::build(size_t g) {
             request.target = p.device == Device::Cuda ? Target{Target::Kind::NVPTX, cuda::init()} : Target{};
             request.options.fast_math = options.fast_math;
             request.options.stochastic_rounding = group.stochastic_rounding;
+            request.options.capturable = options.capturable && p.device == Device::Cuda;
             l.kernel = KernelCache::global().get(request);
             launches.push_back(std::move(l));
             tensors_of.emplace_back();
@@ -167,12 +187,18 @@ void Optimizer::Impl::build(size_t g) {
         }
         tensors_of[it->second - first_launch].push_back(args);
     }
+    blocks.emplace_back();
     for (size_t k = 0; k < tensors_of.size(); ++k) {
         Launch& l = launches[first_launch + k];
         l.table = build_table(*l.kernel, tensors_of[k]);
         if (l.device == Device::Cuda) {
             l.device_table = std::make_unique<DeviceMemory>(Device::Cuda, l.table.words.size() * 8);
             copy_to_device(Device::Cuda, l.device_table->address(), l.table.words.data(), l.table.words.size() * 8);
+        }
+        if (l.kernel->spec().options.capturable && !blocks.back().memory) {
+            blocks.back().memory = std::make_unique<DeviceMemory>(Device::Cuda, scalar_block_bytes(l.kernel->spec().lowered));
+            blocks.back().kernel = l.kernel.get();
+            write_block(g);
         }
     }
 }
@@ -203,43 +229,86 @@ Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
 void Optimizer::step(cuda::Stream stream) {
     Impl& m = *impl_;
     const int64_t step = m.steps + 1;
-    for (const Impl::Launch& l : m.launches) {
-        std::vector<float> scalars = launch_scalars(*l.kernel, m.hypers[l.group], step);
-        if (l.device == Device::Cuda)
-            launch_cuda(*l.kernel, l.device_table->address(), l.table, scalars, stream, m.options.seed);
-        else
-            launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), m.options.seed);
+    for (size_t g = 0; g < m.groups.size(); ++g) {
+        const Impl::ScalarBlock* block = m.block_of(g);
+        if (block) launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
+        for (const Impl::Launch& l : m.launches) {
+            if (l.group != g) continue;
+            if (l.kernel->spec().options.capturable) {
+                launch_cuda(*l.kernel, l.device_table->address(), l.table, block->memory->address(), stream, m.options.seed);
+                continue;
+            }
+            std::vector<float> scalars = launch_scalars(*l.kernel, m.hypers[l.group], step);
+            if (l.device == Device::Cuda)
+                launch_cuda(*l.kernel, l.device_table->address(), l.table, scalars, stream, m.options.seed);
+            else
+                launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), m.options.seed);
+        }
     }
     m.steps = step;
 }
 
-int64_t Optimizer::step_count() const { return impl_->steps; }
+int64_t Optimizer::step_count() const {
+    for (size_t g = 0; g < impl_->groups.size(); ++g)
+        if (const Impl::ScalarBlock* block = impl_->block_of(g)) {
+            double device_steps;
+            std::vector<uint8_t> bytes = copy_to_host(Device::Cuda, block->memory->address(), 8);
+            std::memcpy(&device_steps, bytes.data(), 8);
+            return int64_t(device_steps);
+        }
+    return impl_->steps;
+}
 
 void Optimizer::set_step_count(int64_t steps) {
     if (steps < 0) throw std::invalid_argument(fmt::format("a step count cannot be negative ({})", steps));
     impl_->steps = steps;
+    for (size_t g = 0; g < impl_->groups.size(); ++g) impl_->write_block(g);
 }
 
 void Optimizer::set_hyper(const std::string& name, double value) {
-    impl_->check_hypers({{name, value}});
-    for (auto& values : impl_->hypers) values[name] = value;
+    for (size_t g = 0; g < impl_->groups.size(); ++g) set_hyper(g, name, value);
+    if (impl_->groups.empty()) impl_->check_hypers({{name, value}});
 }
+
+namespace {
+
+// The index of hyper-parameter `name` in `program`, or a sentence saying it has none.
+size_t hyper_index(const Program& program, const std::string& name) {
+    hyper_values(program, {{name, 0.0}});  // throws naming an unknown hyper-parameter
+    size_t i = 0;
+    while (program.hypers[i].name != name) ++i;
+    return i;
+}
+
+}  // namespace
 
 void Optimizer::set_hyper(size_t group, const std::string& name, double value) {
     if (group >= impl_->hypers.size())
         throw std::invalid_argument(fmt::format("there is no group {}: the optimizer has {}", group, impl_->hypers.size()));
     impl_->check_hypers({{name, value}});
     impl_->hypers[group][name] = value;
+    if (impl_->block_of(group)) copy_to_device(Device::Cuda, hyper_address(group, name), &value, 8);
 }
 
 double Optimizer::hyper(size_t group, const std::string& name) const {
     if (group >= impl_->hypers.size())
         throw std::invalid_argument(fmt::format("there is no group {}: the optimizer has {}", group, impl_->hypers.size()));
-    impl_->check_hypers({{name, 0.0}});
-    std::vector<double> values = hyper_values(impl_->program, impl_->hypers[group]);
-    size_t i = 0;
-    while (impl_->program.hypers[i].name != name) ++i;
-    return values[i];
+    const size_t i = hyper_index(impl_->program, name);
+    if (impl_->block_of(group)) {
+        double value;
+        std::vector<uint8_t> bytes = copy_to_host(Device::Cuda, hyper_address(group, name), 8);
+        std::memcpy(&value, bytes.data(), 8);
+        return value;
+    }
+    return hyper_values(impl_->program, impl_->hypers[group])[i];
+}
+
+uint64_t Optimizer::hyper_address(size_t group, const std::string& name) const {
+    const Impl::ScalarBlock* block = impl_->block_of(group);
+    if (!block)
+        throw std::invalid_argument(fmt::format("group {} keeps no hyper-parameters on the device: the optimizer is not capturable or "
+                                                "the group has no GPU parameter", group));
+    return block->memory->address() + 8 * (1 + hyper_index(block->kernel->spec().lowered, name));
 }
 
 const Program& Optimizer::program() const { return impl_->program; }

@@ -64,6 +64,11 @@ struct OptimizerOptions {
     std::map<std::string, double> hypers;  // every group's values, unless the group sets its own
     bool fast_math = false;                // approximate division and square roots
     uint64_t seed = 0;                     // keys stochastic rounding's random stream
+    // GPU groups keep their step and hyper-parameters in a device block (compiler/kernel_abi.h)
+    // that each step updates on the device before its launches, so step() can be captured in
+    // a CUDA graph (cuda::capture_graph) and replayed; a schedule writes new values into the
+    // block (hyper_address) between replays. Host launches stay eager.
+    bool capturable = false;
 };
 
 // A state of one parameter as stored, on the parameter's device.
@@ -94,13 +99,17 @@ public:
     // Steps every tensor of every group once: host launches run before it returns, GPU
     // launches are queued on `stream` (nullptr: the legacy default stream).
     void step(cuda::Stream stream = nullptr);
-    int64_t step_count() const;  // steps taken; the next step is step_count() + 1
+    int64_t step_count() const;  // steps taken (capturable: as counted on the device, replays too)
     void set_step_count(int64_t steps);  // resume a schedule (load_state_dict does)
 
-    // Run-time hyper-parameters: every group's, or one group's. Compiles nothing.
+    // Run-time hyper-parameters: every group's, or one group's. Compiles nothing. (Capturable:
+    // both go through the device block, synchronously.)
     void set_hyper(const std::string& name, double value);
     void set_hyper(size_t group, const std::string& name, double value);
     double hyper(size_t group, const std::string& name) const;
+    // Capturable optimizers: the device address of a GPU group's hyper-parameter, a float64
+    // that replays of a captured step read (write it with any copy or kernel on the stream).
+    uint64_t hyper_address(size_t group, const std::string& name) const;
 
     const Program& program() const;
     size_t num_groups() const;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -563,4 +564,81 @@ TEST_CASE("gpu: checkpoint: states move between the GPU and the host bit for bit
     REQUIRE_GPU();
     check_checkpoint_round_trip(Device::Cuda, Device::Host);
     check_checkpoint_round_trip(Device::Host, Device::Cuda);
+}
+
+// Capturable kernels compute their scalars on the device (compiler/device_scalars.h): equal,
+// bit for bit, to the host's launch_scalars for every example, at several steps, with
+// hyper-parameters off their defaults.
+TEST_CASE("gpu: capturable: NAME_scalars computes the host's launch scalars for every example") {
+    REQUIRE_GPU();
+    for (const std::string& name : example_names()) {
+        Program program = load_example(name);
+        KernelRequest request{program, {}, StorageSignature{}, gpu_target(), {}};
+        request.options.capturable = true;
+        std::shared_ptr<const Kernel> kernel = KernelCache::global().get(request);
+        const Program& lowered = kernel->spec().lowered;
+        std::map<std::string, double> hypers;
+        for (size_t i = 0; i < lowered.hypers.size(); ++i) hypers[lowered.hypers[i].name] = lowered.hypers[i].value * (1 + 0.125 * double(i + 1));
+        cuda::DeviceAlloc block(scalar_block_bytes(lowered));
+        for (int64_t step : {int64_t(1), int64_t(2), int64_t(10), int64_t(1000), int64_t(123457)}) {
+            INFO(name, ", step ", step);
+            std::vector<double> words{double(step - 1)};
+            for (double v : hyper_values(lowered, hypers)) words.push_back(v);
+            cuda::memcpy_htod(block.get(), words.data(), words.size() * 8);
+            launch_cuda_scalars(*kernel, block.get(), nullptr);
+            std::vector<uint8_t> out(scalar_block_bytes(lowered));
+            cuda::memcpy_dtoh(out.data(), block.get(), out.size());
+            double device_step;
+            std::memcpy(&device_step, out.data(), 8);
+            CHECK(device_step == double(step));
+            std::vector<float> expected = launch_scalars(*kernel, hypers, step);
+            std::vector<float> got(expected.size());
+            std::memcpy(got.data(), out.data() + scalar_block_floats_offset(lowered), got.size() * 4);
+            for (size_t i = 0; i < got.size(); ++i)
+                CHECK_MESSAGE(std::bit_cast<uint32_t>(got[i]) == std::bit_cast<uint32_t>(expected[i]), "scalar ", kernel_scalars(lowered)[i], ": ",
+                              got[i], " where the host computes ", expected[i]);
+        }
+    }
+}
+
+// The issue's test: a whole step captured in a CUDA graph, replayed 10 times with 10 learning
+// rates written into the device block (two groups, fp32, 8-bit and rank-1 states, a shard),
+// equals eager steps bit for bit; the step is counted on the device.
+TEST_CASE("gpu: optimizer: a captured step replayed with 10 learning rates equals eager steps") {
+    REQUIRE_GPU();
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    Program program = load_example("adamw");
+    CheckpointFixture eager_params(Device::Cuda, seed, q8_with_rank1()), graph_params(Device::Cuda, seed, q8_with_rank1());
+    Optimizer eager(program, eager_params.groups);
+    OptimizerOptions options;
+    options.capturable = true;
+    Optimizer captured(program, graph_params.groups, options);
+    cuda::Stream stream = cuda::stream_create();
+    cuda::GraphExec graph = cuda::capture_graph(stream, [&] { captured.step(stream); });
+    for (int64_t step = 1; step <= 10; ++step) {
+        const double lr = 1e-3 * (1 + 0.37 * double(step)), lr_embeddings = 0.5 * lr;
+        eager.set_hyper(1, "lr", lr);
+        eager.set_hyper(0, "lr", lr_embeddings);
+        cuda::memcpy_htod(captured.hyper_address(1, "lr"), &lr, 8);
+        cuda::memcpy_htod(captured.hyper_address(0, "lr"), &lr_embeddings, 8);
+        eager_params.set_gradients(step);
+        graph_params.set_gradients(step);
+        eager.step();
+        cuda::graph_launch(graph, stream);
+        cuda::stream_synchronize(stream);
+    }
+    CHECK(captured.step_count() == 10);
+    CHECK(captured.hyper(1, "lr") == 1e-3 * (1 + 0.37 * 10));
+    for (size_t t = 0; t < eager_params.params.size(); ++t) CHECK(eager_params.params[t]->values() == graph_params.params[t]->values());
+    CHECK(CheckpointFixture::states(captured, Device::Cuda) == CheckpointFixture::states(eager, Device::Cuda));
+    // An eager step of the capturable optimizer continues the same count and values.
+    eager_params.set_gradients(11);
+    graph_params.set_gradients(11);
+    eager.step();
+    captured.step();
+    CHECK(captured.step_count() == 11);
+    for (size_t t = 0; t < eager_params.params.size(); ++t) CHECK(eager_params.params[t]->values() == graph_params.params[t]->values());
+    cuda::graph_destroy(graph);
+    cuda::stream_destroy(stream);
 }

@@ -138,6 +138,8 @@ TEST_CASE("optimizer: what it refuses, with a sentence naming the parameter") {
     CHECK(refusal([&] { o.set_hyper("lr_max", 1.0); }) == "optimizer 'adamw' has no hyper-parameter 'lr_max' (its hyper-parameters: lr, beta1, beta2, eps, weight_decay)");
     CHECK(refusal([&] { o.set_hyper(1, "lr", 1.0); }) == "there is no group 1: the optimizer has 1");
     CHECK(refusal([&] { o.state(0, 0, "w"); }) == "optimizer 'adamw' has no state 'w'");
+    CHECK(refusal([&] { o.hyper_address(0, "lr"); }) ==
+          "group 0 keeps no hyper-parameters on the device: the optimizer is not capturable or the group has no GPU parameter");
     CHECK(refusal([&] { Optimizer::from_text("optimizer x\n  update\n    p = p - q\n", {good}, {}, "x.opt"); }).find("x.opt:3:") == 0);
 }
 

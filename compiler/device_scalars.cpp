@@ -1,0 +1,110 @@
+#include "compiler/device_scalars.h"
+
+#include <llvm/IR/IRBuilder.h>
+
+#include <limits>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include "compiler/codegen.h"
+#include "compiler/element_math.h"
+#include "ir/program.h"
+
+namespace optjit {
+
+namespace {
+
+// One float64 scalar expression, with ir/semantics.h's definitions of every operation.
+class Float64Scalars {
+public:
+    Float64Scalars(llvm::IRBuilder<>& b, const ElementMath& math) : b_(b), math_(math) {}
+    std::map<std::string, llvm::Value*> env;
+
+    llvm::Value* emit(const Expr& e) {
+        namespace I = llvm::Intrinsic;
+        if (e.op == Op::Number) return constant(e.number);
+        if (e.op == Op::Ref) return env.at(e.name);
+        llvm::Value* a[3] = {nullptr, nullptr, nullptr};
+        for (size_t i = 0; i < e.args.size(); ++i) a[i] = emit(e.args[i]);
+        auto number = [&](llvm::Value* bit) { return b_.CreateUIToFP(bit, b_.getDoubleTy()); };
+        auto call = [&](I::ID id, llvm::Value* x) { return b_.CreateIntrinsic(id, {b_.getDoubleTy()}, {x}); };
+        auto any_nan = [&]() { return b_.CreateFCmpUNO(a[0], a[1]); };
+        auto negative = [&](llvm::Value* x) { return b_.CreateICmpSLT(b_.CreateBitCast(x, b_.getInt64Ty()), b_.getInt64(0)); };
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        switch (e.op) {
+        case Op::Neg: return b_.CreateFNeg(a[0]);
+        case Op::Add: return b_.CreateFAdd(a[0], a[1]);
+        case Op::Sub: return b_.CreateFSub(a[0], a[1]);
+        case Op::Mul: return b_.CreateFMul(a[0], a[1]);
+        case Op::Div: return b_.CreateFDiv(a[0], a[1]);
+        case Op::Pow: return b_.CreateCall(math_.pow_f64(), {a[0], a[1]});
+        case Op::Lt: return number(b_.CreateFCmpOLT(a[0], a[1]));
+        case Op::Le: return number(b_.CreateFCmpOLE(a[0], a[1]));
+        case Op::Gt: return number(b_.CreateFCmpOGT(a[0], a[1]));
+        case Op::Ge: return number(b_.CreateFCmpOGE(a[0], a[1]));
+        case Op::Eq: return number(b_.CreateFCmpOEQ(a[0], a[1]));
+        case Op::Ne: return number(b_.CreateFCmpUNE(a[0], a[1]));
+        case Op::Select: return b_.CreateSelect(b_.CreateFCmpUNE(a[0], constant(0)), a[1], a[2]);
+        case Op::Sqrt: return call(I::sqrt, a[0]);
+        case Op::Rsqrt: return b_.CreateFDiv(constant(1), call(I::sqrt, a[0]));
+        case Op::Abs: return call(I::fabs, a[0]);
+        case Op::Sign: {
+            llvm::Value* neg_or_same = b_.CreateSelect(b_.CreateFCmpOLT(a[0], constant(0)), constant(-1), a[0]);
+            return b_.CreateSelect(b_.CreateFCmpOGT(a[0], constant(0)), constant(1), neg_or_same);
+        }
+        case Op::Min: {  // the smaller, -0 below +0, NaN if either is
+            llvm::Value* first = b_.CreateOr(b_.CreateFCmpOLT(a[0], a[1]), b_.CreateAnd(b_.CreateFCmpOEQ(a[0], a[1]), negative(a[0])));
+            return b_.CreateSelect(any_nan(), constant(nan), b_.CreateSelect(first, a[0], a[1]));
+        }
+        case Op::Max: {
+            llvm::Value* first = b_.CreateOr(b_.CreateFCmpOGT(a[0], a[1]),
+                                             b_.CreateAnd(b_.CreateFCmpOEQ(a[0], a[1]), b_.CreateNot(negative(a[0]))));
+            return b_.CreateSelect(any_nan(), constant(nan), b_.CreateSelect(first, a[0], a[1]));
+        }
+        case Op::Lerp: return b_.CreateFAdd(a[0], b_.CreateFMul(a[2], b_.CreateFSub(a[1], a[0])));
+        case Op::Exp: return b_.CreateCall(math_.exp_f64(), {a[0]});
+        case Op::Log: return b_.CreateCall(math_.log_f64(), {a[0]});
+        default: throw std::logic_error("a scalars section holds a reduction; the passes keep those out of it");
+        }
+    }
+
+private:
+    llvm::Value* constant(double v) { return llvm::ConstantFP::get(b_.getDoubleTy(), v); }
+    llvm::IRBuilder<>& b_;
+    const ElementMath& math_;
+};
+
+}  // namespace
+
+void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec, unsigned address_space) {
+    llvm::LLVMContext& ctx = module.getContext();
+    llvm::IRBuilder<> b(ctx);
+    const Program& prog = spec.lowered;
+    llvm::Type* block_ptr = llvm::PointerType::get(ctx, address_space);
+    auto* fn = llvm::Function::Create(llvm::FunctionType::get(b.getVoidTy(), {block_ptr}, false), llvm::GlobalValue::ExternalLinkage,
+                                      scalars_symbol(spec), module);
+    fn->setCallingConv(llvm::CallingConv::PTX_Kernel);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    llvm::Value* block = fn->getArg(0);
+    block->setName("block");
+    b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+    auto at = [&](size_t byte) { return b.CreateConstInBoundsGEP1_64(b.getInt8Ty(), block, byte); };
+
+    // Only its float64 routines are used: the element scalars it wants are placeholders.
+    std::vector<llvm::Value*> unused(kernel_scalars(prog).size(), llvm::ConstantFP::get(b.getFloatTy(), 0));
+    ElementMath math(module, prog, spec.target, spec.options, unused);
+    Float64Scalars scalars(b, math);
+    llvm::Value* step = b.CreateFAdd(b.CreateAlignedLoad(b.getDoubleTy(), at(0), llvm::Align(8)), llvm::ConstantFP::get(b.getDoubleTy(), 1));
+    b.CreateAlignedStore(step, at(0), llvm::Align(8));
+    scalars.env[std::string(kStepName)] = step;
+    for (size_t i = 0; i < prog.hypers.size(); ++i)
+        scalars.env[prog.hypers[i].name] = b.CreateAlignedLoad(b.getDoubleTy(), at(8 * (1 + i)), llvm::Align(8), prog.hypers[i].name);
+    for (const Assign& a : prog.scalars) scalars.env[a.target] = scalars.emit(a.value);
+    const std::vector<std::string> names = kernel_scalars(prog);
+    for (size_t i = 0; i < names.size(); ++i)
+        b.CreateAlignedStore(b.CreateFPTrunc(scalars.env.at(names[i]), b.getFloatTy()), at(scalar_block_floats_offset(prog) + 4 * i), llvm::Align(4));
+    b.CreateRetVoid();
+}
+
+}  // namespace optjit

@@ -1,0 +1,16 @@
+// The scalars kernel of a capturable GPU module (compiler/kernel_abi.h): NAME_scalars, one
+// thread, which adds 1 to the scalar block's step and computes every launch scalar from the
+// step and the hyper-parameters in float64, as the runtime's launch_scalars does on the host
+// (ir/semantics.h; exp, log and pow by ElementMath's float64 routines), each rounded to fp32.
+#pragma once
+
+#include <llvm/IR/Module.h>
+
+#include "compiler/kernel_abi.h"
+
+namespace optjit {
+
+// Adds NAME_scalars(ScalarBlock* block) to `module`; `address_space` is that of the block.
+void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec, unsigned address_space);
+
+}  // namespace optjit
