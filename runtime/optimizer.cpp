@@ -59,7 +59,7 @@ struct Optimizer::Impl {
         for (double v : hyper_values(block.kernel->spec().lowered, hypers[g])) words.push_back(v);
         copy_to_device(Device::Cuda, block.memory->address(), words.data(), words.size() * 8);
     }
-    // A group's hyper-parameter as the device holds it, or nullptr for groups without a block.
+    // A group's scalar block, or nullptr where it has none (not capturable, or no GPU launch).
     const ScalarBlock* block_of(size_t g) const { return g < blocks.size() && blocks[g].memory ? &blocks[g] : nullptr; }
 
     std::string where(size_t g, size_t i) const {
@@ -262,7 +262,9 @@ int64_t Optimizer::step_count() const {
 void Optimizer::set_step_count(int64_t steps) {
     if (steps < 0) throw std::invalid_argument(fmt::format("a step count cannot be negative ({})", steps));
     impl_->steps = steps;
-    for (size_t g = 0; g < impl_->groups.size(); ++g) impl_->write_block(g);
+    const double word = double(steps);  // the step only: a schedule may have written the hypers
+    for (size_t g = 0; g < impl_->groups.size(); ++g)
+        if (const Impl::ScalarBlock* block = impl_->block_of(g)) copy_to_device(Device::Cuda, block->memory->address(), &word, 8);
 }
 
 void Optimizer::set_hyper(const std::string& name, double value) {
