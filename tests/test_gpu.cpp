@@ -639,6 +639,10 @@ TEST_CASE("gpu: optimizer: a captured step replayed with 10 learning rates equal
     captured.step();
     CHECK(captured.step_count() == 11);
     for (size_t t = 0; t < eager_params.params.size(); ++t) CHECK(eager_params.params[t]->values() == graph_params.params[t]->values());
+    // Resuming a count leaves the hyper-parameters a schedule wrote into the block.
+    captured.set_step_count(20);
+    CHECK(captured.step_count() == 20);
+    CHECK(captured.hyper(1, "lr") == 1e-3 * (1 + 0.37 * 10));
     cuda::graph_destroy(graph);
     cuda::stream_destroy(stream);
 }
