@@ -370,7 +370,7 @@ int cmd_print(Args& args) {
     return 0;
 }
 
-constexpr const char* kBenchHelp = R"(usage: optjit bench [--target host|cuda] [--workload NAME]... [--states FORMAT]... [--size N] [--steps K]
+constexpr const char* kBenchHelp = R"(usage: optjit bench [--target host|cuda] [--workload NAME]... [--states FORMAT]... [--size N] [--steps K] [--capturable]
 
 Steps AdamW (bf16 parameters and gradients) through optjit::Optimizer over a workload, one row
 per state format: median step time over K timed steps with a new learning rate every step,
@@ -384,6 +384,8 @@ per parameter, the first step's time (with its compiles) and the compiles of the
   --states FORMAT      fp32, bf16, q8 (m q8s, v q8u), q4 (m q4s, v q4u), fp8; default: all
   --size N             elements of the tensor workload
   --steps K            timed steps (default 30)
+  --capturable         GPU: a capturable optimizer, each timed step a CUDA graph replay with
+                       its lr written into the device block
 )";
 
 int cmd_bench(Args& args) {
@@ -397,6 +399,7 @@ int cmd_bench(Args& args) {
         else if (a == "--states") bench.formats.push_back(args.value(a));
         else if (a == "--size") bench.tensor_elements = parse_integer(args.value(a), a, 1, 1ll << 34);
         else if (a == "--steps") bench.steps = int(parse_integer(args.value(a), a, 1, 100000));
+        else if (a == "--capturable") bench.capturable = true;
         else throw UsageError{fmt::format("unknown option '{}'", a)};
     }
     if (target_name.empty()) target_name = cuda::available() ? "cuda" : "host";

@@ -126,7 +126,8 @@ void run_workload(const std::string& name, const std::vector<BenchShape>& shapes
     for (const BenchShape& t : shapes) total += t.n;
     const std::string where = o.gpu ? fmt::format("GPU: {}, {} SMs", cuda::device_name(), cuda::multiprocessor_count())
                                     : fmt::format("host: {} threads", ThreadPool::global().size());
-    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g; {}\n", name, shapes.size(), double(total), where);
+    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g; {}{}\n", name, shapes.size(), double(total), where,
+               o.capturable ? "; each step a CUDA graph replay" : "");
     fmt::print("  {:<6} {:>9} {:>9} {:>8} {:>10} {:>7} {:>11} {:>9} {:>8} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
                "state B/par", "first ms", "compiled", "recompile");
 
@@ -166,7 +167,9 @@ void run_workload(const std::string& name, const std::vector<BenchShape>& shapes
         KernelCache& cache = KernelCache::global();
         const int compiles_before = cache.stats().compiles;
         auto t0 = std::chrono::steady_clock::now();
-        Optimizer optimizer(program, {group});
+        OptimizerOptions options;
+        options.capturable = o.capturable;
+        Optimizer optimizer(program, {group}, options);
         optimizer.set_hyper("lr", 1e-4);
         optimizer.step();
         if (o.gpu) cuda::synchronize();
@@ -175,10 +178,25 @@ void run_workload(const std::string& name, const std::vector<BenchShape>& shapes
 
         Timer timer(o.gpu);
         const int compiles_timed = cache.stats().compiles;
-        const double step_ms = timer.median_ms(o.steps, [&](int i) {
-            optimizer.set_hyper("lr", 1e-4 * (1 + 0.01 * i));  // a schedule: a new value every step
-            optimizer.step();
-        });
+        double step_ms;
+        if (o.capturable) {
+            cuda::Stream stream = cuda::stream_create();
+            cuda::GraphExec graph = cuda::capture_graph(stream, [&] { optimizer.step(stream); });
+            std::vector<double> lrs(size_t(o.steps) + 1);
+            step_ms = timer.median_ms(o.steps, [&](int i) {
+                lrs[size_t(i)] = 1e-4 * (1 + 0.01 * i);  // a schedule, through the device block
+                cuda::memcpy_htod_async(optimizer.hyper_address(0, "lr"), &lrs[size_t(i)], 8, stream);
+                cuda::graph_launch(graph, stream);
+            });
+            cuda::synchronize();
+            cuda::graph_destroy(graph);
+            cuda::stream_destroy(stream);
+        } else {
+            step_ms = timer.median_ms(o.steps, [&](int i) {
+                optimizer.set_hyper("lr", 1e-4 * (1 + 0.01 * i));  // a schedule: a new value every step
+                optimizer.step();
+            });
+        }
         const int recompiles = cache.stats().compiles - compiles_timed;
 
         // A copy of the same bytes: half read, half written.
@@ -216,6 +234,7 @@ void run_step_bench(const StepBenchOptions& o) {
         formats.push_back(format_named(name));
     std::vector<std::vector<BenchShape>> shapes;
     for (const std::string& w : workloads) shapes.push_back(workload_shapes(w, o.gpu, o.tensor_elements));  // every name checked first
+    if (o.capturable && !o.gpu) throw std::invalid_argument("--capturable steps are CUDA graphs: they need --target cuda");
     if (o.gpu) cuda::init();
     for (size_t i = 0; i < workloads.size(); ++i) run_workload(workloads[i], shapes[i], formats, o);
 }

@@ -18,7 +18,9 @@
 //   llama    a parameter list shaped like Llama-3.2-1B: 146 tensors, 1.24 B parameters
 //   small    4096 tensors of 1 to 65536 elements (log-uniform): the cost of many small tensors
 // State formats: fp32, bf16, q8 (m q8s, v q8u, blocks of 256), q4 (m q4s, v q4u, 128), fp8.
-// Tensors under 4096 elements keep fp32 states (in a launch of their own).
+// Tensors under 4096 elements keep fp32 states (in a launch of their own). With --capturable
+// the optimizer is capturable and each timed step is a CUDA graph replay, its new lr written
+// into the device block on the same stream.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +43,7 @@ struct StepBenchOptions {
     std::vector<std::string> formats;      // empty: fp32 bf16 q8 q4 fp8
     int64_t tensor_elements = 0;           // 0: the target's default
     int steps = 30;                        // timed steps (after the first)
+    bool capturable = false;               // GPU: each step a replay of a captured CUDA graph
 };
 
 // Prints the table to stdout; throws std::invalid_argument for an unknown workload or format.
