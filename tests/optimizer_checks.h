@@ -5,12 +5,15 @@
 //     of 1 element to several blocks and odd sizes, in every state format;
 //   - groups keep their own hyper-parameters and formats (each equals an optimizer of its own);
 //   - shards with offsets step exactly as the whole tensor does;
-//   - steps match the float64 interpreter while `lr` changes every step, and compile nothing.
+//   - steps match the float64 interpreter while `lr` changes every step, and compile nothing;
+//   - checkpoints: round trips (and between devices), every refusal, format conversions.
 #pragma once
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -383,6 +386,159 @@ inline void check_checkpoint_round_trip(Device save_on, Device load_on) {
     loaded.step();
     for (size_t t = 0; t < a.params.size(); ++t) CHECK(a.params[t]->values() == b.params[t]->values());
     CHECK(CheckpointFixture::states(loaded, load_on) == CheckpointFixture::states(saved, save_on));
+}
+
+// The message of what `build` throws (std::invalid_argument, or ProgramError for a program),
+// or "(accepted)".
+inline std::string refusal(const std::function<void()>& build) {
+    try {
+        build();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "(accepted)";
+}
+
+inline StateStorage storage(const char* text) {
+    std::string error;
+    return *parse_state_storage(text, &error);
+}
+
+// Every rejected checkpoint is refused with one sentence before any state is written.
+inline void check_checkpoint_refusals(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    Program program = adamw_program();
+    CheckpointFixture a(device, seed, q8_with_rank1()), b(device, seed + 1, q8_with_rank1());
+    Optimizer saved(program, a.groups), target(program, b.groups);
+    a.set_gradients(1);
+    saved.step();
+    b.set_gradients(1);
+    target.step();
+    const std::vector<uint8_t> good = saved.state_dict();
+    const auto before = CheckpointFixture::states(target, device);
+    auto load = [&](std::vector<uint8_t> bytes) {
+        std::string message = refusal([&] { target.load_state_dict(bytes); });
+        CHECK(CheckpointFixture::states(target, device) == before);
+        CHECK(target.step_count() == 1);
+        return message;
+    };
+    auto with_checksum = [](std::vector<uint8_t> bytes) {  // a consistent file with a changed field
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (size_t i = 0; i + 8 < bytes.size(); ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
+        std::memcpy(bytes.data() + bytes.size() - 8, &h, 8);
+        return bytes;
+    };
+
+    CHECK(load({}) == "not an optjit checkpoint: it does not begin with OPTJITCK");
+    std::vector<uint8_t> bad = good;
+    bad[0] = 'X';
+    CHECK(load(bad) == "not an optjit checkpoint: it does not begin with OPTJITCK");
+    bad = good;
+    bad[8] = 2;
+    CHECK(load(bad) == "the checkpoint has format version 2; this optjit reads version 1");
+    for (size_t cut : {size_t(23), size_t(24), good.size() / 2, good.size() - 1}) {
+        bad.assign(good.begin(), good.begin() + long(cut));
+        std::string message = load(bad);
+        CHECK_MESSAGE((message.find("truncated") != std::string::npos || message.find("not an optjit") == 0), message);
+    }
+    bad = good;
+    bad[good.size() / 2] ^= 0x10;
+    CHECK(load(bad) == "the checkpoint is corrupt: its checksum does not match its bytes");
+
+    // Another program: lion's states and hyper-parameters are not adamw's.
+    CheckpointFixture l(device, seed, {});
+    Optimizer lion(load_example("lion"), l.groups);
+    CHECK(load(lion.state_dict()) == "the checkpoint is of another program ('optimizer lion'); this optimizer runs 'optimizer adamw'");
+
+    // Other groups, parameters, sizes, formats.
+    CheckpointFixture one_group(device, seed, q8_with_rank1());
+    one_group.groups.pop_back();
+    CHECK(load(Optimizer(program, one_group.groups).state_dict()) == "the checkpoint has 1 parameter groups; this optimizer has 2");
+    CheckpointFixture fewer(device, seed, q8_with_rank1());
+    fewer.groups[1].params.pop_back();
+    CHECK(load(Optimizer(program, fewer.groups).state_dict()) == "group 1: the checkpoint has 1 parameters; this optimizer has 2");
+    CheckpointFixture renamed(device, seed, q8_with_rank1());
+    renamed.groups[0].params[1].name = "tok_embeddings";
+    CHECK(load(Optimizer(program, renamed.groups).state_dict()) ==
+          "group 0, parameter 1 ('embed'): the checkpoint names this parameter 'tok_embeddings'");
+    CheckpointFixture reshaped(device, seed, q8_with_rank1());
+    reshaped.groups[1].params[0].shape = {130, 40};
+    CHECK(load(Optimizer(program, reshaped.groups).state_dict()) ==
+          "group 1, parameter 0 ('wq'): the checkpoint holds 5200 elements at offset 0 in rows of 40; this parameter has 5200 at offset 0 in rows of 130");
+    CheckpointFixture q4(device, seed, {{"m", storage("q4s")}, {"v", storage("q4u:128:rank1")}});
+    CHECK(load(Optimizer(program, q4.groups).state_dict()) ==
+          "group 1, parameter 0 ('wq'), state 'm': the checkpoint stores it as q4s:128, this optimizer as q8s:256 (load with convert_formats to "
+          "dequantize and requantize it)");
+
+    // A field changed under a valid checksum: the step count's bytes are fine, a size is not.
+    bad = good;
+    const std::string needle = "q8s:256";
+    auto at = std::search(bad.begin(), bad.end(), needle.begin(), needle.end());
+    REQUIRE(at != bad.end());
+    *(at + needle.size() + 1) ^= 0x01;  // the low byte of its value_bytes
+    CHECK(load(with_checksum(bad)).find("group 1, parameter 0 ('wq'), state 'm': the checkpoint holds ") == 0);
+
+    // And the good one loads.
+    target.load_state_dict(good);
+    CHECK(CheckpointFixture::states(target, device) == CheckpointFixture::states(saved, device));
+}
+
+// A change of format or block size converts through dequantize and requantize, when asked:
+// each converted state equals the reference quantizer applied to the saved one read back.
+inline void check_checkpoint_conversions(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    Program program = adamw_program();
+    struct Change {
+        const char *from_m, *from_v, *to_m, *to_v;
+    };
+    for (Change c : {Change{"q8s", "q8u", "q4s", "q4u"}, Change{"q8s", "q8u", "q8s:64", "q8u:1024"}, Change{"fp32", "fp32", "q8s", "fp8"},
+                     Change{"q4s", "q4u:128:rank1", "bf16", "fp32"}}) {
+        INFO(c.from_m, " ", c.from_v, " -> ", c.to_m, " ", c.to_v);
+        CheckpointFixture a(device, seed, {{"m", storage(c.from_m)}, {"v", storage(c.from_v)}});
+        CheckpointFixture b(device, seed, {{"m", storage(c.to_m)}, {"v", storage(c.to_v)}});
+        Optimizer saved(program, a.groups), loaded(program, b.groups);
+        for (int64_t step = 1; step <= 2; ++step) {
+            a.set_gradients(step);
+            saved.step();
+        }
+        std::vector<uint8_t> checkpoint = saved.state_dict();
+        CHECK(refusal([&] { loaded.load_state_dict(checkpoint); }).find("load with convert_formats") != std::string::npos);
+        loaded.load_state_dict(checkpoint, {.convert_formats = true});
+        // The reference: each state of the second group read back as fp32 and stored anew.
+        for (size_t i = 0; i < 2; ++i) {
+            const Parameter& p = loaded.param(1, i);
+            const int64_t n = a.params[2 + i]->n, columns = p.shape.size() >= 2 ? p.shape.back() : 0;
+            for (const char* name : {"m", "v"}) {
+                StateBuffer from = saved.state(1, i, name), to = loaded.state(1, i, name);
+                const std::vector<uint8_t> saved_bytes = state_bytes(saved, device, 1, i, name);  // values, then scales
+                std::vector<float> values(static_cast<size_t>(n));
+                if (is_block_quantized(from.storage.format)) {
+                    QuantizedTensor q;
+                    q.codes.assign(saved_bytes.begin(), saved_bytes.begin() + long(from.value_bytes));
+                    const bool rank1 = from.storage.rank1 && columns > 0;
+                    q.scales.resize(size_t(rank1 ? rank1_statistic_count(n, columns) : scale_count(from.storage, p.offset, n)));
+                    std::memcpy(q.scales.data(), saved_bytes.data() + from.value_bytes, q.scales.size() * 4);
+                    values = dequantize(from.storage, q, n, p.offset, rank1 ? columns : 0);
+                } else {
+                    for (int64_t k = 0; k < n; ++k) values[size_t(k)] = float(load_element(state_dtype(from.storage.format), saved_bytes.data(), size_t(k)));
+                }
+                std::vector<uint8_t> got = state_bytes(loaded, device, 1, i, name);
+                if (is_block_quantized(to.storage.format)) {
+                    QuantizedTensor expect = quantize(to.storage, values, p.offset, to.storage.rank1 ? columns : 0);
+                    CHECK(std::equal(expect.codes.begin(), expect.codes.end(), got.begin()));
+                    CHECK(std::memcmp(expect.scales.data(), got.data() + to.value_bytes, expect.scales.size() * 4) == 0);
+                } else {
+                    for (int64_t k = 0; k < n; ++k)
+                        CHECK(load_element(state_dtype(to.storage.format), got.data(), size_t(k)) == round_to(state_dtype(to.storage.format), values[size_t(k)]));
+                }
+            }
+        }
+        // The first group's states were not converted: bytes as saved.
+        CHECK(state_bytes(loaded, device, 0, 1, "m") == state_bytes(saved, device, 0, 1, "m"));
+        CHECK(loaded.step_count() == 2);
+    }
 }
 
 }  // namespace optjit_test

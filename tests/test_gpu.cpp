@@ -560,6 +560,14 @@ TEST_CASE("gpu: checkpoint: states round-trip bit for bit on the GPU, and the ne
     REQUIRE_GPU();
     check_checkpoint_round_trip(Device::Cuda, Device::Cuda);
 }
+TEST_CASE("gpu: checkpoint: every rejected checkpoint is refused before any state is written") {
+    REQUIRE_GPU();
+    check_checkpoint_refusals(Device::Cuda);
+}
+TEST_CASE("gpu: checkpoint: a change of format or block size converts, when asked") {
+    REQUIRE_GPU();
+    check_checkpoint_conversions(Device::Cuda);
+}
 TEST_CASE("gpu: checkpoint: states move between the GPU and the host bit for bit") {
     REQUIRE_GPU();
     check_checkpoint_round_trip(Device::Cuda, Device::Host);
