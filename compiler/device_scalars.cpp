@@ -6,6 +6,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "compiler/codegen.h"
 #include "compiler/element_math.h"
@@ -25,35 +26,19 @@ public:
         namespace I = llvm::Intrinsic;
         if (e.op == Op::Number) return constant(e.number);
         if (e.op == Op::Ref) return env.at(e.name);
-        llvm::Value* a[3] = {nullptr, nullptr, nullptr};
-        for (size_t i = 0; i < e.args.size(); ++i) a[i] = emit(e.args[i]);
-        auto number = [&](llvm::Value* bit) { return b_.CreateUIToFP(bit, b_.getDoubleTy()); };
+        std::vector<llvm::Value*> a;
+        for (const Expr& arg : e.args) a.push_back(emit(arg));
+        if (llvm::Value* v = emit_width_independent(b_, e.op, a)) return v;
         auto call = [&](I::ID id, llvm::Value* x) { return b_.CreateIntrinsic(id, {b_.getDoubleTy()}, {x}); };
         auto any_nan = [&]() { return b_.CreateFCmpUNO(a[0], a[1]); };
         auto negative = [&](llvm::Value* x) { return b_.CreateICmpSLT(b_.CreateBitCast(x, b_.getInt64Ty()), b_.getInt64(0)); };
         const double nan = std::numeric_limits<double>::quiet_NaN();
         switch (e.op) {
-        case Op::Neg: return b_.CreateFNeg(a[0]);
-        case Op::Add: return b_.CreateFAdd(a[0], a[1]);
-        case Op::Sub: return b_.CreateFSub(a[0], a[1]);
-        case Op::Mul: return b_.CreateFMul(a[0], a[1]);
         case Op::Div: return b_.CreateFDiv(a[0], a[1]);
         case Op::Pow: return b_.CreateCall(math_.pow_f64(), {a[0], a[1]});
-        case Op::Lt: return number(b_.CreateFCmpOLT(a[0], a[1]));
-        case Op::Le: return number(b_.CreateFCmpOLE(a[0], a[1]));
-        case Op::Gt: return number(b_.CreateFCmpOGT(a[0], a[1]));
-        case Op::Ge: return number(b_.CreateFCmpOGE(a[0], a[1]));
-        case Op::Eq: return number(b_.CreateFCmpOEQ(a[0], a[1]));
-        case Op::Ne: return number(b_.CreateFCmpUNE(a[0], a[1]));
-        case Op::Select: return b_.CreateSelect(b_.CreateFCmpUNE(a[0], constant(0)), a[1], a[2]);
         case Op::Sqrt: return call(I::sqrt, a[0]);
         case Op::Rsqrt: return b_.CreateFDiv(constant(1), call(I::sqrt, a[0]));
-        case Op::Abs: return call(I::fabs, a[0]);
-        case Op::Sign: {
-            llvm::Value* neg_or_same = b_.CreateSelect(b_.CreateFCmpOLT(a[0], constant(0)), constant(-1), a[0]);
-            return b_.CreateSelect(b_.CreateFCmpOGT(a[0], constant(0)), constant(1), neg_or_same);
-        }
-        case Op::Min: {  // the smaller, -0 below +0, NaN if either is
+        case Op::Min: {  // the smaller, -0 below +0, NaN if either is (ir/semantics.cpp's nan_min)
             llvm::Value* first = b_.CreateOr(b_.CreateFCmpOLT(a[0], a[1]), b_.CreateAnd(b_.CreateFCmpOEQ(a[0], a[1]), negative(a[0])));
             return b_.CreateSelect(any_nan(), constant(nan), b_.CreateSelect(first, a[0], a[1]));
         }
@@ -62,7 +47,6 @@ public:
                                              b_.CreateAnd(b_.CreateFCmpOEQ(a[0], a[1]), b_.CreateNot(negative(a[0]))));
             return b_.CreateSelect(any_nan(), constant(nan), b_.CreateSelect(first, a[0], a[1]));
         }
-        case Op::Lerp: return b_.CreateFAdd(a[0], b_.CreateFMul(a[2], b_.CreateFSub(a[1], a[0])));
         case Op::Exp: return b_.CreateCall(math_.exp_f64(), {a[0]});
         case Op::Log: return b_.CreateCall(math_.log_f64(), {a[0]});
         default: throw std::logic_error("a scalars section holds a reduction; the passes keep those out of it");

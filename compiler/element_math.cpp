@@ -259,6 +259,33 @@ ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, Specu
     return out;
 }
 
+llvm::Value* emit_width_independent(IRBuilder<>& b, Op op, const std::vector<llvm::Value*>& a) {
+    namespace I = llvm::Intrinsic;
+    llvm::Type* type = a.empty() ? nullptr : a[0]->getType();
+    auto number = [&](double v) { return llvm::ConstantFP::get(type, v); };
+    auto as_number = [&](llvm::Value* c) { return b.CreateUIToFP(c, type); };
+    switch (op) {
+    case Op::Neg: return b.CreateFNeg(a[0]);
+    case Op::Add: return b.CreateFAdd(a[0], a[1]);
+    case Op::Sub: return b.CreateFSub(a[0], a[1]);
+    case Op::Mul: return b.CreateFMul(a[0], a[1]);
+    case Op::Lt: return as_number(b.CreateFCmpOLT(a[0], a[1]));
+    case Op::Le: return as_number(b.CreateFCmpOLE(a[0], a[1]));
+    case Op::Gt: return as_number(b.CreateFCmpOGT(a[0], a[1]));
+    case Op::Ge: return as_number(b.CreateFCmpOGE(a[0], a[1]));
+    case Op::Eq: return as_number(b.CreateFCmpOEQ(a[0], a[1]));
+    case Op::Ne: return as_number(b.CreateFCmpUNE(a[0], a[1]));
+    case Op::Select: return b.CreateSelect(b.CreateFCmpUNE(a[0], number(0)), a[1], a[2]);
+    case Op::Abs: return intrinsic(b, I::fabs, {a[0]});
+    case Op::Sign: {
+        llvm::Value* neg_or_same = b.CreateSelect(b.CreateFCmpOLT(a[0], number(0)), number(-1), a[0]);
+        return b.CreateSelect(b.CreateFCmpOGT(a[0], number(0)), number(1), neg_or_same);
+    }
+    case Op::Lerp: return b.CreateFAdd(a[0], b.CreateFMul(a[2], b.CreateFSub(a[1], a[0])));
+    default: return nullptr;
+    }
+}
+
 llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const {
     using llvm::Intrinsic::ID;
     namespace I = llvm::Intrinsic;
@@ -275,7 +302,6 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
     for (const Expr& arg : e.args) a.push_back(emit(b, arg, env));
     const bool fast = options_.fast_math;
     const bool gpu = target_.is_gpu();
-    auto as_number = [&](llvm::Value* c) { return b.CreateUIToFP(c, b.getFloatTy()); };
     auto fast_flags = [&](llvm::Value* v) {
         if (fast && llvm::isa<llvm::Instruction>(v)) {
             llvm::FastMathFlags f;
@@ -304,11 +330,8 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
     auto widen = [&](llvm::Value* x) { return b.CreateFPExt(x, b.getDoubleTy()); };
     auto narrow = [&](llvm::Value* x) { return b.CreateFPTrunc(x, b.getFloatTy()); };
     llvm::Value* result = [&]() -> llvm::Value* {
+        if (llvm::Value* v = emit_width_independent(b, e.op, a)) return v;
         switch (e.op) {
-        case Op::Neg: return b.CreateFNeg(a[0]);
-        case Op::Add: return b.CreateFAdd(a[0], a[1]);
-        case Op::Sub: return b.CreateFSub(a[0], a[1]);
-        case Op::Mul: return b.CreateFMul(a[0], a[1]);
         case Op::Div: return divide(a[0], a[1]);
         case Op::Pow: {
             // Small integral constant exponents are multiplications; anything else goes through
@@ -322,25 +345,12 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
             }
             return narrow(call_f64(b, pow_f64(), {widen(a[0]), widen(a[1])}));
         }
-        case Op::Lt: return as_number(b.CreateFCmpOLT(a[0], a[1]));
-        case Op::Le: return as_number(b.CreateFCmpOLE(a[0], a[1]));
-        case Op::Gt: return as_number(b.CreateFCmpOGT(a[0], a[1]));
-        case Op::Ge: return as_number(b.CreateFCmpOGE(a[0], a[1]));
-        case Op::Eq: return as_number(b.CreateFCmpOEQ(a[0], a[1]));
-        case Op::Ne: return as_number(b.CreateFCmpUNE(a[0], a[1]));
-        case Op::Select: return b.CreateSelect(b.CreateFCmpUNE(a[0], f32(b, 0)), a[1], a[2]);
         case Op::Sqrt: return square_root(a[0]);
         case Op::Rsqrt:
             if (fast && gpu) return b.CreateIntrinsic(I::nvvm_rsqrt_approx_f, {}, {a[0]});
             return divide(f32(b, 1), square_root(a[0]));
-        case Op::Abs: return intrinsic(b, I::fabs, {a[0]});
-        case Op::Sign: {
-            llvm::Value* neg_or_same = b.CreateSelect(b.CreateFCmpOLT(a[0], f32(b, 0)), f32(b, -1), a[0]);
-            return b.CreateSelect(b.CreateFCmpOGT(a[0], f32(b, 0)), f32(b, 1), neg_or_same);
-        }
         case Op::Min: return intrinsic(b, I::minimum, {a[0], a[1]});
         case Op::Max: return intrinsic(b, I::maximum, {a[0], a[1]});
-        case Op::Lerp: return b.CreateFAdd(a[0], b.CreateFMul(a[2], b.CreateFSub(a[1], a[0])));
         case Op::Exp: return narrow(call_f64(b, exp_f64(), {widen(a[0])}));
         case Op::Log: return narrow(call_f64(b, log_f64(), {widen(a[0])}));
         default: break;

@@ -50,6 +50,12 @@ private:
     llvm::Value* probe_ = nullptr;
 };
 
+// The operations whose IR is the same at every float width and needs no special path, as
+// ir/semantics.h defines them: negation, +, -, *, the comparisons (1 or 0 in the operands'
+// type), select, abs, sign and lerp. nullptr for any other operation. ElementMath's fp32 update
+// and the float64 scalars of capturable kernels (compiler/device_scalars.cpp) both use it.
+llvm::Value* emit_width_independent(llvm::IRBuilder<>& b, Op op, const std::vector<llvm::Value*>& a);
+
 struct ElementValues {
     llvm::Value* p = nullptr;
     llvm::Value* g = nullptr;
