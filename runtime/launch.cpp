@@ -13,6 +13,9 @@
 
 namespace optjit {
 
+TableError::TableError(size_t tensor_index, std::string sentence)
+    : std::invalid_argument(fmt::format("tensor {}: {}", tensor_index, sentence)), tensor(tensor_index), reason(std::move(sentence)) {}
+
 TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors) {
     const Program& prog = kernel.spec().lowered;
     TableLayout layout = table_layout(kernel.spec());
@@ -22,9 +25,9 @@ TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensor
     for (size_t i = 0; i < tensors.size(); ++i) {
         const TensorArgs& a = tensors[i];
         if (int(a.states.size()) != layout.num_states)
-            throw std::invalid_argument(fmt::format("tensor {}: optimizer '{}' needs {} state buffers, {} given", i, prog.name,
+            throw TableError(i, fmt::format("optimizer '{}' needs {} state buffers, {} given", prog.name,
                                                     layout.num_states, a.states.size()));
-        if (a.n < 0) throw std::invalid_argument(fmt::format("tensor {}: negative size {}", i, a.n));
+        if (a.n < 0) throw TableError(i, fmt::format("negative size {}", a.n));
         std::vector<int64_t> row(layout.row_words());
         row[layout.p()] = int64_t(a.p);
         row[layout.g()] = int64_t(a.g);
@@ -33,19 +36,19 @@ TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensor
             const StateStorage& st = kernel.spec().storage.state(prog.states[s].name);
             if (!is_block_quantized(st.format)) continue;
             if (size_t(s) >= a.scales.size() || a.scales[s] == 0)
-                throw std::invalid_argument(fmt::format("tensor {}: state '{}' is {} and needs a buffer of block scales", i,
+                throw TableError(i, fmt::format("state '{}' is {} and needs a buffer of block scales",
                                                         prog.states[s].name, to_string(st)));
             if (a.offset % st.block != 0)
-                throw std::invalid_argument(fmt::format("tensor {}: a shard must start on a block boundary of state '{}' "
-                                                        "(offset {}, block {})", i, prog.states[s].name, a.offset, st.block));
+                throw TableError(i, fmt::format("a shard must start on a block boundary of state '{}' "
+                                                        "(offset {}, block {})", prog.states[s].name, a.offset, st.block));
             row[layout.scales(s)] = int64_t(a.scales[s]);
             if (!st.rank1) continue;
             if (a.offset != 0)
-                throw std::invalid_argument(fmt::format("tensor {}: state '{}' is {}, which needs the whole tensor (a shard cannot see its "
-                                                        "rows' and columns' maxima)", i, prog.states[s].name, to_string(st)));
+                throw TableError(i, fmt::format("state '{}' is {}, which needs the whole tensor (a shard cannot see its "
+                                                        "rows' and columns' maxima)", prog.states[s].name, to_string(st)));
             if (a.columns <= 0 || a.n % a.columns != 0)
-                throw std::invalid_argument(fmt::format("tensor {}: state '{}' is {} and needs the tensor as rows of columns; {} elements "
-                                                        "are not rows of {}", i, prog.states[s].name, to_string(st), a.n, a.columns));
+                throw TableError(i, fmt::format("state '{}' is {} and needs the tensor as rows of columns; {} elements "
+                                                        "are not rows of {}", prog.states[s].name, to_string(st), a.n, a.columns));
             if (rank1_state_is_stored(kernel.spec(), prog.states[s].name))
                 t.rank1_statistics.push_back({a.scales[s], rank1_statistic_count(a.n, a.columns)});
         }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -39,9 +40,16 @@ struct TensorTable {
     std::vector<std::pair<uint64_t, int64_t>> rank1_statistics;
 };
 
-// Throws std::invalid_argument naming the tensor if its state count does not match, a
-// quantized state has no scales, a shard does not start on a block boundary, or a kernel with
-// rank-1 states gets a shard or a tensor that is not whole rows of its columns.
+// What build_table refuses: the row and a sentence about it (what() is "tensor N: sentence").
+struct TableError : std::invalid_argument {
+    TableError(size_t tensor_index, std::string sentence);
+    size_t tensor;
+    std::string reason;
+};
+
+// Throws TableError if a tensor's state count does not match, a quantized state has no
+// scales, a shard does not start on a block boundary, or a kernel with rank-1 states gets a
+// shard or a tensor that is not whole rows of its columns.
 TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors);
 
 // The kernel's launch scalars for `step`: run-time hyper-parameter values by name (every

@@ -125,6 +125,7 @@ void Optimizer::Impl::build(size_t g) {
     std::map<std::pair<Device, std::string>, size_t> launch_of;
     const size_t first_launch = launches.size();
     std::vector<std::vector<TensorArgs>> tensors_of;  // per launch of this group
+    std::vector<std::vector<size_t>> params_of;       // and the parameter of each of its rows
     states.emplace_back();
     for (size_t i = 0; i < group.params.size(); ++i) {
         const Parameter& p = group.params[i];
@@ -176,21 +177,19 @@ void Optimizer::Impl::build(size_t g) {
             l.kernel = KernelCache::global().get(request);
             launches.push_back(std::move(l));
             tensors_of.emplace_back();
-        }
-        // Checked alone first, so that an error names the parameter, not a row of a table.
-        try {
-            build_table(*launches[it->second].kernel, std::span<const TensorArgs>(&args, 1));
-        } catch (const std::invalid_argument& e) {
-            std::string message = e.what();
-            if (message.rfind("tensor 0: ", 0) == 0) message.erase(0, 10);
-            throw std::invalid_argument(fmt::format("{}: {}", where(g, i), message));
+            params_of.emplace_back();
         }
         tensors_of[it->second - first_launch].push_back(args);
+        params_of[it->second - first_launch].push_back(i);
     }
     blocks.emplace_back();
     for (size_t k = 0; k < tensors_of.size(); ++k) {
         Launch& l = launches[first_launch + k];
-        l.table = build_table(*l.kernel, tensors_of[k]);
+        try {
+            l.table = build_table(*l.kernel, tensors_of[k]);
+        } catch (const TableError& e) {  // name the parameter, not a row of the table
+            throw std::invalid_argument(fmt::format("{}: {}", where(g, params_of[k][e.tensor]), e.reason));
+        }
         if (l.device == Device::Cuda) {
             l.device_table = std::make_unique<DeviceMemory>(Device::Cuda, l.table.words.size() * 8);
             copy_to_device(Device::Cuda, l.device_table->address(), l.table.words.data(), l.table.words.size() * 8);
@@ -229,21 +228,21 @@ Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
 void Optimizer::step(cuda::Stream stream) {
     Impl& m = *impl_;
     const int64_t step = m.steps + 1;
-    for (size_t g = 0; g < m.groups.size(); ++g) {
-        const Impl::ScalarBlock* block = m.block_of(g);
-        if (block) launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
-        for (const Impl::Launch& l : m.launches) {
-            if (l.group != g) continue;
-            if (l.kernel->spec().options.capturable) {
-                launch_cuda(*l.kernel, l.device_table->address(), l.table, block->memory->address(), stream, m.options.seed);
-                continue;
-            }
-            std::vector<float> scalars = launch_scalars(*l.kernel, m.hypers[l.group], step);
-            if (l.device == Device::Cuda)
-                launch_cuda(*l.kernel, l.device_table->address(), l.table, scalars, stream, m.options.seed);
-            else
-                launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), m.options.seed);
+    // Launches are in group order; a capturable group's scalars are computed before its first.
+    for (size_t k = 0; k < m.launches.size(); ++k) {
+        const Impl::Launch& l = m.launches[k];
+        const Impl::ScalarBlock* block = m.block_of(l.group);
+        if (block && (k == 0 || m.launches[k - 1].group != l.group))
+            launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
+        if (l.kernel->spec().options.capturable) {
+            launch_cuda(*l.kernel, l.device_table->address(), l.table, block->memory->address(), stream, m.options.seed);
+            continue;
         }
+        std::vector<float> scalars = launch_scalars(*l.kernel, m.hypers[l.group], step);
+        if (l.device == Device::Cuda)
+            launch_cuda(*l.kernel, l.device_table->address(), l.table, scalars, stream, m.options.seed);
+        else
+            launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), m.options.seed);
     }
     m.steps = step;
 }
@@ -268,8 +267,8 @@ void Optimizer::set_step_count(int64_t steps) {
 }
 
 void Optimizer::set_hyper(const std::string& name, double value) {
+    impl_->check_hypers({{name, value}});
     for (size_t g = 0; g < impl_->groups.size(); ++g) set_hyper(g, name, value);
-    if (impl_->groups.empty()) impl_->check_hypers({{name, value}});
 }
 
 namespace {
