@@ -6,8 +6,8 @@
 
 namespace optjit {
 
-void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* first, llvm::Value* stride,
-                     llvm::Value* limit, const std::function<void(const ChunkContext&)>& body) {
+void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* num_tensors, llvm::Value* first,
+                     llvm::Value* stride, llvm::Value* limit, const std::function<void(const ChunkContext&)>& body) {
     llvm::LLVMContext& ctx = b.getContext();
     llvm::Function* fn = b.GetInsertBlock()->getParent();
     llvm::BasicBlock* entry = b.GetInsertBlock();
@@ -24,7 +24,7 @@ void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* 
     b.CreateCondBr(b.CreateICmpULT(chunk, limit), chunk_block, exit);
 
     b.SetInsertPoint(chunk_block);
-    auto [t, row] = emit_find_tensor(b, spec, table, chunk, tensor);
+    auto [t, row] = emit_find_tensor(b, spec, table, num_tensors, chunk, tensor);
     auto word = [&b, row](int column) { return emit_row_word(b, row, column); };
     body(ChunkContext{chunk, emit_chunk_first_element(b, spec, row, chunk), word});
     llvm::BasicBlock* latch = b.GetInsertBlock();
@@ -40,8 +40,8 @@ llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column) {
     return load;
 }
 
-std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
-                                                       llvm::Value* t_start) {
+std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table,
+                                                       llvm::Value* num_tensors, llvm::Value* chunk, llvm::Value* t_start) {
     // A block's chunks stay in one tensor for a while, then usually move to the next; past
     // that, a binary search over the rows, so that a launch of thousands of small tensors costs
     // each block a logarithm of their count, not a walk through every row (a chain of dependent
@@ -62,7 +62,7 @@ std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, con
     b.CreateCondBr(past_end(t_start), next, found, rarely);
     b.SetInsertPoint(next);
     llvm::Value* t_next = b.CreateAdd(t_start, b.getInt64(1));
-    llvm::Value* last = b.CreateSub(b.CreateZExt(kernel_num_tensors(fn), b.getInt64Ty()), b.getInt64(1));
+    llvm::Value* last = b.CreateSub(b.CreateZExt(num_tensors, b.getInt64Ty()), b.getInt64(1));
     b.CreateCondBr(past_end(t_next), search, found, rarely);
 
     // Rows [lo, hi]: chunk is at or past lo's end and before hi's (the last row ends at the

@@ -37,18 +37,15 @@ struct ChunkContext {
     llvm::Value* first_element;             // i64: the chunk's first element in its tensor
     std::function<llvm::Value*(int)> word;  // loads a word of the tensor's table row
 };
-void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* first, llvm::Value* stride,
-                     llvm::Value* limit, const std::function<void(const ChunkContext&)>& body);
-
-// The launch's tensor count (i32): argument 1 of every kernel, GPU or host, update or
-// statistics pass (compiler/kernel_abi.h).
-inline llvm::Value* kernel_num_tensors(llvm::Function* kernel) { return kernel->getArg(1); }
+// `table` and `num_tensors` (i32) are the kernel's first two arguments (compiler/kernel_abi.h).
+void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* num_tensors, llvm::Value* first,
+                     llvm::Value* stride, llvm::Value* limit, const std::function<void(const ChunkContext&)>& body);
 
 // The row of the tensor holding `chunk`, searching forward from tensor `t_start` (both i64):
 // that tensor, the next, or a binary search over the rest of the table. The builder ends in
 // the block after the search. Returns {tensor index, row pointer}.
-std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* chunk,
-                                                       llvm::Value* t_start);
+std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table,
+                                                       llvm::Value* num_tensors, llvm::Value* chunk, llvm::Value* t_start);
 // Loads word `column` of a table row (invariant for the launch).
 llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column);
 // The first element, in its tensor, of `chunk` in the tensor of `row`.

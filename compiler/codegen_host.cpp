@@ -44,7 +44,7 @@ public:
         llvm::Value* table = fn->getArg(0);
         llvm::Value* chunk_first = fn->getArg(2);
         llvm::Value* chunk_last = fn->getArg(3);
-        emit_chunk_loop(b_, spec_, table, chunk_first, b_.getInt64(1), chunk_last, [&](const ChunkContext& c) {
+        emit_chunk_loop(b_, spec_, table, fn->getArg(1), chunk_first, b_.getInt64(1), chunk_last, [&](const ChunkContext& c) {
             std::vector<llvm::Value*> args;
             args.push_back(b_.CreateIntToPtr(c.word(layout_.p()), ptr));
             args.push_back(b_.CreateIntToPtr(c.word(layout_.g()), ptr));
@@ -92,7 +92,7 @@ private:
     void statistics_kernel() {
         std::vector<llvm::Value*> scalars;
         llvm::Function* fn = kernel_function(statistics_symbol(spec_), scalars);
-        StatisticsWalk walk{fn->getArg(0), fn->getArg(2), b_.getInt64(1), fn->getArg(3), b_.getInt64(0), chunk_elements(spec_), scalars, 0};
+        StatisticsWalk walk{fn->getArg(0), fn->getArg(1), fn->getArg(2), b_.getInt64(1), fn->getArg(3), b_.getInt64(0), chunk_elements(spec_), scalars, 0};
         emit_statistics_pass(b_, module_, spec_, walk);
         b_.CreateRetVoid();
     }

@@ -34,7 +34,6 @@ namespace optjit {
 
 namespace {
 
-constexpr unsigned kGlobal = 1;  // NVPTX address space of device memory
 constexpr unsigned kShared = 3;  // NVPTX address space of a thread block's shared memory
 
 // One array the kernel reads or writes, with its place in the table row.
@@ -81,7 +80,7 @@ public:
 
         body();
         if (has_statistics_pass(spec_)) statistics_kernel();
-        if (spec_.options.capturable) emit_scalars_kernel(module_, spec_, kGlobal);
+        if (spec_.options.capturable) emit_scalars_kernel(module_, spec_);
     }
 
 private:
@@ -90,7 +89,7 @@ private:
     // left in the function's entry block.
     llvm::Function* kernel_function(const std::string& name, std::vector<llvm::Value*>& scalars) {
         std::vector<std::string> scalar_names = kernel_scalars(spec_.lowered);
-        llvm::Type* global_ptr = llvm::PointerType::get(ctx_, kGlobal);
+        llvm::Type* global_ptr = llvm::PointerType::get(ctx_, kNvptxGlobal);
         const bool capturable = spec_.options.capturable;
         std::vector<llvm::Type*> params{global_ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty()};
         if (capturable)
@@ -106,6 +105,7 @@ private:
         fn->getArg(2)->setName("num_chunks");
         fn->getArg(3)->setName("seed");
         b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+        if (capturable) fn->getArg(4)->setName("scalar_block");
         scalars.clear();
         for (size_t i = 0; i < scalar_names.size(); ++i) {
             if (!capturable) {
@@ -113,8 +113,7 @@ private:
                 scalars.push_back(fn->getArg(4 + i));
                 continue;
             }
-            fn->getArg(4)->setName("scalar_block");
-            llvm::Value* at = b_.CreateConstInBoundsGEP1_64(b_.getInt8Ty(), fn->getArg(4), scalar_block_floats_offset(spec_.lowered) + 4 * i);
+            llvm::Value* at = b_.CreateConstInBoundsGEP1_64(b_.getInt8Ty(), fn->getArg(4), scalar_block_scalar(spec_.lowered, i));
             auto* load = b_.CreateAlignedLoad(b_.getFloatTy(), at, llvm::Align(4), scalar_names[i]);
             load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx_, {}));  // NAME_scalars wrote it before the launch
             scalars.push_back(load);
@@ -136,13 +135,14 @@ private:
         std::vector<llvm::Value*> scalars;
         llvm::Function* fn = kernel_function(statistics_symbol(spec_), scalars);
         StatisticsWalk walk{fn->getArg(0),
+                            fn->getArg(1),
                             sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x),
                             sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x),
                             fn->getArg(2),
                             sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x),
                             elements_per_thread_,
                             scalars,
-                            kGlobal};
+                            kNvptxGlobal};
         emit_statistics_pass(b_, module_, spec_, walk);
         b_.CreateRetVoid();
     }
@@ -170,12 +170,12 @@ private:
             b_.CreateRetVoid();
             return;
         }
-        emit_chunk_loop(b_, spec_, fn_->getArg(0), first, stride, fn_->getArg(2), [&](const ChunkContext& c) {
+        emit_chunk_loop(b_, spec_, fn_->getArg(0), fn_->getArg(1), first, stride, fn_->getArg(2), [&](const ChunkContext& c) {
             llvm::Value* any_bits = b_.getInt64(0);
             for (Array& a : arrays_) {
                 llvm::Value* word = c.word(a.column);
                 any_bits = b_.CreateOr(any_bits, word);
-                a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
+                a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kNvptxGlobal));
             }
             n_ = c.word(layout_.n());
             offset_ = c.word(layout_.offset());
@@ -508,13 +508,13 @@ private:
         for (Array& a : arrays_) {
             llvm::Value* word = row_word(row, a.column, again);
             misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(15)));
-            a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
+            a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kNvptxGlobal));
         }
         for (QuantizedArray& q : quantized_) {
             llvm::Value* word = row_word(row, layout_.state(q.state), again);
             misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(q.codec->four_bit() ? 3 : 7)));
-            q.codes = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kGlobal));
-            q.scales = b_.CreateIntToPtr(row_word(row, layout_.scales(q.state), again), llvm::PointerType::get(ctx_, kGlobal));
+            q.codes = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kNvptxGlobal));
+            q.scales = b_.CreateIntToPtr(row_word(row, layout_.scales(q.state), again), llvm::PointerType::get(ctx_, kNvptxGlobal));
         }
         n_ = row_word(row, layout_.n(), again);
         offset_ = row_word(row, layout_.offset(), again);
@@ -612,7 +612,7 @@ private:
         llvm::BasicBlock* exit = block("pipeline.exit");
         b_.CreateCondBr(b_.CreateICmpULT(first, limit), prologue, exit);
         b_.SetInsertPoint(prologue);
-        auto [t0, row0] = emit_find_tensor(b_, spec_, table, first, b_.getInt64(0));
+        auto [t0, row0] = emit_find_tensor(b_, spec_, table, fn_->getArg(1), first, b_.getInt64(0));
         Prefetched start = prefetch(row0, first);
         llvm::BasicBlock* prologue_end = b_.GetInsertBlock();
         b_.CreateBr(loop);
@@ -638,7 +638,7 @@ private:
             llvm::BasicBlock* from_loop = b_.GetInsertBlock();
             b_.CreateCondBr(more, ahead, joined);
             b_.SetInsertPoint(ahead);
-            auto [t_next, row_next] = emit_find_tensor(b_, spec_, table, next, tensor);
+            auto [t_next, row_next] = emit_find_tensor(b_, spec_, table, fn_->getArg(1), next, tensor);
             Prefetched upcoming = prefetch(row_next, next);
             llvm::BasicBlock* ahead_end = b_.GetInsertBlock();
             b_.CreateBr(joined);

@@ -19,7 +19,7 @@ namespace {
 // One float64 scalar expression, with ir/semantics.h's definitions of every operation.
 class Float64Scalars {
 public:
-    Float64Scalars(llvm::IRBuilder<>& b, const ElementMath& math) : b_(b), math_(math) {}
+    Float64Scalars(llvm::IRBuilder<>& b, llvm::Module& module) : b_(b), module_(module) {}
     std::map<std::string, llvm::Value*> env;
 
     llvm::Value* emit(const Expr& e) {
@@ -35,7 +35,7 @@ public:
         const double nan = std::numeric_limits<double>::quiet_NaN();
         switch (e.op) {
         case Op::Div: return b_.CreateFDiv(a[0], a[1]);
-        case Op::Pow: return b_.CreateCall(math_.pow_f64(), {a[0], a[1]});
+        case Op::Pow: return b_.CreateCall(pow_f64(module_), {a[0], a[1]});
         case Op::Sqrt: return call(I::sqrt, a[0]);
         case Op::Rsqrt: return b_.CreateFDiv(constant(1), call(I::sqrt, a[0]));
         case Op::Min: {  // the smaller, -0 below +0, NaN if either is (ir/semantics.cpp's nan_min)
@@ -47,8 +47,8 @@ public:
                                              b_.CreateAnd(b_.CreateFCmpOEQ(a[0], a[1]), b_.CreateNot(negative(a[0]))));
             return b_.CreateSelect(any_nan(), constant(nan), b_.CreateSelect(first, a[0], a[1]));
         }
-        case Op::Exp: return b_.CreateCall(math_.exp_f64(), {a[0]});
-        case Op::Log: return b_.CreateCall(math_.log_f64(), {a[0]});
+        case Op::Exp: return b_.CreateCall(exp_f64(module_), {a[0]});
+        case Op::Log: return b_.CreateCall(log_f64(module_), {a[0]});
         default: throw std::logic_error("a scalars section holds a reduction; the passes keep those out of it");
         }
     }
@@ -56,16 +56,16 @@ public:
 private:
     llvm::Value* constant(double v) { return llvm::ConstantFP::get(b_.getDoubleTy(), v); }
     llvm::IRBuilder<>& b_;
-    const ElementMath& math_;
+    llvm::Module& module_;
 };
 
 }  // namespace
 
-void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec, unsigned address_space) {
+void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec) {
     llvm::LLVMContext& ctx = module.getContext();
     llvm::IRBuilder<> b(ctx);
     const Program& prog = spec.lowered;
-    llvm::Type* block_ptr = llvm::PointerType::get(ctx, address_space);
+    llvm::Type* block_ptr = llvm::PointerType::get(ctx, kNvptxGlobal);
     auto* fn = llvm::Function::Create(llvm::FunctionType::get(b.getVoidTy(), {block_ptr}, false), llvm::GlobalValue::ExternalLinkage,
                                       scalars_symbol(spec), module);
     fn->setCallingConv(llvm::CallingConv::PTX_Kernel);
@@ -75,19 +75,17 @@ void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec, unsigned 
     b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
     auto at = [&](size_t byte) { return b.CreateConstInBoundsGEP1_64(b.getInt8Ty(), block, byte); };
 
-    // Only its float64 routines are used: the element scalars it wants are placeholders.
-    std::vector<llvm::Value*> unused(kernel_scalars(prog).size(), llvm::ConstantFP::get(b.getFloatTy(), 0));
-    ElementMath math(module, prog, spec.target, spec.options, unused);
-    Float64Scalars scalars(b, math);
-    llvm::Value* step = b.CreateFAdd(b.CreateAlignedLoad(b.getDoubleTy(), at(0), llvm::Align(8)), llvm::ConstantFP::get(b.getDoubleTy(), 1));
-    b.CreateAlignedStore(step, at(0), llvm::Align(8));
+    Float64Scalars scalars(b, module);
+    llvm::Value* step = b.CreateFAdd(b.CreateAlignedLoad(b.getDoubleTy(), at(kScalarBlockStep), llvm::Align(8)),
+                                     llvm::ConstantFP::get(b.getDoubleTy(), 1));
+    b.CreateAlignedStore(step, at(kScalarBlockStep), llvm::Align(8));
     scalars.env[std::string(kStepName)] = step;
     for (size_t i = 0; i < prog.hypers.size(); ++i)
-        scalars.env[prog.hypers[i].name] = b.CreateAlignedLoad(b.getDoubleTy(), at(8 * (1 + i)), llvm::Align(8), prog.hypers[i].name);
+        scalars.env[prog.hypers[i].name] = b.CreateAlignedLoad(b.getDoubleTy(), at(scalar_block_hyper(i)), llvm::Align(8), prog.hypers[i].name);
     for (const Assign& a : prog.scalars) scalars.env[a.target] = scalars.emit(a.value);
     const std::vector<std::string> names = kernel_scalars(prog);
     for (size_t i = 0; i < names.size(); ++i)
-        b.CreateAlignedStore(b.CreateFPTrunc(scalars.env.at(names[i]), b.getFloatTy()), at(scalar_block_floats_offset(prog) + 4 * i), llvm::Align(4));
+        b.CreateAlignedStore(b.CreateFPTrunc(scalars.env.at(names[i]), b.getFloatTy()), at(scalar_block_scalar(prog, i)), llvm::Align(4));
     b.CreateRetVoid();
 }
 

@@ -10,7 +10,7 @@
 
 namespace optjit {
 
-// Adds NAME_scalars(ScalarBlock* block) to `module`; `address_space` is that of the block.
-void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec, unsigned address_space);
+// Adds NAME_scalars(ScalarBlock* block), a GPU kernel, to `module`.
+void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec);
 
 }  // namespace optjit

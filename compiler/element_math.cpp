@@ -343,7 +343,7 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
                 if (y == 3) return b.CreateFMul(b.CreateFMul(a[0], a[0]), a[0]);
                 if (y == -1) return divide(f32(b, 1), a[0]);
             }
-            return narrow(call_f64(b, pow_f64(), {widen(a[0]), widen(a[1])}));
+            return narrow(call_f64(b, pow_f64(module_), {widen(a[0]), widen(a[1])}));
         }
         case Op::Sqrt: return square_root(a[0]);
         case Op::Rsqrt:
@@ -351,8 +351,8 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<
             return divide(f32(b, 1), square_root(a[0]));
         case Op::Min: return intrinsic(b, I::minimum, {a[0], a[1]});
         case Op::Max: return intrinsic(b, I::maximum, {a[0], a[1]});
-        case Op::Exp: return narrow(call_f64(b, exp_f64(), {widen(a[0])}));
-        case Op::Log: return narrow(call_f64(b, log_f64(), {widen(a[0])}));
+        case Op::Exp: return narrow(call_f64(b, exp_f64(module_), {widen(a[0])}));
+        case Op::Log: return narrow(call_f64(b, log_f64(module_), {widen(a[0])}));
         default: break;
         }
         throw std::logic_error(fmt::format("ElementMath: unhandled operation {}", op_info(e.op).spelling));
@@ -414,9 +414,9 @@ llvm::Value* ElementMath::call_f64(IRBuilder<>& b, llvm::Function* fn, std::init
 
 // exp(x) = 2^k * exp(r), k = rint(x / ln 2), r = x - k ln 2 (Cody-Waite, two parts), exp(r) by
 // its Taylor series to degree 13 (|r| <= 0.35: error below 1 ulp of a double).
-llvm::Function* ElementMath::exp_f64() const {
-    if (llvm::Function* f = module_.getFunction("optjit.exp.f64")) return f;
-    llvm::Function* fn = new_math_function(module_, "optjit.exp.f64", 1);
+llvm::Function* exp_f64(llvm::Module& module) {
+    if (llvm::Function* f = module.getFunction("optjit.exp.f64")) return f;
+    llvm::Function* fn = new_math_function(module, "optjit.exp.f64", 1);
     IRBuilder<> b(&fn->getEntryBlock());
     namespace I = llvm::Intrinsic;
     llvm::Value* x = fn->getArg(0);
@@ -441,9 +441,9 @@ llvm::Function* ElementMath::exp_f64() const {
 
 // log(x) = e ln 2 + log(m), x = m 2^e with m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh(s),
 // s = (m - 1) / (m + 1), by its series to s^25 (|s| <= 0.172: error below 1 ulp).
-llvm::Function* ElementMath::log_f64() const {
-    if (llvm::Function* f = module_.getFunction("optjit.log.f64")) return f;
-    llvm::Function* fn = new_math_function(module_, "optjit.log.f64", 1);
+llvm::Function* log_f64(llvm::Module& module) {
+    if (llvm::Function* f = module.getFunction("optjit.log.f64")) return f;
+    llvm::Function* fn = new_math_function(module, "optjit.log.f64", 1);
     IRBuilder<> b(&fn->getEntryBlock());
     llvm::Value* x = fn->getArg(0);
     llvm::Value* subnormal = b.CreateFCmpOLT(x, f64(b, 2.2250738585072014e-308));
@@ -476,11 +476,11 @@ llvm::Function* ElementMath::log_f64() const {
 
 // pow(x, y) = exp(y log |x|), as C's pow: the sign of x (-0 included) for odd integral y,
 // NaN for finite negative x and non-integral y, and pow(x, 0) = pow(1, y) = pow(-1, +-inf) = 1.
-llvm::Function* ElementMath::pow_f64() const {
-    if (llvm::Function* f = module_.getFunction("optjit.pow.f64")) return f;
-    llvm::Function* exp_fn = exp_f64();
-    llvm::Function* log_fn = log_f64();
-    llvm::Function* fn = new_math_function(module_, "optjit.pow.f64", 2);
+llvm::Function* pow_f64(llvm::Module& module) {
+    if (llvm::Function* f = module.getFunction("optjit.pow.f64")) return f;
+    llvm::Function* exp_fn = exp_f64(module);
+    llvm::Function* log_fn = log_f64(module);
+    llvm::Function* fn = new_math_function(module, "optjit.pow.f64", 2);
     IRBuilder<> b(&fn->getEntryBlock());
     namespace I = llvm::Intrinsic;
     llvm::Value* x = fn->getArg(0);

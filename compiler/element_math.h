@@ -56,6 +56,14 @@ private:
 // and the float64 scalars of capturable kernels (compiler/device_scalars.cpp) both use it.
 llvm::Value* emit_width_independent(llvm::IRBuilder<>& b, Op op, const std::vector<llvm::Value*>& a);
 
+// The float64 routines, internal functions of `module` emitted once: exp, log and pow as C's,
+// within an ulp or so of a double. ElementMath computes exp, log and non-trivial powers with
+// them (rounding to fp32); capturable kernels compute their scalars with them
+// (compiler/device_scalars.h).
+llvm::Function* exp_f64(llvm::Module& module);
+llvm::Function* log_f64(llvm::Module& module);
+llvm::Function* pow_f64(llvm::Module& module);
+
 struct ElementValues {
     llvm::Value* p = nullptr;
     llvm::Value* g = nullptr;
@@ -92,13 +100,6 @@ public:
     // ir/numeric.h's stochastic rounding keyed by `seed` (i64), the launch's step and the
     // element's `global_index` (i64).
     llvm::Value* param_from_f32(llvm::IRBuilder<>& b, DType t, llvm::Value* f, llvm::Value* global_index, llvm::Value* seed) const;
-
-    // The float64 routines (internal functions of the module, emitted once): exp, log and pow
-    // as C's, within an ulp or so of a double. Also what capturable kernels compute their
-    // scalars with (compiler/device_scalars.h).
-    llvm::Function* exp_f64() const;
-    llvm::Function* log_f64() const;
-    llvm::Function* pow_f64() const;
 
 private:
     llvm::Value* emit(llvm::IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const;

@@ -87,7 +87,7 @@ int64_t chunk_elements(const KernelSpec& spec) {
     return spec.target.is_gpu() ? int64_t(gpu_threads_per_block(spec)) * gpu_elements_per_thread(spec) : 16384;
 }
 
-size_t scalar_block_floats_offset(const Program& lowered) { return 8 * (1 + lowered.hypers.size()); }
-size_t scalar_block_bytes(const Program& lowered) { return scalar_block_floats_offset(lowered) + 4 * kernel_scalars(lowered).size(); }
+size_t scalar_block_floats_offset(const Program& lowered) { return scalar_block_hyper(lowered.hypers.size()); }
+size_t scalar_block_bytes(const Program& lowered) { return scalar_block_scalar(lowered, kernel_scalars(lowered).size()); }
 
 }  // namespace optjit

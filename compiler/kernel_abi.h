@@ -93,8 +93,12 @@ bool has_statistics_pass(const KernelSpec& spec);
 // Names of the launch scalars of a lowered program, in argument order.
 std::vector<std::string> kernel_scalars(const Program& lowered);
 
-// The scalar block of a capturable kernel: where its fp32 scalars begin, and its size.
+// The scalar block of a capturable kernel, in bytes: the f64 step, hyper-parameter i (f64),
+// where the fp32 scalars begin, scalar i (f32), and the block's size.
+constexpr size_t kScalarBlockStep = 0;
+inline size_t scalar_block_hyper(size_t i) { return 8 * (1 + i); }
 size_t scalar_block_floats_offset(const Program& lowered);
+inline size_t scalar_block_scalar(const Program& lowered, size_t i) { return scalar_block_floats_offset(lowered) + 4 * i; }
 size_t scalar_block_bytes(const Program& lowered);
 
 // Storage types of the arrays a kernel touches: p, g, then each state that is not

@@ -88,7 +88,7 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
         if (is_block_quantized(st.format)) codecs[s] = std::make_unique<StateCodec>(module, spec.target, st);
     }
 
-    emit_chunk_loop(b, spec, walk.table, walk.first, walk.stride, walk.limit, [&](const ChunkContext& chunk) {
+    emit_chunk_loop(b, spec, walk.table, walk.num_tensors, walk.first, walk.stride, walk.limit, [&](const ChunkContext& chunk) {
         llvm::Value* n = chunk.word(layout.n());
         llvm::Value* lo = b.CreateAdd(chunk.first_element, b.CreateMul(walk.lane, b.getInt64(walk.elements_per_lane)));
         llvm::Value* hi = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b.CreateAdd(lo, b.getInt64(walk.elements_per_lane)), n);

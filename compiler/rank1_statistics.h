@@ -59,7 +59,8 @@ private:
 // takes `elements_per_lane` consecutive elements (GPU: a thread's 8, as in the update; host:
 // the whole chunk).
 struct StatisticsWalk {
-    llvm::Value* table;  // the tensor table (compiler/kernel_abi.h)
+    llvm::Value* table;        // the tensor table (compiler/kernel_abi.h)
+    llvm::Value* num_tensors;  // i32
     llvm::Value* first;  // i64 chunks
     llvm::Value* stride;
     llvm::Value* limit;

@@ -13,8 +13,6 @@ namespace optjit {
 
 namespace {
 
-constexpr unsigned kGlobal = 1;  // NVPTX address space of device memory
-
 llvm::Value* f32(llvm::IRBuilder<>& b, float v) { return llvm::ConstantFP::get(b.getFloatTy(), v); }
 
 }  // namespace
@@ -42,7 +40,7 @@ llvm::GlobalVariable* StateCodec::table(const char* name, llvm::Type* elem, cons
     if (!g) {
         auto* type = llvm::ArrayType::get(elem, values.size());
         g = new llvm::GlobalVariable(module_, type, true, llvm::GlobalValue::InternalLinkage, llvm::ConstantArray::get(type, values),
-                                     symbol, nullptr, llvm::GlobalValue::NotThreadLocal, target_.is_gpu() ? kGlobal : 0);
+                                     symbol, nullptr, llvm::GlobalValue::NotThreadLocal, target_.is_gpu() ? kNvptxGlobal : 0);
         g->setAlignment(llvm::Align(16));
     }
     tables_.push_back(g);

@@ -26,6 +26,9 @@ struct Target {
 // "host" or "sm_NN" (NN from 80 to 90); nullopt with a sentence in `error` otherwise.
 std::optional<Target> parse_target(std::string_view s, std::string* error);
 
+// NVPTX's address space of device (global) memory.
+constexpr unsigned kNvptxGlobal = 1;
+
 // Options that change generated code (and so belong to the cache key).
 struct CodegenOptions {
     // Approximate division, square root and reciprocal square root (NVVM's approx intrinsics
