@@ -83,8 +83,7 @@ const std::vector<Format>& codec_variants() {
     return f;
 }
 
-using Shape = BenchShape;  // elements and last dimension (0 for one dimension)
-std::vector<Shape> llama_3_2_1b() { return llama_3_2_1b_shapes(); }  // runtime/step_bench.h
+using Shape = BenchShape;  // elements and last dimension (0 for one dimension), runtime/step_bench.h
 
 const std::vector<Shape> kOneTensor = {{int64_t(1) << 28, int64_t(1) << 14}};
 
@@ -298,7 +297,7 @@ int main(int argc, char** argv) {
         }
         bool sweep = argc > 1 && std::string(argv[1]) == "sweep";
         run_workload("one tensor of 2^28 elements", kOneTensor, {});
-        run_workload("Llama-3.2-1B parameter list", llama_3_2_1b(), {});
+        run_workload("Llama-3.2-1B parameter list", llama_3_2_1b_shapes(), {});
         if (sweep) {  // where the quantized kernels' time goes
             CodegenOptions fast;
             fast.fast_math = true;

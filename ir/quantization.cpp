@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
+
+#include "ir/numeric.h"
 
 namespace optjit {
 
@@ -123,6 +126,48 @@ int64_t scale_count(const StateStorage& s, int64_t first_element, int64_t n) {
     if (n <= 0) return 0;
     int64_t first = first_element / s.block, last = (first_element + n - 1) / s.block;
     return last - first + 1;
+}
+
+StateBytes encode_state(const StateStorage& s, std::span<const float> values, int64_t first_element, int64_t columns) {
+    const int64_t n = int64_t(values.size());
+    const StateLayout layout = state_layout(s, n, first_element, columns);
+    StateBytes out{std::vector<uint8_t>(layout.value_bytes), std::vector<uint8_t>(layout.scale_bytes, 0)};
+    if (!is_block_quantized(s.format)) {
+        for (size_t i = 0; i < values.size(); ++i) store_element(state_dtype(s.format), out.values.data(), i, values[i]);
+        return out;
+    }
+    QuantizedTensor q = quantize(s, values, first_element, s.rank1 ? columns : 0);
+    std::memcpy(out.values.data(), q.codes.data(), out.values.size());
+    std::memcpy(out.scales.data(), q.scales.data(), layout.stored_scales * 4);
+    return out;
+}
+
+std::vector<float> decode_state(const StateStorage& s, std::span<const uint8_t> values, std::span<const uint8_t> scales, int64_t n,
+                                int64_t first_element, int64_t columns) {
+    if (!is_block_quantized(s.format)) {
+        std::vector<float> out(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) out[size_t(i)] = float(load_element(state_dtype(s.format), values.data(), size_t(i)));
+        return out;
+    }
+    const StateLayout layout = state_layout(s, n, first_element, columns);
+    QuantizedTensor q;
+    q.codes.assign(values.begin(), values.begin() + long(layout.value_bytes));
+    q.scales.resize(layout.stored_scales);
+    std::memcpy(q.scales.data(), scales.data(), layout.stored_scales * 4);
+    return dequantize(s, q, n, first_element, s.rank1 ? columns : 0);
+}
+
+StateLayout state_layout(const StateStorage& s, int64_t n, int64_t first_element, int64_t columns) {
+    StateLayout l;
+    if (!is_block_quantized(s.format)) {
+        l.value_bytes = size_t(n) * (s.format == StateFormat::BF16 ? 2 : 4);
+        return l;
+    }
+    const bool rank1 = s.rank1 && columns > 0;
+    l.value_bytes = code_bytes(s, n);
+    l.stored_scales = size_t(rank1 ? rank1_statistic_count(n, columns) : scale_count(s, first_element, n));
+    l.scale_bytes = 4 * l.stored_scales * (rank1 ? 2 : 1);
+    return l;
 }
 
 namespace {

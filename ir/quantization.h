@@ -46,6 +46,28 @@ uint8_t zero_code_byte(StateFormat f);
 size_t code_bytes(const StateStorage& s, int64_t n);
 int64_t scale_count(const StateStorage& s, int64_t first_element, int64_t n);
 
+// What a state of `n` elements (a shard from `first_element`; rows of `columns` for a rank-1
+// state, 0 for one dimension) takes in memory, as kernels, the optimizer and checkpoints lay it
+// out: its values (fp32, bf16) or codes; the scales a step reads (rank-1: the rows' then the
+// columns' statistics); and the bytes of its scale buffer (rank-1: twice those, the room for a
+// step's new statistics, compiler/kernel_abi.h). No scales for fp32 and bf16.
+struct StateLayout {
+    size_t value_bytes = 0;
+    size_t stored_scales = 0;
+    size_t scale_bytes = 0;
+};
+StateLayout state_layout(const StateStorage& s, int64_t n, int64_t first_element = 0, int64_t columns = 0);
+
+// A whole state's stored bytes, sized as state_layout says, from fp32 values (the room for a
+// rank-1 step's statistics zeroed); and its values read back from such bytes. fp32 and bf16 as
+// stored (bf16 rounded to nearest even); block-quantized states through quantize/dequantize.
+struct StateBytes {
+    std::vector<uint8_t> values, scales;
+};
+StateBytes encode_state(const StateStorage& s, std::span<const float> values, int64_t first_element = 0, int64_t columns = 0);
+std::vector<float> decode_state(const StateStorage& s, std::span<const uint8_t> values, std::span<const uint8_t> scales, int64_t n,
+                                int64_t first_element = 0, int64_t columns = 0);
+
 // A quantized tensor (or shard) as stored: codes and one fp32 scale per block it touches.
 struct QuantizedTensor {
     std::vector<uint8_t> codes;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include "ir/numeric.h"
 #include "ir/quantization.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/fnv1a.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/random.h"
@@ -59,9 +61,10 @@ struct Quantized {
     size_t stored_scales;
     Region codes, scales;
     Quantized(const StateStorage& s, int64_t count, int64_t tensor_columns)
-        : storage(s), n(count), columns(s.rank1 ? tensor_columns : 0),
-          stored_scales(size_t(columns ? rank1_statistic_count(count, columns) : scale_count(s, 0, count))), codes(code_bytes(s, count)),
-          scales(stored_scales * 4 * (columns ? 2 : 1)) {}
+        : Quantized(s, count, s.rank1 ? tensor_columns : 0, state_layout(s, count, 0, tensor_columns)) {}
+    Quantized(const StateStorage& s, int64_t count, int64_t rank1_columns, const StateLayout& layout)
+        : storage(s), n(count), columns(rank1_columns), stored_scales(layout.stored_scales), codes(layout.value_bytes),
+          scales(layout.scale_bytes) {}
     QuantizedTensor read() const {
         QuantizedTensor q;
         q.codes.assign(codes.bytes.begin(), codes.bytes.begin() + long(codes.used));
@@ -125,13 +128,12 @@ struct TensorData {
     }
 };
 
-uint64_t checksum(const std::vector<double>& values) {
-    uint64_t h = 0xcbf29ce484222325ull;
+uint64_t checksum(const std::vector<double>& values) {  // of the values' fp32 bits, little-endian
+    uint64_t h = kFnv1aBasis;
     for (double v : values) {
-        float f = float(v);
-        uint32_t bits;
-        std::memcpy(&bits, &f, 4);
-        for (int i = 0; i < 4; ++i) h = (h ^ ((bits >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+        const uint32_t bits = std::bit_cast<uint32_t>(float(v));
+        const uint8_t bytes[4] = {uint8_t(bits), uint8_t(bits >> 8), uint8_t(bits >> 16), uint8_t(bits >> 24)};
+        h = fnv1a(bytes, h);
     }
     return h;
 }

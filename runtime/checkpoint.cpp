@@ -26,15 +26,17 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <deque>
+#include <span>
 #include <stdexcept>
 #include <string>
-#include <tuple>
 #include <vector>
 
-#include "ir/numeric.h"
+#include "ir/interpreter.h"
 #include "ir/printer.h"
 #include "ir/quantization.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/fnv1a.h"
 #include "runtime/optimizer.h"
 
 namespace optjit {
@@ -43,11 +45,6 @@ namespace {
 
 constexpr char kMagic[8] = {'O', 'P', 'T', 'J', 'I', 'T', 'C', 'K'};
 constexpr uint32_t kVersion = 1;
-
-uint64_t fnv1a(const uint8_t* data, size_t bytes, uint64_t h = 0xcbf29ce484222325ull) {
-    for (size_t i = 0; i < bytes; ++i) h = (h ^ data[i]) * 0x100000001b3ull;
-    return h;
-}
 
 class Writer {
 public:
@@ -60,7 +57,6 @@ public:
         put<uint64_t>(s.size());
         bytes.insert(bytes.end(), s.begin(), s.end());
     }
-    void put_bytes(const std::vector<uint8_t>& b) { bytes.insert(bytes.end(), b.begin(), b.end()); }
 };
 
 class Reader {
@@ -76,10 +72,7 @@ public:
         const uint8_t* p = take(n);
         return std::string(reinterpret_cast<const char*>(p), n);
     }
-    std::vector<uint8_t> get_bytes(uint64_t n) {
-        const uint8_t* p = take(n);
-        return std::vector<uint8_t>(p, p + n);
-    }
+    std::span<const uint8_t> get_bytes(uint64_t n) { return {take(n), size_t(n)}; }  // no copy
     size_t position() const { return at_; }
 
 private:
@@ -94,37 +87,6 @@ private:
     size_t at_ = 0;
 };
 
-// A state's values as fp32, from its stored bytes.
-std::vector<float> decode_state(const StateStorage& storage, const std::vector<uint8_t>& values, const std::vector<uint8_t>& scales, int64_t n,
-                                int64_t offset, int64_t columns) {
-    std::vector<float> out(static_cast<size_t>(n));
-    if (!is_block_quantized(storage.format)) {
-        for (int64_t i = 0; i < n; ++i) out[size_t(i)] = float(load_element(state_dtype(storage.format), values.data(), size_t(i)));
-        return out;
-    }
-    const bool rank1 = storage.rank1 && columns > 0;
-    QuantizedTensor q;
-    q.codes = values;
-    q.scales.resize(size_t(rank1 ? rank1_statistic_count(n, columns) : scale_count(storage, offset, n)));
-    std::memcpy(q.scales.data(), scales.data(), q.scales.size() * 4);
-    return dequantize(storage, q, n, offset, rank1 ? columns : 0);
-}
-
-// The bytes of `values` stored as `storage`: values (or codes), then scales of `scale_bytes`.
-std::pair<std::vector<uint8_t>, std::vector<uint8_t>> encode_state(const StateStorage& storage, const std::vector<float>& values,
-                                                                   int64_t offset, int64_t columns, size_t value_bytes, size_t scale_bytes) {
-    std::vector<uint8_t> out(value_bytes), scales(scale_bytes, 0);
-    if (!is_block_quantized(storage.format)) {
-        for (size_t i = 0; i < values.size(); ++i) store_element(state_dtype(storage.format), out.data(), i, values[i]);
-        return {out, scales};
-    }
-    const bool rank1 = storage.rank1 && columns > 0;
-    QuantizedTensor q = quantize(storage, values, offset, rank1 ? columns : 0);
-    std::memcpy(out.data(), q.codes.data(), std::min(out.size(), q.codes.size()));
-    std::memcpy(scales.data(), q.scales.data(), std::min(scales.size(), q.scales.size() * 4));
-    return {out, scales};
-}
-
 }  // namespace
 
 std::vector<uint8_t> Optimizer::state_dict() const {
@@ -133,47 +95,61 @@ std::vector<uint8_t> Optimizer::state_dict() const {
         for (size_t i = 0; i < num_params(g); ++i) any_gpu |= param(g, i).device == Device::Cuda;
     if (any_gpu) cuda::synchronize();
 
-    Writer body;
-    const std::string text = print(program());
-    body.put_string(text);
-    body.put<uint64_t>(fnv1a(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-    body.put<int64_t>(step_count());
-    body.put<uint32_t>(uint32_t(num_groups()));
-    std::vector<std::vector<uint8_t>> blobs;
-    for (size_t g = 0; g < num_groups(); ++g) {
-        body.put<uint32_t>(uint32_t(program().hypers.size()));
-        for (const HyperDecl& h : program().hypers) {
-            body.put_string(h.name);
-            body.put<double>(hyper(g, h.name));
-        }
-        body.put<uint32_t>(uint32_t(num_params(g)));
-        for (size_t i = 0; i < num_params(g); ++i) {
-            const Parameter& p = param(g, i);
-            body.put_string(p.name);
-            body.put<int64_t>(element_count(p));
-            body.put<int64_t>(p.offset);
-            body.put<int64_t>(last_dimension(p));
-            body.put<uint32_t>(uint32_t(program().states.size()));
-            for (const StateDecl& d : program().states) {
-                StateBuffer s = state(g, i, d.name);
-                body.put_string(d.name);
-                body.put_string(to_string(s.storage));
-                body.put<uint64_t>(s.value_bytes);
-                body.put<uint64_t>(s.scale_bytes);
-                blobs.push_back(copy_to_host(p.device, s.values, s.value_bytes));
-                blobs.push_back(copy_to_host(p.device, s.scales, s.scale_bytes));
-            }
-        }
-    }
-    for (const auto& b : blobs) body.put_bytes(b);
-
     Writer out;
     out.bytes.assign(kMagic, kMagic + 8);
     out.put<uint32_t>(kVersion);
     out.put<uint32_t>(0);
-    out.put<uint64_t>(body.bytes.size());
-    out.put_bytes(body.bytes);
-    out.put<uint64_t>(fnv1a(out.bytes.data(), out.bytes.size()));
+    const size_t body_bytes_at = out.bytes.size();
+    out.put<uint64_t>(0);  // body_bytes, known at the end
+    const std::string text = print(program());
+    out.put_string(text);
+    out.put<uint64_t>(fnv1a({reinterpret_cast<const uint8_t*>(text.data()), text.size()}));
+    out.put<int64_t>(step_count());
+    out.put<uint32_t>(uint32_t(num_groups()));
+    struct Blob {
+        Device device;
+        uint64_t address;
+        size_t bytes;
+    };
+    std::vector<Blob> blobs;
+    size_t blob_bytes = 0;
+    for (size_t g = 0; g < num_groups(); ++g) {
+        out.put<uint32_t>(uint32_t(program().hypers.size()));
+        for (const HyperDecl& h : program().hypers) {
+            out.put_string(h.name);
+            out.put<double>(hyper(g, h.name));
+        }
+        out.put<uint32_t>(uint32_t(num_params(g)));
+        for (size_t i = 0; i < num_params(g); ++i) {
+            const Parameter& p = param(g, i);
+            out.put_string(p.name);
+            out.put<int64_t>(element_count(p));
+            out.put<int64_t>(p.offset);
+            out.put<int64_t>(last_dimension(p));
+            out.put<uint32_t>(uint32_t(program().states.size()));
+            for (const StateDecl& d : program().states) {
+                StateBuffer s = state(g, i, d.name);
+                out.put_string(d.name);
+                out.put_string(to_string(s.storage));
+                out.put<uint64_t>(s.value_bytes);
+                out.put<uint64_t>(s.scale_bytes);
+                blobs.push_back({p.device, s.values, s.value_bytes});
+                blobs.push_back({p.device, s.scales, s.scale_bytes});
+                blob_bytes += s.value_bytes + s.scale_bytes;
+            }
+        }
+    }
+    // The states, copied once, straight into their place.
+    size_t at = out.bytes.size();
+    out.bytes.resize(at + blob_bytes + 8);
+    for (const Blob& b : blobs) {
+        copy_to_host(b.device, b.address, out.bytes.data() + at, b.bytes);
+        at += b.bytes;
+    }
+    const uint64_t body_bytes = at - body_bytes_at - 8;
+    std::memcpy(out.bytes.data() + body_bytes_at, &body_bytes, 8);
+    const uint64_t checksum = fnv1a({out.bytes.data(), at});
+    std::memcpy(out.bytes.data() + at, &checksum, 8);
     return out.bytes;
 }
 
@@ -183,7 +159,7 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
     if (checkpoint.size() < kHeader || std::memcmp(checkpoint.data(), kMagic, 8) != 0)
         throw std::invalid_argument("not an optjit checkpoint: it does not begin with OPTJITCK");
     Reader header(checkpoint, kHeader);
-    header.get_bytes(8);
+    header.get_bytes(8);  // the magic
     const uint32_t version = header.get<uint32_t>();
     if (version != kVersion)
         throw std::invalid_argument(fmt::format("the checkpoint has format version {}; this optjit reads version {}", version, kVersion));
@@ -194,15 +170,15 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
                                                 kHeader + body_bytes + 8));
     uint64_t checksum;
     std::memcpy(&checksum, checkpoint.data() + kHeader + body_bytes, 8);
-    if (checksum != fnv1a(checkpoint.data(), kHeader + body_bytes))
+    if (checksum != fnv1a({checkpoint.data(), kHeader + body_bytes}))
         throw std::invalid_argument("the checkpoint is corrupt: its checksum does not match its bytes");
 
     Reader in(checkpoint, kHeader + body_bytes);
     in.get_bytes(kHeader);
     const std::string text = in.get_string();
-    const uint64_t hash = in.get<uint64_t>();
+    in.get<uint64_t>();  // the program's hash: for readers without a printer; the text is compared
     const std::string mine = print(program());
-    if (text != mine || hash != fnv1a(reinterpret_cast<const uint8_t*>(mine.data()), mine.size())) {
+    if (text != mine) {
         std::string name = text.substr(0, text.find('\n'));
         throw std::invalid_argument(fmt::format("the checkpoint is of another program ('{}'); this optimizer runs '{}'", name,
                                                 mine.substr(0, mine.find('\n'))));
@@ -212,10 +188,10 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
     if (groups != num_groups())
         throw std::invalid_argument(fmt::format("the checkpoint has {} parameter groups; this optimizer has {}", groups, num_groups()));
 
-    struct Write {
+    struct Write {  // from the checkpoint itself, or from a converted state
         Device device;
         uint64_t address;
-        std::vector<uint8_t> bytes;
+        std::span<const uint8_t> bytes;
     };
     struct Pending {
         size_t group, param;
@@ -265,33 +241,34 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
                     throw std::invalid_argument(fmt::format("{}, state '{}': the checkpoint stores it as {}, this optimizer as {} (load with "
                                                             "convert_formats to dequantize and requantize it)", where, d.name, storage_text,
                                                             to_string(mine_state.storage)));
-                const bool rank1 = s.stored.rank1 && columns > 0;
-                const size_t expect_values = is_block_quantized(s.stored.format) ? code_bytes(s.stored, n) : size_t(n) * dtype_bytes(state_dtype(s.stored.format));
-                const size_t expect_scales = !is_block_quantized(s.stored.format) ? 0
-                                             : 4 * size_t(rank1 ? 2 * rank1_statistic_count(n, columns) : scale_count(s.stored, offset, n));
-                if (s.value_bytes != expect_values || s.scale_bytes != expect_scales)
+                const StateLayout expect = state_layout(s.stored, n, offset, columns);
+                if (s.value_bytes != expect.value_bytes || s.scale_bytes != expect.scale_bytes)
                     throw std::invalid_argument(fmt::format("{}, state '{}': the checkpoint holds {} + {} bytes where {} of {} elements take {} + {}",
-                                                            where, d.name, s.value_bytes, s.scale_bytes, storage_text, n, expect_values, expect_scales));
+                                                            where, d.name, s.value_bytes, s.scale_bytes, storage_text, n, expect.value_bytes,
+                                                            expect.scale_bytes));
                 pending.push_back(s);
             }
         }
     }
     std::vector<Write> writes;
+    std::deque<StateBytes> converted;  // stays where it is as it grows: writes point into it
     for (const Pending& s : pending) {
         const Parameter& p = param(s.group, s.param);
         StateBuffer target = state(s.group, s.param, s.state);
-        std::vector<uint8_t> values = in.get_bytes(s.value_bytes), scales = in.get_bytes(s.scale_bytes);
+        std::span<const uint8_t> values = in.get_bytes(s.value_bytes), scales = in.get_bytes(s.scale_bytes);
         if (!(s.stored == target.storage)) {
             std::vector<float> decoded = decode_state(s.stored, values, scales, element_count(p), p.offset, last_dimension(p));
-            std::tie(values, scales) = encode_state(target.storage, decoded, p.offset, last_dimension(p), target.value_bytes, target.scale_bytes);
+            converted.push_back(encode_state(target.storage, decoded, p.offset, last_dimension(p)));
+            values = converted.back().values;
+            scales = converted.back().scales;
         }
-        writes.push_back({p.device, target.values, std::move(values)});
-        writes.push_back({p.device, target.scales, std::move(scales)});
+        writes.push_back({p.device, target.values, values});
+        writes.push_back({p.device, target.scales, scales});
     }
     if (in.position() != kHeader + body_bytes)
         throw std::invalid_argument(fmt::format("the checkpoint is corrupt: {} bytes of its body are left over", kHeader + body_bytes - in.position()));
     for (size_t g = 0; g < groups; ++g)
-        for (const auto& [name, value] : hypers[g]) hyper(g, name);  // throws for a name this program does not have
+        for (const auto& [name, value] : hypers[g]) hyper_values(program(), {{name, value}});  // throws for a name the program lacks
 
     for (const Write& w : writes) copy_to_device(w.device, w.address, w.bytes.data(), w.bytes.size());
     for (size_t g = 0; g < groups; ++g)

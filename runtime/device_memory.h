@@ -35,7 +35,6 @@ public:
     DeviceMemory& operator=(const DeviceMemory&) = delete;
 
     uint64_t address() const { return device_ == Device::Cuda ? gpu_.get() : reinterpret_cast<uint64_t>(host_); }
-    size_t size() const { return bytes_; }
     void fill(uint8_t byte, size_t bytes) {
         if (device_ == Device::Cuda)
             cuda::memset_d8(gpu_.get(), byte, bytes);
@@ -59,13 +58,16 @@ inline void copy_to_device(Device device, uint64_t address, const void* source, 
     else
         std::memcpy(reinterpret_cast<void*>(address), source, bytes);
 }
+inline void copy_to_host(Device device, uint64_t address, void* destination, size_t bytes) {
+    if (bytes == 0) return;
+    if (device == Device::Cuda)
+        cuda::memcpy_dtoh(destination, address, bytes);
+    else
+        std::memcpy(destination, reinterpret_cast<const void*>(address), bytes);
+}
 inline std::vector<uint8_t> copy_to_host(Device device, uint64_t address, size_t bytes) {
     std::vector<uint8_t> out(bytes);
-    if (bytes == 0) return out;
-    if (device == Device::Cuda)
-        cuda::memcpy_dtoh(out.data(), address, bytes);
-    else
-        std::memcpy(out.data(), reinterpret_cast<const void*>(address), bytes);
+    copy_to_host(device, address, out.data(), bytes);
     return out;
 }
 

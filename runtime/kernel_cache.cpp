@@ -15,6 +15,7 @@
 #include "compiler/host_jit.h"
 #include "compiler/kernel_abi.h"
 #include "compiler/llvm_backend.h"
+#include "runtime/fnv1a.h"
 
 namespace optjit {
 
@@ -29,11 +30,7 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 constexpr char kMagic[8] = {'O', 'P', 'T', 'J', 'I', 'T', 'C', '1'};
 constexpr size_t kHeaderBytes = 24;
 
-uint64_t fnv1a(const std::string& s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-    return h;
-}
+uint64_t fnv1a(const std::string& s) { return optjit::fnv1a({reinterpret_cast<const uint8_t*>(s.data()), s.size()}); }
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "compiler/compile.h"
+#include "compiler/kernel_abi.h"
 #include "ir/interpreter.h"
 #include "ir/numeric.h"
 #include "ir/quantization.h"
@@ -51,10 +52,12 @@ struct Optimizer::Impl {
     };
     std::vector<ScalarBlock> blocks;
 
-    // Writes the step and the group's hyper-parameters into its block.
+    // Writes the step and the group's hyper-parameters into its block: consecutive f64 words
+    // from kScalarBlockStep (compiler/kernel_abi.h).
     void write_block(size_t g) const {
         const ScalarBlock& block = blocks[g];
         if (!block.memory) return;
+        static_assert(kScalarBlockStep == 0);
         std::vector<double> words{double(steps)};
         for (double v : hyper_values(block.kernel->spec().lowered, hypers[g])) words.push_back(v);
         copy_to_device(Device::Cuda, block.memory->address(), words.data(), words.size() * 8);
@@ -76,43 +79,28 @@ struct Optimizer::Impl {
 
 StateBuffer Optimizer::Impl::allocate_state(const StateDecl& decl, const StateStorage& storage, Device device, int64_t n,
                                             int64_t offset, int64_t columns) {
+    const StateLayout layout = state_layout(storage, n, offset, columns);
     StateBuffer s;
     s.storage = storage;
-    auto allocate = [&](size_t bytes) {
-        memory.push_back(std::make_unique<DeviceMemory>(device, bytes));
-        return memory.back().get();
-    };
-    if (!is_block_quantized(storage.format)) {
-        DType type = state_dtype(storage.format);
-        s.value_bytes = size_t(n) * size_t(dtype_bytes(type));
-        DeviceMemory* values = allocate(s.value_bytes);
-        s.values = values->address();
-        if (decl.init == 0) {
-            values->fill(0, s.value_bytes);
-        } else {
-            std::vector<uint16_t> bf16(type == DType::BF16 ? size_t(n) : 0, float_to_bf16_bits(float(decl.init)));
-            std::vector<float> f32(type == DType::F32 ? size_t(n) : 0, float(decl.init));
-            copy_to_device(device, values->address(), type == DType::BF16 ? static_cast<const void*>(bf16.data()) : f32.data(), s.value_bytes);
-        }
+    s.value_bytes = layout.value_bytes;
+    s.scale_bytes = layout.scale_bytes;
+    memory.push_back(std::make_unique<DeviceMemory>(device, s.value_bytes));
+    DeviceMemory& values = *memory.back();
+    s.values = values.address();
+    DeviceMemory* scales = nullptr;
+    if (s.scale_bytes) {
+        memory.push_back(std::make_unique<DeviceMemory>(device, s.scale_bytes));
+        scales = memory.back().get();
+        s.scales = scales->address();
+    }
+    if (decl.init == 0) {  // scale 0: every code reads back as exactly 0
+        values.fill(zero_code_byte(storage.format), s.value_bytes);
+        if (scales) scales->fill(0, s.scale_bytes);
         return s;
     }
-    const bool rank1 = storage.rank1 && columns > 0;
-    s.value_bytes = code_bytes(storage, n);
-    // A rank-1 state keeps its statistics and room for a step's (compiler/kernel_abi.h).
-    s.scale_bytes = 4 * size_t(rank1 ? 2 * rank1_statistic_count(n, columns) : scale_count(storage, offset, n));
-    DeviceMemory* codes = allocate(s.value_bytes);
-    DeviceMemory* scales = allocate(s.scale_bytes);
-    s.values = codes->address();
-    s.scales = scales->address();
-    if (decl.init == 0) {
-        codes->fill(zero_code_byte(storage.format), s.value_bytes);
-        scales->fill(0, s.scale_bytes);
-    } else {
-        QuantizedTensor q = quantize(storage, std::vector<float>(size_t(n), float(decl.init)), offset, rank1 ? columns : 0);
-        q.scales.resize(s.scale_bytes / 4, 0.0f);
-        copy_to_device(device, codes->address(), q.codes.data(), s.value_bytes);
-        copy_to_device(device, scales->address(), q.scales.data(), s.scale_bytes);
-    }
+    StateBytes bytes = encode_state(storage, std::vector<float>(size_t(n), float(decl.init)), offset, columns);
+    copy_to_device(device, s.values, bytes.values.data(), s.value_bytes);
+    if (scales) copy_to_device(device, s.scales, bytes.scales.data(), s.scale_bytes);
     return s;
 }
 
@@ -228,17 +216,20 @@ Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
 void Optimizer::step(cuda::Stream stream) {
     Impl& m = *impl_;
     const int64_t step = m.steps + 1;
-    // Launches are in group order; a capturable group's scalars are computed before its first.
+    // Launches are in group order, and a group's share one lowered program: its scalars are
+    // computed once, before its first launch (on the device, for a capturable group).
+    std::vector<float> scalars;
     for (size_t k = 0; k < m.launches.size(); ++k) {
         const Impl::Launch& l = m.launches[k];
         const Impl::ScalarBlock* block = m.block_of(l.group);
-        if (block && (k == 0 || m.launches[k - 1].group != l.group))
-            launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
+        if (k == 0 || m.launches[k - 1].group != l.group) {
+            if (block) launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
+            scalars = launch_scalars(*l.kernel, m.hypers[l.group], step);  // for its eager launches
+        }
         if (l.kernel->spec().options.capturable) {
             launch_cuda(*l.kernel, l.device_table->address(), l.table, block->memory->address(), stream, m.options.seed);
             continue;
         }
-        std::vector<float> scalars = launch_scalars(*l.kernel, m.hypers[l.group], step);
         if (l.device == Device::Cuda)
             launch_cuda(*l.kernel, l.device_table->address(), l.table, scalars, stream, m.options.seed);
         else
@@ -251,7 +242,7 @@ int64_t Optimizer::step_count() const {
     for (size_t g = 0; g < impl_->groups.size(); ++g)
         if (const Impl::ScalarBlock* block = impl_->block_of(g)) {
             double device_steps;
-            std::vector<uint8_t> bytes = copy_to_host(Device::Cuda, block->memory->address(), 8);
+            std::vector<uint8_t> bytes = copy_to_host(Device::Cuda, block->memory->address() + kScalarBlockStep, 8);
             std::memcpy(&device_steps, bytes.data(), 8);
             return int64_t(device_steps);
         }
@@ -263,7 +254,7 @@ void Optimizer::set_step_count(int64_t steps) {
     impl_->steps = steps;
     const double word = double(steps);  // the step only: a schedule may have written the hypers
     for (size_t g = 0; g < impl_->groups.size(); ++g)
-        if (const Impl::ScalarBlock* block = impl_->block_of(g)) copy_to_device(Device::Cuda, block->memory->address(), &word, 8);
+        if (const Impl::ScalarBlock* block = impl_->block_of(g)) copy_to_device(Device::Cuda, block->memory->address() + kScalarBlockStep, &word, 8);
 }
 
 void Optimizer::set_hyper(const std::string& name, double value) {
@@ -309,7 +300,7 @@ uint64_t Optimizer::hyper_address(size_t group, const std::string& name) const {
     if (!block)
         throw std::invalid_argument(fmt::format("group {} keeps no hyper-parameters on the device: the optimizer is not capturable or "
                                                 "the group has no GPU parameter", group));
-    return block->memory->address() + 8 * (1 + hyper_index(block->kernel->spec().lowered, name));
+    return block->memory->address() + scalar_block_hyper(hyper_index(block->kernel->spec().lowered, name));
 }
 
 const Program& Optimizer::program() const { return impl_->program; }

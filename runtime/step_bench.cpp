@@ -11,7 +11,6 @@
 #include "examples/adamw_builder.h"
 #include "ir/numeric.h"
 #include "ir/quantization.h"
-#include "ir/verifier.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/optimizer.h"
@@ -119,9 +118,8 @@ private:
     cuda::Event start_ = nullptr, stop_ = nullptr;
 };
 
-void run_workload(const std::string& name, const std::vector<BenchShape>& shapes, const std::vector<Format>& formats, const StepBenchOptions& o) {
-    const Program program = build_adamw();  // examples/adamw.opt, built in so the tool needs no file
-    verify_or_throw(program);
+void run_workload(const Program& program, const std::string& name, const std::vector<BenchShape>& shapes, const std::vector<Format>& formats,
+                  const StepBenchOptions& o) {
     int64_t total = 0;
     for (const BenchShape& t : shapes) total += t.n;
     const std::string where = o.gpu ? fmt::format("GPU: {}, {} SMs", cuda::device_name(), cuda::multiprocessor_count())
@@ -236,7 +234,8 @@ void run_step_bench(const StepBenchOptions& o) {
     for (const std::string& w : workloads) shapes.push_back(workload_shapes(w, o.gpu, o.tensor_elements));  // every name checked first
     if (o.capturable && !o.gpu) throw std::invalid_argument("--capturable steps are CUDA graphs: they need --target cuda");
     if (o.gpu) cuda::init();
-    for (size_t i = 0; i < workloads.size(); ++i) run_workload(workloads[i], shapes[i], formats, o);
+    const Program program = build_adamw();  // examples/adamw.opt, built in so the tool needs no file; the Optimizer verifies it
+    for (size_t i = 0; i < workloads.size(); ++i) run_workload(program, workloads[i], shapes[i], formats, o);
 }
 
 }  // namespace optjit

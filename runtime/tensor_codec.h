@@ -1,5 +1,7 @@
 // Whole-tensor conversions between values and a block-quantized state's codes and scales, on
-// the host or the GPU: for checkpoints, tests, and changing a state's format or block size.
+// the host or the GPU, for data already in the target's memory. (Checkpoints convert on the
+// host, where their bytes are: encode_state/decode_state in ir/quantization.h, which these
+// kernels equal bit for bit.)
 //
 // They are kernels of two built-in programs, generated, cached and launched like any
 // optimizer's (a program that assigns an array to itself leaves it unstored):

@@ -25,6 +25,7 @@
 #include "ir/quantization.h"
 #include "runtime/checked_run.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/fnv1a.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/optimizer.h"
 #include "runtime/random.h"
@@ -424,8 +425,7 @@ inline void check_checkpoint_refusals(Device device) {
         return message;
     };
     auto with_checksum = [](std::vector<uint8_t> bytes) {  // a consistent file with a changed field
-        uint64_t h = 0xcbf29ce484222325ull;
-        for (size_t i = 0; i + 8 < bytes.size(); ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
+        const uint64_t h = fnv1a({bytes.data(), bytes.size() - 8});
         std::memcpy(bytes.data() + bytes.size() - 8, &h, 8);
         return bytes;
     };
@@ -509,7 +509,7 @@ inline void check_checkpoint_conversions(Device device) {
         // The reference: each state of the second group read back as fp32 and stored anew.
         for (size_t i = 0; i < 2; ++i) {
             const Parameter& p = loaded.param(1, i);
-            const int64_t n = a.params[2 + i]->n, columns = p.shape.size() >= 2 ? p.shape.back() : 0;
+            const int64_t n = a.params[2 + i]->n, columns = last_dimension(p);
             for (const char* name : {"m", "v"}) {
                 StateBuffer from = saved.state(1, i, name), to = loaded.state(1, i, name);
                 const std::vector<uint8_t> saved_bytes = state_bytes(saved, device, 1, i, name);  // values, then scales
