@@ -26,7 +26,7 @@ void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* 
     b.SetInsertPoint(chunk_block);
     auto [t, row] = emit_find_tensor(b, spec, table, num_tensors, chunk, tensor);
     auto word = [&b, row](int column) { return emit_row_word(b, row, column); };
-    body(ChunkContext{chunk, emit_chunk_first_element(b, spec, row, chunk), word});
+    body(ChunkContext{chunk, t, emit_chunk_first_element(b, spec, row, chunk), word});
     llvm::BasicBlock* latch = b.GetInsertBlock();
     chunk->addIncoming(b.CreateAdd(chunk, stride), latch);
     tensor->addIncoming(t, latch);
@@ -96,6 +96,7 @@ llvm::Value* emit_chunk_first_element(llvm::IRBuilder<>& b, const KernelSpec& sp
 std::string kernel_symbol(const KernelSpec& spec) { return "optjit_" + spec.lowered.name; }
 std::string statistics_symbol(const KernelSpec& spec) { return kernel_symbol(spec) + "_statistics"; }
 std::string scalars_symbol(const KernelSpec& spec) { return kernel_symbol(spec) + "_scalars"; }
+std::string reductions_symbol(const KernelSpec& spec) { return kernel_symbol(spec) + "_reductions"; }
 
 std::unique_ptr<llvm::Module> generate_kernel(llvm::LLVMContext& context, const KernelSpec& spec) {
     std::string unsupported = check_storage(spec.storage, spec.lowered);

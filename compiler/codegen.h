@@ -22,9 +22,10 @@ std::string kernel_symbol(const KernelSpec& spec);
 // The symbol of its statistics pass, in the same module (kernels with rank-1 states only).
 std::string statistics_symbol(const KernelSpec& spec);
 std::string scalars_symbol(const KernelSpec& spec);  // capturable kernels' NAME_scalars
+std::string reductions_symbol(const KernelSpec& spec);  // NAME_reductions (programs with reductions)
 
-// Throws std::invalid_argument, with a sentence naming the program, for what code generation
-// cannot do yet (reductions).
+// Throws std::invalid_argument, with a sentence naming the program, for a storage signature
+// the program cannot use.
 std::unique_ptr<llvm::Module> generate_kernel(llvm::LLVMContext& context, const KernelSpec& spec);
 
 // What both back ends share: the walk over a launch's chunks (compiler/kernel_abi.h).
@@ -34,6 +35,7 @@ std::unique_ptr<llvm::Module> generate_kernel(llvm::LLVMContext& context, const 
 // to the next chunk. On return the builder is in the block after the loop.
 struct ChunkContext {
     llvm::Value* chunk;                     // i64
+    llvm::Value* tensor;                    // i64: the index of the chunk's tensor in the table
     llvm::Value* first_element;             // i64: the chunk's first element in its tensor
     std::function<llvm::Value*(int)> word;  // loads a word of the tensor's table row
 };

@@ -15,7 +15,9 @@
 #include "compiler/element_math.h"
 #include "compiler/kernel_abi.h"
 #include "compiler/rank1_statistics.h"
+#include "compiler/reductions.h"
 #include "compiler/state_codec.h"
+#include "ir/analysis.h"
 #include "ir/numeric.h"
 
 namespace optjit {
@@ -25,7 +27,7 @@ namespace {
 class HostKernel {
 public:
     HostKernel(llvm::Module& module, const KernelSpec& spec)
-        : module_(module), spec_(spec), ctx_(module.getContext()), b_(ctx_), layout_(table_layout(spec)) {
+        : module_(module), spec_(spec), ctx_(module.getContext()), b_(ctx_), layout_(table_layout(spec)), num_reductions_(reductions(spec.lowered).size()) {
         types_.push_back(spec.storage.param);
         types_.push_back(spec.storage.grad);
         for (const StateDecl& s : spec.lowered.states) {
@@ -56,6 +58,8 @@ public:
             args.push_back(c.first_element);
             args.push_back(end);
             args.insert(args.end(), scalars.begin(), scalars.end());
+            std::vector<llvm::Value*> values = reduction_values(fn, c.tensor);
+            args.insert(args.end(), values.begin(), values.end());
             args.push_back(c.word(layout_.offset()));
             args.push_back(fn->getArg(5));  // seed
             if (layout_.rank1) {
@@ -66,6 +70,7 @@ public:
         });
         b_.CreateRetVoid();
         if (has_statistics_pass(spec_)) statistics_kernel();
+        if (has_reductions(spec_)) reduction_kernel();
     }
 
 private:
@@ -74,11 +79,13 @@ private:
     llvm::Function* kernel_function(const std::string& name, std::vector<llvm::Value*>& scalars) {
         llvm::Type* ptr = b_.getPtrTy();
         auto* fn = llvm::Function::Create(
-            llvm::FunctionType::get(b_.getVoidTy(), {ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty(), ptr, b_.getInt64Ty()}, false),
+            llvm::FunctionType::get(b_.getVoidTy(), {ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty(), ptr, b_.getInt64Ty(), ptr, ptr}, false),
             llvm::GlobalValue::ExternalLinkage, name, module_);
         fn->addFnAttr(llvm::Attribute::NoUnwind);
         fn->getArg(0)->setName("table");
         fn->getArg(4)->setName("scalars");
+        fn->getArg(6)->setName("global_slots");
+        fn->getArg(7)->setName("tensor_slots");
         b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
         std::vector<std::string> names = kernel_scalars(spec_.lowered);
         scalars.clear();
@@ -92,9 +99,41 @@ private:
     void statistics_kernel() {
         std::vector<llvm::Value*> scalars;
         llvm::Function* fn = kernel_function(statistics_symbol(spec_), scalars);
-        StatisticsWalk walk{fn->getArg(0), fn->getArg(1), fn->getArg(2), b_.getInt64(1), fn->getArg(3), b_.getInt64(0), chunk_elements(spec_), scalars, 0};
+        StatisticsWalk walk{fn->getArg(0), fn->getArg(1), fn->getArg(2), b_.getInt64(1), fn->getArg(3), b_.getInt64(0), chunk_elements(spec_), scalars, 0,
+                            [this, fn](const ChunkContext& c) { return reduction_values(fn, c.tensor); }};
         emit_statistics_pass(b_, module_, spec_, walk);
         b_.CreateRetVoid();
+    }
+
+    // The reduction pass (compiler/reductions.h), a chunk at a time: one lane, one atomic a chunk.
+    void reduction_kernel() {
+        std::vector<llvm::Value*> scalars;
+        llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);
+        ReductionWalk walk{{fn->getArg(0), fn->getArg(1), fn->getArg(2), b_.getInt64(1), fn->getArg(3), b_.getInt64(0), chunk_elements(spec_), scalars, 0},
+                           fn->getArg(6),
+                           fn->getArg(7),
+                           {},
+                           nullptr};
+        emit_reduction_pass(b_, module_, spec_, walk);
+        b_.CreateRetVoid();
+    }
+
+    // The program's reduction values for tensor `tensor` of a kernel function of this module.
+    std::vector<llvm::Value*> reduction_values(llvm::Function* fn, llvm::Value* tensor) {
+        return emit_reduction_values(b_, spec_, fn->getArg(6), fn->getArg(7), tensor);
+    }
+
+    // The chunk functions take the reduction values after the scalars: ElementMath's scalars and
+    // its reduction values, from the function's arguments starting at `first`.
+    std::pair<std::vector<llvm::Value*>, std::vector<llvm::Value*>> scalar_arguments(llvm::Function* fn, unsigned first) {
+        std::vector<std::string> names = kernel_scalars(spec_.lowered);
+        std::vector<llvm::Value*> scalars, reductions;
+        for (size_t i = 0; i < names.size(); ++i) {
+            fn->getArg(first + i)->setName(names[i]);
+            scalars.push_back(fn->getArg(first + i));
+        }
+        for (size_t k = 0; k < num_reductions_; ++k) reductions.push_back(fn->getArg(first + names.size() + k));
+        return {scalars, reductions};
     }
 
     // void chunk(noalias p, noalias g, noalias states..., i64 begin, i64 end, float scalars...,
@@ -104,7 +143,7 @@ private:
         std::vector<llvm::Type*> params(types_.size(), b_.getPtrTy());
         params.push_back(b_.getInt64Ty());
         params.push_back(b_.getInt64Ty());
-        params.insert(params.end(), names.size(), b_.getFloatTy());
+        params.insert(params.end(), names.size() + num_reductions_, b_.getFloatTy());
         params.push_back(b_.getInt64Ty());
         params.push_back(b_.getInt64Ty());
         auto* fn = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false), llvm::GlobalValue::InternalLinkage,
@@ -112,11 +151,7 @@ private:
         fn->addFnAttr(llvm::Attribute::NoUnwind);
         fn->addFnAttr(llvm::Attribute::NoInline);  // keeps `noalias` meaningful for the vectorizer
         for (size_t k = 0; k < types_.size(); ++k) fn->addParamAttr(k, llvm::Attribute::NoAlias);
-        std::vector<llvm::Value*> scalars;
-        for (size_t i = 0; i < names.size(); ++i) {
-            fn->getArg(types_.size() + 2 + i)->setName(names[i]);
-            scalars.push_back(fn->getArg(types_.size() + 2 + i));
-        }
+        auto [scalars, reductions] = scalar_arguments(fn, unsigned(types_.size() + 2));
         ElementMath math(module_, spec_.lowered, spec_.target, spec_.options, scalars);
         llvm::Value* begin = fn->getArg(types_.size());
         llvm::Value* end = fn->getArg(types_.size() + 1);
@@ -136,7 +171,7 @@ private:
             addrs.push_back(b_.CreateGEP(elem, fn->getArg(k), i));
             values.push_back(math.to_f32(b_, types_[k], b_.CreateAlignedLoad(elem, addrs.back(), llvm::Align(dtype_bytes(types_[k])))));
         }
-        ElementValues in{values[0], values[1], std::vector<llvm::Value*>(values.begin() + 2, values.end())};
+        ElementValues in{values[0], values[1], std::vector<llvm::Value*>(values.begin() + 2, values.end()), reductions};
         ElementValues out = math.update(b_, in);
         std::vector<llvm::Value*> results{out.p, nullptr};
         results.insert(results.end(), out.states.begin(), out.states.end());
@@ -186,7 +221,7 @@ private:
         std::vector<llvm::Type*> params(num_pointers, b_.getPtrTy());
         params.push_back(b_.getInt64Ty());
         params.push_back(b_.getInt64Ty());
-        params.insert(params.end(), names.size(), b_.getFloatTy());
+        params.insert(params.end(), names.size() + num_reductions_, b_.getFloatTy());
         params.push_back(b_.getInt64Ty());
         params.push_back(b_.getInt64Ty());
         if (layout_.rank1) params.insert(params.end(), 2, b_.getInt64Ty());
@@ -194,13 +229,9 @@ private:
                                           kernel_symbol(spec_) + ".chunk", module_);
         fn->addFnAttr(llvm::Attribute::NoUnwind);
         fn->addFnAttr(llvm::Attribute::NoInline);
-        const int seed_arg = num_pointers + 2 + int(names.size()) + 1, offset_arg = seed_arg - 1;
+        const int seed_arg = num_pointers + 2 + int(names.size() + num_reductions_) + 1, offset_arg = seed_arg - 1;
         for (int k = 0; k < num_pointers; ++k) fn->addParamAttr(k, llvm::Attribute::NoAlias);
-        std::vector<llvm::Value*> scalars;
-        for (size_t i = 0; i < names.size(); ++i) {
-            fn->getArg(num_pointers + 2 + i)->setName(names[i]);
-            scalars.push_back(fn->getArg(num_pointers + 2 + i));
-        }
+        auto [scalars, reductions] = scalar_arguments(fn, unsigned(num_pointers + 2));
         ElementMath math(module_, spec_.lowered, spec_.target, spec_.options, scalars);
         llvm::Value* begin = fn->getArg(num_pointers);
         llvm::Value* end = fn->getArg(num_pointers + 1);
@@ -262,7 +293,7 @@ private:
                         llvm::Value* scale = q.statistics ? q.statistics->stored_scale(b_, q.statistics->cursor(b_, i)) : old_scales[k];
                         values[2 + q.state] = q.codec->decode(b_, code, scale);
                     }
-                    ElementValues in{values[0], values[1], std::vector<llvm::Value*>(values.begin() + 2, values.end())};
+                    ElementValues in{values[0], values[1], std::vector<llvm::Value*>(values.begin() + 2, values.end()), reductions};
                     ElementValues out = math.update(b_, in);
                     // What the program leaves as loaded (assigned to itself) is not stored.
                     if (out.p != in.p) {
@@ -337,6 +368,7 @@ private:
     llvm::LLVMContext& ctx_;
     llvm::IRBuilder<> b_;
     TableLayout layout_;
+    size_t num_reductions_;  // the chunk functions take their values after the scalars
     std::vector<DType> types_;     // p, g, states (fp32 for block-quantized ones)
     std::vector<bool> quantized_;  // per state
 };

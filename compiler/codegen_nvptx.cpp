@@ -27,6 +27,7 @@
 #include "compiler/element_math.h"
 #include "compiler/kernel_abi.h"
 #include "compiler/rank1_statistics.h"
+#include "compiler/reductions.h"
 #include "compiler/state_codec.h"
 #include "ir/numeric.h"
 
@@ -80,6 +81,7 @@ public:
 
         body();
         if (has_statistics_pass(spec_)) statistics_kernel();
+        if (has_reductions(spec_)) reduction_kernel();
         if (spec_.options.capturable) emit_scalars_kernel(module_, spec_);
     }
 
@@ -92,6 +94,8 @@ private:
         llvm::Type* global_ptr = llvm::PointerType::get(ctx_, kNvptxGlobal);
         const bool capturable = spec_.options.capturable;
         std::vector<llvm::Type*> params{global_ptr, b_.getInt32Ty(), b_.getInt64Ty(), b_.getInt64Ty()};
+        const unsigned first_scalar = has_reductions(spec_) ? 6 : 4;
+        if (has_reductions(spec_)) params.insert(params.end(), 2, global_ptr);
         if (capturable)
             params.push_back(global_ptr);
         else
@@ -104,16 +108,20 @@ private:
         fn->getArg(1)->setName("num_tensors");
         fn->getArg(2)->setName("num_chunks");
         fn->getArg(3)->setName("seed");
+        if (has_reductions(spec_)) {
+            fn->getArg(4)->setName("global_slots");
+            fn->getArg(5)->setName("tensor_slots");
+        }
         b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
-        if (capturable) fn->getArg(4)->setName("scalar_block");
+        if (capturable) fn->getArg(first_scalar)->setName("scalar_block");
         scalars.clear();
         for (size_t i = 0; i < scalar_names.size(); ++i) {
             if (!capturable) {
-                fn->getArg(4 + i)->setName(scalar_names[i]);
-                scalars.push_back(fn->getArg(4 + i));
+                fn->getArg(first_scalar + i)->setName(scalar_names[i]);
+                scalars.push_back(fn->getArg(first_scalar + i));
                 continue;
             }
-            llvm::Value* at = b_.CreateConstInBoundsGEP1_64(b_.getInt8Ty(), fn->getArg(4), scalar_block_scalar(spec_.lowered, i));
+            llvm::Value* at = b_.CreateConstInBoundsGEP1_64(b_.getInt8Ty(), fn->getArg(first_scalar), scalar_block_scalar(spec_.lowered, i));
             auto* load = b_.CreateAlignedLoad(b_.getFloatTy(), at, llvm::Align(4), scalar_names[i]);
             load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx_, {}));  // NAME_scalars wrote it before the launch
             scalars.push_back(load);
@@ -142,9 +150,50 @@ private:
                             sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x),
                             elements_per_thread_,
                             scalars,
-                            kNvptxGlobal};
+                            kNvptxGlobal,
+                            [this, fn](const ChunkContext& c) { return reduction_values(fn, c.tensor); }};
         emit_statistics_pass(b_, module_, spec_, walk);
         b_.CreateRetVoid();
+    }
+
+    // The reduction pass (compiler/reductions.h): a thread walks the same elements as in the
+    // statistics pass; a warp's partials meet by shuffles, and its lane 0 adds them to the slots.
+    void reduction_kernel() {
+        std::vector<llvm::Value*> scalars;
+        llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);
+        llvm::Value* tid = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x);
+        ReductionWalk walk{{fn->getArg(0), fn->getArg(1), sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x),
+                            sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x), fn->getArg(2), tid, elements_per_thread_, scalars, kNvptxGlobal},
+                           fn->getArg(4),
+                           fn->getArg(5),
+                           [this](llvm::IRBuilder<>& b, llvm::Value* v, bool maximum) { return across_warp(b, v, maximum); },
+                           b_.CreateICmpEQ(b_.CreateAnd(tid, b_.getInt64(31)), b_.getInt64(0))};
+        emit_reduction_pass(b_, module_, spec_, walk);
+        b_.CreateRetVoid();
+    }
+
+    // The sum (float64) or unsigned maximum (i32) of `v` over the warp, in every lane.
+    llvm::Value* across_warp(llvm::IRBuilder<>& b, llvm::Value* v, bool maximum) {
+        auto shuffle = [&](llvm::Value* word, int offset) {
+            return b.CreateIntrinsic(llvm::Intrinsic::nvvm_shfl_sync_bfly_i32, {}, {b.getInt32(0xffffffffu), word, b.getInt32(offset), b.getInt32(31)});
+        };
+        for (int offset = 16; offset > 0; offset /= 2) {
+            if (maximum) {
+                v = b.CreateBinaryIntrinsic(llvm::Intrinsic::umax, v, shuffle(v, offset));
+                continue;
+            }
+            llvm::Value* halves = b.CreateBitCast(v, llvm::FixedVectorType::get(b.getInt32Ty(), 2));
+            llvm::Value* other = llvm::PoisonValue::get(halves->getType());
+            for (int h = 0; h < 2; ++h) other = b.CreateInsertElement(other, shuffle(b.CreateExtractElement(halves, h), offset), h);
+            v = b.CreateFAdd(v, b.CreateBitCast(other, b.getDoubleTy()));
+        }
+        return v;
+    }
+
+    // The program's reduction values for tensor `tensor` of a kernel function of this module.
+    std::vector<llvm::Value*> reduction_values(llvm::Function* fn, llvm::Value* tensor) {
+        if (!has_reductions(spec_)) return {};
+        return emit_reduction_values(b_, spec_, fn->getArg(4), fn->getArg(5), tensor);
     }
 
     llvm::Value* sreg(llvm::Intrinsic::ID id) { return b_.CreateZExt(b_.CreateIntrinsic(id, {}, {}), b_.getInt64Ty()); }
@@ -171,6 +220,7 @@ private:
             return;
         }
         emit_chunk_loop(b_, spec_, fn_->getArg(0), fn_->getArg(1), first, stride, fn_->getArg(2), [&](const ChunkContext& c) {
+            reductions_ = reduction_values(fn_, c.tensor);
             llvm::Value* any_bits = b_.getInt64(0);
             for (Array& a : arrays_) {
                 llvm::Value* word = c.word(a.column);
@@ -262,6 +312,7 @@ private:
                 in.p = loaded[u][0][e];
                 in.g = loaded[u][1][e];
                 for (int s = 0; s < layout_.num_states; ++s) in.states.push_back(loaded[u][2 + s][e]);
+                in.reductions = reductions_;
                 ElementValues out = math_->update(b_, in);
                 results[0].push_back(out.p);
                 for (int s = 0; s < layout_.num_states; ++s) results[2 + s].push_back(out.states[s]);
@@ -295,6 +346,7 @@ private:
             else if (a.column == layout_.g()) in.g = v;
             else in.states.push_back(v);
         }
+        in.reductions = reductions_;
         ElementValues out = math_->update(b_, in);
         for (size_t k = 0; k < arrays_.size(); ++k) {
             const Array& a = arrays_[k];
@@ -628,6 +680,7 @@ private:
             carried.back()->addIncoming(v, prologue_end);
         }
         Prefetched current = start.with(std::vector<llvm::Value*>(carried.begin(), carried.end()));
+        reductions_ = reduction_values(fn_, tensor);
         llvm::Value* next = b_.CreateAdd(chunk, stride, "next");
         llvm::Value* more = b_.CreateICmpULT(next, limit);
         llvm::Value* tensor_next = nullptr;
@@ -725,6 +778,7 @@ private:
             element_in[j].p = in.dense[0][j];
             element_in[j].g = in.dense[1][j];
             for (int st = 0; st < layout_.num_states; ++st) element_in[j].states.push_back(state_in[st][j]);
+            element_in[j].reductions = reductions_;
         }
         SpeculationGuard guard;
         for (int j = 0; j < E; ++j) out[j] = math_->update(b_, element_in[j], &guard);
@@ -1003,6 +1057,7 @@ private:
     llvm::Value* base_ = nullptr;
     llvm::Value* n_ = nullptr;
     llvm::Value* offset_ = nullptr;  // the tensor's global first element (stochastic rounding's key)
+    std::vector<llvm::Value*> reductions_;  // the chunk's reduction values (ElementValues::reductions)
     llvm::Value* i0_ = nullptr;    // quantized kernels: the thread's first element in the chunk
     llvm::Value* fast_ = nullptr;  // quantized kernels: the chunk takes vector accesses
 };

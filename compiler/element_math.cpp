@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "compiler/kernel_abi.h"
+#include "ir/analysis.h"
 
 namespace optjit {
 
@@ -137,6 +138,8 @@ ElementMath::ElementMath(llvm::Module& module, const Program& lowered, const Tar
     std::vector<std::string> names = kernel_scalars(lowered);
     if (names.size() != scalars.size()) throw std::logic_error("ElementMath: wrong number of scalars");
     for (size_t i = 0; i < names.size(); ++i) scalars_.emplace_back(names[i], scalars[i]);
+    int k = 0;
+    for (const Reduction& r : reductions(lowered)) reduction_index_[r.node] = k++;
 }
 
 llvm::Type* ElementMath::storage_type(DType t) const {
@@ -231,17 +234,30 @@ llvm::Value* SpeculationGuard::holds(IRBuilder<>& b) const {
     return ok;
 }
 
+struct ElementMath::Frame {
+    std::vector<std::pair<std::string, llvm::Value*>> names;
+    const std::vector<llvm::Value*>& reduction_values;
+    std::vector<llvm::Value*> reduction_arguments;
+};
+
 ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, SpeculationGuard* guard) const {
     guard_ = target_.is_gpu() && !options_.fast_math ? guard : nullptr;
     struct Reset {
         SpeculationGuard*& p;
         ~Reset() { p = nullptr; }
     } reset{guard_};
-    std::vector<std::pair<std::string, llvm::Value*>> env = scalars_;
+    if (!in.reductions.empty() && in.reductions.size() != reduction_index_.size())
+        throw std::logic_error("ElementMath: wrong number of reduction values");
+    Frame frame{scalars_, in.reductions, {}};
+    if (in.reductions.empty()) frame.reduction_arguments.resize(reduction_index_.size());
+    std::vector<std::pair<std::string, llvm::Value*>>& env = frame.names;
     env.emplace_back(std::string(kParamName), in.p);
     env.emplace_back(std::string(kGradName), in.g);
     for (size_t s = 0; s < program_.states.size(); ++s) env.emplace_back(program_.states[s].name, in.states.at(s));
-    for (const Assign& a : program_.update) env.emplace_back(a.target, emit(b, a.value, env));
+    for (const Assign& a : program_.update) {
+        llvm::Value* v = emit(b, a.value, frame);
+        env.emplace_back(a.target, v);
+    }
     auto latest = [&](const std::string& name) {
         for (auto it = env.rbegin(); it != env.rend(); ++it)
             if (it->first == name) return it->second;
@@ -250,6 +266,7 @@ ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, Specu
     ElementValues out;
     out.p = latest(std::string(kParamName));
     for (const StateDecl& s : program_.states) out.states.push_back(latest(s.name));
+    out.reductions = std::move(frame.reduction_arguments);
     if (guard_) {
         for (llvm::Value* v : out.states)
             if (unprobed_.count(v)) guard_->require_finite(b, v);
@@ -286,20 +303,23 @@ llvm::Value* emit_width_independent(IRBuilder<>& b, Op op, const std::vector<llv
     }
 }
 
-llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const {
+llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) const {
     using llvm::Intrinsic::ID;
     namespace I = llvm::Intrinsic;
     if (e.op == Op::Number) return f32(b, e.number);
     if (e.op == Op::Ref) {
-        for (auto it = env.rbegin(); it != env.rend(); ++it)
+        for (auto it = frame.names.rbegin(); it != frame.names.rend(); ++it)
             if (it->first == e.name) return it->second;
         throw std::logic_error("ElementMath: unbound name " + e.name);
     }
-    if (is_reduction(e.op))
-        throw std::invalid_argument(fmt::format("optimizer '{}': code generation for reductions ({}) is not implemented yet; "
-                                                "run it with --target interp", program_.name, op_info(e.op).spelling));
+    if (is_reduction(e.op)) {  // an update reads its value; a reduction pass records its argument
+        int k = reduction_index_.at(&e);
+        if (!frame.reduction_values.empty()) return frame.reduction_values[size_t(k)];
+        frame.reduction_arguments[size_t(k)] = emit(b, e.args[0], frame);
+        return f32(b, 0);
+    }
     std::vector<llvm::Value*> a;
-    for (const Expr& arg : e.args) a.push_back(emit(b, arg, env));
+    for (const Expr& arg : e.args) a.push_back(emit(b, arg, frame));
     const bool fast = options_.fast_math;
     const bool gpu = target_.is_gpu();
     auto fast_flags = [&](llvm::Value* v) {

@@ -14,6 +14,7 @@
 #include <llvm/IR/Module.h>
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <utility>
 #include <vector>
@@ -68,6 +69,11 @@ struct ElementValues {
     llvm::Value* p = nullptr;
     llvm::Value* g = nullptr;
     std::vector<llvm::Value*> states;  // declaration order
+    // The program's reductions (ir/analysis.h's order), fp32. Into update(): their values for
+    // this element's tensor, or empty in a reduction pass, where they read as 0 (their
+    // arguments never depend on them). Out of it: their arguments at this element, in a
+    // reduction pass only.
+    std::vector<llvm::Value*> reductions;
 };
 
 class ElementMath {
@@ -102,7 +108,8 @@ public:
     llvm::Value* param_from_f32(llvm::IRBuilder<>& b, DType t, llvm::Value* f, llvm::Value* global_index, llvm::Value* seed) const;
 
 private:
-    llvm::Value* emit(llvm::IRBuilder<>& b, const Expr& e, const std::vector<std::pair<std::string, llvm::Value*>>& env) const;
+    struct Frame;  // the names bound so far and the reductions of one update()
+    llvm::Value* emit(llvm::IRBuilder<>& b, const Expr& e, Frame& frame) const;
     // Guarded updates: records whether `result` may carry an unchecked NaN quotient.
     void note_unprobed(llvm::IRBuilder<>& b, const Expr& e, const std::vector<llvm::Value*>& a, llvm::Value* result,
                        bool fresh_quotient) const;
@@ -115,6 +122,7 @@ private:
     Target target_;
     CodegenOptions options_;
     std::vector<std::pair<std::string, llvm::Value*>> scalars_;
+    std::map<const Expr*, int> reduction_index_;  // of program_'s reduction nodes
     mutable SpeculationGuard* guard_ = nullptr;  // during update(b, in, guard)
     mutable std::set<llvm::Value*> unprobed_;     // values that may carry an unchecked NaN quotient
 };

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
+#include <limits>
 
+#include "ir/analysis.h"
 #include "ir/numeric.h"
 
 namespace optjit {
@@ -21,6 +24,21 @@ bool rank1_state_is_stored(const KernelSpec& spec, const std::string& name) {
     for (const Assign& a : spec.lowered.update)
         if (a.target == name && !(a.value.op == Op::Ref && a.value.name == name)) return true;
     return false;
+}
+
+bool has_reductions(const KernelSpec& spec) { return !reductions(spec.lowered).empty(); }
+
+uint32_t reduction_max_key(float value) {
+    uint32_t bits = std::isnan(value) ? kReductionNaNBits : std::bit_cast<uint32_t>(value);
+    return (bits >> 31) ? ~bits : bits | 0x80000000u;
+}
+
+double reduction_slot_value(Op op, uint64_t slot) {
+    if (op == Op::TensorSum || op == Op::GlobalSum) return std::bit_cast<double>(slot);
+    uint32_t key = uint32_t(slot);
+    if (key == 0) return -std::numeric_limits<double>::infinity();
+    uint32_t bits = (key >> 31) ? key & 0x7fffffffu : ~key;
+    return double(std::bit_cast<float>(bits));
 }
 
 bool has_statistics_pass(const KernelSpec& spec) {

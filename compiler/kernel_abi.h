@@ -48,6 +48,20 @@
 //   4. copy the new statistics over the stored ones.
 // runtime/launch.h does all four. A tensor without columns (one dimension) stores such a state
 // as plain q4u (storage_for_tensor) and goes in a launch of its own.
+//
+// Reductions (tensor_sum, tensor_max, global_sum, global_max; compiler/reductions.h). Every
+// kernel of a program with reductions takes two more pointers, after `seed`:
+//   GPU:  NAME(table, num_tensors, num_chunks, seed, global_slots, tensor_slots, scalars...)
+//   host: every host kernel takes them, after `seed` (kernels without reductions ignore them)
+// Slots are 8 bytes: global reduction k (ir/analysis.h numbers each scope's reductions) in
+// global_slots[k], shared by every launch of a step; tensor reduction k of row t in
+// tensor_slots[t * tensor_reduction_count + k]. A sum's slot holds a float64; a maximum's holds
+// reduction_max_key() of an fp32 in its low 4 bytes. A step, for all launches that share the
+// global slots:
+//   1. zero every slot (0 is an empty sum, and a key below every value's: -inf);
+//   2. NAME_reductions of every launch: each adds its elements' arguments into the slots with
+//      atomics (the order of those additions varies from run to run);
+//   3. each launch's step as above, every kernel reading the slots as the reductions' values.
 #pragma once
 
 #include <cstdint>
@@ -89,6 +103,15 @@ TableLayout table_layout(const KernelSpec& spec);
 // does, keeps the ones it has), and whether the kernel has a statistics pass at all.
 bool rank1_state_is_stored(const KernelSpec& spec, const std::string& name);
 bool has_statistics_pass(const KernelSpec& spec);
+
+// Whether the program has reductions: a reduction pass, and the two slot pointers.
+bool has_reductions(const KernelSpec& spec);
+// A maximum's slot: the fp32's bits made an unsigned order (negative values inverted, others
+// with the top bit set; every NaN as kReductionNaNBits, above +inf); 0 means no element.
+constexpr uint32_t kReductionNaNBits = 0x7fffffff;
+uint32_t reduction_max_key(float value);
+// What a slot of a reduction of kind `op` holds, as a double (read by the runtime and tests).
+double reduction_slot_value(Op op, uint64_t slot);
 
 // Names of the launch scalars of a lowered program, in argument order.
 std::vector<std::string> kernel_scalars(const Program& lowered);

@@ -1,6 +1,7 @@
 // The optjit command-line tool. Exit codes: 0 success, 1 bad input (a program, a file, a
 // value out of tolerance), 2 bad usage (unknown option, missing argument).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <llvm/Config/llvm-config.h>
 
 #include <cerrno>
@@ -85,7 +86,7 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
   kernel options: --param-dtype, --grad-dtype, --state, --specialize, --fast-math,
                          --stochastic-rounding, --capturable
                          (see 'optjit compile --help')
-  --size N               elements (default 4096)
+  --size N[,N...]        elements of each tensor, all in one launch (default 4096)
   --columns C            the tensor is rows of C columns (default: one dimension); states stored
                          as q4u:rank1 are normalized by rows and columns only in two dimensions,
                          and block-wise in one
@@ -423,13 +424,21 @@ int cmd_run(Args& args) {
     std::string file, target_name;
     RunOptions run;
     KernelOptions k;
-    long long size = 4096;
+    std::vector<int64_t> sizes{4096};
     while (!args.done()) {
         std::string a = args.take();
         if (a == "--help") { fmt::print("{}", kRunHelp); return 0; }
         if (take_kernel_option(args, a, k)) continue;
         if (a == "--target") target_name = args.value(a);
-        else if (a == "--size") size = parse_integer(args.value(a), a, 1, 1ll << 34);
+        else if (a == "--size") {
+            sizes.clear();
+            std::string list = args.value(a);
+            for (size_t at = 0; at <= list.size();) {
+                size_t comma = std::min(list.find(',', at), list.size());
+                sizes.push_back(parse_integer(list.substr(at, comma - at), a, 1, 1ll << 34));
+                at = comma + 1;
+            }
+        }
         else if (a == "--columns") run.columns = parse_integer(args.value(a), a, 1, 1ll << 34);
         else if (a == "--steps") run.steps = parse_integer(args.value(a), a, 0, 1ll << 31);
         else if (a == "--seed") run.seed = parse_integer(args.value(a), a, 0, 1ll << 62);
@@ -457,9 +466,10 @@ int cmd_run(Args& args) {
     run.request.passes = k.passes;
     run.request.storage = k.storage;
     run.request.options = k.codegen;
-    run.sizes = {size};
-    if (run.columns > 0 && size % run.columns != 0)
-        throw UsageError{fmt::format("--columns {}: {} elements are not whole rows of {}", run.columns, size, run.columns)};
+    run.sizes = sizes;
+    for (int64_t size : sizes)
+        if (run.columns > 0 && size % run.columns != 0)
+            throw UsageError{fmt::format("--columns {}: {} elements are not whole rows of {}", run.columns, size, run.columns)};
     RunSummary result;
     try {
         result = run_steps(run);
@@ -467,8 +477,8 @@ int cmd_run(Args& args) {
         throw InputError{fmt::format("optjit: {}\n", e.what())};
     }
     std::string where = run.request.target.is_gpu() ? fmt::format(" ({})", run.request.target.name()) : "";
-    fmt::print("optimizer {}, target {}{}: 1 tensor of {} elements, {} steps, seed {}\n", run.request.program.name, target_name,
-               where, size, run.steps, run.seed);
+    fmt::print("optimizer {}, target {}{}: {} of {} elements, {} steps, seed {}\n", run.request.program.name, target_name, where,
+               sizes.size() == 1 ? "1 tensor" : fmt::format("{} tensors", sizes.size()), fmt::join(sizes, ", "), run.steps, run.seed);
     fmt::print("  storage: {}\n", to_string(run.request.storage, run.request.program));
     if (!run.interp) fmt::print("  first step {:.1f} ms, {} kernel compile(s)\n", result.first_step_ms, result.compiles);
     fmt::print("  {:<12} {:>22} {:>18}{}\n", "tensor", "L2 norm", "fp32 checksum", run.check ? "   max rel diff vs interp (tolerance)" : "");
@@ -480,6 +490,9 @@ int cmd_run(Args& args) {
                                  t.codes_wrong);
         fmt::print("  {:<12} {:>22.15g} {:>18x}{}\n", t.name, t.norm, t.checksum, check);
     }
+    for (const TensorSummary& r : result.reductions)  // the last step's, or the worst step's difference
+        fmt::print("  {:<12} {:>22.15g} {:>18}   {:.3g} ({:.3g}){}\n", r.name, r.norm, "", r.max_rel_diff, r.tolerance,
+                   r.max_rel_diff <= r.tolerance ? "" : "  FAIL");
     if (run.check) fmt::print("check: {}\n", result.passed ? "passed" : "FAILED");
     return result.passed ? 0 : 1;
 }

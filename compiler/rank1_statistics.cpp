@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "compiler/codegen.h"
+#include "compiler/element_loader.h"
 #include "compiler/element_math.h"
 #include "compiler/state_codec.h"
 #include "ir/numeric.h"
@@ -81,32 +82,22 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
     const TableLayout layout = table_layout(spec);
     const int S = layout.num_states;
     ElementMath math(module, prog, spec.target, spec.options, walk.scalars);
-    llvm::Type* ptr = llvm::PointerType::get(ctx, walk.address_space);
-    std::vector<std::unique_ptr<StateCodec>> codecs(S);
-    for (int s = 0; s < S; ++s) {
-        const StateStorage& st = spec.storage.state(prog.states[s].name);
-        if (is_block_quantized(st.format)) codecs[s] = std::make_unique<StateCodec>(module, spec.target, st);
-    }
+    ElementLoader loader(module, spec, math);
 
     emit_chunk_loop(b, spec, walk.table, walk.num_tensors, walk.first, walk.stride, walk.limit, [&](const ChunkContext& chunk) {
         llvm::Value* n = chunk.word(layout.n());
         llvm::Value* lo = b.CreateAdd(chunk.first_element, b.CreateMul(walk.lane, b.getInt64(walk.elements_per_lane)));
         llvm::Value* hi = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b.CreateAdd(lo, b.getInt64(walk.elements_per_lane)), n);
-        llvm::Value* p = b.CreateIntToPtr(chunk.word(layout.p()), ptr);
-        llvm::Value* g = b.CreateIntToPtr(chunk.word(layout.g()), ptr);
-        std::vector<llvm::Value*> states(S), scales(S);
+        loader.point_at(b, chunk, walk.address_space);
+        std::vector<llvm::Value*> reduction_values = walk.reduction_values ? walk.reduction_values(chunk) : std::vector<llvm::Value*>{};
         std::vector<std::unique_ptr<Rank1Statistics>> statistics(S);  // of the rank-1 states the program stores
         std::vector<std::unique_ptr<Rank1Statistics>> read_only(S);   // of the rank-1 states it only reads
         int any_rank1 = -1;
         for (int s = 0; s < S; ++s) {
-            states[s] = b.CreateIntToPtr(chunk.word(layout.state(s)), ptr);
-            if (!codecs[s]) continue;
-            scales[s] = b.CreateIntToPtr(chunk.word(layout.scales(s)), ptr);
-            if (codecs[s]->storage().rank1) {
-                auto r = std::make_unique<Rank1Statistics>(b, scales[s], n, chunk.word(layout.columns()));
-                if (rank1_state_is_stored(spec, prog.states[s].name)) statistics[s] = std::move(r), any_rank1 = s;
-                else read_only[s] = std::move(r);
-            }
+            if (!loader.codec(s) || !loader.codec(s)->storage().rank1) continue;
+            auto r = std::make_unique<Rank1Statistics>(b, loader.scales(s), n, chunk.word(layout.columns()));
+            if (rank1_state_is_stored(spec, prog.states[s].name)) statistics[s] = std::move(r), any_rank1 = s;
+            else read_only[s] = std::move(r);
         }
         llvm::BasicBlock* before = b.GetInsertBlock();
         llvm::BasicBlock* loop = llvm::BasicBlock::Create(ctx, "statistics.element", fn);
@@ -131,25 +122,11 @@ void emit_statistics_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kern
             }
         Rank1Cursor here{row, column};
 
-        auto load_f32 = [&](DType t, llvm::Value* array) {  // element i of an array stored as t
-            llvm::Type* elem = math.storage_type(t);
-            return math.to_f32(b, t, b.CreateAlignedLoad(elem, b.CreateGEP(elem, array, i), llvm::Align(dtype_bytes(t))));
-        };
-        ElementValues in;
-        in.p = load_f32(spec.storage.param, p);
-        in.g = load_f32(spec.storage.grad, g);
-        for (int s = 0; s < S; ++s) {
-            if (!codecs[s]) {
-                in.states.push_back(load_f32(state_dtype(spec.storage.state(prog.states[s].name).format), states[s]));
-                continue;
-            }
+        ElementValues in = loader.load(b, i, [&](int s) {
             const Rank1Statistics* rank1 = statistics[s] ? statistics[s].get() : read_only[s].get();
-            llvm::Value* scale = rank1 ? rank1->stored_scale(b, here)
-                                       : b.CreateAlignedLoad(b.getFloatTy(),
-                                                                     b.CreateGEP(b.getFloatTy(), scales[s], b.CreateUDiv(i, b.getInt64(codecs[s]->storage().block))),
-                                                                     llvm::Align(4));
-            in.states.push_back(codecs[s]->decode(b, codecs[s]->load_code(b, states[s], i), scale));
-        }
+            return rank1->stored_scale(b, here);
+        });
+        in.reductions = reduction_values;
         ElementValues out = math.update(b, in);
 
         llvm::Value* i_next = b.CreateAdd(i, b.getInt64(1));

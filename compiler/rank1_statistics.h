@@ -7,8 +7,10 @@
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/Module.h>
 
+#include <functional>
 #include <vector>
 
+#include "compiler/codegen.h"
 #include "compiler/kernel_abi.h"
 
 namespace optjit {
@@ -68,6 +70,9 @@ struct StatisticsWalk {
     int64_t elements_per_lane;
     std::vector<llvm::Value*> scalars;  // fp32, kernel_scalars() order
     unsigned address_space;             // of the tensors' memory
+    // The program's reduction values for a chunk's tensor (compiler/reductions.h), where it has
+    // reductions and the pass needs them (the rank-1 statistics pass; not the reduction pass).
+    std::function<std::vector<llvm::Value*>(const ChunkContext&)> reduction_values = {};
 };
 
 // Emits the statistics pass (step 2 of compiler/kernel_abi.h's rank-1 step) and returns.

@@ -48,4 +48,24 @@ bool is_updatable(const Program& program, std::string_view name) {
     return name == kParamName || program.state_index(name) >= 0;
 }
 
+std::vector<Reduction> reductions(const Program& program) {
+    std::vector<Reduction> out;
+    int globals = 0, tensors = 0;
+    for (const Assign& a : program.update)
+        for_each_node(a.value, [&](const Expr& e) {
+            if (is_reduction(e.op)) out.push_back({&e, e.op, is_global_reduction(e.op) ? globals++ : tensors++});
+        });
+    return out;
+}
+
+int global_reduction_count(const Program& program) {
+    int n = 0;
+    for (const Reduction& r : reductions(program)) n += is_global_reduction(r.op);
+    return n;
+}
+
+int tensor_reduction_count(const Program& program) {
+    return int(reductions(program).size()) - global_reduction_count(program);
+}
+
 }  // namespace optjit

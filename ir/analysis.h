@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "ir/program.h"
 
@@ -49,5 +50,18 @@ private:
 
 // True for the names a program can assign as updates (p and states), as opposed to locals.
 bool is_updatable(const Program& program, std::string_view name);
+
+// A reduction of a program's update section, and its slot: its index among the program's
+// reductions of the same scope (global_*: one value per step; tensor_*: one per tensor).
+struct Reduction {
+    const Expr* node;  // points into the program
+    Op op;
+    int slot;
+};
+// Every reduction of `program`'s update, in statement order (no reduction nests in another).
+// Code generation, the runtime and the interpreter's report all number them this way.
+std::vector<Reduction> reductions(const Program& program);
+int global_reduction_count(const Program& program);
+int tensor_reduction_count(const Program& program);
 
 }  // namespace optjit

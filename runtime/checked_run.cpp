@@ -8,6 +8,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "ir/analysis.h"
 #include "ir/interpreter.h"
 #include "ir/numeric.h"
 #include "ir/quantization.h"
@@ -16,6 +17,7 @@
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/random.h"
+#include "runtime/step_reductions.h"
 
 namespace optjit {
 
@@ -333,6 +335,32 @@ RunSummary run_steps(const RunOptions& o) {
         }
     };
 
+    // The kernels' reductions against the reference's, for the step just taken (kernel values in
+    // launch order, reference values in tensor order).
+    std::unique_ptr<StepReductions> step_reductions;
+    const std::vector<Reduction> program_reductions = reductions(prog);
+    std::vector<TensorSummary> reduction_results(program_reductions.size());
+    for (size_t k = 0; k < program_reductions.size(); ++k) {
+        reduction_results[k].name = fmt::format("{} #{}", op_info(program_reductions[k].op).spelling, k);
+        reduction_results[k].tolerance = tolerance;
+    }
+    auto compare_reductions = [&]() {
+        if (!step_reductions) return;
+        std::vector<std::vector<double>> mine = step_reductions->values();
+        const std::vector<std::vector<double>>& theirs = interp->last_reductions();
+        std::vector<size_t> order;  // tensor index of each of the kernels' tensor values
+        for (auto& [signature, l] : launches) order.insert(order.end(), l.tensors.begin(), l.tensors.end());
+        for (size_t k = 0; k < mine.size(); ++k) {
+            std::vector<double> reference_values;
+            if (is_global_reduction(program_reductions[k].op)) reference_values = theirs[k];
+            else
+                for (size_t t : order) reference_values.push_back(theirs[k][t]);
+            TensorSummary& r = reduction_results[k];
+            r.max_rel_diff = std::max(r.max_rel_diff, max_relative_difference(mine[k], reference_values));
+            r.norm = norm(mine[k]);
+        }
+    };
+
     KernelCache& cache = KernelCache::global();
     int compiles_before = cache.stats().compiles;
     for (int64_t step = 1; step <= o.steps; ++step) {
@@ -373,12 +401,27 @@ RunSummary run_steps(const RunOptions& o) {
                         l.device_table->upload();
                     }
                 }
-                std::vector<float> scalars = launch_scalars(*l.kernel, o.hypers, step);
-                if (gpu) {
+                if (gpu)
                     for (size_t t : l.tensors) tensors[t].g->upload();
-                    launch_cuda(*l.kernel, l.device_table->device.get(), l.table, scalars, nullptr, o.seed);
-                } else {
-                    launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), o.seed);
+            }
+            if (!step_reductions) {
+                std::vector<int32_t> sizes;
+                for (auto& [signature, l] : launches) sizes.push_back(l.table.num_tensors);
+                step_reductions = std::make_unique<StepReductions>(gpu ? Device::Cuda : Device::Host, launches.begin()->second.kernel->spec().lowered, sizes);
+            }
+            // Every launch's reduction pass, then every launch's update (runtime/step_reductions.h).
+            std::vector<LaunchPass> passes{LaunchPass::Update};
+            if (!step_reductions->empty()) passes.insert(passes.begin(), LaunchPass::Reductions);
+            step_reductions->clear(nullptr);
+            for (LaunchPass pass : passes) {
+                size_t index = 0;
+                for (auto& [signature, l] : launches) {
+                    std::vector<float> scalars = launch_scalars(*l.kernel, o.hypers, step);
+                    ReductionSlots slots = step_reductions->slots(index++);
+                    if (gpu)
+                        launch_cuda(*l.kernel, l.device_table->device.get(), l.table, scalars, nullptr, o.seed, slots, pass);
+                    else
+                        launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), o.seed, slots, pass);
                 }
             }
         }
@@ -392,7 +435,10 @@ RunSummary run_steps(const RunOptions& o) {
                 for (Region* r : d.regions())
                     if (r != d.g.get()) r->download();
         }
-        if (lockstep && !o.interp) compare();
+        if (lockstep && !o.interp) {
+            compare();
+            compare_reductions();
+        }
     }
     summary.compiles = cache.stats().compiles - compiles_before;
 
@@ -413,6 +459,7 @@ RunSummary run_steps(const RunOptions& o) {
         }
     } else if (o.check && !lockstep) {
         compare();
+        compare_reductions();
     }
     for (int k = 0; k <= num_states; ++k) {
         std::vector<double> values;
@@ -433,6 +480,10 @@ RunSummary run_steps(const RunOptions& o) {
         }
     }
     summary.tensors = results;
+    if (o.check) {
+        for (const TensorSummary& r : reduction_results) summary.passed &= r.max_rel_diff <= r.tolerance;
+        summary.reductions = reduction_results;
+    }
     return summary;
 }
 

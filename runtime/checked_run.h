@@ -60,6 +60,10 @@ constexpr double kStraddle = 1e-5;
 
 struct RunSummary {
     std::vector<TensorSummary> tensors;  // p, then states in declaration order
+    // When checked: the program's reductions (ir/analysis.h's order) in the last step or, with
+    // quantized states, in every step from the same state: the kernels' values against the
+    // reference's (max_rel_diff, within the run's tolerance), and the norm of the kernels'.
+    std::vector<TensorSummary> reductions;
     double first_step_ms = 0;            // wall time of step 1, compile included
     int compiles = 0;                    // kernels compiled during the run
     bool passed = true;                  // every difference within tolerance

@@ -23,7 +23,7 @@ namespace optjit {
 class Kernel {
 public:
     using HostEntry = void (*)(const int64_t* table, int32_t num_tensors, int64_t chunk_begin, int64_t chunk_end, const float* scalars,
-                               int64_t seed);
+                               int64_t seed, void* global_slots, void* tensor_slots);
 
     Kernel(KernelSpec spec, std::string key);
     ~Kernel();
@@ -34,13 +34,15 @@ public:
     const std::string& key() const { return key_; }
     int64_t chunk_elements() const;
 
-    // The update, and for kernels with rank-1 states the statistics pass that runs before it
-    // (compiler/kernel_abi.h; runtime/launch.h runs both).
-    HostEntry host_entry = nullptr, host_statistics_entry = nullptr;
+    // The update, for kernels with rank-1 states the statistics pass that runs before it, and
+    // for programs with reductions the reduction pass that runs first (compiler/kernel_abi.h;
+    // runtime/launch.h runs them).
+    HostEntry host_entry = nullptr, host_statistics_entry = nullptr, host_reductions_entry = nullptr;
     cuda::Module cuda_module = nullptr;
-    cuda::Function cuda_function = nullptr, cuda_statistics_function = nullptr;
+    cuda::Function cuda_function = nullptr, cuda_statistics_function = nullptr, cuda_reductions_function = nullptr;
     cuda::Function cuda_scalars_function = nullptr;  // capturable kernels' NAME_scalars
-    int gpu_blocks_per_sm = 0, gpu_statistics_blocks_per_sm = 0;  // resident blocks of each function
+    // Resident blocks an SM of each function.
+    int gpu_blocks_per_sm = 0, gpu_statistics_blocks_per_sm = 0, gpu_reductions_blocks_per_sm = 0;
 
 private:
     KernelSpec spec_;

@@ -86,13 +86,32 @@ std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::stri
     return out;
 }
 
-void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed) {
+namespace {
+
+void check_slots(const Kernel& kernel, ReductionSlots slots, LaunchPass pass) {
+    if (!has_reductions(kernel.spec())) {
+        if (pass == LaunchPass::Reductions)
+            throw std::invalid_argument(fmt::format("kernel {} has no reductions: there is no reduction pass to run", kernel.key()));
+        return;
+    }
+    if (slots.global == 0 || slots.tensor == 0)
+        throw std::invalid_argument(fmt::format("optimizer '{}' has reductions: its launches need reduction slots (runtime/step_reductions.h)",
+                                                kernel.spec().lowered.name));
+}
+
+}  // namespace
+
+void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed,
+                 ReductionSlots slots, LaunchPass pass) {
     if (!kernel.host_entry) throw std::invalid_argument(fmt::format("kernel {} is not a host kernel", kernel.key()));
+    check_slots(kernel, slots, pass);
     auto run = [&](Kernel::HostEntry entry) {
         pool.parallel_for(table.num_chunks, [&](int64_t begin, int64_t end) {
-            entry(table.words.data(), table.num_tensors, begin, end, scalars.data(), int64_t(seed));
+            entry(table.words.data(), table.num_tensors, begin, end, scalars.data(), int64_t(seed), reinterpret_cast<void*>(slots.global),
+                  reinterpret_cast<void*>(slots.tensor));
         });
     };
+    if (pass == LaunchPass::Reductions) return run(kernel.host_reductions_entry);
     if (!kernel.host_statistics_entry) return run(kernel.host_entry);
     for (auto [buffer, count] : table.rank1_statistics) std::fill_n(reinterpret_cast<float*>(buffer) + count, count, kScaleFloor);
     run(kernel.host_statistics_entry);
@@ -103,47 +122,53 @@ void launch_host(const Kernel& kernel, const TensorTable& table, const std::vect
 
 namespace {
 
-// `scalars`: pointers to the kernel's arguments after the table, the counts and the seed.
+// `scalars`: pointers to the kernel's arguments after the table, the counts, the seed and the
+// reduction slots.
 void launch_cuda_with(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<void*>& scalars,
-                      cuda::Stream stream, uint64_t seed) {
+                      cuda::Stream stream, uint64_t seed, ReductionSlots slots, LaunchPass pass) {
     if (!kernel.cuda_function) throw std::invalid_argument(fmt::format("kernel {} is not a GPU kernel", kernel.key()));
+    check_slots(kernel, slots, pass);
     if (shape.num_chunks == 0) return;
-    int64_t max_grid = int64_t(cuda::multiprocessor_count()) * kernel.gpu_blocks_per_sm;
-    unsigned grid = unsigned(std::min<int64_t>(shape.num_chunks, max_grid));
     int32_t num_tensors = shape.num_tensors;
     int64_t num_chunks = shape.num_chunks;
     int64_t seed_word = int64_t(seed);
     std::vector<void*> params{&table, &num_tensors, &num_chunks, &seed_word};
+    if (has_reductions(kernel.spec())) {
+        params.push_back(&slots.global);
+        params.push_back(&slots.tensor);
+    }
     params.insert(params.end(), scalars.begin(), scalars.end());
     const unsigned threads = unsigned(gpu_threads_per_block(kernel.spec()));
-    if (!kernel.cuda_statistics_function) return cuda::launch(kernel.cuda_function, grid, threads, params.data(), stream);
+    // Each function gets a grid of its own occupancy: the passes before the update hold far
+    // fewer registers.
+    auto grid = [&](int blocks_per_sm) { return unsigned(std::min<int64_t>(shape.num_chunks, int64_t(cuda::multiprocessor_count()) * blocks_per_sm)); };
+    if (pass == LaunchPass::Reductions)
+        return cuda::launch(kernel.cuda_reductions_function, grid(kernel.gpu_reductions_blocks_per_sm), threads, params.data(), stream);
+    if (!kernel.cuda_statistics_function) return cuda::launch(kernel.cuda_function, grid(kernel.gpu_blocks_per_sm), threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics)
         cuda::memset_d32_async(buffer + 4 * uint64_t(count), std::bit_cast<uint32_t>(kScaleFloor), size_t(count), stream);
-    // The statistics pass holds far fewer registers than the update: a grid of its own size.
-    unsigned statistics_grid =
-        unsigned(std::min<int64_t>(shape.num_chunks, int64_t(cuda::multiprocessor_count()) * kernel.gpu_statistics_blocks_per_sm));
-    cuda::launch(kernel.cuda_statistics_function, statistics_grid, threads, params.data(), stream);
-    cuda::launch(kernel.cuda_function, grid, threads, params.data(), stream);
+    cuda::launch(kernel.cuda_statistics_function, grid(kernel.gpu_statistics_blocks_per_sm), threads, params.data(), stream);
+    cuda::launch(kernel.cuda_function, grid(kernel.gpu_blocks_per_sm), threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics) cuda::memcpy_dtod_async(buffer, buffer + 4 * uint64_t(count), 4 * size_t(count), stream);
 }
 
 }  // namespace
 
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
-                 cuda::Stream stream, uint64_t seed) {
+                 cuda::Stream stream, uint64_t seed, ReductionSlots slots, LaunchPass pass) {
     if (kernel.spec().options.capturable)
         throw std::invalid_argument(fmt::format("kernel {} is capturable: it takes a scalar block, not scalars", kernel.key()));
     std::vector<float> copy = scalars;
     std::vector<void*> pointers;
     for (float& s : copy) pointers.push_back(&s);
-    launch_cuda_with(kernel, table, shape, pointers, stream, seed);
+    launch_cuda_with(kernel, table, shape, pointers, stream, seed, slots, pass);
 }
 
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, cuda::DevicePtr scalar_block, cuda::Stream stream,
-                 uint64_t seed) {
+                 uint64_t seed, ReductionSlots slots, LaunchPass pass) {
     if (!kernel.spec().options.capturable)
         throw std::invalid_argument(fmt::format("kernel {} takes its scalars by value, not in a scalar block", kernel.key()));
-    launch_cuda_with(kernel, table, shape, {&scalar_block}, stream, seed);
+    launch_cuda_with(kernel, table, shape, {&scalar_block}, stream, seed, slots, pass);
 }
 
 void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream) {

@@ -57,21 +57,37 @@ TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensor
 // std::invalid_argument for an unknown name.
 std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::string, double>& hypers, int64_t step);
 
+// Where a launch's kernels keep their reductions' values (compiler/kernel_abi.h): addresses in
+// the memory of the kernel's target, zeroed before the step's first reduction pass (what
+// runtime/step_reductions.h does). Unused by kernels without reductions.
+struct ReductionSlots {
+    uint64_t global = 0;  // the step's global slots, shared by its launches
+    uint64_t tensor = 0;  // this launch's tensor slots: table.num_tensors rows
+};
+
+// What a launch call runs. A step with reductions is every launch's Reductions, then every
+// launch's Update (the global reductions must be complete before any update reads them).
+enum class LaunchPass : uint8_t {
+    Reductions,  // NAME_reductions only (kernels with reductions)
+    Update,      // the rank-1 statistics steps where the kernel has them, and the update
+};
+
 // Runs a host kernel over the table, split across the pool's threads (with rank-1 states, the
 // whole step compiler/kernel_abi.h describes).
 // `seed` keys stochastic rounding (kernels without it ignore it).
-void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed = 0);
+void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed = 0,
+                 ReductionSlots slots = {}, LaunchPass pass = LaunchPass::Update);
 
 // Launches a GPU kernel (with rank-1 states, the whole step compiler/kernel_abi.h describes);
 // `table` must hold the table's words in device memory. Asynchronous.
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
-                 cuda::Stream stream, uint64_t seed = 0);
+                 cuda::Stream stream, uint64_t seed = 0, ReductionSlots slots = {}, LaunchPass pass = LaunchPass::Update);
 // The same for a capturable kernel, whose scalars are in the device's `scalar_block`
 // (compiler/kernel_abi.h); and the one-thread NAME_scalars that fills the block for a step
 // (once a step for every launch sharing the block: it counts the step). Asynchronous, with no
 // host work that a CUDA graph would not replay.
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, cuda::DevicePtr scalar_block,
-                 cuda::Stream stream, uint64_t seed = 0);
+                 cuda::Stream stream, uint64_t seed = 0, ReductionSlots slots = {}, LaunchPass pass = LaunchPass::Update);
 void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream);
 
 }  // namespace optjit

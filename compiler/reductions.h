@@ -1,0 +1,44 @@
+// Reductions in kernels (tensor_sum, tensor_max, global_sum, global_max): what the NVPTX and
+// host back ends share.
+//
+// A kernel whose program has reductions comes with a reduction pass, NAME_reductions
+// (reductions_symbol(), compiler/codegen.h), which runs first in a step: it walks every element
+// of the launch as the update would see it (decoded, with the program's math up to each
+// reduction's argument), sums or maximizes each argument over a lane's elements, combines the
+// lanes of a chunk (GPU: the warp's shuffles), and adds the chunk's partial into the
+// reduction's slot with one atomic. The update kernel (and a rank-1 statistics pass) then
+// reads each slot as its reduction's value. Slots live in device memory and are combined on
+// the device: a step never waits for the host. compiler/kernel_abi.h lays the slots out.
+#pragma once
+
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/Module.h>
+
+#include <functional>
+#include <vector>
+
+#include "compiler/kernel_abi.h"
+#include "compiler/rank1_statistics.h"
+
+namespace optjit {
+
+struct ReductionWalk {
+    StatisticsWalk lanes;  // the chunks and lanes, walked as the rank-1 statistics pass walks them
+    llvm::Value* global_slots = nullptr;  // pointers in lanes.address_space (compiler/kernel_abi.h)
+    llvm::Value* tensor_slots = nullptr;
+    // Combines a value over the lanes of a chunk: a float64 sum, or an i32 maximum key
+    // (`maximum` set). Every lane calls it. Absent where a lane is the whole chunk (host).
+    std::function<llvm::Value*(llvm::IRBuilder<>&, llvm::Value*, bool maximum)> across_lanes;
+    llvm::Value* leader = nullptr;  // i1: the lane that adds the combined value (nullptr: every lane)
+};
+
+// Emits the reduction pass's body into the builder's function and leaves the builder after it.
+void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const KernelSpec& spec, const ReductionWalk& walk);
+
+// The fp32 value of every reduction (ir/analysis.h's order) for the tensor `tensor` (i64 index
+// in the launch's table), loaded from the slots (pointers in `address_space`). For
+// ElementValues::reductions; empty for a program without reductions.
+std::vector<llvm::Value*> emit_reduction_values(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* global_slots,
+                                                llvm::Value* tensor_slots, llvm::Value* tensor);
+
+}  // namespace optjit
