@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -16,10 +17,12 @@
 
 #include "ir/analysis.h"
 #include "ir/interpreter.h"
+#include "ir/library.h"
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "compiler/compile.h"
+#include "passes/gradient_policies.h"
 #include "passes/pipeline.h"
 #include "runtime/checked_run.h"
 #include "runtime/cuda_driver.h"
@@ -111,6 +114,10 @@ kernel options (also taken by 'optjit run'):
   --fast-math              approximate division and square roots
   --stochastic-rounding    bf16 parameters round stochastically (keyed by the seed, the step
                            and the element's index; reproducible)
+  --clip-grad-norm X       clip gradients by their global L2 norm to X before the update, as
+                           torch.nn.utils.clip_grad_norm_ (X becomes hyper max_grad_norm)
+  --skip-nonfinite         a step whose gradients hold an inf or NaN changes nothing (the count
+                           of such elements is a global reduction the caller can read)
   --capturable             GPU: scalars read from a device block that NAME_scalars fills
                            (for CUDA graphs; optjit compile only)
   --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
@@ -133,11 +140,19 @@ std::string read_file(const std::string& path) {
     return ss.str();
 }
 
+// A file, standard input ("-"), or a library name (ir/library.h) where no such file exists.
 // Parses and verifies; on failure prints the diagnostics and throws InputError.
 Program load_program(const std::string& path) {
-    std::string text = read_file(path);
+    std::string text, name = path == "-" ? "<stdin>" : path;
+    if (path != "-" && !std::filesystem::exists(path) && in_library(path)) {
+        LibrarySource source = library_source(path);
+        text = source.text;
+        name = source.file_name;
+    } else {
+        text = read_file(path);
+    }
     try {
-        return parse_and_verify(text, path == "-" ? "<stdin>" : path);
+        return parse_and_verify(text, name);
     } catch (const ProgramError& e) {
         throw InputError{e.what()};
     }
@@ -193,7 +208,21 @@ struct KernelOptions {
     PassOptions passes;
     StorageSignature storage;
     CodegenOptions codegen;
+    std::optional<double> clip_grad_norm;  // passes/gradient_policies.h
+    bool skip_nonfinite = false;
 };
+
+// The program with the gradient policies the options ask for.
+Program with_policies(Program program, const KernelOptions& k) {
+    try {
+        // Clipping first: the non-finite count is then over the gradients as given.
+        if (k.clip_grad_norm) program = clip_gradients(std::move(program), *k.clip_grad_norm);
+        if (k.skip_nonfinite) program = skip_nonfinite_steps(std::move(program));
+    } catch (const std::invalid_argument& e) {
+        throw InputError{fmt::format("optjit: {}\n", e.what())};
+    }
+    return program;
+}
 
 // Takes `option` (already read) and its value if it is a kernel option; false otherwise.
 bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k) {
@@ -224,6 +253,19 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     }
     if (option == "--fast-math") {
         k.codegen.fast_math = true;
+        return true;
+    }
+    if (option == "--clip-grad-norm") {
+        std::string v = args.value(option);
+        char* end = nullptr;
+        double max_norm = std::strtod(v.c_str(), &end);
+        if (v.empty() || *end != '\0' || !(max_norm > 0) || !std::isfinite(max_norm))
+            throw UsageError{fmt::format("--clip-grad-norm wants a positive number, got '{}'", v)};
+        k.clip_grad_norm = max_norm;
+        return true;
+    }
+    if (option == "--skip-nonfinite") {
+        k.skip_nonfinite = true;
         return true;
     }
     if (option == "--capturable") {
@@ -283,7 +325,7 @@ int cmd_compile(Args& args) {
     if (emit.empty()) throw UsageError{"--emit is required (llvm, ptx or asm)"};
     if (emit != "llvm" && emit != "ptx" && emit != "asm") throw UsageError{fmt::format("unknown --emit '{}' (llvm, ptx or asm)", emit)};
     if (emit == "ptx" && !target.is_gpu()) throw UsageError{"--emit ptx needs a GPU target (sm_NN); use --emit asm for the host"};
-    KernelRequest request{load_program(file), k.passes, k.storage, target, k.codegen};
+    KernelRequest request{with_policies(load_program(file), k), k.passes, k.storage, target, k.codegen};
     try {
         write_output(output, emit_text(request, emit == "llvm" ? Emit::LLVM : Emit::Assembly));
     } catch (const std::invalid_argument& e) {
@@ -462,7 +504,7 @@ int cmd_run(Args& args) {
     } else {
         throw UsageError{fmt::format("unknown target '{}' (targets: interp, host, cuda)", target_name)};
     }
-    run.request.program = load_program(file);
+    run.request.program = with_policies(load_program(file), k);
     run.request.passes = k.passes;
     run.request.storage = k.storage;
     run.request.options = k.codegen;
