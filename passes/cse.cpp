@@ -42,7 +42,7 @@ bool is_leaf(const Expr& e) { return e.op == Op::Number || e.op == Op::Ref; }
 // occurrence is not descended into, so what only repeats inside it counts once.
 void count(const Expr& e, const std::unordered_map<const Expr*, int>& ids, std::unordered_map<int, int>& counts) {
     if (is_leaf(e)) return;
-    if (++counts[ids.at(&e)] > 1) return;
+    if (!is_reduction(e.op) && ++counts[ids.at(&e)] > 1) return;
     for (const Expr& a : e.args) count(a, ids, counts);
 }
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -10,12 +11,16 @@
 
 #include "compiler/compile.h"
 #include "compiler/kernel_abi.h"
+#include "ir/analysis.h"
 #include "ir/interpreter.h"
 #include "ir/numeric.h"
 #include "ir/quantization.h"
 #include "ir/verifier.h"
+#include "passes/gradient_policies.h"
+#include "passes/pipeline.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
+#include "runtime/step_reductions.h"
 #include "runtime/thread_pool.h"
 
 namespace optjit {
@@ -44,6 +49,10 @@ struct Optimizer::Impl {
     std::vector<std::unique_ptr<DeviceMemory>> memory;
     std::vector<Launch> launches;
     int64_t steps = 0;
+    // The step's reduction slots, of the device every launch is on (programs with reductions).
+    std::unique_ptr<StepReductions> reductions;
+    // The program as its kernels run it (every launch's is the same), which numbers the reductions.
+    Program lowered() const { return launches.empty() ? run_pipeline(program, {}) : launches.front().kernel->spec().lowered; }
     // Capturable optimizers, per group with GPU launches: its scalar block and the kernel whose
     // NAME_scalars fills it (every launch of a group runs the same lowered program).
     struct ScalarBlock {
@@ -193,8 +202,13 @@ void Optimizer::Impl::build(size_t g) {
 Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, OptimizerOptions options) : impl_(std::make_unique<Impl>()) {
     Impl& m = *impl_;
     verify_or_throw(program);  // a program built in C++ may not have been
-    m.program = program;
     m.options = std::move(options);
+    m.program = program;
+    if (m.options.max_grad_norm < 0 || !std::isfinite(m.options.max_grad_norm))
+        throw std::invalid_argument(fmt::format("max_grad_norm must be a positive number (0 turns clipping off), not {}", m.options.max_grad_norm));
+    // Clipping first: the non-finite count is then over the gradients as given.
+    if (m.options.max_grad_norm > 0) m.program = clip_gradients(m.program, m.options.max_grad_norm);
+    if (m.options.skip_nonfinite) m.program = skip_nonfinite_steps(m.program);
     m.groups = std::move(groups);
     m.check_hypers(m.options.hypers);
     for (size_t g = 0; g < m.groups.size(); ++g) {
@@ -203,6 +217,17 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
         m.hypers.push_back(values);
         m.build(g);
     }
+    if (reductions(m.program).empty() || m.launches.empty()) return;
+    const Device device = m.launches.front().device;
+    std::vector<int32_t> tensors;
+    for (const Impl::Launch& l : m.launches) {
+        if (l.device != device)
+            throw std::invalid_argument(fmt::format("optimizer '{}' has reductions over the whole step (gradient clipping, the non-finite "
+                                                    "policy, or its own), so its parameters must be on one device; these are on the host "
+                                                    "and the GPU", m.program.name));
+        tensors.push_back(l.table.num_tensors);
+    }
+    m.reductions = std::make_unique<StepReductions>(device, m.launches.front().kernel->spec().lowered, tensors);
 }
 
 Optimizer Optimizer::from_text(std::string_view text, std::vector<ParamGroup> groups, OptimizerOptions options, const std::string& file_name) {
@@ -218,24 +243,78 @@ void Optimizer::step(cuda::Stream stream) {
     const int64_t step = m.steps + 1;
     // Launches are in group order, and a group's share one lowered program: its scalars are
     // computed once, before its first launch (on the device, for a capturable group).
-    std::vector<float> scalars;
+    std::vector<std::vector<float>> scalars(m.launches.size());
     for (size_t k = 0; k < m.launches.size(); ++k) {
         const Impl::Launch& l = m.launches[k];
-        const Impl::ScalarBlock* block = m.block_of(l.group);
-        if (k == 0 || m.launches[k - 1].group != l.group) {
-            if (block) launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
-            scalars = launch_scalars(*l.kernel, m.hypers[l.group], step);  // for its eager launches
-        }
-        if (l.kernel->spec().options.capturable) {
-            launch_cuda(*l.kernel, l.device_table->address(), l.table, block->memory->address(), stream, m.options.seed);
+        if (k > 0 && m.launches[k - 1].group == l.group) {
+            scalars[k] = scalars[k - 1];
             continue;
         }
-        if (l.device == Device::Cuda)
-            launch_cuda(*l.kernel, l.device_table->address(), l.table, scalars, stream, m.options.seed);
-        else
-            launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), m.options.seed);
+        if (const Impl::ScalarBlock* block = m.block_of(l.group)) launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
+        scalars[k] = launch_scalars(*l.kernel, m.hypers[l.group], step);  // for its eager launches
     }
+    // With reductions, every launch's reduction pass comes before any update reads them.
+    auto run = [&](LaunchPass pass) {
+        for (size_t k = 0; k < m.launches.size(); ++k) {
+            const Impl::Launch& l = m.launches[k];
+            const ReductionSlots slots = m.reductions ? m.reductions->slots(k) : ReductionSlots{};
+            if (l.kernel->spec().options.capturable)
+                launch_cuda(*l.kernel, l.device_table->address(), l.table, m.block_of(l.group)->memory->address(), stream, m.options.seed, slots,
+                            pass);
+            else if (l.device == Device::Cuda)
+                launch_cuda(*l.kernel, l.device_table->address(), l.table, scalars[k], stream, m.options.seed, slots, pass);
+            else
+                launch_host(*l.kernel, l.table, scalars[k], ThreadPool::global(), m.options.seed, slots, pass);
+        }
+    };
+    if (m.reductions) {
+        m.reductions->clear(stream);
+        run(LaunchPass::Reductions);
+    }
+    run(LaunchPass::Update);
     m.steps = step;
+}
+
+namespace {
+
+// The index among the program's reductions of the global sum an option's rewrite assigned to
+// `name` (passes/gradient_policies.h).
+std::pair<size_t, int> policy_reduction(const Program& lowered, const char* name, const char* option) {
+    std::vector<Reduction> list = reductions(lowered);
+    for (const Assign& a : lowered.update)
+        if (a.target == name)
+            for (size_t k = 0; k < list.size(); ++k)
+                if (list[k].node == &a.value) return {k, list[k].slot};
+    throw std::invalid_argument(fmt::format("the optimizer was not made with {}", option));
+}
+
+}  // namespace
+
+double Optimizer::grad_norm() const {
+    auto [index, slot] = policy_reduction(impl_->lowered(), kGradNormSquared, "max_grad_norm > 0");
+    if (!impl_->reductions) return 0;  // no parameters
+    return std::sqrt(impl_->reductions->values()[index][0]);
+}
+
+uint64_t Optimizer::grad_norm_squared_address() const {
+    auto [index, slot] = policy_reduction(impl_->lowered(), kGradNormSquared, "max_grad_norm > 0");
+    return impl_->reductions ? impl_->reductions->global_slot_address(slot) : 0;
+}
+
+double Optimizer::nonfinite_count() const {
+    auto [index, slot] = policy_reduction(impl_->lowered(), kNonfiniteGrads, "skip_nonfinite");
+    if (!impl_->reductions) return 0;
+    return impl_->reductions->values()[index][0];
+}
+
+uint64_t Optimizer::nonfinite_count_address() const {
+    auto [index, slot] = policy_reduction(impl_->lowered(), kNonfiniteGrads, "skip_nonfinite");
+    return impl_->reductions ? impl_->reductions->global_slot_address(slot) : 0;
+}
+
+std::vector<std::vector<double>> Optimizer::reduction_values() const {
+    if (!impl_->reductions) return std::vector<std::vector<double>>(reductions(impl_->program).size());
+    return impl_->reductions->values();
 }
 
 int64_t Optimizer::step_count() const {

@@ -69,6 +69,16 @@ struct OptimizerOptions {
     // a CUDA graph (cuda::capture_graph) and replayed; a schedule writes new values into the
     // block (hyper_address) between replays. Host launches stay eager.
     bool capturable = false;
+    // Gradient policies (passes/gradient_policies.h), applied to every group. Both are global
+    // reductions: they span every parameter of the step (all groups), which must then be on one
+    // device, and they cost the step one more read of the gradients.
+    // > 0: clip the gradients by their global L2 norm to this value before the update, as
+    // torch.nn.utils.clip_grad_norm_(all parameters, max_grad_norm); a run-time
+    // hyper-parameter `max_grad_norm` from then on (set_hyper changes it).
+    double max_grad_norm = 0;
+    // A step whose gradients hold an infinity or a NaN changes no parameter and no state (of any
+    // group); nonfinite_count() says how many such elements it saw. The step still counts.
+    bool skip_nonfinite = false;
 };
 
 // A state of one parameter as stored, on the parameter's device.
@@ -111,7 +121,22 @@ public:
     // that replays of a captured step read (write it with any copy or kernel on the stream).
     uint64_t hyper_address(size_t group, const std::string& name) const;
 
-    const Program& program() const;
+    // Reductions (compiler/reductions.h) as the last step found them. grad_norm(): the total
+    // norm of the gradients before clipping (max_grad_norm > 0), as clip_grad_norm_ returns it;
+    // nonfinite_count(): the count of non-finite gradient elements (skip_nonfinite). Both wait
+    // for the GPU. The *_address forms give the float64 in device memory that holds, after the
+    // step's reduction pass, the squared norm and the count: a mixed-precision loop reads it
+    // later, or from a kernel of its own, without a synchronization. Throw
+    // std::invalid_argument where the option is off.
+    double grad_norm() const;
+    uint64_t grad_norm_squared_address() const;
+    double nonfinite_count() const;
+    uint64_t nonfinite_count_address() const;
+    // Every reduction of the program (ir/analysis.h's order): a global one's value, a tensor
+    // one's for each tensor in launch order. For tests and inspection; waits for the GPU.
+    std::vector<std::vector<double>> reduction_values() const;
+
+    const Program& program() const;  // with the gradient policies applied
     size_t num_groups() const;
     size_t num_params(size_t group) const;
     size_t num_launches() const;  // kernel launches a step makes (statistics passes not counted)
