@@ -68,9 +68,12 @@ Exit code 1 if any program is rejected.
 constexpr const char* kPrintHelp = R"(usage: optjit print FILE [--after PASS | --all-passes] [--specialize NAME=VALUE]...
 
 Prints the program in canonical form: as parsed, after the pass PASS, or after every pass.
+FILE is a path, - for standard input, or the name of a built-in optimizer (adamw, lamb, ...).
   --after PASS             run the pipeline up to PASS and print the result
   --all-passes             print the program after each pass, each under a '# after PASS' line
   --specialize NAME=VALUE  make hyper-parameter NAME the constant VALUE (the specialize pass)
+  --clip-grad-norm X, --skip-nonfinite
+                           with a gradient policy's rewrite (see 'optjit compile --help')
 passes, in order: specialize, constant-fold, hoist-scalars, cse, dead-code
 )";
 
@@ -100,7 +103,9 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
 
 constexpr const char* kCompileHelp = R"(usage: optjit compile FILE --target host|sm_80|sm_90 --emit llvm|ptx|asm [kernel options] [-o FILE]
 
-Generates the kernel for a target and prints it (or writes it to FILE).
+Generates the kernel for a target and prints it (or writes it to FILE). The program FILE is a
+path, - for standard input, or the name of a built-in optimizer (sgd adam adamw adagrad rmsprop
+lion ademamix lamb lars adan; OPTJIT_LIBRARY_PATH adds directories of NAME.opt files).
   --target T               host (this CPU), or sm_NN (an NVIDIA GPU of compute capability N.N)
   --emit llvm              optimized LLVM IR
   --emit ptx | asm         PTX for sm_NN targets, assembly for the host
@@ -373,9 +378,11 @@ int cmd_print(Args& args) {
     std::string file, after;
     bool all = false;
     PassOptions options;
+    KernelOptions policies;  // only the gradient policies are read
     while (!args.done()) {
         std::string a = args.take();
         if (a == "--help") { fmt::print("{}", kPrintHelp); return 0; }
+        if ((a == "--clip-grad-norm" || a == "--skip-nonfinite") && take_kernel_option(args, a, policies)) continue;
         if (a == "--after") after = args.value(a);
         else if (a == "--all-passes") all = true;
         else if (a == "--specialize") options.specialize.insert(parse_assignment(args.value(a), a));
@@ -390,7 +397,7 @@ int cmd_print(Args& args) {
         for (const Pass& p : pipeline_passes()) names += (names.empty() ? "" : ", ") + std::string(p.name);
         throw UsageError{fmt::format("unknown pass '{}' (passes: {})", after, names)};
     }
-    Program program = load_program(file);
+    Program program = with_policies(load_program(file), policies);
     if (!all && after.empty()) {
         if (!options.specialize.empty()) throw UsageError{"--specialize needs --after or --all-passes"};
         fmt::print("{}", print(program));

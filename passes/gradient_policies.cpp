@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <limits>
+#include <set>
 #include <stdexcept>
 
 #include "ir/analysis.h"
@@ -29,12 +30,20 @@ void refuse_taken(const Program& program, std::string_view name, std::string_vie
 Program clip_gradients(Program program, double max_norm) {
     const std::string what = "gradient clipping";
     for (std::string_view name : {kMaxGradNorm, kGradNormSquared, "clip_coefficient", "clipped_g"}) refuse_taken(program, name, what);
-    for (const Reduction& r : reductions(program))
-        if (any_node(*r.node, [](const Expr& e) { return e.op == Op::Ref && e.name == kGradName; }))
-            throw std::invalid_argument(fmt::format(
-                "optimizer '{}' reduces over its gradient ({}); clipping the gradient first would reduce a reduction, which needs a "
-                "second statistics pass that optjit does not generate yet: clip outside the step",
-                program.name, op_info(r.op).spelling));
+    // Names whose value depends on the gradient, statement by statement.
+    std::set<std::string> from_g{std::string(kGradName)};
+    auto reads_g = [&](const Expr& e) { return any_node(e, [&](const Expr& n) { return n.op == Op::Ref && from_g.count(n.name); }); };
+    for (const Assign& a : program.update) {
+        for_each_node(a.value, [&](const Expr& e) {
+            if (is_reduction(e.op) && reads_g(e))
+                throw std::invalid_argument(fmt::format(
+                    "optimizer '{}' reduces over its gradient ({}); clipping the gradient first would reduce a reduction, which needs a "
+                    "second statistics pass that optjit does not generate yet: clip outside the step",
+                    program.name, op_info(e.op).spelling));
+        });
+        if (reads_g(a.value)) from_g.insert(a.target);
+        else from_g.erase(a.target);
+    }
     for (Assign& a : program.update)
         rewrite_bottom_up(a.value, [](Expr& e) {
             if (e.op == Op::Ref && e.name == kGradName) e.name = "clipped_g";

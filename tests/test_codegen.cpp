@@ -7,6 +7,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <bit>
+#include <iterator>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -21,6 +23,8 @@
 #include <vector>
 
 #include "compiler/compile.h"
+#include "compiler/kernel_abi.h"
+#include "ir/analysis.h"
 #include "ir/interpreter.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
@@ -380,43 +384,81 @@ TEST_CASE("codegen host: special values through exp log pow sqrt min max sign") 
 // ---------------------------------------------------------------------------------------------
 // What code generation rejects, with a sentence that says so.
 
-TEST_CASE("codegen host: reductions are rejected with a clear message") {
+// Reductions of every kind, over tensors from 1 element to several chunks in one launch (and a
+// small one in a launch of its own with quantized states), against the interpreter: the update's
+// values and each reduction's value (RunSummary::reductions).
+TEST_CASE("codegen host: reductions (tensor and global, sums and maxima) match the interpreter") {
     const char* programs[] = {
         R"(optimizer clip
   hyper lr = 1e-2
+  state m = 0
   update
-    p = p - lr * g / max(sqrt(tensor_sum(g * g)), 1)
+    m = lerp(m, g, 0.1)
+    p = p - lr * m / max(sqrt(tensor_sum(m * m)), 1)
 )",
         R"(optimizer globalclip
   hyper lr = 1e-2
   update
     n = sqrt(global_sum(g * g))
-    p = p - lr * g * min(1 / n, 1)
+    p = p - lr * g * min(10 / n, 1)
 )",
         R"(optimizer absmax
+  state m = 0
   update
-    p = p - 0.01 * g / tensor_max(abs(g))
+    m = lerp(m, g, 0.1)
+    s = tensor_max(abs(m)) + global_max(-p) - tensor_max(p)
+    p = p - 0.01 * m / s
 )",
     };
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed);
     for (const char* text : programs) {
         Program program = program_from(text);
         INFO(program.name);
-        for (Target target : {Target{}, Target{Target::Kind::NVPTX, 90}}) {
-            INFO(target.name());
-            KernelRequest r{program, {}, {}, target, {}};
-            CHECK_THROWS_WITH_AS(emit_text(r, Emit::LLVM), doctest::Contains("reductions"), std::invalid_argument);
-            CHECK_THROWS_WITH_AS(emit_text(r, Emit::LLVM), doctest::Contains(program.name.c_str()), std::invalid_argument);
+        for (const char* m : {"fp32", "q8s", "q4s"}) {
+            INFO("m as ", m);
+            RunOptions o;
+            o.request = KernelRequest{program, {}, {}, Target{}, {}};
+            if (program.state_index("m") >= 0) o.request.storage.states["m"] = *parse_state_storage(m, nullptr);
+            o.sizes = {1, 5000, 300001, 4095, 70000};
+            o.steps = 4;
+            o.seed = seed;
+            o.check = true;
+            RunSummary s = run_steps(o);
+            CHECK(s.passed);
+            REQUIRE(s.reductions.size() == reductions(program).size());
+            for (const TensorSummary& r : s.reductions) {
+                INFO(r.name);
+                CHECK(r.max_rel_diff <= 1e-6);
+                CHECK(r.norm > 0);
+            }
         }
-        KernelCache cache("");
-        CHECK_THROWS_WITH_AS(cache.get(KernelRequest{program, {}, {}, Target{}, {}}), doctest::Contains("not implemented"),
-                             std::invalid_argument);
-        CHECK(cache.stats().compiles == 0);
-        RunOptions o;
-        o.request.program = program;
-        o.sizes = {10};
-        o.check = true;
-        CHECK_THROWS_AS(run_steps(o), std::invalid_argument);
     }
+}
+
+TEST_CASE("codegen: a program with reductions has a reduction pass on both targets, combined by atomics") {
+    Program program = load_example("lamb");
+    std::string ptx = emit_text(KernelRequest{program, {}, {}, Target{Target::Kind::NVPTX, 90}, {}}, Emit::Assembly);
+    CHECK(ptx.find(".entry optjit_lamb_reductions(") != std::string::npos);
+    CHECK(ptx.find("shfl.sync.bfly.b32") != std::string::npos);
+    CHECK(ptx.find("atom.global.add.f64") != std::string::npos);
+    std::string host = emit_text(KernelRequest{program, {}, {}, Target{}, {}}, Emit::LLVM);
+    CHECK(host.find("define void @optjit_lamb_reductions(") != std::string::npos);
+    CHECK(host.find("atomicrmw fadd") != std::string::npos);
+    // Without reductions: no pass, and the GPU kernel takes no slot pointers.
+    std::string adamw = emit_text(KernelRequest{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}}, Emit::Assembly);
+    CHECK(adamw.find("_reductions") == std::string::npos);
+}
+
+TEST_CASE("codegen: a maximum's slot key orders every float, NaN above all, and 0 reads as -inf") {
+    const float values[] = {-INFINITY, -3.5f, -1e-30f, -0.0f, 0.0f, 1e-30f, 2.0f, INFINITY};
+    for (size_t i = 0; i + 1 < std::size(values); ++i) CHECK(reduction_max_key(values[i]) <= reduction_max_key(values[i + 1]));
+    CHECK(reduction_max_key(-NAN) > reduction_max_key(INFINITY));
+    CHECK(reduction_max_key(NAN) == reduction_max_key(-NAN));
+    for (float v : values) CHECK(reduction_slot_value(Op::TensorMax, reduction_max_key(v)) == double(v));
+    CHECK(std::isnan(reduction_slot_value(Op::GlobalMax, reduction_max_key(NAN))));
+    CHECK(reduction_slot_value(Op::GlobalMax, 0) == -INFINITY);
+    CHECK(reduction_slot_value(Op::TensorSum, std::bit_cast<uint64_t>(2.5)) == 2.5);
 }
 
 TEST_CASE("codegen: a rank-1 state adds a statistics kernel to the module, an unknown state is refused") {

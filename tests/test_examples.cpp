@@ -167,6 +167,27 @@ Reference adamw_reference(double lr, double beta1, double beta2, double eps, dou
             }};
 }
 
+// sail-sg/Adan's _single_tensor_adan: neg_pre_grad is -g on the first step (so the difference
+// is 0), then -(the last gradient); `prev_g` keeps the last gradient itself.
+Reference adan_reference(double lr, double b1, double b2, double b3, double eps, double wd, bool no_prox) {
+    return {{"m", "diff", "n", "prev_g"}, {0, 0, 0, 0}, [=](int64_t step, double& p, double g, double* s) {
+                double &m = s[0], &diff = s[1], &n = s[2], &prev = s[3];
+                double neg_grad_or_diff = (step == 1 ? -g : -prev) + g;
+                m = m * b1 + (1 - b1) * g;
+                diff = diff * b2 + (1 - b2) * neg_grad_or_diff;
+                neg_grad_or_diff = neg_grad_or_diff * b2 + g;
+                n = n * b3 + (1 - b3) * neg_grad_or_diff * neg_grad_or_diff;
+                double denom = std::sqrt(n) / std::sqrt(1 - std::pow(b3, double(step))) + eps;
+                double step_size = lr / (1 - std::pow(b1, double(step)));
+                double step_size_diff = lr * b2 / (1 - std::pow(b2, double(step)));
+                if (no_prox) p *= 1 - lr * wd;
+                p -= step_size * m / denom;
+                p -= step_size_diff * diff / denom;
+                if (!no_prox) p /= 1 + lr * wd;
+                prev = g;
+            }};
+}
+
 // torch.optim.SGD: the momentum buffer is a copy of the (decayed) gradient on the first step,
 // then buf = momentum * buf + (1 - dampening) * g; without momentum torch keeps no buffer and
 // steps by g (the reference still tracks the buffer so the state can be compared).
@@ -272,12 +293,18 @@ Reference adagrad_reference(double lr, double lr_decay, double wd, double init, 
 
 // ---- Tests --------------------------------------------------------------------------------
 
-TEST_CASE("examples: every example program has a reference test here") {
-    const std::set<std::string> tested = {"adagrad", "adam", "adamw", "ademamix", "lion", "rmsprop", "sgd"};
+// Elementwise optimizers have a reference here (random hyper-parameters, the interpreter);
+// every example, these included, is a library optimizer with the whole-tensor definitions of
+// tests/library_checks.h (interpreter, host and GPU, options and policies).
+TEST_CASE("examples: every example program has a reference test here or reduces over tensors") {
+    const std::set<std::string> elementwise = {"adagrad", "adam", "adamw", "ademamix", "adan", "lion", "rmsprop", "sgd"};
+    const std::set<std::string> reducing = {"lamb", "lars"};
     std::set<std::string> found;
     for (const auto& entry : std::filesystem::directory_iterator(examples_dir()))
         if (entry.path().extension() == ".opt") found.insert(entry.path().stem().string());
-    CHECK(found == tested);
+    std::set<std::string> expected = elementwise;
+    expected.insert(reducing.begin(), reducing.end());
+    CHECK(found == expected);
 }
 
 TEST_CASE("examples: each begins with a comment naming its source and round-trips through the printer") {
@@ -424,6 +451,23 @@ TEST_CASE("examples: adagrad.opt is torch.optim.Adagrad") {
         INFO("initial_accumulator_value = ", init);
         check_against_reference(prog, {{"lr", lr}, {"lr_decay", decay}, {"weight_decay", wd}, {"eps", eps}},
                                 adagrad_reference(lr, decay, wd, init, eps), seed + 1);
+    }
+}
+
+TEST_CASE("examples: adan.opt is Adan (sail-sg/Adan)") {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed, " (OPTJIT_TEST_SEED=", seed, " replays it)");
+    std::mt19937_64 rng(seed);
+    Program prog = load_example("adan");
+    SUBCASE("official defaults") { check_against_reference(prog, {}, adan_reference(1e-3, 0.98, 0.92, 0.99, 1e-8, 0, false), seed + 1); }
+    for (int no_prox = 0; no_prox <= 1; ++no_prox) {
+        SUBCASE(("random hyper-parameters, no_prox = " + std::to_string(no_prox)).c_str()) {
+            double lr = log_uniform(rng, 1e-4, 1e-1), b1 = uniform(rng, 0.5, 0.99), b2 = uniform(rng, 0.5, 0.99);
+            double b3 = uniform(rng, 0.9, 0.999), eps = log_uniform(rng, 1e-10, 1e-3), wd = uniform(rng, 0.01, 0.5);
+            check_against_reference(prog,
+                                    {{"lr", lr}, {"beta1", b1}, {"beta2", b2}, {"beta3", b3}, {"eps", eps}, {"weight_decay", wd}, {"no_prox", no_prox}},
+                                    adan_reference(lr, b1, b2, b3, eps, wd, no_prox == 1), seed + 1);
+        }
     }
 }
 

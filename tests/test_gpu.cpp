@@ -38,6 +38,7 @@
 #include "runtime/launch.h"
 #include "runtime/random.h"
 #include "example_checks.h"
+#include "library_checks.h"
 #include "optimizer_checks.h"
 
 using namespace optjit;
@@ -218,6 +219,9 @@ TEST_CASE("gpu: adagrad matches the interpreter in every dtype") { REQUIRE_GPU()
 TEST_CASE("gpu: adam matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adam", gpu_target()); }
 TEST_CASE("gpu: adamw matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adamw", gpu_target()); }
 TEST_CASE("gpu: ademamix matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("ademamix", gpu_target()); }
+TEST_CASE("gpu: adan matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adan", gpu_target()); }
+TEST_CASE("gpu: lamb matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("lamb", gpu_target()); }
+TEST_CASE("gpu: lars matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("lars", gpu_target()); }
 TEST_CASE("gpu: lion matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("lion", gpu_target()); }
 TEST_CASE("gpu: rmsprop matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("rmsprop", gpu_target()); }
 TEST_CASE("gpu: sgd matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("sgd", gpu_target()); }
@@ -230,6 +234,9 @@ TEST_CASE("gpu: quantized adagrad matches the interpreter in every format") { RE
 TEST_CASE("gpu: quantized adam matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adam", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized adamw matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adamw", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized ademamix matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("ademamix", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized adan matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adan", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized lamb matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("lamb", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized lars matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("lars", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized lion matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("lion", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized rmsprop matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("rmsprop", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized sgd matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("sgd", gpu_target(), kQuantizedSizes); }
@@ -540,6 +547,13 @@ TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host 
 }
 
 // optjit::Optimizer on the GPU: the checks test_optimizer.cpp runs on the host.
+TEST_CASE("gpu: library: every optimizer equals its definition, with each option and policy") {
+    REQUIRE_GPU();
+    const uint64_t seed = test_seed();
+    for (const LibraryCase& c : library_cases())
+        if (selected(c)) check_library_case(c, Device::Cuda, seed);
+}
+
 TEST_CASE("gpu: optimizer: one launch over many tensors equals a launch per tensor, bit for bit") {
     REQUIRE_GPU();
     check_multi_tensor_equals_per_tensor(Device::Cuda);

@@ -1,0 +1,72 @@
+// The built-in optimizers: found by name, and each equal to its definition (library_checks.h)
+// on the interpreter and the host target, with and without each of its options and the
+// gradient policies. The GPU runs the same cases in test_gpu.cpp.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "ir/library.h"
+#include "library_checks.h"
+
+using namespace optjit;
+using namespace optjit_test;
+
+TEST_CASE("library: the built-in names, each a verified program of that name") {
+    std::vector<std::string> expected{"adagrad", "adam", "adamw", "adan", "ademamix", "lamb", "lars", "lion", "rmsprop", "sgd"};
+    CHECK(library_names() == expected);
+    for (const std::string& name : library_names()) {
+        CHECK(in_library(name));
+        CHECK(library(name).name == name);
+        CHECK(library_source(name).file_name == "<library>/" + name + ".opt");
+    }
+}
+
+TEST_CASE("library: an unknown name lists the built-in ones; a path is never a name") {
+    CHECK_FALSE(in_library("adamx"));
+    CHECK_FALSE(in_library("../adamw"));
+    CHECK_FALSE(in_library(""));
+    try {
+        library("adamx");
+        FAIL("no error");
+    } catch (const std::invalid_argument& e) {
+        CHECK(std::string(e.what()) ==
+              "there is no optimizer 'adamx' in the library (built in: adagrad, adam, adamw, adan, ademamix, lamb, lars, lion, rmsprop, sgd; "
+              "OPTJIT_LIBRARY_PATH adds directories of NAME.opt files)");
+    }
+}
+
+TEST_CASE("library: OPTJIT_LIBRARY_PATH adds a user's programs by name, and comes first") {
+    TempDir dir("library");
+    std::ofstream(dir.path / "mine.opt") << "optimizer mine\n  hyper lr = 0.5\n  update\n    p = p - lr * g\n";
+    std::ofstream(dir.path / "sgd.opt") << "optimizer sgd\n  hyper lr = 7\n  update\n    p = p - lr * g\n";
+    const char* old = std::getenv("OPTJIT_LIBRARY_PATH");
+    std::string saved = old ? old : "";
+    setenv("OPTJIT_LIBRARY_PATH", ("/nonexistent::" + dir.path.string()).c_str(), 1);
+    CHECK(in_library("mine"));
+    CHECK(library("mine").hypers.at(0).value == 0.5);
+    CHECK(library("sgd").hypers.at(0).value == 7);
+    CHECK(library_source("sgd").file_name == (dir.path / "sgd.opt").string());
+    if (old) setenv("OPTJIT_LIBRARY_PATH", saved.c_str(), 1);
+    else unsetenv("OPTJIT_LIBRARY_PATH");
+    CHECK_FALSE(in_library("mine"));
+}
+
+TEST_CASE("library: every optimizer equals its definition on the interpreter and the host, with each option and policy") {
+    const uint64_t seed = test_seed();
+    for (const LibraryCase& c : library_cases())
+        if (selected(c)) check_library_case(c, Device::Host, seed);
+}
+
+TEST_CASE("library: clipping refuses an optimizer that reduces over its gradient, naming the reason") {
+    for (const char* name : {"lamb", "lars"}) {
+        OptimizerOptions options;
+        options.max_grad_norm = 1;
+        try {
+            Optimizer(library(name), {}, options);
+            FAIL("no error");
+        } catch (const std::invalid_argument& e) {
+            CHECK(std::string(e.what()).find("reduces over its gradient (tensor_sum)") != std::string::npos);
+        }
+    }
+}
