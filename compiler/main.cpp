@@ -420,22 +420,29 @@ int cmd_print(Args& args) {
     return 0;
 }
 
-constexpr const char* kBenchHelp = R"(usage: optjit bench [--target host|cuda] [--workload NAME]... [--states FORMAT]... [--size N] [--steps K] [--capturable]
+constexpr const char* kBenchHelp = R"(usage: optjit bench [--target host|cuda] [--optimizer NAME] [--hyper NAME=VALUE]... [--workload NAME]... [--states FORMAT]... [--size N] [--steps K] [--capturable] [--clip-grad-norm X] [--skip-nonfinite]
 
-Steps AdamW (bf16 parameters and gradients) through optjit::Optimizer over a workload, one row
-per state format: median step time over K timed steps with a new learning rate every step,
-the bytes a step must move, GB/s, a copy of the same bytes timed in the same run, state bytes
-per parameter, the first step's time (with its compiles) and the compiles of the timed steps.
+Steps a library optimizer (AdamW by default; bf16 parameters and gradients) through
+optjit::Optimizer over a workload, one row per state format: median step time over K timed
+steps with a new learning rate every step, the bytes a step must move (with the reduction
+pass's reads, for LAMB, LARS and the gradient policies), GB/s, a copy of the same bytes timed in
+the same run, state bytes per parameter, the first step's time (with its compiles) and the
+compiles of the timed steps.
   --target host|cuda   where to step (default: the GPU if there is one, else the host)
+  --optimizer NAME     sgd adam adamw adagrad rmsprop lion ademamix lamb lars adan (default adamw)
+  --hyper NAME=VALUE   a hyper-parameter's value (sgd --hyper momentum=0.9: SGD with momentum)
   --workload NAME      tensor (one tensor: 2^28 elements on the GPU, 2^24 on the host),
                        llama (Llama-3.2-1B's 146 tensors, 1.24 B parameters),
                        small (4096 tensors of 1 to 65536 elements); default: all three on the
                        GPU, tensor and small on the host
-  --states FORMAT      fp32, bf16, q8 (m q8s, v q8u), q4 (m q4s, v q4u), fp8; default: all
+  --states FORMAT      fp32, bf16, q8, q4, fp8 for every state (quantized: unsigned for a state
+                       that stays non-negative, like AdamW's v); default: all
   --size N             elements of the tensor workload
   --steps K            timed steps (default 30)
   --capturable         GPU: a capturable optimizer, each timed step a CUDA graph replay with
                        its lr written into the device block
+  --clip-grad-norm X, --skip-nonfinite
+                       the gradient policies (OptimizerOptions)
 )";
 
 int cmd_bench(Args& args) {
@@ -450,6 +457,14 @@ int cmd_bench(Args& args) {
         else if (a == "--size") bench.tensor_elements = parse_integer(args.value(a), a, 1, 1ll << 34);
         else if (a == "--steps") bench.steps = int(parse_integer(args.value(a), a, 1, 100000));
         else if (a == "--capturable") bench.capturable = true;
+        else if (a == "--optimizer") bench.optimizer = args.value(a);
+        else if (a == "--hyper") bench.hypers.insert(parse_assignment(args.value(a), a));
+        else if (a == "--clip-grad-norm" || a == "--skip-nonfinite") {
+            KernelOptions policies;
+            take_kernel_option(args, a, policies);
+            if (policies.clip_grad_norm) bench.max_grad_norm = *policies.clip_grad_norm;
+            bench.skip_nonfinite |= policies.skip_nonfinite;
+        }
         else throw UsageError{fmt::format("unknown option '{}'", a)};
     }
     if (target_name.empty()) target_name = cuda::available() ? "cuda" : "host";

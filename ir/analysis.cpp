@@ -1,6 +1,7 @@
 #include "ir/analysis.h"
 
 #include <algorithm>
+#include <map>
 
 namespace optjit {
 
@@ -62,6 +63,32 @@ int global_reduction_count(const Program& program) {
     int n = 0;
     for (const Reduction& r : reductions(program)) n += is_global_reduction(r.op);
     return n;
+}
+
+std::set<std::string> reduction_inputs(const Program& program) {
+    // What each name's current value reads of the step's inputs.
+    std::map<std::string, std::set<std::string>> reads;
+    reads[std::string(kParamName)] = {std::string(kParamName)};
+    reads[std::string(kGradName)] = {std::string(kGradName)};
+    for (const StateDecl& s : program.states) reads[s.name] = {s.name};
+    auto inputs_of = [&](const Expr& e) {
+        std::set<std::string> out;
+        for_each_node(e, [&](const Expr& n) {
+            auto it = n.op == Op::Ref ? reads.find(n.name) : reads.end();
+            if (it != reads.end()) out.insert(it->second.begin(), it->second.end());
+        });
+        return out;
+    };
+    std::set<std::string> needed;
+    for (const Assign& a : program.update) {
+        for_each_node(a.value, [&](const Expr& e) {
+            if (!is_reduction(e.op)) return;
+            std::set<std::string> in = inputs_of(e);
+            needed.insert(in.begin(), in.end());
+        });
+        reads[a.target] = inputs_of(a.value);
+    }
+    return needed;
 }
 
 int tensor_reduction_count(const Program& program) {

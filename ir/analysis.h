@@ -5,6 +5,7 @@
 // Scope is that walk's state.
 #pragma once
 
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -63,5 +64,8 @@ struct Reduction {
 std::vector<Reduction> reductions(const Program& program);
 int global_reduction_count(const Program& program);
 int tensor_reduction_count(const Program& program);
+// The inputs (p, g and states, by name, as the step starts) that the reductions' arguments read,
+// directly or through earlier assignments: what a reduction pass must load.
+std::set<std::string> reduction_inputs(const Program& program);
 
 }  // namespace optjit

@@ -6,11 +6,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <set>
 #include <stdexcept>
 
-#include "examples/adamw_builder.h"
+#include "ir/analysis.h"
+#include "ir/interpreter.h"
+#include "ir/library.h"
 #include "ir/numeric.h"
 #include "ir/quantization.h"
+#include "passes/gradient_policies.h"
+#include "passes/pipeline.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/optimizer.h"
@@ -35,16 +41,43 @@ namespace {
 
 struct Format {
     std::string label;
-    StateStorage m, v;
+    std::map<std::string, StateStorage> states;
 };
 
-Format format_named(const std::string& name) {
-    if (name == "fp32") return {name, {StateFormat::F32}, {StateFormat::F32}};
-    if (name == "bf16") return {name, {StateFormat::BF16}, {StateFormat::BF16}};
-    if (name == "q8") return {name, {StateFormat::Q8S, 256}, {StateFormat::Q8U, 256}};
-    if (name == "q4") return {name, {StateFormat::Q4S, 128}, {StateFormat::Q4U, 128}};
-    if (name == "fp8") return {name, {StateFormat::FP8, 256}, {StateFormat::FP8, 256}};
-    throw std::invalid_argument(fmt::format("unknown state format '{}' (fp32, bf16, q8, q4, fp8)", name));
+// The states that stay non-negative over a few steps of random gradients, as the interpreter
+// runs the program with its defaults: second moments, which take the unsigned quantized formats
+// (as bitsandbytes stores AdamW's v).
+std::set<std::string> non_negative_states(const Program& program) {
+    Interpreter interpreter(program, hyper_values(program, {}));
+    std::vector<HostTensor> tensors(1);
+    for (uint64_t i = 0; i < 4096; ++i) tensors[0].p.push_back(normal(11, 0, i));
+    interpreter.init_states(tensors[0]);
+    std::set<std::string> out;
+    for (const StateDecl& s : program.states) out.insert(s.name);
+    for (int64_t step = 1; step <= 4; ++step) {
+        tensors[0].g.clear();
+        for (uint64_t i = 0; i < 4096; ++i) tensors[0].g.push_back(normal(11, uint64_t(step), i));
+        interpreter.step(step, tensors);
+        for (size_t s = 0; s < program.states.size(); ++s)
+            if (std::any_of(tensors[0].states[s].begin(), tensors[0].states[s].end(), [](double v) { return !(v >= 0); }))
+                out.erase(program.states[s].name);
+    }
+    return out;
+}
+
+Format format_named(const std::string& name, const Program& program) {
+    const std::set<std::string> unsigned_states = non_negative_states(program);
+    Format f{name, {}};
+    for (const StateDecl& s : program.states) {
+        const bool positive = unsigned_states.count(s.name) > 0;
+        if (name == "fp32") f.states[s.name] = {StateFormat::F32};
+        else if (name == "bf16") f.states[s.name] = {StateFormat::BF16};
+        else if (name == "q8") f.states[s.name] = {positive ? StateFormat::Q8U : StateFormat::Q8S, 256};
+        else if (name == "q4") f.states[s.name] = {positive ? StateFormat::Q4U : StateFormat::Q4S, 128};
+        else if (name == "fp8") f.states[s.name] = {StateFormat::FP8, 256};
+        else throw std::invalid_argument(fmt::format("unknown state format '{}' (fp32, bf16, q8, q4, fp8)", name));
+    }
+    return f;
 }
 
 std::vector<BenchShape> workload_shapes(const std::string& name, bool gpu, int64_t tensor_elements) {
@@ -124,8 +157,12 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     for (const BenchShape& t : shapes) total += t.n;
     const std::string where = o.gpu ? fmt::format("GPU: {}, {} SMs", cuda::device_name(), cuda::multiprocessor_count())
                                     : fmt::format("host: {} threads", ThreadPool::global().size());
-    fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g; {}{}\n", name, shapes.size(), double(total), where,
-               o.capturable ? "; each step a CUDA graph replay" : "");
+    std::string policies;
+    for (const auto& [hyper, value] : o.hypers) policies += fmt::format(" {}={}", hyper, value);
+    if (o.max_grad_norm > 0) policies += fmt::format(", clipped to norm {}", o.max_grad_norm);
+    if (o.skip_nonfinite) policies += ", non-finite steps skipped";
+    fmt::print("== {}: {} tensors, {:.4g} parameters; {}{}, bf16 p and g; {}{}\n", name, shapes.size(), double(total), program.name, policies,
+               where, o.capturable ? "; each step a CUDA graph replay" : "");
     fmt::print("  {:<6} {:>9} {:>9} {:>8} {:>10} {:>7} {:>11} {:>9} {:>8} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
                "state B/par", "first ms", "compiled", "recompile");
 
@@ -141,10 +178,22 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     const std::vector<uint8_t> p_values = bf16_pattern(1, 1.0), g_values = bf16_pattern(2, 1e-2);
     fill_with(g, device, bytes, g_values);
 
+    // The reduction pass reads what the reductions' arguments read (of the program as the
+    // Optimizer runs it, with the gradient policies).
+    OptimizerOptions options;
+    options.hypers = o.hypers;
+    options.capturable = o.capturable;
+    options.max_grad_norm = o.max_grad_norm;
+    options.skip_nonfinite = o.skip_nonfinite;
+    Program stepped = program;
+    if (o.max_grad_norm > 0) stepped = clip_gradients(stepped, o.max_grad_norm);
+    if (o.skip_nonfinite) stepped = skip_nonfinite_steps(stepped);
+    const std::set<std::string> reduction_reads = reduction_inputs(run_pipeline(stepped, {}));
+
     for (const Format& f : formats) {
         fill_with(p, device, bytes, p_values);
         ParamGroup group;
-        group.states = {{"m", f.m}, {"v", f.v}};
+        group.states = f.states;
         double moved = 0, state_memory = 0;
         for (size_t i = 0; i < shapes.size(); ++i) {
             const BenchShape& t = shapes[i];
@@ -157,16 +206,21 @@ void run_workload(const Program& program, const std::string& name, const std::ve
             param.device = device;
             group.params.push_back(param);
             StorageSignature st = storage_for_tensor(StorageSignature{DType::BF16, DType::BF16, group.states}, t.n, t.columns);
-            const double states = state_bytes(st.state("m"), t) + state_bytes(st.state("v"), t);
-            moved += double(t.n) * 6 + 2 * states;
+            double states = 0, reduction_bytes = 0;
+            for (const StateDecl& s : program.states) {
+                const double b = state_bytes(st.state(s.name), t);
+                states += b;
+                if (reduction_reads.count(s.name)) reduction_bytes += b;
+            }
+            if (reduction_reads.count(std::string(kParamName))) reduction_bytes += double(t.n) * 2;
+            if (reduction_reads.count(std::string(kGradName))) reduction_bytes += double(t.n) * 2;
+            moved += double(t.n) * 6 + 2 * states + reduction_bytes;
             state_memory += states;
         }
 
         KernelCache& cache = KernelCache::global();
         const int compiles_before = cache.stats().compiles;
         auto t0 = std::chrono::steady_clock::now();
-        OptimizerOptions options;
-        options.capturable = o.capturable;
         Optimizer optimizer(program, {group}, options);
         optimizer.set_hyper("lr", 1e-4);
         optimizer.step();
@@ -227,14 +281,14 @@ void run_workload(const Program& program, const std::string& name, const std::ve
 void run_step_bench(const StepBenchOptions& o) {
     std::vector<std::string> workloads = o.workloads;
     if (workloads.empty()) workloads = o.gpu ? std::vector<std::string>{"tensor", "llama", "small"} : std::vector<std::string>{"tensor", "small"};
+    const Program program = library(o.optimizer);  // built in: the tool needs no file
     std::vector<Format> formats;
     for (const std::string& name : o.formats.empty() ? std::vector<std::string>{"fp32", "bf16", "q8", "q4", "fp8"} : o.formats)
-        formats.push_back(format_named(name));
+        formats.push_back(format_named(name, program));
     std::vector<std::vector<BenchShape>> shapes;
     for (const std::string& w : workloads) shapes.push_back(workload_shapes(w, o.gpu, o.tensor_elements));  // every name checked first
     if (o.capturable && !o.gpu) throw std::invalid_argument("--capturable steps are CUDA graphs: they need --target cuda");
     if (o.gpu) cuda::init();
-    const Program program = build_adamw();  // examples/adamw.opt, built in so the tool needs no file; the Optimizer verifies it
     for (size_t i = 0; i < workloads.size(); ++i) run_workload(program, workloads[i], shapes[i], formats, o);
 }
 

@@ -4,7 +4,9 @@
 //   step ms     median over timed steps (CUDA events on the GPU, a steady clock on the host),
 //               with a new learning rate every step
 //   GB moved    bytes the step must move: p read and written, g read, each state's values or
-//               codes read and written, each block scale read and written
+//               codes read and written, each block scale read and written, and for a program
+//               with reductions (LAMB, LARS, clipping) one more read of what the reductions'
+//               arguments read (the reduction pass: g for clipping; p, g and states for LAMB)
 //   GB/s        GB moved / step time
 //   copy GB/s   a copy of the same bytes (read + write) timed in the same run: a device-to-device
 //               copy on the GPU, a copy split over the worker threads on the host
@@ -13,17 +15,20 @@
 //   first ms    the first step, with every kernel it needs compiled (or found in the cache)
 //   compiles    kernels compiled during the timed steps (0: a schedule never recompiles)
 //
-// The workloads, AdamW with bf16 parameters and gradients:
+// The workloads, a library optimizer (AdamW unless --optimizer names another) with bf16
+// parameters and gradients:
 //   tensor   one tensor (2^28 elements on the GPU, 2^24 on the host; --size changes it)
 //   llama    a parameter list shaped like Llama-3.2-1B: 146 tensors, 1.24 B parameters
 //   small    4096 tensors of 1 to 65536 elements (log-uniform): the cost of many small tensors
-// State formats: fp32, bf16, q8 (m q8s, v q8u, blocks of 256), q4 (m q4s, v q4u, 128), fp8.
+// State formats: fp32, bf16, q8 (blocks of 256), q4 (128), fp8, for every state; the quantized
+// ones signed (q8s, q4s), or unsigned (q8u, q4u) for a state that stays non-negative (AdamW's v).
 // Tensors under 4096 elements keep fp32 states (in a launch of their own). With --capturable
 // the optimizer is capturable and each timed step is a CUDA graph replay, its new lr written
 // into the device block on the same stream.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -44,6 +49,10 @@ struct StepBenchOptions {
     int64_t tensor_elements = 0;           // 0: the target's default
     int steps = 30;                        // timed steps (after the first)
     bool capturable = false;               // GPU: each step a replay of a captured CUDA graph
+    std::string optimizer = "adamw";       // a library name (ir/library.h)
+    std::map<std::string, double> hypers;  // over the program's defaults (lr follows a schedule)
+    double max_grad_norm = 0;              // the gradient policies (OptimizerOptions)
+    bool skip_nonfinite = false;
 };
 
 // Prints the table to stdout; throws std::invalid_argument for an unknown workload or format.
