@@ -156,14 +156,15 @@ private:
         b_.CreateRetVoid();
     }
 
-    // The reduction pass (compiler/reductions.h): a thread walks the same elements as in the
-    // statistics pass; a warp's partials meet by shuffles, and its lane 0 adds them to the slots.
+    // The reduction pass (compiler/reductions.h): a thread takes elements tid, tid + threads, ...
+    // of the chunk; a warp's partials meet by shuffles, and its lane 0 adds them to the slots.
     void reduction_kernel() {
         std::vector<llvm::Value*> scalars;
         llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);
         llvm::Value* tid = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x);
         ReductionWalk walk{{fn->getArg(0), fn->getArg(1), sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x),
                             sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x), fn->getArg(2), tid, elements_per_thread_, scalars, kNvptxGlobal},
+                           gpu_threads_per_block(spec_),
                            fn->getArg(4),
                            fn->getArg(5),
                            [this](llvm::IRBuilder<>& b, llvm::Value* v, bool maximum) { return across_warp(b, v, maximum); },

@@ -50,61 +50,88 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
     const std::vector<Reduction> list = reductions(prog);
     ElementMath math(module, prog, spec.target, spec.options, lanes.scalars);
     ElementLoader loader(module, spec, math);
+    // A lane of a few elements (GPU) sums them in fp32, straight-line where the chunk is full,
+    // then adds that to float64; a lane that is a whole chunk (host) adds every element in
+    // float64. Maxima are exact in fp32.
+    const bool unrolled = lanes.elements_per_lane <= 32;
 
     emit_chunk_loop(b, spec, lanes.table, lanes.num_tensors, lanes.first, lanes.stride, lanes.limit, [&](const ChunkContext& chunk) {
         loader.point_at(b, chunk, lanes.address_space);
         llvm::Value* n = chunk.word(layout.n());
-        llvm::Value* lo = b.CreateAdd(chunk.first_element, b.CreateMul(lanes.lane, b.getInt64(lanes.elements_per_lane)));
-        llvm::Value* hi = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b.CreateAdd(lo, b.getInt64(lanes.elements_per_lane)), n);
+        llvm::Value* lo = b.CreateAdd(chunk.first_element, lanes.lane);
         // Rank-1 states decode with their stored statistics.
         std::vector<std::unique_ptr<Rank1Statistics>> rank1(prog.states.size());
         for (size_t s = 0; s < prog.states.size(); ++s)
             if (loader.codec(int(s)) && loader.codec(int(s))->storage().rank1)
                 rank1[s] = std::make_unique<Rank1Statistics>(b, loader.scales(int(s)), n, chunk.word(layout.columns()));
+        // Accumulates element i's arguments into `acc` (sums in acc's type).
+        auto accumulate = [&](llvm::Value* i, std::vector<llvm::Value*> acc) {
+            ElementValues in = loader.load(b, i, [&](int s) { return rank1[size_t(s)]->stored_scale(b, rank1[size_t(s)]->cursor(b, i)); });
+            ElementValues out = math.update(b, in);
+            for (size_t k = 0; k < list.size(); ++k) {
+                llvm::Value* arg = out.reductions[k];
+                if (is_max(list[k].op)) acc[k] = b.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, acc[k], arg);
+                else acc[k] = b.CreateFAdd(acc[k], acc[k]->getType()->isDoubleTy() ? b.CreateFPExt(arg, b.getDoubleTy()) : arg);
+            }
+            return acc;
+        };
+        auto initial = [&](bool wide) {
+            std::vector<llvm::Value*> out;
+            for (const Reduction& r : list)
+                out.push_back(is_max(r.op) ? llvm::ConstantFP::getInfinity(b.getFloatTy(), true)
+                                           : llvm::ConstantFP::get(wide ? b.getDoubleTy() : b.getFloatTy(), 0.0));
+            return out;
+        };
+        auto element = [&](int64_t j) { return b.CreateAdd(lo, b.getInt64(j * walk.lane_count)); };
+        auto phis = [&](const std::vector<std::pair<std::vector<llvm::Value*>, llvm::BasicBlock*>>& incoming) {
+            std::vector<llvm::Value*> out;
+            for (size_t k = 0; k < list.size(); ++k) {
+                llvm::PHINode* phi = b.CreatePHI(incoming[0].first[k]->getType(), unsigned(incoming.size()));
+                for (const auto& [values, from] : incoming) phi->addIncoming(values[k], from);
+                out.push_back(phi);
+            }
+            return out;
+        };
 
-        llvm::BasicBlock* before = b.GetInsertBlock();
+        llvm::BasicBlock* full = llvm::BasicBlock::Create(ctx, "reduce.full", fn);
+        llvm::BasicBlock* partial = llvm::BasicBlock::Create(ctx, "reduce.partial", fn);
         llvm::BasicBlock* loop = llvm::BasicBlock::Create(ctx, "reduce.element", fn);
         llvm::BasicBlock* done = llvm::BasicBlock::Create(ctx, "reduce.done", fn);
-        b.CreateCondBr(b.CreateICmpSLT(lo, hi), loop, done);
+        llvm::Value* last = element(lanes.elements_per_lane - 1);
+        b.CreateCondBr(b.CreateAnd(b.getInt1(unrolled), b.CreateICmpSLT(last, n)), full, partial);
 
-        // Per lane: sums in float64, maxima in fp32 (exact), NaN winning.
-        auto initial = [&](const Reduction& r) -> llvm::Value* {
-            if (is_max(r.op)) return llvm::ConstantFP::getInfinity(b.getFloatTy(), true);
-            return llvm::ConstantFP::get(b.getDoubleTy(), 0.0);
-        };
+        // Every element of the lane in range: straight-line, fp32 partials, then float64.
+        b.SetInsertPoint(full);
+        std::vector<llvm::Value*> sums = initial(false);
+        for (int64_t j = 0; unrolled && j < lanes.elements_per_lane; ++j) sums = accumulate(element(j), sums);
+        for (size_t k = 0; k < list.size(); ++k)
+            if (!is_max(list[k].op)) sums[k] = b.CreateFPExt(sums[k], b.getDoubleTy());
+        llvm::BasicBlock* full_end = b.GetInsertBlock();
+        b.CreateBr(done);
+
+        // Otherwise element by element while in range, in float64.
+        b.SetInsertPoint(partial);
+        std::vector<llvm::Value*> start = initial(true);
+        b.CreateCondBr(b.CreateICmpSLT(lo, n), loop, done);
         b.SetInsertPoint(loop);
-        llvm::PHINode* i = b.CreatePHI(b.getInt64Ty(), 2, "i");
-        i->addIncoming(lo, before);
-        std::vector<llvm::PHINode*> acc;
-        for (const Reduction& r : list) {
-            acc.push_back(b.CreatePHI(initial(r)->getType(), 2));
-            acc.back()->addIncoming(initial(r), before);
-        }
-        ElementValues in = loader.load(b, i, [&](int s) { return rank1[size_t(s)]->stored_scale(b, rank1[size_t(s)]->cursor(b, i)); });
-        ElementValues out = math.update(b, in);
-        std::vector<llvm::Value*> next(list.size());
-        for (size_t k = 0; k < list.size(); ++k) {
-            llvm::Value* arg = out.reductions[k];
-            next[k] = is_max(list[k].op) ? b.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, acc[k], arg)
-                                         : b.CreateFAdd(acc[k], b.CreateFPExt(arg, b.getDoubleTy()));
-        }
+        llvm::PHINode* j = b.CreatePHI(b.getInt64Ty(), 2, "j");
+        j->addIncoming(b.getInt64(0), partial);
+        std::vector<llvm::Value*> acc = phis({{start, partial}});
+        llvm::Value* i = b.CreateAdd(lo, b.CreateMul(j, b.getInt64(walk.lane_count)));
+        std::vector<llvm::Value*> next = accumulate(i, acc);
         llvm::BasicBlock* loop_end = b.GetInsertBlock();
-        for (size_t k = 0; k < list.size(); ++k) acc[k]->addIncoming(next[k], loop_end);
-        llvm::Value* i_next = b.CreateAdd(i, b.getInt64(1));
-        i->addIncoming(i_next, loop_end);
-        b.CreateCondBr(b.CreateICmpSLT(i_next, hi), loop, done);
+        for (size_t k = 0; k < list.size(); ++k) llvm::cast<llvm::PHINode>(acc[k])->addIncoming(next[k], loop_end);
+        llvm::Value* j_next = b.CreateAdd(j, b.getInt64(1));
+        j->addIncoming(j_next, loop_end);
+        llvm::Value* more = b.CreateAnd(b.CreateICmpSLT(j_next, b.getInt64(lanes.elements_per_lane)),
+                                        b.CreateICmpSLT(b.CreateAdd(i, b.getInt64(walk.lane_count)), n));
+        b.CreateCondBr(more, loop, done);
 
         b.SetInsertPoint(done);
-        std::vector<llvm::Value*> partial(list.size());
+        std::vector<llvm::Value*> partials = phis({{sums, full_end}, {start, partial}, {next, loop_end}});
         for (size_t k = 0; k < list.size(); ++k) {
-            llvm::PHINode* phi = b.CreatePHI(acc[k]->getType(), 2);
-            phi->addIncoming(initial(list[k]), before);
-            phi->addIncoming(next[k], loop_end);
-            partial[k] = phi;
-        }
-        for (size_t k = 0; k < list.size(); ++k) {
-            if (is_max(list[k].op)) partial[k] = max_key(b, partial[k]);
-            if (walk.across_lanes) partial[k] = walk.across_lanes(b, partial[k], is_max(list[k].op));
+            if (is_max(list[k].op)) partials[k] = max_key(b, partials[k]);
+            if (walk.across_lanes) partials[k] = walk.across_lanes(b, partials[k], is_max(list[k].op));
         }
         llvm::BasicBlock* add = llvm::BasicBlock::Create(ctx, "reduce.add", fn);
         llvm::BasicBlock* added = llvm::BasicBlock::Create(ctx, "reduce.added", fn);
@@ -113,9 +140,9 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         for (size_t k = 0; k < list.size(); ++k) {
             llvm::Value* at = slot_address(b, prog, list[k], walk.global_slots, walk.tensor_slots, chunk.tensor);
             if (is_max(list[k].op))
-                b.CreateAtomicRMW(llvm::AtomicRMWInst::UMax, at, partial[k], llvm::Align(8), llvm::AtomicOrdering::Monotonic);
+                b.CreateAtomicRMW(llvm::AtomicRMWInst::UMax, at, partials[k], llvm::Align(8), llvm::AtomicOrdering::Monotonic);
             else
-                b.CreateAtomicRMW(llvm::AtomicRMWInst::FAdd, at, partial[k], llvm::Align(8), llvm::AtomicOrdering::Monotonic);
+                b.CreateAtomicRMW(llvm::AtomicRMWInst::FAdd, at, partials[k], llvm::Align(8), llvm::AtomicOrdering::Monotonic);
         }
         b.CreateBr(added);
         b.SetInsertPoint(added);

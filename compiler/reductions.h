@@ -22,8 +22,13 @@
 
 namespace optjit {
 
+// The chunks and lanes: a lane takes `lanes.elements_per_lane` elements of a chunk, with
+// `lane_count` lanes a chunk: elements first + j * lane_count + lane (GPU: a thread's, with
+// neighbouring threads on neighbouring elements, so that a warp's loads are coalesced; host:
+// one lane, the whole chunk).
 struct ReductionWalk {
-    StatisticsWalk lanes;  // the chunks and lanes, walked as the rank-1 statistics pass walks them
+    StatisticsWalk lanes;
+    int64_t lane_count = 1;
     llvm::Value* global_slots = nullptr;  // pointers in lanes.address_space (compiler/kernel_abi.h)
     llvm::Value* tensor_slots = nullptr;
     // Combines a value over the lanes of a chunk: a float64 sum, or an i32 maximum key
