@@ -39,6 +39,12 @@ llvm::Value* slot_address(llvm::IRBuilder<>& b, const Program& prog, const Reduc
 
 bool is_max(Op op) { return op == Op::TensorMax || op == Op::GlobalMax; }
 
+// A lane's total before any element: 0 (float64) for a sum, -inf (fp32) for a maximum.
+llvm::Value* initial_total(llvm::IRBuilder<>& b, const Reduction& r) {
+    if (is_max(r.op)) return llvm::ConstantFP::getInfinity(b.getFloatTy(), true);
+    return llvm::ConstantFP::get(b.getDoubleTy(), 0.0);
+}
+
 }  // namespace
 
 void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const KernelSpec& spec, const ReductionWalk& walk) {
@@ -55,7 +61,60 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
     // float64. Maxima are exact in fp32.
     const bool unrolled = lanes.elements_per_lane <= 32;
 
+    // A lane's totals live across chunks (allocas, promoted to registers): the global ones until
+    // the kernel ends, the tensor ones until the block's chunks move to another tensor. Each
+    // total reaches its slot once: one atomic a warp and tensor, not one a chunk (hundreds of
+    // thousands of atomics on one address took longer than the pass's reads).
+    std::vector<llvm::AllocaInst*> total(list.size());
+    for (size_t k = 0; k < list.size(); ++k) {
+        total[k] = b.CreateAlloca(is_max(list[k].op) ? b.getFloatTy() : b.getDoubleTy());
+        b.CreateStore(initial_total(b, list[k]), total[k]);
+    }
+    llvm::AllocaInst* totals_tensor = b.CreateAlloca(b.getInt64Ty());  // whose tensor totals they are; -1: none yet
+    b.CreateStore(b.getInt64(-1), totals_tensor);
+    // Adds the totals of one scope (global or tensor) to their slots and starts them again.
+    auto flush = [&](bool global, llvm::Value* tensor) {
+        std::vector<llvm::Value*> combined(list.size());
+        for (size_t k = 0; k < list.size(); ++k) {
+            if (is_global_reduction(list[k].op) != global) continue;
+            llvm::Value* v = b.CreateLoad(total[k]->getAllocatedType(), total[k]);
+            if (is_max(list[k].op)) v = max_key(b, v);
+            combined[k] = walk.across_lanes ? walk.across_lanes(b, v, is_max(list[k].op)) : v;
+            b.CreateStore(initial_total(b, list[k]), total[k]);
+        }
+        llvm::BasicBlock* add = llvm::BasicBlock::Create(ctx, "reduce.add", fn);
+        llvm::BasicBlock* added = llvm::BasicBlock::Create(ctx, "reduce.added", fn);
+        b.CreateCondBr(walk.leader ? walk.leader : b.getTrue(), add, added);
+        b.SetInsertPoint(add);
+        for (size_t k = 0; k < list.size(); ++k) {
+            if (!combined[k]) continue;
+            llvm::Value* at = slot_address(b, prog, list[k], walk.global_slots, walk.tensor_slots, tensor);
+            b.CreateAtomicRMW(is_max(list[k].op) ? llvm::AtomicRMWInst::UMax : llvm::AtomicRMWInst::FAdd, at, combined[k], llvm::Align(8),
+                              llvm::AtomicOrdering::Monotonic);
+        }
+        b.CreateBr(added);
+        b.SetInsertPoint(added);
+    };
+    const bool any_tensor = tensor_reduction_count(prog) > 0, any_global = global_reduction_count(prog) > 0;
+    // The tensor totals, if they belong to a tensor (the same branch in every lane of a block).
+    auto flush_tensor_totals = [&](llvm::Value* unless_tensor) {
+        llvm::Value* owner = b.CreateLoad(b.getInt64Ty(), totals_tensor);
+        llvm::Value* due = b.CreateICmpSGE(owner, b.getInt64(0));
+        if (unless_tensor) due = b.CreateAnd(due, b.CreateICmpNE(owner, unless_tensor));
+        llvm::BasicBlock* now = llvm::BasicBlock::Create(ctx, "reduce.tensor_done", fn);
+        llvm::BasicBlock* after = llvm::BasicBlock::Create(ctx, "reduce.same_tensor", fn);
+        b.CreateCondBr(due, now, after);
+        b.SetInsertPoint(now);
+        flush(false, owner);
+        b.CreateBr(after);
+        b.SetInsertPoint(after);
+    };
+
     emit_chunk_loop(b, spec, lanes.table, lanes.num_tensors, lanes.first, lanes.stride, lanes.limit, [&](const ChunkContext& chunk) {
+        if (any_tensor) {
+            flush_tensor_totals(chunk.tensor);
+            b.CreateStore(chunk.tensor, totals_tensor);
+        }
         loader.point_at(b, chunk, lanes.address_space);
         llvm::Value* n = chunk.word(layout.n());
         llvm::Value* lo = b.CreateAdd(chunk.first_element, lanes.lane);
@@ -130,23 +189,13 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         b.SetInsertPoint(done);
         std::vector<llvm::Value*> partials = phis({{sums, full_end}, {start, partial}, {next, loop_end}});
         for (size_t k = 0; k < list.size(); ++k) {
-            if (is_max(list[k].op)) partials[k] = max_key(b, partials[k]);
-            if (walk.across_lanes) partials[k] = walk.across_lanes(b, partials[k], is_max(list[k].op));
+            llvm::Value* t = b.CreateLoad(total[k]->getAllocatedType(), total[k]);
+            b.CreateStore(is_max(list[k].op) ? b.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, t, partials[k]) : b.CreateFAdd(t, partials[k]),
+                          total[k]);
         }
-        llvm::BasicBlock* add = llvm::BasicBlock::Create(ctx, "reduce.add", fn);
-        llvm::BasicBlock* added = llvm::BasicBlock::Create(ctx, "reduce.added", fn);
-        b.CreateCondBr(walk.leader ? walk.leader : b.getTrue(), add, added);
-        b.SetInsertPoint(add);
-        for (size_t k = 0; k < list.size(); ++k) {
-            llvm::Value* at = slot_address(b, prog, list[k], walk.global_slots, walk.tensor_slots, chunk.tensor);
-            if (is_max(list[k].op))
-                b.CreateAtomicRMW(llvm::AtomicRMWInst::UMax, at, partials[k], llvm::Align(8), llvm::AtomicOrdering::Monotonic);
-            else
-                b.CreateAtomicRMW(llvm::AtomicRMWInst::FAdd, at, partials[k], llvm::Align(8), llvm::AtomicOrdering::Monotonic);
-        }
-        b.CreateBr(added);
-        b.SetInsertPoint(added);
     });
+    if (any_tensor) flush_tensor_totals(nullptr);
+    if (any_global) flush(true, nullptr);
 }
 
 std::vector<llvm::Value*> emit_reduction_values(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* global_slots,

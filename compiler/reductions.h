@@ -4,9 +4,10 @@
 // A kernel whose program has reductions comes with a reduction pass, NAME_reductions
 // (reductions_symbol(), compiler/codegen.h), which runs first in a step: it walks every element
 // of the launch as the update would see it (decoded, with the program's math up to each
-// reduction's argument), sums or maximizes each argument over a lane's elements, combines the
-// lanes of a chunk (GPU: the warp's shuffles), and adds the chunk's partial into the
-// reduction's slot with one atomic. The update kernel (and a rank-1 statistics pass) then
+// reduction's argument), sums or maximizes each argument over a lane's elements, keeps the
+// lane's totals across its chunks (a tensor's until the block moves to another tensor, the
+// global ones until it ends), then combines the lanes (GPU: the warp's shuffles) and adds the
+// total into the reduction's slot with one atomic. The update kernel (and a rank-1 statistics pass) then
 // reads each slot as its reduction's value. Slots live in device memory and are combined on
 // the device: a step never waits for the host. compiler/kernel_abi.h lays the slots out.
 #pragma once
