@@ -1,6 +1,7 @@
 #include "compiler/reductions.h"
 
 #include <llvm/IR/Intrinsics.h>
+#include <llvm/IR/MDBuilder.h>
 
 #include <limits>
 #include <memory>
@@ -124,9 +125,9 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
             if (loader.codec(int(s)) && loader.codec(int(s))->storage().rank1)
                 rank1[s] = std::make_unique<Rank1Statistics>(b, loader.scales(int(s)), n, chunk.word(layout.columns()));
         // Accumulates element i's arguments into `acc` (sums in acc's type).
-        auto accumulate = [&](llvm::Value* i, std::vector<llvm::Value*> acc) {
+        auto accumulate = [&](llvm::Value* i, std::vector<llvm::Value*> acc, SpeculationGuard* guard = nullptr) {
             ElementValues in = loader.load(b, i, [&](int s) { return rank1[size_t(s)]->stored_scale(b, rank1[size_t(s)]->cursor(b, i)); });
-            ElementValues out = math.update(b, in);
+            ElementValues out = math.update(b, in, guard);
             for (size_t k = 0; k < list.size(); ++k) {
                 llvm::Value* arg = out.reductions[k];
                 if (is_max(list[k].op)) acc[k] = b.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, acc[k], arg);
@@ -159,10 +160,27 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         llvm::Value* last = element(lanes.elements_per_lane - 1);
         b.CreateCondBr(b.CreateAnd(b.getInt1(unrolled), b.CreateICmpSLT(last, n)), full, partial);
 
-        // Every element of the lane in range: straight-line, fp32 partials, then float64.
+        // Every element of the lane in range: straight-line, fp32 partials, then float64. As in
+        // the update, divisions and square roots take their branch-free fast paths, and the
+        // lane's elements are done again with the IEEE instructions where an operand was out of
+        // their range (ElementMath::update).
         b.SetInsertPoint(full);
+        SpeculationGuard guard;
         std::vector<llvm::Value*> sums = initial(false);
-        for (int64_t j = 0; unrolled && j < lanes.elements_per_lane; ++j) sums = accumulate(element(j), sums);
+        for (int64_t j = 0; unrolled && j < lanes.elements_per_lane; ++j) sums = accumulate(element(j), sums, &guard);
+        if (llvm::Value* in_range = guard.holds(b)) {
+            llvm::BasicBlock* speculated = b.GetInsertBlock();
+            llvm::BasicBlock* exact = llvm::BasicBlock::Create(ctx, "reduce.exact", fn);
+            llvm::BasicBlock* joined = llvm::BasicBlock::Create(ctx, "reduce.joined", fn);
+            b.CreateCondBr(in_range, joined, exact, llvm::MDBuilder(ctx).createBranchWeights(1000, 1));
+            b.SetInsertPoint(exact);
+            std::vector<llvm::Value*> exact_sums = initial(false);
+            for (int64_t j = 0; j < lanes.elements_per_lane; ++j) exact_sums = accumulate(element(j), exact_sums);
+            llvm::BasicBlock* exact_end = b.GetInsertBlock();
+            b.CreateBr(joined);
+            b.SetInsertPoint(joined);
+            sums = phis({{sums, speculated}, {exact_sums, exact_end}});
+        }
         for (size_t k = 0; k < list.size(); ++k)
             if (!is_max(list[k].op)) sums[k] = b.CreateFPExt(sums[k], b.getDoubleTy());
         llvm::BasicBlock* full_end = b.GetInsertBlock();
