@@ -157,13 +157,19 @@ private:
     }
 
     // The reduction pass (compiler/reductions.h): a thread takes elements tid, tid + threads, ...
-    // of the chunk; a warp's partials meet by shuffles, and its lane 0 adds them to the slots.
+    // of each chunk; a warp's totals meet by shuffles, and its lane 0 adds them to the slots.
     void reduction_kernel() {
         std::vector<llvm::Value*> scalars;
         llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);
         llvm::Value* tid = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x);
-        ReductionWalk walk{{fn->getArg(0), fn->getArg(1), sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x),
-                            sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x), fn->getArg(2), tid, elements_per_thread_, scalars, kNvptxGlobal},
+        // Block b takes a contiguous range of chunks, so that it meets one or two tensors and
+        // adds its tensor totals once for each (with the update's strided chunks every block met
+        // every tensor of the Llama list: millions of atomics).
+        llvm::Value* blocks = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
+        llvm::Value* per_block = b_.CreateUDiv(b_.CreateAdd(fn->getArg(2), b_.CreateSub(blocks, b_.getInt64(1))), blocks);
+        llvm::Value* first = b_.CreateMul(sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x), per_block);
+        llvm::Value* limit = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateAdd(first, per_block), fn->getArg(2));
+        ReductionWalk walk{{fn->getArg(0), fn->getArg(1), first, b_.getInt64(1), limit, tid, elements_per_thread_, scalars, kNvptxGlobal},
                            gpu_threads_per_block(spec_),
                            fn->getArg(4),
                            fn->getArg(5),
