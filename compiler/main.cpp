@@ -72,7 +72,7 @@ FILE is a path, - for standard input, or the name of a built-in optimizer (adamw
   --after PASS             run the pipeline up to PASS and print the result
   --all-passes             print the program after each pass, each under a '# after PASS' line
   --specialize NAME=VALUE  make hyper-parameter NAME the constant VALUE (the specialize pass)
-  --clip-grad-norm X, --skip-nonfinite
+  --clip-grad-norm X, --skip-nonfinite, --maximize
                            with a gradient policy's rewrite (see 'optjit compile --help')
 passes, in order: specialize, constant-fold, hoist-scalars, cse, dead-code
 )";
@@ -105,7 +105,8 @@ constexpr const char* kCompileHelp = R"(usage: optjit compile FILE --target host
 
 Generates the kernel for a target and prints it (or writes it to FILE). The program FILE is a
 path, - for standard input, or the name of a built-in optimizer (sgd adam adamw adagrad rmsprop
-lion ademamix lamb lars adan; OPTJIT_LIBRARY_PATH adds directories of NAME.opt files).
+lion ademamix lamb lars adan adam_amsgrad adamw_amsgrad; OPTJIT_LIBRARY_PATH adds directories
+of NAME.opt files).
   --target T               host (this CPU), or sm_NN (an NVIDIA GPU of compute capability N.N)
   --emit llvm              optimized LLVM IR
   --emit ptx | asm         PTX for sm_NN targets, assembly for the host
@@ -123,6 +124,7 @@ kernel options (also taken by 'optjit run'):
                            torch.nn.utils.clip_grad_norm_ (X becomes hyper max_grad_norm)
   --skip-nonfinite         a step whose gradients hold an inf or NaN changes nothing (the count
                            of such elements is a global reduction the caller can read)
+  --maximize               ascend: every use of g reads -g (torch.optim's maximize)
   --capturable             GPU: scalars read from a device block that NAME_scalars fills
                            (for CUDA graphs; optjit compile only)
   --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
@@ -215,12 +217,14 @@ struct KernelOptions {
     CodegenOptions codegen;
     std::optional<double> clip_grad_norm;  // passes/gradient_policies.h
     bool skip_nonfinite = false;
+    bool maximize = false;
 };
 
 // The program with the gradient policies the options ask for.
 Program with_policies(Program program, const KernelOptions& k) {
     try {
-        // Clipping first: the non-finite count is then over the gradients as given.
+        // As optjit::Optimizer applies them (runtime/optimizer.cpp).
+        if (k.maximize) program = maximize(std::move(program));
         if (k.clip_grad_norm) program = clip_gradients(std::move(program), *k.clip_grad_norm);
         if (k.skip_nonfinite) program = skip_nonfinite_steps(std::move(program));
     } catch (const std::invalid_argument& e) {
@@ -271,6 +275,10 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     }
     if (option == "--skip-nonfinite") {
         k.skip_nonfinite = true;
+        return true;
+    }
+    if (option == "--maximize") {
+        k.maximize = true;
         return true;
     }
     if (option == "--capturable") {
@@ -382,7 +390,7 @@ int cmd_print(Args& args) {
     while (!args.done()) {
         std::string a = args.take();
         if (a == "--help") { fmt::print("{}", kPrintHelp); return 0; }
-        if ((a == "--clip-grad-norm" || a == "--skip-nonfinite") && take_kernel_option(args, a, policies)) continue;
+        if ((a == "--clip-grad-norm" || a == "--skip-nonfinite" || a == "--maximize") && take_kernel_option(args, a, policies)) continue;
         if (a == "--after") after = args.value(a);
         else if (a == "--all-passes") all = true;
         else if (a == "--specialize") options.specialize.insert(parse_assignment(args.value(a), a));
@@ -429,7 +437,8 @@ pass's reads, for LAMB, LARS and the gradient policies), GB/s, a copy of the sam
 the same run, state bytes per parameter, the first step's time (with its compiles) and the
 compiles of the timed steps.
   --target host|cuda   where to step (default: the GPU if there is one, else the host)
-  --optimizer NAME     sgd adam adamw adagrad rmsprop lion ademamix lamb lars adan (default adamw)
+  --optimizer NAME     a library optimizer: sgd adam adamw adagrad rmsprop lion ademamix lamb lars
+                       adan adam_amsgrad adamw_amsgrad (default adamw)
   --hyper NAME=VALUE   a hyper-parameter's value (sgd --hyper momentum=0.9: SGD with momentum)
   --workload NAME      tensor (one tensor: 2^28 elements on the GPU, 2^24 on the host),
                        llama (Llama-3.2-1B's 146 tensors, 1.24 B parameters),

@@ -27,6 +27,16 @@ void refuse_taken(const Program& program, std::string_view name, std::string_vie
 
 }  // namespace
 
+Program maximize(Program program) {
+    refuse_taken(program, "negated_g", "maximize");
+    for (Assign& a : program.update)
+        rewrite_bottom_up(a.value, [](Expr& e) {
+            if (e.op == Op::Ref && e.name == kGradName) e.name = "negated_g";
+        });
+    program.update.insert(program.update.begin(), Assign{"negated_g", op(Op::Neg, {name_ref(kGradName)}), {}});
+    return program;
+}
+
 Program clip_gradients(Program program, double max_norm) {
     const std::string what = "gradient clipping";
     for (std::string_view name : {kMaxGradNorm, kGradNormSquared, "clip_coefficient", "clipped_g"}) refuse_taken(program, name, what);

@@ -1,10 +1,12 @@
-// What a training loop asks of every optimizer, written into its program: clipping gradients by
-// their global norm, and skipping a step whose gradients are not all finite. Each is a rewrite
+// What a training loop asks of every optimizer, written into its program: maximizing instead of
+// minimizing, clipping gradients by their global norm, and skipping a step whose gradients are
+// not all finite. Each is a rewrite
 // of a verified program into a verified program; the Optimizer applies them
 // (OptimizerOptions), and `optjit print/compile/run --clip-grad-norm/--skip-nonfinite` show them.
 //
-// Both add global reductions over the gradient: the step's reduction pass reads the gradients
-// once more (compiler/reductions.h), and a step spans every tensor it launches on a device.
+// Clipping and skipping add global reductions over the gradient: the step's reduction pass reads
+// the gradients once more (compiler/reductions.h), and a step spans every tensor it launches on
+// a device. Maximizing costs nothing.
 #pragma once
 
 #include "ir/program.h"
@@ -15,6 +17,9 @@ namespace optjit {
 inline constexpr const char* kMaxGradNorm = "max_grad_norm";        // hyper-parameter
 inline constexpr const char* kGradNormSquared = "grad_norm_squared";  // global_sum(g * g)
 inline constexpr const char* kNonfiniteGrads = "nonfinite_grads";    // global_sum(g not finite)
+
+// torch.optim's `maximize`: every use of `g` reads -g (the optimizer ascends the objective).
+Program maximize(Program program);
 
 // Clipping as torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm) before the step: with
 // total = sqrt(global_sum(g * g)) over every gradient of the step, every use of `g` reads

@@ -72,6 +72,8 @@ struct OptimizerOptions {
     // Gradient policies (passes/gradient_policies.h), applied to every group. Both are global
     // reductions: they span every parameter of the step (all groups), which must then be on one
     // device, and they cost the step one more read of the gradients.
+    // Ascend instead of descend, as torch.optim's `maximize`: every use of g reads -g.
+    bool maximize = false;
     // > 0: clip the gradients by their global L2 norm to this value before the update, as
     // torch.nn.utils.clip_grad_norm_(all parameters, max_grad_norm); a run-time
     // hyper-parameter `max_grad_norm` from then on (set_hyper changes it).

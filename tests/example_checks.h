@@ -57,7 +57,9 @@ inline const std::map<std::string, Hypers>& example_hypers() {
     static const std::map<std::string, Hypers> h = {
         {"adagrad", {{"lr", 0.1}, {"lr_decay", 0.05}, {"weight_decay", 0.02}, {"eps", 1e-3}}},
         {"adam", {{"lr", 0.05}, {"beta1", 0.8}, {"beta2", 0.95}, {"eps", 1e-4}, {"weight_decay", 0.01}}},
+        {"adam_amsgrad", {{"lr", 0.05}, {"beta1", 0.8}, {"beta2", 0.95}, {"eps", 1e-4}, {"weight_decay", 0.01}}},
         {"adamw", {{"lr", 0.05}, {"beta1", 0.85}, {"beta2", 0.98}, {"eps", 1e-6}, {"weight_decay", 0.1}}},
+        {"adamw_amsgrad", {{"lr", 0.05}, {"beta1", 0.85}, {"beta2", 0.98}, {"eps", 1e-6}, {"weight_decay", 0.1}}},
         {"ademamix", {{"lr", 0.02}, {"beta3", 0.999}, {"alpha", 5}, {"weight_decay", 0.01}, {"T_alpha_beta3", 6}}},
         // eps 1e-3: a 4-bit n reads back as 0 where m does not, and m / eps with eps 1e-6 puts
         // fp32's rounding of a 1e5-fold step past p's tolerance (the GPU saw 5e-5).

@@ -61,8 +61,8 @@ inline void sgd(const Hypers& h, int64_t step, Tensors& p, const Tensors& g, Def
         }
 }
 
-// torch.optim.Adam / AdamW (_single_tensor_adam), amsgrad off.
-inline void adam_like(bool decoupled, const Hypers& h, int64_t step, Tensors& p, const Tensors& g, DefinitionState& s) {
+// torch.optim.Adam / AdamW (_single_tensor_adam), with or without amsgrad.
+inline void adam_like(bool decoupled, bool amsgrad, const Hypers& h, int64_t step, Tensors& p, const Tensors& g, DefinitionState& s) {
     const double b1 = h.at("beta1"), b2 = h.at("beta2"), lr = h.at("lr"), wd = h.at("weight_decay");
     const double bc1 = 1 - std::pow(b1, double(step)), bc2 = 1 - std::pow(b2, double(step));
     for (size_t t = 0; t < p.size(); ++t)
@@ -74,7 +74,13 @@ inline void adam_like(bool decoupled, const Hypers& h, int64_t step, Tensors& p,
             double& v = s.states["v"][t][i];
             m += (grad - m) * (1 - b1);
             v = b2 * v + (1 - b2) * grad * grad;
-            p[t][i] -= lr / bc1 * m / (std::sqrt(v) / std::sqrt(bc2) + h.at("eps"));
+            double denominator = v;
+            if (amsgrad) {
+                double& v_max = s.states["v_max"][t][i];
+                v_max = std::max(v_max, v);
+                denominator = v_max;
+            }
+            p[t][i] -= lr / bc1 * m / (std::sqrt(denominator) / std::sqrt(bc2) + h.at("eps"));
         }
 }
 
@@ -218,8 +224,10 @@ using Step = std::function<void(const Hypers&, int64_t, Tensors&, const Tensors&
 
 inline Step of(const std::string& name) {
     if (name == "sgd") return sgd;
-    if (name == "adam") return [](const Hypers& h, int64_t k, Tensors& p, const Tensors& g, DefinitionState& s) { adam_like(false, h, k, p, g, s); };
-    if (name == "adamw") return [](const Hypers& h, int64_t k, Tensors& p, const Tensors& g, DefinitionState& s) { adam_like(true, h, k, p, g, s); };
+    for (bool decoupled : {false, true})
+        for (bool amsgrad : {false, true})
+            if (name == std::string(decoupled ? "adamw" : "adam") + (amsgrad ? "_amsgrad" : ""))
+                return [=](const Hypers& h, int64_t k, Tensors& p, const Tensors& g, DefinitionState& s) { adam_like(decoupled, amsgrad, h, k, p, g, s); };
     if (name == "adagrad") return adagrad;
     if (name == "rmsprop") return rmsprop;
     if (name == "lion") return lion;
@@ -238,6 +246,7 @@ struct LibraryCase {
     Hypers hypers;             // over the library defaults
     double max_grad_norm = 0;  // the policies (OptimizerOptions)
     bool skip_nonfinite = false;
+    bool maximize = false;
 };
 
 inline std::string describe(const LibraryCase& c) {
@@ -245,6 +254,7 @@ inline std::string describe(const LibraryCase& c) {
     for (const auto& [name, value] : c.hypers) out += " " + name + "=" + fmt::format("{}", value);
     if (c.max_grad_norm > 0) out += fmt::format(" max_grad_norm={}", c.max_grad_norm);
     if (c.skip_nonfinite) out += " skip_nonfinite";
+    if (c.maximize) out += " maximize";
     return out;
 }
 
@@ -262,7 +272,9 @@ inline std::vector<LibraryCase> library_cases() {
     std::map<std::string, std::vector<Hypers>> own = {
         {"sgd", {{}, {{"momentum", 0.9}}, {{"momentum", 0.9}, {"nesterov", 1}}, {{"momentum", 0.9}, {"dampening", 0.1}, {"weight_decay", 1e-2}}}},
         {"adam", {{}, {{"weight_decay", 1e-2}}}},
+        {"adam_amsgrad", {{}, {{"weight_decay", 1e-2}}}},
         {"adamw", {{}, {{"weight_decay", 0.1}}}},
+        {"adamw_amsgrad", {{}, {{"weight_decay", 0.1}}}},
         {"adagrad", {{}, {{"lr_decay", 1e-2}, {"weight_decay", 1e-2}}}},
         // Centered with eps 1e-8: where a first step's gradient is within ~eps of 0 (weight decay
         // cancelling a clipped gradient), g / (sqrt(0.01 g^2) + eps) turns ulps into 1e-11.
@@ -281,6 +293,7 @@ inline std::vector<LibraryCase> library_cases() {
         if (clips) out.push_back({name, {}, 10.0});
         out.push_back({name, {}, 0, true});
         if (clips) out.push_back({name, own[name].back(), 10.0, true});
+        out.push_back({name, own[name].back(), 0, false, true});
     }
     return out;
 }
@@ -288,6 +301,9 @@ inline std::vector<LibraryCase> library_cases() {
 // The reference's gradients of a step, with the policies applied as a training loop would:
 // nullopt where the step is skipped; the total norm (before clipping) in `norm`.
 inline std::optional<Tensors> apply_policies(const LibraryCase& c, Tensors g, double& norm) {
+    if (c.maximize)
+        for (auto& t : g)
+            for (double& v : t) v = -v;
     norm = 0;
     bool finite = true;
     for (const auto& t : g)
@@ -336,6 +352,7 @@ inline void check_library_case(const LibraryCase& c, Device device, uint64_t see
     for (const StateDecl& s : program.states)
         for (size_t t = 0; t < sizes.size(); ++t) def.states[s.name].emplace_back(size_t(sizes[t]), s.init);
     Program rewritten = program;
+    if (c.maximize) rewritten = maximize(rewritten);
     if (c.max_grad_norm > 0) rewritten = clip_gradients(rewritten, c.max_grad_norm);
     if (c.skip_nonfinite) rewritten = skip_nonfinite_steps(rewritten);
     Interpreter interpreter(rewritten, hyper_values(rewritten, hypers));
@@ -349,6 +366,7 @@ inline void check_library_case(const LibraryCase& c, Device device, uint64_t see
     options.hypers = own;
     options.max_grad_norm = c.max_grad_norm;
     options.skip_nonfinite = c.skip_nonfinite;
+    options.maximize = c.maximize;
     Optimizer optimizer(program, {group}, options);
 
     for (int64_t step = 1; step <= steps; ++step) {

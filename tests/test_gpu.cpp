@@ -219,6 +219,8 @@ TEST_CASE("gpu: adagrad matches the interpreter in every dtype") { REQUIRE_GPU()
 TEST_CASE("gpu: adam matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adam", gpu_target()); }
 TEST_CASE("gpu: adamw matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adamw", gpu_target()); }
 TEST_CASE("gpu: ademamix matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("ademamix", gpu_target()); }
+TEST_CASE("gpu: adam_amsgrad matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adam_amsgrad", gpu_target()); }
+TEST_CASE("gpu: adamw_amsgrad matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adamw_amsgrad", gpu_target()); }
 TEST_CASE("gpu: adan matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("adan", gpu_target()); }
 TEST_CASE("gpu: lamb matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("lamb", gpu_target()); }
 TEST_CASE("gpu: lars matches the interpreter in every dtype") { REQUIRE_GPU(); check_example_on("lars", gpu_target()); }
@@ -234,6 +236,8 @@ TEST_CASE("gpu: quantized adagrad matches the interpreter in every format") { RE
 TEST_CASE("gpu: quantized adam matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adam", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized adamw matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adamw", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized ademamix matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("ademamix", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized adam_amsgrad matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adam_amsgrad", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: quantized adamw_amsgrad matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adamw_amsgrad", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized adan matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adan", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized lamb matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("lamb", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized lars matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("lars", gpu_target(), kQuantizedSizes); }
