@@ -70,3 +70,27 @@ TEST_CASE("library: clipping refuses an optimizer that reduces over its gradient
         }
     }
 }
+
+TEST_CASE("library: the options' refusals and reports name what is wrong") {
+    OptimizerOptions negative;
+    negative.max_grad_norm = -1;
+    CHECK_THROWS_WITH_AS(Optimizer(library("adamw"), {}, negative), doctest::Contains("max_grad_norm must be a positive number"),
+                         std::invalid_argument);
+    Optimizer plain(library("adamw"), {});
+    CHECK_THROWS_WITH_AS(plain.grad_norm(), "the optimizer was not made with max_grad_norm > 0", std::invalid_argument);
+    CHECK_THROWS_WITH_AS(plain.nonfinite_count_address(), "the optimizer was not made with skip_nonfinite", std::invalid_argument);
+    // A program that already uses a name a policy adds.
+    Program taken = parse_and_verify("optimizer t\n  hyper max_grad_norm = 1\n  update\n    p = p - max_grad_norm * g\n", "t.opt");
+    OptimizerOptions clip;
+    clip.max_grad_norm = 1;
+    CHECK_THROWS_WITH_AS(Optimizer(taken, {}, clip), "optimizer 't' already uses the name 'max_grad_norm', which gradient clipping adds",
+                         std::invalid_argument);
+    // With the policies but no parameters: nothing to report yet.
+    OptimizerOptions both;
+    both.max_grad_norm = 1;
+    both.skip_nonfinite = true;
+    Optimizer empty(library("sgd"), {}, both);
+    CHECK(empty.grad_norm() == 0);
+    CHECK(empty.nonfinite_count() == 0);
+    CHECK(empty.program().hyper_index("max_grad_norm") >= 0);
+}
