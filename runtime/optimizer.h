@@ -69,9 +69,10 @@ struct OptimizerOptions {
     // a CUDA graph (cuda::capture_graph) and replayed; a schedule writes new values into the
     // block (hyper_address) between replays. Host launches stay eager.
     bool capturable = false;
-    // Gradient policies (passes/gradient_policies.h), applied to every group. Both are global
-    // reductions: they span every parameter of the step (all groups), which must then be on one
-    // device, and they cost the step one more read of the gradients.
+    // Gradient policies (passes/gradient_policies.h), applied to every group. Clipping and the
+    // non-finite policy are global reductions: they span every parameter of the step (all
+    // groups), which must then be on one device, and cost the step one more read of the
+    // gradients. Maximizing costs nothing.
     // Ascend instead of descend, as torch.optim's `maximize`: every use of g reads -g.
     bool maximize = false;
     // > 0: clip the gradients by their global L2 norm to this value before the update, as
@@ -141,7 +142,7 @@ public:
     const Program& program() const;  // with the gradient policies applied
     size_t num_groups() const;
     size_t num_params(size_t group) const;
-    size_t num_launches() const;  // kernel launches a step makes (statistics passes not counted)
+    size_t num_launches() const;  // kernel launches a step makes (statistics and reduction passes not counted)
     const Parameter& param(size_t group, size_t index) const;
     StateBuffer state(size_t group, size_t param, const std::string& name) const;
 
