@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "compiler/llvm_backend.h"
+#include "build_id.inc"  // kBuildId: a hash of the kernel sources (CMakeLists.txt)
 #include "ir/printer.h"
 
 namespace optjit {
@@ -67,8 +68,8 @@ KernelSpec lower(const KernelRequest& request) {
 
 std::string cache_key(const KernelSpec& spec) {
     const CodegenOptions& o = spec.options;
-    std::string text = fmt::format("optjit {}\ntarget {} {} {}\nstorage {}\noptions fast_math={} gpu_ept={} gpu_min_blocks={} gpu_tpb={} gpu_vec={} stochastic={} capturable={}\n{}",
-                                   OPTJIT_VERSION, spec.target.name(), spec.target.is_gpu() ? "" : spec.target.cpu(),
+    std::string text = fmt::format("optjit {} {}\ntarget {} {} {}\nstorage {}\noptions fast_math={} gpu_ept={} gpu_min_blocks={} gpu_tpb={} gpu_vec={} stochastic={} capturable={}\n{}",
+                                   OPTJIT_VERSION, kBuildId, spec.target.name(), spec.target.is_gpu() ? "" : spec.target.cpu(),
                                    spec.target.is_gpu() ? "" : spec.target.features(), to_string(spec.storage, spec.lowered),
                                    o.fast_math, o.gpu_elements_per_thread, o.gpu_min_blocks_per_sm, o.gpu_threads_per_block,
                                    o.gpu_vector_bytes, o.stochastic_rounding, o.capturable, print(spec.lowered));

@@ -32,7 +32,8 @@ KernelSpec lower(const KernelRequest& request);
 
 // A hex digest of everything that selects generated code: the lowered program's text, the
 // storage signature, the target (and for the host, the CPU and its features), the optjit
-// version and the codegen options. Never a hyper-parameter's run-time value.
+// version, a hash of the sources that generate code (so another build never reuses this one's
+// disk cache) and the codegen options. Never a hyper-parameter's run-time value.
 std::string cache_key(const KernelSpec& spec);
 
 struct CompileTimes {
