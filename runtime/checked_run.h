@@ -74,7 +74,8 @@ struct RunSummary {
 RunSummary run_steps(const RunOptions& options);
 
 // Largest relative difference |a - b| / max(|b|, rms(b)), and where it is.
-double max_relative_difference(const std::vector<double>& a, const std::vector<double>& b, int64_t* where = nullptr);
+// `scale`, where given, is a larger RMS to measure small values against (b's part of a tensor).
+double max_relative_difference(const std::vector<double>& a, const std::vector<double>& b, int64_t* where = nullptr, double scale = 0);
 // Tolerance for values stored as `t` after some steps of fp32 math; a run is held to the
 // loosest tolerance of the types it stores.
 double tolerance_for(DType t);
