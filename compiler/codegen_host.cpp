@@ -105,7 +105,8 @@ private:
         b_.CreateRetVoid();
     }
 
-    // The reduction pass (compiler/reductions.h), a chunk at a time: one lane, one atomic a chunk.
+    // The reduction pass (compiler/reductions.h): one lane a chunk, whose totals reach the slots
+    // once a tensor (tensor reductions) and once a call (global ones).
     void reduction_kernel() {
         std::vector<llvm::Value*> scalars;
         llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);

@@ -215,18 +215,13 @@ struct KernelOptions {
     PassOptions passes;
     StorageSignature storage;
     CodegenOptions codegen;
-    std::optional<double> clip_grad_norm;  // passes/gradient_policies.h
-    bool skip_nonfinite = false;
-    bool maximize = false;
+    GradientPolicies policies;
 };
 
 // The program with the gradient policies the options ask for.
 Program with_policies(Program program, const KernelOptions& k) {
     try {
-        // As optjit::Optimizer applies them (runtime/optimizer.cpp).
-        if (k.maximize) program = maximize(std::move(program));
-        if (k.clip_grad_norm) program = clip_gradients(std::move(program), *k.clip_grad_norm);
-        if (k.skip_nonfinite) program = skip_nonfinite_steps(std::move(program));
+        program = apply_gradient_policies(std::move(program), k.policies);
     } catch (const std::invalid_argument& e) {
         throw InputError{fmt::format("optjit: {}\n", e.what())};
     }
@@ -270,15 +265,15 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
         double max_norm = std::strtod(v.c_str(), &end);
         if (v.empty() || *end != '\0' || !(max_norm > 0) || !std::isfinite(max_norm))
             throw UsageError{fmt::format("--clip-grad-norm wants a positive number, got '{}'", v)};
-        k.clip_grad_norm = max_norm;
+        k.policies.max_grad_norm = max_norm;
         return true;
     }
     if (option == "--skip-nonfinite") {
-        k.skip_nonfinite = true;
+        k.policies.skip_nonfinite = true;
         return true;
     }
     if (option == "--maximize") {
-        k.maximize = true;
+        k.policies.maximize = true;
         return true;
     }
     if (option == "--capturable") {
@@ -457,6 +452,7 @@ compiles of the timed steps.
 int cmd_bench(Args& args) {
     StepBenchOptions bench;
     std::string target_name;
+    KernelOptions policies;  // only the gradient policies are read
     while (!args.done()) {
         std::string a = args.take();
         if (a == "--help") { fmt::print("{}", kBenchHelp); return 0; }
@@ -468,14 +464,10 @@ int cmd_bench(Args& args) {
         else if (a == "--capturable") bench.capturable = true;
         else if (a == "--optimizer") bench.optimizer = args.value(a);
         else if (a == "--hyper") bench.hypers.insert(parse_assignment(args.value(a), a));
-        else if (a == "--clip-grad-norm" || a == "--skip-nonfinite") {
-            KernelOptions policies;
-            take_kernel_option(args, a, policies);
-            if (policies.clip_grad_norm) bench.max_grad_norm = *policies.clip_grad_norm;
-            bench.skip_nonfinite |= policies.skip_nonfinite;
-        }
+        else if (a == "--clip-grad-norm" || a == "--skip-nonfinite") take_kernel_option(args, a, policies);
         else throw UsageError{fmt::format("unknown option '{}'", a)};
     }
+    bench.policies = policies.policies;
     if (target_name.empty()) target_name = cuda::available() ? "cuda" : "host";
     if (target_name == "cuda") {
         if (!cuda::available()) throw InputError{fmt::format("optjit: --target cuda: {}\n", cuda::unavailable_reason())};

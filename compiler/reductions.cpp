@@ -135,11 +135,10 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
             }
             return acc;
         };
-        auto initial = [&](bool wide) {
+        auto initial = [&](bool wide) {  // a lane's partials before any element: fp32 sums unless `wide`
             std::vector<llvm::Value*> out;
             for (const Reduction& r : list)
-                out.push_back(is_max(r.op) ? llvm::ConstantFP::getInfinity(b.getFloatTy(), true)
-                                           : llvm::ConstantFP::get(wide ? b.getDoubleTy() : b.getFloatTy(), 0.0));
+                out.push_back(is_max(r.op) || wide ? initial_total(b, r) : llvm::ConstantFP::get(b.getFloatTy(), 0.0));
             return out;
         };
         auto element = [&](int64_t j) { return b.CreateAdd(lo, b.getInt64(j * walk.lane_count)); };

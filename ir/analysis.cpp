@@ -65,7 +65,7 @@ int global_reduction_count(const Program& program) {
     return n;
 }
 
-std::set<std::string> reduction_inputs(const Program& program) {
+std::vector<std::set<std::string>> reduction_inputs(const Program& program) {
     // What each name's current value reads of the step's inputs.
     std::map<std::string, std::set<std::string>> reads;
     reads[std::string(kParamName)] = {std::string(kParamName)};
@@ -79,16 +79,14 @@ std::set<std::string> reduction_inputs(const Program& program) {
         });
         return out;
     };
-    std::set<std::string> needed;
+    std::vector<std::set<std::string>> out;
     for (const Assign& a : program.update) {
         for_each_node(a.value, [&](const Expr& e) {
-            if (!is_reduction(e.op)) return;
-            std::set<std::string> in = inputs_of(e);
-            needed.insert(in.begin(), in.end());
+            if (is_reduction(e.op)) out.push_back(inputs_of(e));
         });
         reads[a.target] = inputs_of(a.value);
     }
-    return needed;
+    return out;
 }
 
 int tensor_reduction_count(const Program& program) {

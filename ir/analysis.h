@@ -64,8 +64,9 @@ struct Reduction {
 std::vector<Reduction> reductions(const Program& program);
 int global_reduction_count(const Program& program);
 int tensor_reduction_count(const Program& program);
-// The inputs (p, g and states, by name, as the step starts) that the reductions' arguments read,
-// directly or through earlier assignments: what a reduction pass must load.
-std::set<std::string> reduction_inputs(const Program& program);
+// For each reduction (reductions()' order), the inputs (p, g and states, by name, as the step
+// starts) its argument reads, directly or through earlier assignments: what a reduction pass
+// must load, and whether a reduction depends on the gradient.
+std::vector<std::set<std::string>> reduction_inputs(const Program& program);
 
 }  // namespace optjit

@@ -25,14 +25,19 @@ void refuse_taken(const Program& program, std::string_view name, std::string_vie
             fmt::format("optimizer '{}' already uses the name '{}', which {} adds", program.name, name, what));
 }
 
+// Every use of `g` in the update reads `name` instead.
+void read_gradient_as(Program& program, const std::string& name) {
+    for (Assign& a : program.update)
+        rewrite_bottom_up(a.value, [&](Expr& e) {
+            if (e.op == Op::Ref && e.name == kGradName) e.name = name;
+        });
+}
+
 }  // namespace
 
 Program maximize(Program program) {
     refuse_taken(program, "negated_g", "maximize");
-    for (Assign& a : program.update)
-        rewrite_bottom_up(a.value, [](Expr& e) {
-            if (e.op == Op::Ref && e.name == kGradName) e.name = "negated_g";
-        });
+    read_gradient_as(program, "negated_g");
     program.update.insert(program.update.begin(), Assign{"negated_g", op(Op::Neg, {name_ref(kGradName)}), {}});
     return program;
 }
@@ -40,24 +45,15 @@ Program maximize(Program program) {
 Program clip_gradients(Program program, double max_norm) {
     const std::string what = "gradient clipping";
     for (std::string_view name : {kMaxGradNorm, kGradNormSquared, "clip_coefficient", "clipped_g"}) refuse_taken(program, name, what);
-    // Names whose value depends on the gradient, statement by statement.
-    std::set<std::string> from_g{std::string(kGradName)};
-    auto reads_g = [&](const Expr& e) { return any_node(e, [&](const Expr& n) { return n.op == Op::Ref && from_g.count(n.name); }); };
-    for (const Assign& a : program.update) {
-        for_each_node(a.value, [&](const Expr& e) {
-            if (is_reduction(e.op) && reads_g(e))
-                throw std::invalid_argument(fmt::format(
-                    "optimizer '{}' reduces over its gradient ({}); clipping the gradient first would reduce a reduction, which needs a "
-                    "second statistics pass that optjit does not generate yet: clip outside the step",
-                    program.name, op_info(e.op).spelling));
-        });
-        if (reads_g(a.value)) from_g.insert(a.target);
-        else from_g.erase(a.target);
-    }
-    for (Assign& a : program.update)
-        rewrite_bottom_up(a.value, [](Expr& e) {
-            if (e.op == Op::Ref && e.name == kGradName) e.name = "clipped_g";
-        });
+    const std::vector<Reduction> list = reductions(program);
+    const std::vector<std::set<std::string>> inputs = reduction_inputs(program);
+    for (size_t k = 0; k < list.size(); ++k)
+        if (inputs[k].count(std::string(kGradName)))
+            throw std::invalid_argument(fmt::format(
+                "optimizer '{}' reduces over its gradient ({}); clipping the gradient first would reduce a reduction, which needs a "
+                "second statistics pass that optjit does not generate yet: clip outside the step",
+                program.name, op_info(list[k].op).spelling));
+    read_gradient_as(program, "clipped_g");
     Expr total = op(Op::Sqrt, {name_ref(kGradNormSquared)});
     std::vector<Assign> prologue{
         {kGradNormSquared, op(Op::GlobalSum, {op(Op::Mul, {name_ref(kGradName), name_ref(kGradName)})}), {}},
@@ -82,6 +78,15 @@ Program skip_nonfinite_steps(Program program) {
     program.update.insert(program.update.begin(), prologue.begin(), prologue.end());
     Expr skip = op(Op::Gt, {name_ref(kNonfiniteGrads), num(0)});
     for (const std::string& name : kept) program.update.push_back({name, op(Op::Select, {skip, name_ref(name + "_before_step"), name_ref(name)}), {}});
+    return program;
+}
+
+Program apply_gradient_policies(Program program, const GradientPolicies& policies) {
+    // Clipping after negating (the norm is the same), before the non-finite count, which is then
+    // over the gradients as given.
+    if (policies.maximize) program = maximize(std::move(program));
+    if (policies.max_grad_norm > 0) program = clip_gradients(std::move(program), policies.max_grad_norm);
+    if (policies.skip_nonfinite) program = skip_nonfinite_steps(std::move(program));
     return program;
 }
 

@@ -37,4 +37,14 @@ Program clip_gradients(Program program, double max_norm);
 // device, to lower its loss scale.
 Program skip_nonfinite_steps(Program program);
 
+// The policies a step asks for, applied in the one order that composes them: maximize, clip,
+// skip (the non-finite count then covers the gradients as given). What optjit::Optimizer,
+// the `optjit` tool and the benchmarks use.
+struct GradientPolicies {
+    bool maximize = false;
+    double max_grad_norm = 0;  // > 0: clip_gradients
+    bool skip_nonfinite = false;
+};
+Program apply_gradient_policies(Program program, const GradientPolicies& policies);
+
 }  // namespace optjit

@@ -88,8 +88,12 @@ std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::stri
 
 namespace {
 
+// Whether the kernel has a reduction pass: its entry was found when it was loaded (walking the
+// program for reductions every launch would be work on the step's path).
+bool reduces(const Kernel& kernel) { return kernel.host_reductions_entry || kernel.cuda_reductions_function; }
+
 void check_slots(const Kernel& kernel, ReductionSlots slots, LaunchPass pass) {
-    if (!has_reductions(kernel.spec())) {
+    if (!reduces(kernel)) {
         if (pass == LaunchPass::Reductions)
             throw std::invalid_argument(fmt::format("kernel {} has no reductions: there is no reduction pass to run", kernel.key()));
         return;
@@ -133,7 +137,7 @@ void launch_cuda_with(const Kernel& kernel, cuda::DevicePtr table, const TensorT
     int64_t num_chunks = shape.num_chunks;
     int64_t seed_word = int64_t(seed);
     std::vector<void*> params{&table, &num_tensors, &num_chunks, &seed_word};
-    if (has_reductions(kernel.spec())) {
+    if (reduces(kernel)) {
         params.push_back(&slots.global);
         params.push_back(&slots.tensor);
     }

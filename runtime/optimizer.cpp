@@ -206,11 +206,7 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
     m.program = program;
     if (m.options.max_grad_norm < 0 || !std::isfinite(m.options.max_grad_norm))
         throw std::invalid_argument(fmt::format("max_grad_norm must be a positive number (0 turns clipping off), not {}", m.options.max_grad_norm));
-    // Clipping after negating (the norm is the same), before the non-finite count, which is
-    // then over the gradients as given.
-    if (m.options.maximize) m.program = maximize(m.program);
-    if (m.options.max_grad_norm > 0) m.program = clip_gradients(m.program, m.options.max_grad_norm);
-    if (m.options.skip_nonfinite) m.program = skip_nonfinite_steps(m.program);
+    m.program = apply_gradient_policies(m.program, {m.options.maximize, m.options.max_grad_norm, m.options.skip_nonfinite});
     m.groups = std::move(groups);
     m.check_hypers(m.options.hypers);
     for (size_t g = 0; g < m.groups.size(); ++g) {

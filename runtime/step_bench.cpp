@@ -65,8 +65,8 @@ std::set<std::string> non_negative_states(const Program& program) {
     return out;
 }
 
-Format format_named(const std::string& name, const Program& program) {
-    const std::set<std::string> unsigned_states = non_negative_states(program);
+// `unsigned_states`: non_negative_states(program).
+Format format_named(const std::string& name, const Program& program, const std::set<std::string>& unsigned_states) {
     Format f{name, {}};
     for (const StateDecl& s : program.states) {
         const bool positive = unsigned_states.count(s.name) > 0;
@@ -159,8 +159,8 @@ void run_workload(const Program& program, const std::string& name, const std::ve
                                     : fmt::format("host: {} threads", ThreadPool::global().size());
     std::string policies;
     for (const auto& [hyper, value] : o.hypers) policies += fmt::format(" {}={}", hyper, value);
-    if (o.max_grad_norm > 0) policies += fmt::format(", clipped to norm {}", o.max_grad_norm);
-    if (o.skip_nonfinite) policies += ", non-finite steps skipped";
+    if (o.policies.max_grad_norm > 0) policies += fmt::format(", clipped to norm {}", o.policies.max_grad_norm);
+    if (o.policies.skip_nonfinite) policies += ", non-finite steps skipped";
     fmt::print("== {}: {} tensors, {:.4g} parameters; {}{}, bf16 p and g; {}{}\n", name, shapes.size(), double(total), program.name, policies,
                where, o.capturable ? "; each step a CUDA graph replay" : "");
     fmt::print("  {:<6} {:>9} {:>9} {:>8} {:>10} {:>7} {:>11} {:>9} {:>8} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
@@ -183,12 +183,12 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     OptimizerOptions options;
     options.hypers = o.hypers;
     options.capturable = o.capturable;
-    options.max_grad_norm = o.max_grad_norm;
-    options.skip_nonfinite = o.skip_nonfinite;
-    Program stepped = program;
-    if (o.max_grad_norm > 0) stepped = clip_gradients(stepped, o.max_grad_norm);
-    if (o.skip_nonfinite) stepped = skip_nonfinite_steps(stepped);
-    const std::set<std::string> reduction_reads = reduction_inputs(run_pipeline(stepped, {}));
+    options.max_grad_norm = o.policies.max_grad_norm;
+    options.skip_nonfinite = o.policies.skip_nonfinite;
+    options.maximize = o.policies.maximize;
+    std::set<std::string> reduction_reads;
+    for (const std::set<std::string>& reads : reduction_inputs(run_pipeline(apply_gradient_policies(program, o.policies), {})))
+        reduction_reads.insert(reads.begin(), reads.end());
 
     for (const Format& f : formats) {
         fill_with(p, device, bytes, p_values);
@@ -282,9 +282,10 @@ void run_step_bench(const StepBenchOptions& o) {
     std::vector<std::string> workloads = o.workloads;
     if (workloads.empty()) workloads = o.gpu ? std::vector<std::string>{"tensor", "llama", "small"} : std::vector<std::string>{"tensor", "small"};
     const Program program = library(o.optimizer);  // built in: the tool needs no file
+    const std::set<std::string> unsigned_states = non_negative_states(program);
     std::vector<Format> formats;
     for (const std::string& name : o.formats.empty() ? std::vector<std::string>{"fp32", "bf16", "q8", "q4", "fp8"} : o.formats)
-        formats.push_back(format_named(name, program));
+        formats.push_back(format_named(name, program, unsigned_states));
     std::vector<std::vector<BenchShape>> shapes;
     for (const std::string& w : workloads) shapes.push_back(workload_shapes(w, o.gpu, o.tensor_elements));  // every name checked first
     if (o.capturable && !o.gpu) throw std::invalid_argument("--capturable steps are CUDA graphs: they need --target cuda");

@@ -32,6 +32,8 @@
 #include <string>
 #include <vector>
 
+#include "passes/gradient_policies.h"
+
 namespace optjit {
 
 // A tensor of a workload: its elements and its last dimension (0 for one dimension).
@@ -51,8 +53,7 @@ struct StepBenchOptions {
     bool capturable = false;               // GPU: each step a replay of a captured CUDA graph
     std::string optimizer = "adamw";       // a library name (ir/library.h)
     std::map<std::string, double> hypers;  // over the program's defaults (lr follows a schedule)
-    double max_grad_norm = 0;              // the gradient policies (OptimizerOptions)
-    bool skip_nonfinite = false;
+    GradientPolicies policies;             // passes/gradient_policies.h
 };
 
 // Prints the table to stdout; throws std::invalid_argument for an unknown workload or format.

@@ -351,10 +351,7 @@ inline void check_library_case(const LibraryCase& c, Device device, uint64_t see
     }
     for (const StateDecl& s : program.states)
         for (size_t t = 0; t < sizes.size(); ++t) def.states[s.name].emplace_back(size_t(sizes[t]), s.init);
-    Program rewritten = program;
-    if (c.maximize) rewritten = maximize(rewritten);
-    if (c.max_grad_norm > 0) rewritten = clip_gradients(rewritten, c.max_grad_norm);
-    if (c.skip_nonfinite) rewritten = skip_nonfinite_steps(rewritten);
+    Program rewritten = apply_gradient_policies(program, {c.maximize, c.max_grad_norm, c.skip_nonfinite});
     Interpreter interpreter(rewritten, hyper_values(rewritten, hypers));
     std::vector<HostTensor> interp(sizes.size());
     for (size_t t = 0; t < sizes.size(); ++t) {
