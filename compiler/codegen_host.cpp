@@ -112,6 +112,7 @@ private:
         llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);
         ReductionWalk walk{{fn->getArg(0), fn->getArg(1), fn->getArg(2), b_.getInt64(1), fn->getArg(3), b_.getInt64(0), chunk_elements(spec_), scalars, 0},
                            1,
+                           1,
                            fn->getArg(6),
                            fn->getArg(7),
                            {},

@@ -156,8 +156,10 @@ private:
         b_.CreateRetVoid();
     }
 
-    // The reduction pass (compiler/reductions.h): a thread takes elements tid, tid + threads, ...
-    // of each chunk; a warp's totals meet by shuffles, and its lane 0 adds them to the slots.
+    // The reduction pass (compiler/reductions.h): a thread takes runs tid, tid + threads, ... of
+    // each chunk, a run being the update's vector (8 elements with block-quantized states), so
+    // that its loads are as wide; a warp's totals meet by shuffles, and its lane 0 adds them to
+    // the slots.
     void reduction_kernel() {
         std::vector<llvm::Value*> scalars;
         llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);
@@ -171,6 +173,7 @@ private:
         llvm::Value* limit = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateAdd(first, per_block), fn->getArg(2));
         ReductionWalk walk{{fn->getArg(0), fn->getArg(1), first, b_.getInt64(1), limit, tid, elements_per_thread_, scalars, kNvptxGlobal},
                            gpu_threads_per_block(spec_),
+                           quantized_.empty() ? vector_ : elements_per_thread_,
                            fn->getArg(4),
                            fn->getArg(5),
                            [this](llvm::IRBuilder<>& b, llvm::Value* v, bool maximum) { return across_warp(b, v, maximum); },

@@ -24,10 +24,84 @@ void ElementLoader::point_at(llvm::IRBuilder<>& b, const ChunkContext& chunk, un
     }
 }
 
+namespace {
+
+llvm::Value* invariant_load(llvm::IRBuilder<>& b, llvm::Type* type, llvm::Value* address, uint64_t align) {
+    llvm::LoadInst* load = b.CreateAlignedLoad(type, address, llvm::Align(align));
+    load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));
+    return load;
+}
+
+}  // namespace
+
+llvm::Value* ElementLoader::aligned(llvm::IRBuilder<>& b) const {
+    llvm::Value* bits = b.CreateOr(b.CreatePtrToInt(p_, b.getInt64Ty()), b.CreatePtrToInt(g_, b.getInt64Ty()));
+    for (llvm::Value* s : states_) bits = b.CreateOr(bits, b.CreatePtrToInt(s, b.getInt64Ty()));
+    return b.CreateICmpEQ(b.CreateAnd(bits, b.getInt64(15)), b.getInt64(0));
+}
+
+std::vector<ElementValues> ElementLoader::load_run(llvm::IRBuilder<>& b, llvm::Value* i, int count,
+                                                   const std::function<llvm::Value*(int, llvm::Value*)>& rank1_scale) const {
+    // `count` fp32 values of a plain array, in vectors of up to 16 bytes.
+    auto dense = [&](DType t, llvm::Value* array) {
+        llvm::Type* elem = math_.storage_type(t);
+        const int bytes = dtype_bytes(t), per_load = std::min(count, 16 / bytes);
+        std::vector<llvm::Value*> out;
+        for (int k = 0; k < count; k += per_load) {
+            llvm::Value* at = b.CreateGEP(elem, array, b.CreateAdd(i, b.getInt64(k)));
+            llvm::Value* v = invariant_load(b, llvm::FixedVectorType::get(elem, unsigned(per_load)), at, uint64_t(per_load * bytes));
+            for (int j = 0; j < per_load; ++j) out.push_back(math_.to_f32(b, t, b.CreateExtractElement(v, uint64_t(j))));
+        }
+        return out;
+    };
+    std::vector<ElementValues> out(static_cast<size_t>(count));
+    std::vector<llvm::Value*> p = dense(spec_.storage.param, p_), g = dense(spec_.storage.grad, g_);
+    for (int k = 0; k < count; ++k) out[size_t(k)].p = p[size_t(k)], out[size_t(k)].g = g[size_t(k)];
+    for (size_t s = 0; s < codecs_.size(); ++s) {
+        const StateCodec* codec = codecs_[s].get();
+        std::vector<llvm::Value*> values;
+        if (!codec) {
+            values = dense(state_dtype(spec_.storage.state(spec_.lowered.states[s].name).format), states_[s]);
+        } else {
+            // The run's codes in one load (count bytes, or count / 2 for 4-bit codes), as i32 words.
+            const bool four = codec->four_bit();
+            const int code_bytes = four ? count / 2 : count, words = (code_bytes + 3) / 4;
+            llvm::Value* byte = four ? b.CreateLShr(i, 1) : i;
+            llvm::Type* whole = b.getIntNTy(unsigned(8 * code_bytes));
+            llvm::Value* codes = invariant_load(b, whole, b.CreateGEP(b.getInt8Ty(), states_[s], byte), uint64_t(code_bytes));
+            codes = b.CreateZExt(codes, b.getIntNTy(unsigned(32 * words)));
+            llvm::Value* block_scale = nullptr;  // one block holds the whole run
+            if (!codec->storage().rank1)
+                block_scale = invariant_load(b, b.getFloatTy(), b.CreateGEP(b.getFloatTy(), scales_[s], b.CreateUDiv(i, b.getInt64(codec->storage().block))), 4);
+            auto scale_of = [&](int k) { return block_scale ? block_scale : rank1_scale(int(s), b.CreateAdd(i, b.getInt64(k))); };
+            for (int k = 0; k < count; ++k) {
+                // Element k's code: byte k, or for 4-bit codes the high nibble of byte k / 2 when k is even.
+                const unsigned bit = four ? unsigned(8 * (k / 2) + (k % 2 == 0 ? 4 : 0)) : unsigned(8 * k);
+                llvm::Value* word = b.CreateTrunc(b.CreateLShr(codes, uint64_t(bit / 32 * 32)), b.getInt32Ty());
+                const uint32_t mask = four ? 15u : 255u;
+                if (codec->has_lookup()) {
+                    values.push_back(codec->decode_field(b, word, bit % 32, mask, scale_of(k)));
+                } else if (k % 2 == 0) {
+                    auto code = [&](int e) {
+                        const unsigned at = unsigned(8 * e);
+                        return b.CreateAnd(b.CreateLShr(b.CreateTrunc(b.CreateLShr(codes, uint64_t(at / 32 * 32)), b.getInt32Ty()), at % 32), b.getInt32(mask));
+                    };
+                    auto [v0, v1] = block_scale ? codec->decode_pair(b, code(k), code(k + 1), block_scale)
+                                                : std::pair{codec->decode(b, code(k), scale_of(k)), codec->decode(b, code(k + 1), scale_of(k + 1))};
+                    values.push_back(v0);
+                    values.push_back(v1);
+                }
+            }
+        }
+        for (int k = 0; k < count; ++k) out[size_t(k)].states.push_back(values[size_t(k)]);
+    }
+    return out;
+}
+
 ElementValues ElementLoader::load(llvm::IRBuilder<>& b, llvm::Value* i, const std::function<llvm::Value*(int)>& rank1_scale) const {
     auto load_f32 = [&](DType t, llvm::Value* array) {
         llvm::Type* elem = math_.storage_type(t);
-        return math_.to_f32(b, t, b.CreateAlignedLoad(elem, b.CreateGEP(elem, array, i), llvm::Align(dtype_bytes(t))));
+        return math_.to_f32(b, t, invariant_load(b, elem, b.CreateGEP(elem, array, i), uint64_t(dtype_bytes(t))));
     };
     ElementValues in;
     in.p = load_f32(spec_.storage.param, p_);
@@ -41,8 +115,7 @@ ElementValues ElementLoader::load(llvm::IRBuilder<>& b, llvm::Value* i, const st
         llvm::Value* scale =
             codec->storage().rank1
                 ? rank1_scale(int(s))
-                : b.CreateAlignedLoad(b.getFloatTy(), b.CreateGEP(b.getFloatTy(), scales_[s], b.CreateUDiv(i, b.getInt64(codec->storage().block))),
-                                      llvm::Align(4));
+                : invariant_load(b, b.getFloatTy(), b.CreateGEP(b.getFloatTy(), scales_[s], b.CreateUDiv(i, b.getInt64(codec->storage().block))), 4);
         in.states.push_back(codec->decode(b, codec->load_code(b, states_[s], i), scale));
     }
     return in;

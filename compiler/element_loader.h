@@ -1,7 +1,8 @@
-// One element of a tensor as the passes that run before an update read it: p, g and every
-// state as fp32 (block-quantized states decoded), one scalar load each. The update kernels
-// have their own vector paths; these passes (reductions, rank-1 statistics) only need the
-// same values.
+// Elements of a tensor as the passes that run before an update read it: p, g and every state
+// as fp32 (block-quantized states decoded), one element by scalar loads or a run of
+// consecutive elements by vector loads. The update kernels have their own paths (stores,
+// software pipelining); these passes (reductions, rank-1 statistics) only read. Nothing here is
+// written while they run: every load is invariant (the GPU's non-coherent path).
 #pragma once
 
 #include <llvm/IR/IRBuilder.h>
@@ -26,6 +27,13 @@ public:
     // Element `i` (i64) of that tensor. A block-quantized state decodes with its block's scale,
     // or with `rank1_scale(state index)` for a rank-1 state (which the caller must then give).
     ElementValues load(llvm::IRBuilder<>& b, llvm::Value* i, const std::function<llvm::Value*(int)>& rank1_scale = {}) const;
+    // Elements i .. i + count - 1 in loads of up to 16 bytes. `count` is a power of two of at
+    // most 8 that divides every block size, `i` a multiple of it, and every array's address a
+    // multiple of 16 (aligned()). A rank-1 state's scale is `rank1_scale(state, element)`.
+    std::vector<ElementValues> load_run(llvm::IRBuilder<>& b, llvm::Value* i, int count,
+                                        const std::function<llvm::Value*(int, llvm::Value*)>& rank1_scale = {}) const;
+    // i1: every array of the tensor (p, g, states' values) starts at a multiple of 16 bytes.
+    llvm::Value* aligned(llvm::IRBuilder<>& b) const;
 
     const StateCodec* codec(int state) const { return codecs_[size_t(state)].get(); }  // nullptr if not block-quantized
     llvm::Value* scales(int state) const { return scales_[size_t(state)]; }         // the state's scales word as a pointer

@@ -118,15 +118,17 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         }
         loader.point_at(b, chunk, lanes.address_space);
         llvm::Value* n = chunk.word(layout.n());
-        llvm::Value* lo = b.CreateAdd(chunk.first_element, lanes.lane);
+        llvm::Value* lo = b.CreateAdd(chunk.first_element, b.CreateMul(lanes.lane, b.getInt64(walk.run)));  // the lane's first element
+        // Element j of the lane: run j / run, place j % run in it.
+        auto element = [&](int64_t j) { return b.CreateAdd(lo, b.getInt64(j / walk.run * walk.lane_count * walk.run + j % walk.run)); };
         // Rank-1 states decode with their stored statistics.
         std::vector<std::unique_ptr<Rank1Statistics>> rank1(prog.states.size());
         for (size_t s = 0; s < prog.states.size(); ++s)
             if (loader.codec(int(s)) && loader.codec(int(s))->storage().rank1)
                 rank1[s] = std::make_unique<Rank1Statistics>(b, loader.scales(int(s)), n, chunk.word(layout.columns()));
-        // Accumulates element i's arguments into `acc` (sums in acc's type).
-        auto accumulate = [&](llvm::Value* i, std::vector<llvm::Value*> acc, SpeculationGuard* guard = nullptr) {
-            ElementValues in = loader.load(b, i, [&](int s) { return rank1[size_t(s)]->stored_scale(b, rank1[size_t(s)]->cursor(b, i)); });
+        auto rank1_scale = [&](int s, llvm::Value* i) { return rank1[size_t(s)]->stored_scale(b, rank1[size_t(s)]->cursor(b, i)); };
+        // Accumulates an element's arguments into `acc` (sums in acc's type).
+        auto accumulate_values = [&](ElementValues in, std::vector<llvm::Value*> acc, SpeculationGuard* guard) {
             ElementValues out = math.update(b, in, guard);
             for (size_t k = 0; k < list.size(); ++k) {
                 llvm::Value* arg = out.reductions[k];
@@ -135,13 +137,21 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
             }
             return acc;
         };
+        auto accumulate = [&](llvm::Value* i, std::vector<llvm::Value*> acc, SpeculationGuard* guard = nullptr) {
+            return accumulate_values(loader.load(b, i, [&](int s) { return rank1_scale(s, i); }), std::move(acc), guard);
+        };
+        // The lane's elements j, j + 1, ... j + run - 1 (j a multiple of run), from vector loads.
+        auto accumulate_run = [&](int64_t j, std::vector<llvm::Value*> acc, SpeculationGuard* guard = nullptr) {
+            if (walk.run == 1) return accumulate(element(j), std::move(acc), guard);
+            for (ElementValues& in : loader.load_run(b, element(j), int(walk.run), rank1_scale)) acc = accumulate_values(in, std::move(acc), guard);
+            return acc;
+        };
         auto initial = [&](bool wide) {  // a lane's partials before any element: fp32 sums unless `wide`
             std::vector<llvm::Value*> out;
             for (const Reduction& r : list)
                 out.push_back(is_max(r.op) || wide ? initial_total(b, r) : llvm::ConstantFP::get(b.getFloatTy(), 0.0));
             return out;
         };
-        auto element = [&](int64_t j) { return b.CreateAdd(lo, b.getInt64(j * walk.lane_count)); };
         auto phis = [&](const std::vector<std::pair<std::vector<llvm::Value*>, llvm::BasicBlock*>>& incoming) {
             std::vector<llvm::Value*> out;
             for (size_t k = 0; k < list.size(); ++k) {
@@ -157,16 +167,18 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         llvm::BasicBlock* loop = llvm::BasicBlock::Create(ctx, "reduce.element", fn);
         llvm::BasicBlock* done = llvm::BasicBlock::Create(ctx, "reduce.done", fn);
         llvm::Value* last = element(lanes.elements_per_lane - 1);
-        b.CreateCondBr(b.CreateAnd(b.getInt1(unrolled), b.CreateICmpSLT(last, n)), full, partial);
+        llvm::Value* straight = b.CreateAnd(b.getInt1(unrolled), b.CreateICmpSLT(last, n));
+        if (walk.run > 1) straight = b.CreateAnd(straight, loader.aligned(b));
+        b.CreateCondBr(straight, full, partial);
 
-        // Every element of the lane in range: straight-line, fp32 partials, then float64. As in
-        // the update, divisions and square roots take their branch-free fast paths, and the
-        // lane's elements are done again with the IEEE instructions where an operand was out of
-        // their range (ElementMath::update).
+        // Every element of the lane in range (and, for runs, every array aligned to vectors):
+        // straight-line, fp32 partials, then float64. As in the update, divisions and square
+        // roots take their branch-free fast paths, and the lane's elements are done again with
+        // the IEEE instructions where an operand was out of their range (ElementMath::update).
         b.SetInsertPoint(full);
         SpeculationGuard guard;
         std::vector<llvm::Value*> sums = initial(false);
-        for (int64_t j = 0; unrolled && j < lanes.elements_per_lane; ++j) sums = accumulate(element(j), sums, &guard);
+        for (int64_t j = 0; unrolled && j < lanes.elements_per_lane; j += walk.run) sums = accumulate_run(j, sums, &guard);
         if (llvm::Value* in_range = guard.holds(b)) {
             llvm::BasicBlock* speculated = b.GetInsertBlock();
             llvm::BasicBlock* exact = llvm::BasicBlock::Create(ctx, "reduce.exact", fn);
@@ -174,7 +186,7 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
             b.CreateCondBr(in_range, joined, exact, llvm::MDBuilder(ctx).createBranchWeights(1000, 1));
             b.SetInsertPoint(exact);
             std::vector<llvm::Value*> exact_sums = initial(false);
-            for (int64_t j = 0; j < lanes.elements_per_lane; ++j) exact_sums = accumulate(element(j), exact_sums);
+            for (int64_t j = 0; j < lanes.elements_per_lane; j += walk.run) exact_sums = accumulate_run(j, exact_sums);
             llvm::BasicBlock* exact_end = b.GetInsertBlock();
             b.CreateBr(joined);
             b.SetInsertPoint(joined);
@@ -193,14 +205,18 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         llvm::PHINode* j = b.CreatePHI(b.getInt64Ty(), 2, "j");
         j->addIncoming(b.getInt64(0), partial);
         std::vector<llvm::Value*> acc = phis({{start, partial}});
-        llvm::Value* i = b.CreateAdd(lo, b.CreateMul(j, b.getInt64(walk.lane_count)));
+        // Element j of the lane (element()'s mapping with j a value).
+        auto element_at = [&](llvm::Value* jv) {
+            llvm::Value* runs = b.CreateUDiv(jv, b.getInt64(walk.run));
+            return b.CreateAdd(lo, b.CreateAdd(b.CreateMul(runs, b.getInt64(walk.lane_count * walk.run)), b.CreateURem(jv, b.getInt64(walk.run))));
+        };
+        llvm::Value* i = element_at(j);
         std::vector<llvm::Value*> next = accumulate(i, acc);
         llvm::BasicBlock* loop_end = b.GetInsertBlock();
         for (size_t k = 0; k < list.size(); ++k) llvm::cast<llvm::PHINode>(acc[k])->addIncoming(next[k], loop_end);
         llvm::Value* j_next = b.CreateAdd(j, b.getInt64(1));
         j->addIncoming(j_next, loop_end);
-        llvm::Value* more = b.CreateAnd(b.CreateICmpSLT(j_next, b.getInt64(lanes.elements_per_lane)),
-                                        b.CreateICmpSLT(b.CreateAdd(i, b.getInt64(walk.lane_count)), n));
+        llvm::Value* more = b.CreateAnd(b.CreateICmpSLT(j_next, b.getInt64(lanes.elements_per_lane)), b.CreateICmpSLT(element_at(j_next), n));
         b.CreateCondBr(more, loop, done);
 
         b.SetInsertPoint(done);

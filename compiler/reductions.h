@@ -24,12 +24,14 @@
 namespace optjit {
 
 // The chunks and lanes: a lane takes `lanes.elements_per_lane` elements of a chunk, with
-// `lane_count` lanes a chunk: elements first + j * lane_count + lane (GPU: a thread's, with
-// neighbouring threads on neighbouring elements, so that a warp's loads are coalesced; host:
+// `lane_count` lanes a chunk, in runs of `run` consecutive elements: run r of lane l starts at
+// element first + (r * lane_count + l) * run (GPU: a thread's runs of 16 bytes or 8 codes, with
+// neighbouring threads on neighbouring runs, so that a warp's vector loads are coalesced; host:
 // one lane, the whole chunk).
 struct ReductionWalk {
     StatisticsWalk lanes;
     int64_t lane_count = 1;
+    int64_t run = 1;  // a power of two of at most 8 dividing elements_per_lane (ElementLoader::load_run)
     llvm::Value* global_slots = nullptr;  // pointers in lanes.address_space (compiler/kernel_abi.h)
     llvm::Value* tensor_slots = nullptr;
     // Combines a value over the lanes of a chunk: a float64 sum, or an i32 maximum key

@@ -672,3 +672,67 @@ TEST_CASE("gpu: optimizer: a captured step replayed with 10 learning rates equal
     cuda::graph_destroy(graph);
     cuda::stream_destroy(stream);
 }
+
+// bf16 values that differ by at most one unit in the last place: reductions add with atomics,
+// so two runs' norms (and the clipped gradients) may round apart.
+static void check_bf16_close(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+    REQUIRE(a.size() == b.size());
+    size_t apart = 0;
+    for (size_t i = 0; i + 1 < a.size(); i += 2) {
+        const int x = int(a[i]) | int(a[i + 1]) << 8, y = int(b[i]) | int(b[i + 1]) << 8;
+        if (x != y) ++apart;
+        CHECK_MESSAGE(std::abs(x - y) <= 1, "element ", i / 2, ": bf16 bits ", x, " and ", y);
+    }
+    CHECK(apart * 100 <= a.size() / 2);  // a few, not most
+}
+
+// Capturable mode with reductions: clipping by the global norm and the non-finite policy in a
+// captured step (the slots zeroed by an async memset, the reduction pass reading the scalar
+// block), replayed with new learning rates, against eager steps of the same options. A NaN in
+// step 3's gradient skips that step in both.
+TEST_CASE("gpu: optimizer: a captured step with clipping and the non-finite policy equals eager steps") {
+    REQUIRE_GPU();
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    Program program = load_example("adamw");
+    CheckpointFixture eager_params(Device::Cuda, seed, q8_with_rank1()), graph_params(Device::Cuda, seed, q8_with_rank1());
+    OptimizerOptions options;
+    options.max_grad_norm = 0.5;
+    options.skip_nonfinite = true;
+    Optimizer eager(program, eager_params.groups, options);
+    options.capturable = true;
+    Optimizer captured(program, graph_params.groups, options);
+    cuda::Stream stream = cuda::stream_create();
+    cuda::GraphExec graph = cuda::capture_graph(stream, [&] { captured.step(stream); });
+    for (int64_t step = 1; step <= 10; ++step) {
+        INFO("step ", step);
+        const double lr = 1e-3 * (1 + 0.37 * double(step));
+        eager.set_hyper("lr", lr);
+        for (size_t g = 0; g < 2; ++g) cuda::memcpy_htod(captured.hyper_address(g, "lr"), &lr, 8);
+        eager_params.set_gradients(step);
+        graph_params.set_gradients(step);
+        if (step == 3)
+            for (CheckpointFixture* f : {&eager_params, &graph_params}) {
+                TestParam& t = *f->params[3];
+                store_element(t.grad_dtype, t.grad->host.data(), 17, std::numeric_limits<double>::quiet_NaN());
+                t.grad->upload();
+            }
+        std::vector<std::vector<uint8_t>> before;
+        for (auto& t : graph_params.params) before.push_back(t->values());
+        eager.step();
+        cuda::graph_launch(graph, stream);
+        cuda::stream_synchronize(stream);
+        CHECK(captured.nonfinite_count() == (step == 3 ? 1.0 : 0.0));
+        CHECK(eager.nonfinite_count() == captured.nonfinite_count());
+        if (step == 3) {
+            for (size_t t = 0; t < graph_params.params.size(); ++t) CHECK(graph_params.params[t]->values() == before[t]);
+        } else {
+            CHECK(captured.grad_norm() > 0.5);  // every step clips
+            CHECK(std::abs(captured.grad_norm() - eager.grad_norm()) <= 1e-12 * eager.grad_norm());
+        }
+        for (size_t t = 0; t < eager_params.params.size(); ++t) check_bf16_close(eager_params.params[t]->values(), graph_params.params[t]->values());
+    }
+    CHECK(captured.step_count() == eager.step_count());
+    cuda::graph_destroy(graph);
+    cuda::stream_destroy(stream);
+}
