@@ -96,7 +96,9 @@ llvm::Value* emit_chunk_first_element(llvm::IRBuilder<>& b, const KernelSpec& sp
 std::string kernel_symbol(const KernelSpec& spec) { return "optjit_" + spec.lowered.name; }
 std::string statistics_symbol(const KernelSpec& spec) { return kernel_symbol(spec) + "_statistics"; }
 std::string scalars_symbol(const KernelSpec& spec) { return kernel_symbol(spec) + "_scalars"; }
-std::string reductions_symbol(const KernelSpec& spec) { return kernel_symbol(spec) + "_reductions"; }
+std::string reductions_symbol(const KernelSpec& spec, int level) {
+    return kernel_symbol(spec) + "_reductions" + (level > 1 ? "_" + std::to_string(level) : "");
+}
 
 std::unique_ptr<llvm::Module> generate_kernel(llvm::LLVMContext& context, const KernelSpec& spec) {
     std::string unsupported = check_storage(spec.storage, spec.lowered);

@@ -22,7 +22,9 @@ std::string kernel_symbol(const KernelSpec& spec);
 // The symbol of its statistics pass, in the same module (kernels with rank-1 states only).
 std::string statistics_symbol(const KernelSpec& spec);
 std::string scalars_symbol(const KernelSpec& spec);  // capturable kernels' NAME_scalars
-std::string reductions_symbol(const KernelSpec& spec);  // NAME_reductions (programs with reductions)
+// The reduction pass of `level` (1, 2, ...; programs with reductions): NAME_reductions, then
+// NAME_reductions_2, ...
+std::string reductions_symbol(const KernelSpec& spec, int level);
 
 // Throws std::invalid_argument, with a sentence naming the program, for a storage signature
 // the program cannot use.

@@ -70,7 +70,7 @@ public:
         });
         b_.CreateRetVoid();
         if (has_statistics_pass(spec_)) statistics_kernel();
-        if (has_reductions(spec_)) reduction_kernel();
+        for (int level = 1; level <= reduction_level_count(spec_.lowered); ++level) reduction_kernel(level);
     }
 
 private:
@@ -107,9 +107,9 @@ private:
 
     // The reduction pass (compiler/reductions.h): one lane a chunk, whose totals reach the slots
     // once a tensor (tensor reductions) and once a call (global ones).
-    void reduction_kernel() {
+    void reduction_kernel(int level) {
         std::vector<llvm::Value*> scalars;
-        llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);
+        llvm::Function* fn = kernel_function(reductions_symbol(spec_, level), scalars);
         ReductionWalk walk{{fn->getArg(0), fn->getArg(1), fn->getArg(2), b_.getInt64(1), fn->getArg(3), b_.getInt64(0), chunk_elements(spec_), scalars, 0},
                            1,
                            1,
@@ -117,7 +117,7 @@ private:
                            fn->getArg(7),
                            {},
                            nullptr};
-        emit_reduction_pass(b_, module_, spec_, walk);
+        emit_reduction_pass(b_, module_, spec_, walk, level);
         b_.CreateRetVoid();
     }
 

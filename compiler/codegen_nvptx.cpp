@@ -29,6 +29,7 @@
 #include "compiler/rank1_statistics.h"
 #include "compiler/reductions.h"
 #include "compiler/state_codec.h"
+#include "ir/analysis.h"
 #include "ir/numeric.h"
 
 namespace optjit {
@@ -81,7 +82,7 @@ public:
 
         body();
         if (has_statistics_pass(spec_)) statistics_kernel();
-        if (has_reductions(spec_)) reduction_kernel();
+        for (int level = 1; level <= reduction_level_count(prog); ++level) reduction_kernel(level);
         if (spec_.options.capturable) emit_scalars_kernel(module_, spec_);
     }
 
@@ -160,9 +161,9 @@ private:
     // each chunk, a run being the update's vector (8 elements with block-quantized states), so
     // that its loads are as wide; a warp's totals meet by shuffles, and its lane 0 adds them to
     // the slots.
-    void reduction_kernel() {
+    void reduction_kernel(int level) {
         std::vector<llvm::Value*> scalars;
-        llvm::Function* fn = kernel_function(reductions_symbol(spec_), scalars);
+        llvm::Function* fn = kernel_function(reductions_symbol(spec_, level), scalars);
         llvm::Value* tid = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x);
         // Block b takes a contiguous range of chunks, so that it meets one or two tensors and
         // adds its tensor totals once for each (with the update's strided chunks every block met
@@ -178,7 +179,7 @@ private:
                            fn->getArg(5),
                            [this](llvm::IRBuilder<>& b, llvm::Value* v, bool maximum) { return across_warp(b, v, maximum); },
                            b_.CreateICmpEQ(b_.CreateAnd(tid, b_.getInt64(31)), b_.getInt64(0))};
-        emit_reduction_pass(b_, module_, spec_, walk);
+        emit_reduction_pass(b_, module_, spec_, walk, level);
         b_.CreateRetVoid();
     }
 

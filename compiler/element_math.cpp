@@ -249,7 +249,7 @@ ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, Specu
     if (!in.reductions.empty() && in.reductions.size() != reduction_index_.size())
         throw std::logic_error("ElementMath: wrong number of reduction values");
     Frame frame{scalars_, in.reductions, {}};
-    if (in.reductions.empty()) frame.reduction_arguments.resize(reduction_index_.size());
+    frame.reduction_arguments.resize(reduction_index_.size());
     std::vector<std::pair<std::string, llvm::Value*>>& env = frame.names;
     env.emplace_back(std::string(kParamName), in.p);
     env.emplace_back(std::string(kGradName), in.g);
@@ -314,7 +314,7 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) cons
     }
     if (is_reduction(e.op)) {  // an update reads its value; a reduction pass records its argument
         int k = reduction_index_.at(&e);
-        if (!frame.reduction_values.empty()) return frame.reduction_values[size_t(k)];
+        if (!frame.reduction_values.empty() && frame.reduction_values[size_t(k)]) return frame.reduction_values[size_t(k)];
         frame.reduction_arguments[size_t(k)] = emit(b, e.args[0], frame);
         return f32(b, 0);
     }

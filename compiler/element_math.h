@@ -70,9 +70,9 @@ struct ElementValues {
     llvm::Value* g = nullptr;
     std::vector<llvm::Value*> states;  // declaration order
     // The program's reductions (ir/analysis.h's order), fp32. Into update(): their values for
-    // this element's tensor, or empty in a reduction pass, where they read as 0 (their
-    // arguments never depend on them). Out of it: their arguments at this element, in a
-    // reduction pass only.
+    // this element's tensor; in a reduction pass, nullptr (or all of them absent) for those it
+    // has not found yet, which read as 0 (the arguments of its own level never depend on them).
+    // Out of it: the arguments of those at this element, in a reduction pass only.
     std::vector<llvm::Value*> reductions;
 };
 

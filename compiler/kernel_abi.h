@@ -59,8 +59,11 @@
 // reduction_max_key() of an fp32 in its low 4 bytes. A step, for all launches that share the
 // global slots:
 //   1. zero every slot (0 is an empty sum, and a key below every value's: -inf);
-//   2. NAME_reductions of every launch: each adds its elements' arguments into the slots with
-//      atomics (the order of those additions varies from run to run);
+//   2. for each level L of the program's reductions (ir/analysis.h's reduction_levels), the
+//      pass of that level of every launch (NAME_reductions for level 1, NAME_reductions_L
+//      after): each adds its elements' arguments of the level's reductions into their slots
+//      with atomics (the order of those additions varies from run to run), reading the slots of
+//      the levels before it as those reductions' values;
 //   3. each launch's step as above, every kernel reading the slots as the reductions' values.
 #pragma once
 

@@ -2,6 +2,7 @@
 
 #include <llvm/IR/Intrinsics.h>
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 
@@ -47,13 +48,19 @@ llvm::Value* initial_total(llvm::IRBuilder<>& b, const Reduction& r) {
 
 }  // namespace
 
-void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const KernelSpec& spec, const ReductionWalk& walk) {
+void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const KernelSpec& spec, const ReductionWalk& walk, int level) {
     llvm::LLVMContext& ctx = b.getContext();
     llvm::Function* fn = b.GetInsertBlock()->getParent();
     const Program& prog = spec.lowered;
     const TableLayout layout = table_layout(spec);
     const StatisticsWalk& lanes = walk.lanes;
-    const std::vector<Reduction> list = reductions(prog);
+    // The reductions of this level, and the index of each among all of the program's.
+    std::vector<Reduction> list;
+    std::vector<size_t> index;
+    const std::vector<Reduction> all = reductions(prog);
+    const std::vector<int> levels = reduction_levels(prog);
+    for (size_t k = 0; k < all.size(); ++k)
+        if (levels[k] == level) list.push_back(all[k]), index.push_back(k);
     // The pass's divisions and square roots are the approximate ones (within 2 ulp, no exact
     // redo): a reduction adds a whole tensor or step in the order its atomics meet, which no run
     // reproduces bit for bit anyway, and in LAMB's pass the exact arithmetic of the update
@@ -101,7 +108,8 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         b.CreateBr(added);
         b.SetInsertPoint(added);
     };
-    const bool any_tensor = tensor_reduction_count(prog) > 0, any_global = global_reduction_count(prog) > 0;
+    const bool any_tensor = std::any_of(list.begin(), list.end(), [](const Reduction& r) { return !is_global_reduction(r.op); });
+    const bool any_global = std::any_of(list.begin(), list.end(), [](const Reduction& r) { return is_global_reduction(r.op); });
     // The tensor totals, if they belong to a tensor (the same branch in every lane of a block).
     auto flush_tensor_totals = [&](llvm::Value* unless_tensor) {
         llvm::Value* owner = b.CreateLoad(b.getInt64Ty(), totals_tensor);
@@ -122,6 +130,9 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
             b.CreateStore(chunk.tensor, totals_tensor);
         }
         loader.point_at(b, chunk, lanes.address_space);
+        // The values of the earlier levels' reductions for this tensor (none in level 1's pass).
+        const std::vector<llvm::Value*> earlier =
+            level > 1 ? emit_reduction_values(b, spec, walk.global_slots, walk.tensor_slots, chunk.tensor, level) : std::vector<llvm::Value*>{};
         llvm::Value* n = chunk.word(layout.n());
         llvm::Value* lo = b.CreateAdd(chunk.first_element, b.CreateMul(lanes.lane, b.getInt64(walk.run)));  // the lane's first element
         // Element j of the lane: run j / run, place j % run in it.
@@ -133,10 +144,11 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
                 rank1[s] = std::make_unique<Rank1Statistics>(b, loader.scales(int(s)), n, chunk.word(layout.columns()));
         auto rank1_scale = [&](int s, llvm::Value* i) { return rank1[size_t(s)]->stored_scale(b, rank1[size_t(s)]->cursor(b, i)); };
         // Accumulates an element's arguments into `acc` (sums in acc's type).
-        auto accumulate_values = [&](const ElementValues& in, std::vector<llvm::Value*> acc) {
+        auto accumulate_values = [&](ElementValues in, std::vector<llvm::Value*> acc) {
+            in.reductions = earlier;
             ElementValues out = math.update(b, in);
             for (size_t k = 0; k < list.size(); ++k) {
-                llvm::Value* arg = out.reductions[k];
+                llvm::Value* arg = out.reductions[index[k]];
                 if (is_max(list[k].op)) acc[k] = b.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, acc[k], arg);
                 else acc[k] = b.CreateFAdd(acc[k], acc[k]->getType()->isDoubleTy() ? b.CreateFPExt(arg, b.getDoubleTy()) : arg);
             }
@@ -148,7 +160,7 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         // The lane's elements j, j + 1, ... j + run - 1 (j a multiple of run), from vector loads.
         auto accumulate_run = [&](int64_t j, std::vector<llvm::Value*> acc) {
             if (walk.run == 1) return accumulate(element(j), std::move(acc));
-            for (const ElementValues& in : loader.load_run(b, element(j), int(walk.run), rank1_scale)) acc = accumulate_values(in, std::move(acc));
+            for (ElementValues& in : loader.load_run(b, element(j), int(walk.run), rank1_scale)) acc = accumulate_values(in, std::move(acc));
             return acc;
         };
         auto initial = [&](bool wide) {  // a lane's partials before any element: fp32 sums unless `wide`
@@ -221,9 +233,14 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
 }
 
 std::vector<llvm::Value*> emit_reduction_values(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* global_slots,
-                                                llvm::Value* tensor_slots, llvm::Value* tensor) {
+                                                llvm::Value* tensor_slots, llvm::Value* tensor, int below_level) {
     std::vector<llvm::Value*> out;
+    const std::vector<int> levels = reduction_levels(spec.lowered);
     for (const Reduction& r : reductions(spec.lowered)) {
+        if (below_level > 0 && levels[out.size()] >= below_level) {
+            out.push_back(nullptr);
+            continue;
+        }
         llvm::Value* at = slot_address(b, spec.lowered, r, global_slots, tensor_slots, tensor);
         llvm::Type* type = is_max(r.op) ? b.getInt32Ty() : b.getDoubleTy();  // a key in the slot's low half (little-endian)
         auto* load = b.CreateAlignedLoad(type, at, llvm::Align(is_max(r.op) ? 4 : 8));

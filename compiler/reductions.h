@@ -1,15 +1,18 @@
 // Reductions in kernels (tensor_sum, tensor_max, global_sum, global_max): what the NVPTX and
 // host back ends share.
 //
-// A kernel whose program has reductions comes with a reduction pass, NAME_reductions
-// (reductions_symbol(), compiler/codegen.h), which runs first in a step: it walks every element
-// of the launch as the update would see it (decoded, with the program's math up to each
-// reduction's argument), sums or maximizes each argument over a lane's elements, keeps the
-// lane's totals across its chunks (a tensor's until the block moves to another tensor, the
-// global ones until it ends), then combines the lanes (GPU: the warp's shuffles) and adds the
-// total into the reduction's slot with one atomic. The update kernel (and a rank-1 statistics pass) then
-// reads each slot as its reduction's value. Slots live in device memory and are combined on
-// the device: a step never waits for the host. compiler/kernel_abi.h lays the slots out.
+// A kernel whose program has reductions comes with a reduction pass for each level of them
+// (ir/analysis.h's reduction_levels): NAME_reductions, NAME_reductions_2, ...
+// (reductions_symbol(), compiler/codegen.h), which run first in a step, in order. The pass of
+// a level walks every element of the launch as the update would see it (decoded, with the
+// program's math up to each argument; the reductions of earlier levels read from their
+// slots), sums or maximizes the arguments of its level's reductions over a lane's elements,
+// keeps the lane's totals across its chunks (a tensor's until the block moves to another
+// tensor, the global ones until it ends), then combines the lanes (GPU: the warp's shuffles)
+// and adds each total into its slot with one atomic. The update kernel (and a rank-1
+// statistics pass) then reads each slot as its reduction's value. Slots live in device memory
+// and are combined on the device: a step never waits for the host. compiler/kernel_abi.h lays
+// the slots out.
 #pragma once
 
 #include <llvm/IR/IRBuilder.h>
@@ -40,13 +43,16 @@ struct ReductionWalk {
     llvm::Value* leader = nullptr;  // i1: the lane that adds the combined value (nullptr: every lane)
 };
 
-// Emits the reduction pass's body into the builder's function and leaves the builder after it.
-void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const KernelSpec& spec, const ReductionWalk& walk);
+// Emits the body of the reduction pass of `level` (the reductions of that level; those of
+// earlier levels read from their slots) into the builder's function and leaves the builder
+// after it.
+void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const KernelSpec& spec, const ReductionWalk& walk, int level);
 
 // The fp32 value of every reduction (ir/analysis.h's order) for the tensor `tensor` (i64 index
-// in the launch's table), loaded from the slots (pointers in `address_space`). For
+// in the launch's table), loaded from the slots (pointers in `address_space`); with
+// `below_level`, only of the reductions of lower levels (nullptr for the others). For
 // ElementValues::reductions; empty for a program without reductions.
 std::vector<llvm::Value*> emit_reduction_values(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* global_slots,
-                                                llvm::Value* tensor_slots, llvm::Value* tensor);
+                                                llvm::Value* tensor_slots, llvm::Value* tensor, int below_level = 0);
 
 }  // namespace optjit

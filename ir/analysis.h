@@ -59,8 +59,9 @@ struct Reduction {
     Op op;
     int slot;
 };
-// Every reduction of `program`'s update, in statement order (no reduction nests in another).
-// Code generation, the runtime and the interpreter's report all number them this way.
+// Every reduction of `program`'s update, in statement order (a reduction before those nested
+// in its argument). Code generation, the runtime and the interpreter's report all number them
+// this way.
 std::vector<Reduction> reductions(const Program& program);
 int global_reduction_count(const Program& program);
 int tensor_reduction_count(const Program& program);
@@ -68,5 +69,13 @@ int tensor_reduction_count(const Program& program);
 // starts) its argument reads, directly or through earlier assignments: what a reduction pass
 // must load, and whether a reduction depends on the gradient.
 std::vector<std::set<std::string>> reduction_inputs(const Program& program);
+// For each reduction (reductions()' order), its level: a step runs one reduction pass per
+// level, in order, each reading the slots of the passes before it. A reduction comes after
+// every reduction its argument reads (directly or through names): clipping's global norm is
+// level 1, LAMB's norm of the clipped update level 2. Within that, it goes to the latest pass
+// that the reductions reading it allow and that already loads all its argument reads (LAMB's
+// norm of p joins level 2, which reads p, rather than add a read of p to level 1).
+std::vector<int> reduction_levels(const Program& program);
+int reduction_level_count(const Program& program);  // the highest level; 0 without reductions
 
 }  // namespace optjit

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "ir/analysis.h"
 #include "ir/numeric.h"
 #include "ir/quantization.h"
 #include "ir/semantics.h"
@@ -55,6 +56,7 @@ struct Interpreter::Impl {
     int final_p = 0;
     std::vector<int> final_states;
     std::vector<Op> reductions;  // kind of each reduction, by index
+    std::vector<int> levels;     // level of each reduction (ir/analysis.h)
     std::vector<std::vector<double>> reduction_values;
 
     Impl(const Program& prog, std::vector<double> h, std::optional<StorageSignature> s)
@@ -72,6 +74,8 @@ struct Interpreter::Impl {
         for (size_t i = 0; i < program.states.size(); ++i) names[program.states[i].name] = reg_state0 + int(i);
         for (const auto* section : {&program.scalars, &program.update})
             for (const Assign& a : *section) names[a.target] = compile(a.value, names);
+        levels = reduction_levels(program);
+        if (levels.size() != reductions.size()) throw std::logic_error("Interpreter: reductions numbered unlike ir/analysis.h");
         final_p = names.at(std::string(kParamName));
         for (const StateDecl& s : program.states) final_states.push_back(names.at(s.name));
     }
@@ -80,21 +84,22 @@ struct Interpreter::Impl {
         if (e.op == Op::Ref) return names.at(e.name);
         Instr in{e.op, 0};
         if (e.op == Op::Number) in.number = e.number;
-        if (e.args.size() > 0) in.a = compile(e.args[0], names);
-        if (e.args.size() > 1) in.b = compile(e.args[1], names);
-        if (e.args.size() > 2) in.c = compile(e.args[2], names);
-        if (is_reduction(e.op)) {
+        if (is_reduction(e.op)) {  // numbered before the reductions in its argument, as ir/analysis.h's reductions()
             in.reduction = int(reductions.size());
             reductions.push_back(e.op);
         }
+        if (e.args.size() > 0) in.a = compile(e.args[0], names);
+        if (e.args.size() > 1) in.b = compile(e.args[1], names);
+        if (e.args.size() > 2) in.c = compile(e.args[2], names);
         in.dst = nregs++;
         code.push_back(in);
         return in.dst;
     }
 
-    // Runs the instructions for one element. In the statistics phase (`accumulate` set),
-    // reductions add their argument into it and read as 0; otherwise they read `values`.
-    void run(double* r, const double* values, double* accumulate) const {
+    // Runs the instructions for one element; reductions read `values`. In the statistics phase
+    // of `level` (`accumulate` set), the reductions of that level add their argument into it
+    // instead (and read as 0).
+    void run(double* r, const double* values, double* accumulate = nullptr, int level = 0) const {
         for (const Instr& in : code) {
             double a = in.a >= 0 ? r[in.a] : 0, b = in.b >= 0 ? r[in.b] : 0, c = in.c >= 0 ? r[in.c] : 0;
             double v = 0;
@@ -104,12 +109,12 @@ struct Interpreter::Impl {
             default: v = evaluate(in.op, a, b, c); break;
             case Op::TensorSum:
             case Op::GlobalSum:
-                if (accumulate) accumulate[in.reduction] += a;
+                if (accumulate && levels[size_t(in.reduction)] == level) accumulate[in.reduction] += a;
                 else v = values[in.reduction];
                 break;
             case Op::TensorMax:
             case Op::GlobalMax:
-                if (accumulate) accumulate[in.reduction] = nan_max(accumulate[in.reduction], a);
+                if (accumulate && levels[size_t(in.reduction)] == level) accumulate[in.reduction] = nan_max(accumulate[in.reduction], a);
                 else v = values[in.reduction];
                 break;
             }
@@ -184,23 +189,24 @@ struct Interpreter::Impl {
         }
         std::vector<double> r(nregs);
         const size_t nred = reductions.size();
-        // Per tensor: the value of every reduction as that tensor sees it.
+        // Per tensor: the value of every reduction as that tensor sees it, found level by level
+        // (a level's arguments read the values of the levels before it).
         std::vector<std::vector<double>> values(tensors.size(), std::vector<double>(nred));
         reduction_values.assign(nred, {});
-        if (nred > 0) {
+        auto is_max = [&](size_t k) { return reductions[k] == Op::TensorMax || reductions[k] == Op::GlobalMax; };
+        const int level_count = levels.empty() ? 0 : *std::max_element(levels.begin(), levels.end());
+        for (int level = 1; level <= level_count; ++level) {
             std::vector<double> global(nred);
-            for (size_t k = 0; k < nred; ++k)
-                global[k] = (reductions[k] == Op::GlobalMax) ? -std::numeric_limits<double>::infinity() : 0.0;
+            for (size_t k = 0; k < nred; ++k) global[k] = is_max(k) ? -std::numeric_limits<double>::infinity() : 0.0;
             for (size_t ti = 0; ti < tensors.size(); ++ti) {
                 std::vector<double> acc(nred);
-                for (size_t k = 0; k < nred; ++k)
-                    acc[k] = (reductions[k] == Op::TensorMax || reductions[k] == Op::GlobalMax)
-                                 ? -std::numeric_limits<double>::infinity() : 0.0;
+                for (size_t k = 0; k < nred; ++k) acc[k] = is_max(k) ? -std::numeric_limits<double>::infinity() : 0.0;
                 for (size_t i = 0; i < tensors[ti].p.size(); ++i) {
                     load(r.data(), step, tensors[ti], i);
-                    run(r.data(), nullptr, acc.data());
+                    run(r.data(), values[ti].data(), acc.data(), level);
                 }
                 for (size_t k = 0; k < nred; ++k) {
+                    if (levels[k] != level) continue;
                     if (reductions[k] == Op::GlobalSum) global[k] += acc[k];
                     else if (reductions[k] == Op::GlobalMax) global[k] = nan_max(global[k], acc[k]);
                     else {
@@ -210,7 +216,7 @@ struct Interpreter::Impl {
                 }
             }
             for (size_t k = 0; k < nred; ++k)
-                if (is_global_reduction(reductions[k])) {
+                if (levels[k] == level && is_global_reduction(reductions[k])) {
                     for (auto& v : values) v[k] = global[k];
                     reduction_values[k] = {global[k]};
                 }
@@ -220,7 +226,7 @@ struct Interpreter::Impl {
             std::optional<StorageSignature> st = storage_of(t);
             for (size_t i = 0; i < t.p.size(); ++i) {
                 load(r.data(), step, t, i);
-                run(r.data(), values[ti].data(), nullptr);
+                run(r.data(), values[ti].data());
                 store(r.data(), st, t, i, step);
             }
             store_quantized(st, t);

@@ -84,7 +84,7 @@ private:
     }
 
     void statement(const Assign& a, bool in_scalars) {
-        expression(a.value, in_scalars, /*in_reduction=*/nullptr);
+        expression(a.value, in_scalars);
         ValueInfo info = scope_.info(a.value);
         if (in_scalars && info.varies > Varies::Launch && !expr_errors_)
             error(a.value.loc.known() ? a.value.loc : a.loc,
@@ -126,9 +126,10 @@ private:
         scope_.bind(a.target, info);
     }
 
-    // Checks names, arities and reduction placement in `e`. `reduction` is the innermost
-    // enclosing reduction, if any.
-    void expression(const Expr& e, bool in_scalars, const Expr* reduction) {
+    // Checks names, arities and reduction placement in `e`. A reduction may read another
+    // reduction's value, directly or through names: it then needs a pass of its own after that
+    // one (ir/analysis.h's reduction_levels).
+    void expression(const Expr& e, bool in_scalars) {
         const OpInfo& info = op_info(e.op);
         switch (e.op) {
         case Op::Number:
@@ -146,9 +147,6 @@ private:
             }
             if (in_scalars && entry->info.varies > Varies::Launch)
                 fail(e.loc, fmt::format("'{}' varies per element and cannot be used in the scalars section", shown(e.name)));
-            if (reduction && entry->info.uses_reduction)
-                fail(e.loc, fmt::format("the argument of '{}' uses '{}', which depends on a reduction; a reduction of a reduction would need another pass over memory",
-                                        op_info(reduction->op).spelling, shown(e.name)));
             return;
         }
         default: break;
@@ -156,20 +154,11 @@ private:
         if (int(e.args.size()) != info.arity) {
             fail(e.loc, fmt::format("'{}' takes {}, got {}", info.spelling, plural(info.arity, "argument"), e.args.size()));
         }
-        if (is_reduction(e.op)) {
-            if (in_scalars) {
-                fail(e.loc, fmt::format("'{}' cannot be used in the scalars section: a reduction needs the elements", info.spelling));
-                return;
-            }
-            if (reduction) {
-                fail(e.loc, fmt::format("'{}' cannot be nested inside '{}': a reduction of a reduction would need another pass over memory",
-                                        info.spelling, op_info(reduction->op).spelling));
-                return;
-            }
-            for (const Expr& a : e.args) expression(a, in_scalars, &e);
+        if (is_reduction(e.op) && in_scalars) {
+            fail(e.loc, fmt::format("'{}' cannot be used in the scalars section: a reduction needs the elements", info.spelling));
             return;
         }
-        for (const Expr& a : e.args) expression(a, in_scalars, reduction);
+        for (const Expr& a : e.args) expression(a, in_scalars);
     }
 
     void fail(Loc loc, std::string message) {

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <limits>
-#include <set>
 #include <stdexcept>
 
 #include "ir/analysis.h"
@@ -45,14 +44,6 @@ Program maximize(Program program) {
 Program clip_gradients(Program program, double max_norm) {
     const std::string what = "gradient clipping";
     for (std::string_view name : {kMaxGradNorm, kGradNormSquared, "clip_coefficient", "clipped_g"}) refuse_taken(program, name, what);
-    const std::vector<Reduction> list = reductions(program);
-    const std::vector<std::set<std::string>> inputs = reduction_inputs(program);
-    for (size_t k = 0; k < list.size(); ++k)
-        if (inputs[k].count(std::string(kGradName)))
-            throw std::invalid_argument(fmt::format(
-                "optimizer '{}' reduces over its gradient ({}); clipping the gradient first would reduce a reduction, which needs a "
-                "second statistics pass that optjit does not generate yet: clip outside the step",
-                program.name, op_info(list[k].op).spelling));
     read_gradient_as(program, "clipped_g");
     Expr total = op(Op::Sqrt, {name_ref(kGradNormSquared)});
     std::vector<Assign> prologue{

@@ -4,9 +4,9 @@
 // of a verified program into a verified program; the Optimizer applies them
 // (OptimizerOptions), and `optjit print/compile/run --clip-grad-norm/--skip-nonfinite` show them.
 //
-// Clipping and skipping add global reductions over the gradient: the step's reduction pass reads
-// the gradients once more (compiler/reductions.h), and a step spans every tensor it launches on
-// a device. Maximizing costs nothing.
+// Clipping and skipping add global reductions over the gradient: the step's first reduction
+// pass reads the gradients once more (compiler/reductions.h), and a step spans every tensor it
+// launches on a device. Maximizing costs nothing.
 #pragma once
 
 #include "ir/program.h"
@@ -25,9 +25,9 @@ Program maximize(Program program);
 // total = sqrt(global_sum(g * g)) over every gradient of the step, every use of `g` reads
 // g * min(1, max_grad_norm / (total + 1e-6)). `max_grad_norm` becomes a run-time
 // hyper-parameter with default `max_norm`. Its argument is the first of the program's global
-// reductions. Throws std::invalid_argument where the program already has a reduction over `g`
-// (LAMB, LARS): that would reduce a reduction, another pass over memory this compiler does not
-// generate.
+// reductions. A program's own reductions over `g` (LAMB's and LARS's norms) then read the
+// clipped gradient: they move to the second reduction level, a pass of their own after the
+// norm's (ir/analysis.h's reduction_levels).
 Program clip_gradients(Program program, double max_norm);
 
 // A step whose gradients hold an infinity or a NaN changes nothing: with n = the count of such

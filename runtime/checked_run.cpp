@@ -417,13 +417,18 @@ RunSummary run_steps(const RunOptions& o) {
                 for (auto& [signature, l] : launches) sizes.push_back(l.table.num_tensors);
                 step_reductions = std::make_unique<StepReductions>(gpu ? Device::Cuda : Device::Host, launches.begin()->second.kernel->spec().lowered, sizes);
             }
-            // Every launch's reduction pass, then every launch's update (runtime/step_reductions.h).
-            std::vector<LaunchPass> passes{LaunchPass::Update};
-            if (!step_reductions->empty()) passes.insert(passes.begin(), LaunchPass::Reductions);
+            // Every launch's reduction passes, level by level, then every launch's update
+            // (runtime/step_reductions.h).
+            std::vector<const Kernel*> kernels;
+            for (auto& [signature, l] : launches) kernels.push_back(l.kernel.get());
             step_reductions->clear(nullptr);
-            for (LaunchPass pass : passes) {
+            for (LaunchPass pass : step_passes(kernels)) {
                 size_t index = 0;
                 for (auto& [signature, l] : launches) {
+                    if (!has_pass(*l.kernel, pass)) {
+                        ++index;
+                        continue;
+                    }
                     std::vector<float> scalars = launch_scalars(*l.kernel, o.hypers, step);
                     ReductionSlots slots = step_reductions->slots(index++);
                     if (gpu)

@@ -18,6 +18,15 @@ namespace optjit {
 enum class Device : uint8_t { Host, Cuda };
 inline std::string_view device_name(Device d) { return d == Device::Host ? "host" : "cuda"; }
 
+// Sets `bytes` bytes at `address` in memory on `device` to `byte`.
+inline void fill_bytes(Device device, uint64_t address, uint8_t byte, size_t bytes) {
+    if (bytes == 0) return;
+    if (device == Device::Cuda)
+        cuda::memset_d8(address, byte, bytes);
+    else
+        std::memset(reinterpret_cast<void*>(address), byte, bytes);
+}
+
 // An allocation, freed with the object. Never empty (a state of an empty tensor still has an
 // address); 256-byte aligned on the host, as cuMemAlloc's are.
 class DeviceMemory {
@@ -35,12 +44,7 @@ public:
     DeviceMemory& operator=(const DeviceMemory&) = delete;
 
     uint64_t address() const { return device_ == Device::Cuda ? gpu_.get() : reinterpret_cast<uint64_t>(host_); }
-    void fill(uint8_t byte, size_t bytes) {
-        if (device_ == Device::Cuda)
-            cuda::memset_d8(gpu_.get(), byte, bytes);
-        else
-            std::memset(host_, byte, bytes);
-    }
+    void fill(uint8_t byte, size_t bytes) { fill_bytes(device_, address(), byte, bytes); }
 
 private:
     Device device_;

@@ -15,6 +15,7 @@
 #include "compiler/host_jit.h"
 #include "compiler/kernel_abi.h"
 #include "compiler/llvm_backend.h"
+#include "ir/analysis.h"
 #include "runtime/fnv1a.h"
 
 namespace optjit {
@@ -168,10 +169,10 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
             kernel->gpu_statistics_blocks_per_sm =
                 std::max(1, cuda::occupancy(kernel->cuda_statistics_function, gpu_threads_per_block(kernel->spec())));
         }
-        if (has_reductions(kernel->spec())) {
-            kernel->cuda_reductions_function = cuda::get_function(kernel->cuda_module, reductions_symbol(kernel->spec()));
-            kernel->gpu_reductions_blocks_per_sm =
-                std::max(1, cuda::occupancy(kernel->cuda_reductions_function, gpu_threads_per_block(kernel->spec())));
+        for (int level = 1; level <= reduction_level_count(kernel->spec().lowered); ++level) {
+            kernel->cuda_reductions_functions.push_back(cuda::get_function(kernel->cuda_module, reductions_symbol(kernel->spec(), level)));
+            kernel->gpu_reductions_blocks_per_sm.push_back(
+                std::max(1, cuda::occupancy(kernel->cuda_reductions_functions.back(), gpu_threads_per_block(kernel->spec()))));
         }
         if (kernel->spec().options.capturable)
             kernel->cuda_scalars_function = cuda::get_function(kernel->cuda_module, scalars_symbol(kernel->spec()));
@@ -187,13 +188,15 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
     }
     auto t = Clock::now();
     std::vector<std::string> symbols{kernel_symbol(kernel->spec())};
-    const bool statistics = has_statistics_pass(kernel->spec()), reductions = has_reductions(kernel->spec());
+    const bool statistics = has_statistics_pass(kernel->spec());
+    const int levels = reduction_level_count(kernel->spec().lowered);
     if (statistics) symbols.push_back(statistics_symbol(kernel->spec()));
-    if (reductions) symbols.push_back(reductions_symbol(kernel->spec()));
+    for (int level = 1; level <= levels; ++level) symbols.push_back(reductions_symbol(kernel->spec(), level));
     std::vector<uint64_t> addresses = jit_host_module(std::move(m.context), std::move(m.module), key, symbols);
     kernel->host_entry = reinterpret_cast<Kernel::HostEntry>(addresses[0]);
     if (statistics) kernel->host_statistics_entry = reinterpret_cast<Kernel::HostEntry>(addresses[1]);
-    if (reductions) kernel->host_reductions_entry = reinterpret_cast<Kernel::HostEntry>(addresses.back());
+    for (size_t k = addresses.size() - size_t(levels); k < addresses.size(); ++k)
+        kernel->host_reductions_entries.push_back(reinterpret_cast<Kernel::HostEntry>(addresses[k]));
     debug_log(fmt::format("compile {}: passes {:.2f} ms, codegen {:.2f} ms, optimize {:.2f} ms, machine code {:.2f} ms", key,
                           m.times.passes_ms, m.times.codegen_ms, m.times.optimize_ms, ms_since(t)));
     std::lock_guard lock(mutex_);

@@ -8,6 +8,7 @@
 // rebuilt, never loaded. Host kernels are cached in memory.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -35,14 +36,19 @@ public:
     int64_t chunk_elements() const;
 
     // The update, for kernels with rank-1 states the statistics pass that runs before it, and
-    // for programs with reductions the reduction pass that runs first (compiler/kernel_abi.h;
-    // runtime/launch.h runs them).
-    HostEntry host_entry = nullptr, host_statistics_entry = nullptr, host_reductions_entry = nullptr;
+    // for programs with reductions the reduction passes that run first, one a level (element
+    // L - 1 for level L; compiler/kernel_abi.h; runtime/launch.h runs them).
+    HostEntry host_entry = nullptr, host_statistics_entry = nullptr;
+    std::vector<HostEntry> host_reductions_entries;
     cuda::Module cuda_module = nullptr;
-    cuda::Function cuda_function = nullptr, cuda_statistics_function = nullptr, cuda_reductions_function = nullptr;
+    cuda::Function cuda_function = nullptr, cuda_statistics_function = nullptr;
+    std::vector<cuda::Function> cuda_reductions_functions;
     cuda::Function cuda_scalars_function = nullptr;  // capturable kernels' NAME_scalars
     // Resident blocks an SM of each function.
-    int gpu_blocks_per_sm = 0, gpu_statistics_blocks_per_sm = 0, gpu_reductions_blocks_per_sm = 0;
+    int gpu_blocks_per_sm = 0, gpu_statistics_blocks_per_sm = 0;
+    std::vector<int> gpu_reductions_blocks_per_sm;
+    // How many reduction passes a step of this kernel runs (0 without reductions).
+    int reduction_levels() const { return int(std::max(host_reductions_entries.size(), cuda_reductions_functions.size())); }
 
 private:
     KernelSpec spec_;

@@ -88,22 +88,32 @@ std::vector<float> launch_scalars(const Kernel& kernel, const std::map<std::stri
 
 namespace {
 
-// Whether the kernel has a reduction pass: its entry was found when it was loaded (walking the
-// program for reductions every launch would be work on the step's path).
-bool reduces(const Kernel& kernel) { return kernel.host_reductions_entry || kernel.cuda_reductions_function; }
+// Whether the kernel has reduction passes: their entries were found when it was loaded (walking
+// the program for reductions every launch would be work on the step's path).
+bool reduces(const Kernel& kernel) { return kernel.reduction_levels() > 0; }
 
 void check_slots(const Kernel& kernel, ReductionSlots slots, LaunchPass pass) {
-    if (!reduces(kernel)) {
-        if (pass == LaunchPass::Reductions)
-            throw std::invalid_argument(fmt::format("kernel {} has no reductions: there is no reduction pass to run", kernel.key()));
-        return;
-    }
+    if (!has_pass(kernel, pass))
+        throw std::invalid_argument(fmt::format("kernel {} has {} reduction pass(es): there is no pass of level {} to run", kernel.key(),
+                                                kernel.reduction_levels(), pass.level));
+    if (!reduces(kernel)) return;
     if (slots.global == 0 || slots.tensor == 0)
         throw std::invalid_argument(fmt::format("optimizer '{}' has reductions: its launches need reduction slots (runtime/step_reductions.h)",
                                                 kernel.spec().lowered.name));
 }
 
 }  // namespace
+
+std::vector<LaunchPass> step_passes(const std::vector<const Kernel*>& kernels) {
+    int levels = 0;
+    for (const Kernel* k : kernels) levels = std::max(levels, k->reduction_levels());
+    std::vector<LaunchPass> out;
+    for (int level = 1; level <= levels; ++level) out.push_back(LaunchPass::reductions(level));
+    out.push_back(LaunchPass::update());
+    return out;
+}
+
+bool has_pass(const Kernel& kernel, LaunchPass pass) { return pass.level >= 0 && pass.level <= kernel.reduction_levels(); }
 
 void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed,
                  ReductionSlots slots, LaunchPass pass) {
@@ -115,7 +125,7 @@ void launch_host(const Kernel& kernel, const TensorTable& table, const std::vect
                   reinterpret_cast<void*>(slots.tensor));
         });
     };
-    if (pass == LaunchPass::Reductions) return run(kernel.host_reductions_entry);
+    if (!pass.is_update()) return run(kernel.host_reductions_entries[size_t(pass.level - 1)]);
     if (!kernel.host_statistics_entry) return run(kernel.host_entry);
     for (auto [buffer, count] : table.rank1_statistics) std::fill_n(reinterpret_cast<float*>(buffer) + count, count, kScaleFloor);
     run(kernel.host_statistics_entry);
@@ -146,8 +156,10 @@ void launch_cuda_with(const Kernel& kernel, cuda::DevicePtr table, const TensorT
     // Each function gets a grid of its own occupancy: the passes before the update hold far
     // fewer registers.
     auto grid = [&](int blocks_per_sm) { return unsigned(std::min<int64_t>(shape.num_chunks, int64_t(cuda::multiprocessor_count()) * blocks_per_sm)); };
-    if (pass == LaunchPass::Reductions)
-        return cuda::launch(kernel.cuda_reductions_function, grid(kernel.gpu_reductions_blocks_per_sm), threads, params.data(), stream);
+    if (!pass.is_update()) {
+        const size_t k = size_t(pass.level - 1);
+        return cuda::launch(kernel.cuda_reductions_functions[k], grid(kernel.gpu_reductions_blocks_per_sm[k]), threads, params.data(), stream);
+    }
     if (!kernel.cuda_statistics_function) return cuda::launch(kernel.cuda_function, grid(kernel.gpu_blocks_per_sm), threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics)
         cuda::memset_d32_async(buffer + 4 * uint64_t(count), std::bit_cast<uint32_t>(kScaleFloor), size_t(count), stream);

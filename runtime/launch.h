@@ -65,29 +65,39 @@ struct ReductionSlots {
     uint64_t tensor = 0;  // this launch's tensor slots: table.num_tensors rows
 };
 
-// What a launch call runs. A step with reductions is every launch's Reductions, then every
-// launch's Update (the global reductions must be complete before any update reads them).
-enum class LaunchPass : uint8_t {
-    Reductions,  // NAME_reductions only (kernels with reductions)
-    Update,      // the rank-1 statistics steps where the kernel has them, and the update
+// What a launch call runs. A step with reductions is every launch's reduction pass of level
+// 1, then of level 2, ..., then every launch's update: a level's reductions must be complete,
+// over every launch, before anything reads them (step_passes()).
+struct LaunchPass {
+    // 0: the update, with the rank-1 statistics steps where the kernel has them; L >= 1: the
+    // reduction pass of level L (ir/analysis.h's reduction_levels).
+    int level = 0;
+    static LaunchPass update() { return {0}; }
+    static LaunchPass reductions(int level) { return {level}; }
+    bool is_update() const { return level == 0; }
 };
+// The passes of a step over launches of these kernels, in order: every reduction level any of
+// them has, then the update. A launch skips the levels its kernel lacks (has_pass).
+std::vector<LaunchPass> step_passes(const std::vector<const Kernel*>& kernels);
+// Whether `kernel`'s step includes `pass`.
+bool has_pass(const Kernel& kernel, LaunchPass pass);
 
 // Runs a host kernel over the table, split across the pool's threads (with rank-1 states, the
 // whole step compiler/kernel_abi.h describes).
 // `seed` keys stochastic rounding (kernels without it ignore it).
 void launch_host(const Kernel& kernel, const TensorTable& table, const std::vector<float>& scalars, ThreadPool& pool, uint64_t seed = 0,
-                 ReductionSlots slots = {}, LaunchPass pass = LaunchPass::Update);
+                 ReductionSlots slots = {}, LaunchPass pass = {});
 
 // Launches a GPU kernel (with rank-1 states, the whole step compiler/kernel_abi.h describes);
 // `table` must hold the table's words in device memory. Asynchronous.
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, const std::vector<float>& scalars,
-                 cuda::Stream stream, uint64_t seed = 0, ReductionSlots slots = {}, LaunchPass pass = LaunchPass::Update);
+                 cuda::Stream stream, uint64_t seed = 0, ReductionSlots slots = {}, LaunchPass pass = {});
 // The same for a capturable kernel, whose scalars are in the device's `scalar_block`
 // (compiler/kernel_abi.h); and the one-thread NAME_scalars that fills the block for a step
 // (once a step for every launch sharing the block: it counts the step). Asynchronous, with no
 // host work that a CUDA graph would not replay.
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, cuda::DevicePtr scalar_block,
-                 cuda::Stream stream, uint64_t seed = 0, ReductionSlots slots = {}, LaunchPass pass = LaunchPass::Update);
+                 cuda::Stream stream, uint64_t seed = 0, ReductionSlots slots = {}, LaunchPass pass = {});
 void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream);
 
 }  // namespace optjit

@@ -48,6 +48,7 @@ struct Optimizer::Impl {
     std::vector<std::vector<std::vector<StateBuffer>>> states;  // [group][param][state]
     std::vector<std::unique_ptr<DeviceMemory>> memory;
     std::vector<Launch> launches;
+    std::vector<LaunchPass> passes;  // a step's: the reduction levels, then the update
     int64_t steps = 0;
     // The step's reduction slots, of the device every launch is on (programs with reductions).
     std::unique_ptr<StepReductions> reductions;
@@ -81,36 +82,68 @@ struct Optimizer::Impl {
     void check_hypers(const std::map<std::string, double>& values) const {
         hyper_values(program, values);  // throws naming an unknown hyper-parameter
     }
-    StateBuffer allocate_state(const StateDecl& decl, const StateStorage& storage, Device device, int64_t n, int64_t offset,
-                               int64_t columns);
+    // One state of a parameter, planned before the group's allocation.
+    struct PlannedState {
+        size_t param, state;
+        Device device;
+        StateStorage storage;
+        int64_t n, offset, columns;
+        StateLayout layout;
+        StateBuffer buffer;  // its addresses, once allocated
+    };
+    void allocate_states(std::vector<PlannedState>& planned);
     void build(size_t g);
 };
 
-StateBuffer Optimizer::Impl::allocate_state(const StateDecl& decl, const StateStorage& storage, Device device, int64_t n,
-                                            int64_t offset, int64_t columns) {
-    const StateLayout layout = state_layout(storage, n, offset, columns);
-    StateBuffer s;
-    s.storage = storage;
-    s.value_bytes = layout.value_bytes;
-    s.scale_bytes = layout.scale_bytes;
-    memory.push_back(std::make_unique<DeviceMemory>(device, s.value_bytes));
-    DeviceMemory& values = *memory.back();
-    s.values = values.address();
-    DeviceMemory* scales = nullptr;
-    if (s.scale_bytes) {
-        memory.push_back(std::make_unique<DeviceMemory>(device, s.scale_bytes));
-        scales = memory.back().get();
-        s.scales = scales->address();
+// A group's states on a device live in one allocation, cut into slices aligned to 256 bytes and
+// ordered by what they start as: one allocation and a memset per fill byte, where a buffer
+// each took two driver calls per state (thousands for many small tensors, part of the first
+// step's time).
+void Optimizer::Impl::allocate_states(std::vector<PlannedState>& planned) {
+    constexpr size_t kAlign = 256;
+    auto aligned = [](size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; };
+    // A slice: its state, whether it is the scales, and the byte it starts as (-1: encoded from
+    // the initial value).
+    struct Slice {
+        size_t state;
+        bool scales;
+        int fill;
+        size_t bytes, at = 0;
+    };
+    for (Device device : {Device::Host, Device::Cuda}) {
+        std::vector<Slice> slices;
+        for (size_t k = 0; k < planned.size(); ++k) {
+            const PlannedState& s = planned[k];
+            if (s.device != device) continue;
+            const bool zero = program.states[s.state].init == 0;  // scale 0: every code reads back as exactly 0
+            slices.push_back({k, false, zero ? int(zero_code_byte(s.storage.format)) : -1, s.layout.value_bytes});
+            if (s.layout.scale_bytes) slices.push_back({k, true, zero ? 0 : -1, s.layout.scale_bytes});
+        }
+        if (slices.empty()) continue;
+        std::stable_sort(slices.begin(), slices.end(), [](const Slice& a, const Slice& b) { return a.fill > b.fill; });
+        size_t total = 0;
+        for (Slice& s : slices) s.at = total, total += aligned(s.bytes);
+        memory.push_back(std::make_unique<DeviceMemory>(device, total));
+        const uint64_t base = memory.back()->address();
+        for (const Slice& s : slices) {
+            StateBuffer& b = planned[s.state].buffer;
+            (s.scales ? b.scales : b.values) = base + s.at;
+        }
+        // One fill for each run of slices that start as the same byte.
+        for (size_t i = 0; i < slices.size() && slices[i].fill >= 0;) {
+            size_t j = i;
+            while (j < slices.size() && slices[j].fill == slices[i].fill) ++j;
+            fill_bytes(device, base + slices[i].at, uint8_t(slices[i].fill), slices[j - 1].at + slices[j - 1].bytes - slices[i].at);
+            i = j;
+        }
+        for (const Slice& s : slices) {
+            if (s.fill >= 0 || s.scales) continue;
+            const PlannedState& p = planned[s.state];
+            StateBytes bytes = encode_state(p.storage, std::vector<float>(size_t(p.n), float(program.states[p.state].init)), p.offset, p.columns);
+            copy_to_device(device, p.buffer.values, bytes.values.data(), p.layout.value_bytes);
+            if (p.layout.scale_bytes) copy_to_device(device, p.buffer.scales, bytes.scales.data(), p.layout.scale_bytes);
+        }
     }
-    if (decl.init == 0) {  // scale 0: every code reads back as exactly 0
-        values.fill(zero_code_byte(storage.format), s.value_bytes);
-        if (scales) scales->fill(0, s.scale_bytes);
-        return s;
-    }
-    StateBytes bytes = encode_state(storage, std::vector<float>(size_t(n), float(decl.init)), offset, columns);
-    copy_to_device(device, s.values, bytes.values.data(), s.value_bytes);
-    if (scales) copy_to_device(device, s.scales, bytes.scales.data(), s.scale_bytes);
-    return s;
 }
 
 void Optimizer::Impl::build(size_t g) {
@@ -123,7 +156,9 @@ void Optimizer::Impl::build(size_t g) {
     const size_t first_launch = launches.size();
     std::vector<std::vector<TensorArgs>> tensors_of;  // per launch of this group
     std::vector<std::vector<size_t>> params_of;       // and the parameter of each of its rows
-    states.emplace_back();
+    // Every parameter checked and its states planned, then allocated together.
+    std::vector<StorageSignature> storage_of;
+    std::vector<PlannedState> planned;
     for (size_t i = 0; i < group.params.size(); ++i) {
         const Parameter& p = group.params[i];
         for (int64_t d : p.shape)
@@ -139,10 +174,26 @@ void Optimizer::Impl::build(size_t g) {
         if (group.stochastic_rounding && p.dtype != DType::BF16)
             throw std::invalid_argument(fmt::format("{}: stochastic rounding applies to bf16 parameters; this one is {}", where(g, i),
                                                     dtype_name(p.dtype)));
-
         StorageSignature signature{p.dtype, p.grad_dtype, group.states};
         const int64_t whole = p.tensor_numel > 0 ? p.tensor_numel : n;
-        StorageSignature storage = storage_for_tensor(signature, whole, last_dimension(p));
+        storage_of.push_back(storage_for_tensor(signature, whole, last_dimension(p)));
+        for (size_t s = 0; s < program.states.size(); ++s) {
+            const StateStorage& st = storage_of.back().state(program.states[s].name);
+            const StateLayout layout = state_layout(st, n, p.offset, last_dimension(p));
+            StateBuffer buffer;
+            buffer.storage = st;
+            buffer.value_bytes = layout.value_bytes;
+            buffer.scale_bytes = layout.scale_bytes;
+            planned.push_back({i, s, p.device, st, n, p.offset, last_dimension(p), layout, buffer});
+        }
+    }
+    allocate_states(planned);
+
+    states.emplace_back();
+    for (size_t i = 0; i < group.params.size(); ++i) {
+        const Parameter& p = group.params[i];
+        const int64_t n = element_count(p);
+        const StorageSignature& storage = storage_of[i];
         states.back().emplace_back();
         TensorArgs args;
         args.p = p.data;
@@ -150,11 +201,11 @@ void Optimizer::Impl::build(size_t g) {
         args.n = n;
         args.offset = p.offset;
         args.columns = last_dimension(p);
-        for (const StateDecl& decl : program.states) {
-            StateBuffer s = allocate_state(decl, storage.state(decl.name), p.device, n, p.offset, args.columns);
-            states.back().back().push_back(s);
-            args.states.push_back(s.values);
-            args.scales.push_back(s.scales);
+        for (size_t s = 0; s < program.states.size(); ++s) {
+            const StateBuffer& b = planned[i * program.states.size() + s].buffer;
+            states.back().back().push_back(b);
+            args.states.push_back(b.values);
+            args.scales.push_back(b.scales);
         }
         if (n == 0) continue;  // nothing to step
 
@@ -215,6 +266,9 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
         m.hypers.push_back(values);
         m.build(g);
     }
+    std::vector<const Kernel*> kernels;
+    for (const Impl::Launch& l : m.launches) kernels.push_back(l.kernel.get());
+    m.passes = step_passes(kernels);
     if (reductions(m.program).empty() || m.launches.empty()) return;
     const Device device = m.launches.front().device;
     std::vector<int32_t> tensors;
@@ -251,10 +305,12 @@ void Optimizer::step(cuda::Stream stream) {
         if (const Impl::ScalarBlock* block = m.block_of(l.group)) launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
         scalars[k] = launch_scalars(*l.kernel, m.hypers[l.group], step);  // for its eager launches
     }
-    // With reductions, every launch's reduction pass comes before any update reads them.
+    // With reductions, every launch's reduction passes come before any update reads them,
+    // level by level.
     auto run = [&](LaunchPass pass) {
         for (size_t k = 0; k < m.launches.size(); ++k) {
             const Impl::Launch& l = m.launches[k];
+            if (!has_pass(*l.kernel, pass)) continue;
             const ReductionSlots slots = m.reductions ? m.reductions->slots(k) : ReductionSlots{};
             if (l.kernel->spec().options.capturable)
                 launch_cuda(*l.kernel, l.device_table->address(), l.table, m.block_of(l.group)->memory->address(), stream, m.options.seed, slots,
@@ -265,11 +321,8 @@ void Optimizer::step(cuda::Stream stream) {
                 launch_host(*l.kernel, l.table, scalars[k], ThreadPool::global(), m.options.seed, slots, pass);
         }
     };
-    if (m.reductions) {
-        m.reductions->clear(stream);
-        run(LaunchPass::Reductions);
-    }
-    run(LaunchPass::Update);
+    if (m.reductions) m.reductions->clear(stream);
+    for (LaunchPass pass : m.passes) run(pass);
     m.steps = step;
 }
 

@@ -186,9 +186,12 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     options.max_grad_norm = o.policies.max_grad_norm;
     options.skip_nonfinite = o.policies.skip_nonfinite;
     options.maximize = o.policies.maximize;
-    std::set<std::string> reduction_reads;
-    for (const std::set<std::string>& reads : reduction_inputs(run_pipeline(apply_gradient_policies(program, o.policies), {})))
-        reduction_reads.insert(reads.begin(), reads.end());
+    // What each reduction pass reads (a pass a level of reductions), counted once a pass.
+    const Program lowered = run_pipeline(apply_gradient_policies(program, o.policies), {});
+    const std::vector<std::set<std::string>> inputs = reduction_inputs(lowered);
+    const std::vector<int> levels = reduction_levels(lowered);
+    std::vector<std::set<std::string>> pass_reads(size_t(reduction_level_count(lowered)));
+    for (size_t k = 0; k < inputs.size(); ++k) pass_reads[size_t(levels[k] - 1)].insert(inputs[k].begin(), inputs[k].end());
 
     for (const Format& f : formats) {
         fill_with(p, device, bytes, p_values);
@@ -210,10 +213,10 @@ void run_workload(const Program& program, const std::string& name, const std::ve
             for (const StateDecl& s : program.states) {
                 const double b = state_bytes(st.state(s.name), t);
                 states += b;
-                if (reduction_reads.count(s.name)) reduction_bytes += b;
+                for (const std::set<std::string>& reads : pass_reads) reduction_bytes += reads.count(s.name) ? b : 0;
             }
-            if (reduction_reads.count(std::string(kParamName))) reduction_bytes += double(t.n) * 2;
-            if (reduction_reads.count(std::string(kGradName))) reduction_bytes += double(t.n) * 2;
+            for (const std::set<std::string>& reads : pass_reads)
+                for (std::string_view input : {kParamName, kGradName}) reduction_bytes += reads.count(std::string(input)) ? double(t.n) * 2 : 0;
             moved += double(t.n) * 6 + 2 * states + reduction_bytes;
             state_memory += states;
         }

@@ -409,12 +409,25 @@ TEST_CASE("codegen host: reductions (tensor and global, sums and maxima) match t
     s = tensor_max(abs(m)) + global_max(-p) - tensor_max(p)
     p = p - 0.01 * m / s
 )",
+        // Reductions that read reductions: four levels, one pass each, through names and nested.
+        R"(optimizer levels
+  hyper lr = 1e-2
+  state m = 0
+  update
+    n = sqrt(global_sum(g * g))
+    c = g * min(1, 10 / n)
+    m = lerp(m, c, 0.1)
+    t = tensor_max(abs(m) * global_max(abs(c)))
+    q = tensor_sum(m * t + tensor_sum(c * c))
+    p = p - lr * m / sqrt(q + 1)
+)",
     };
     const uint64_t seed = test_seed();
     INFO("seed ", seed);
     for (const char* text : programs) {
         Program program = program_from(text);
         INFO(program.name);
+        if (program.name == "levels") CHECK(reduction_level_count(program) == 4);
         for (const char* m : {"fp32", "q8s", "q4s"}) {
             INFO("m as ", m);
             RunOptions o;

@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "ir/analysis.h"
 #include "ir/library.h"
 #include "library_checks.h"
+#include "passes/gradient_policies.h"
 
 using namespace optjit;
 using namespace optjit_test;
@@ -58,16 +60,19 @@ TEST_CASE("library: every optimizer equals its definition on the interpreter and
         if (selected(c)) check_library_case(c, Device::Host, seed);
 }
 
-TEST_CASE("library: clipping refuses an optimizer that reduces over its gradient, naming the reason") {
-    for (const char* name : {"lamb", "lars"}) {
-        OptimizerOptions options;
-        options.max_grad_norm = 1;
-        try {
-            Optimizer(library(name), {}, options);
-            FAIL("no error");
-        } catch (const std::invalid_argument& e) {
-            CHECK(std::string(e.what()).find("reduces over its gradient (tensor_sum)") != std::string::npos);
-        }
+// Clipped, LAMB's norm of its update and LARS's of the gradient read the clipped gradient: they
+// wait for the global norm, in a reduction pass of their own. LAMB's norm of p joins them there
+// (that pass reads p anyway); LARS's stays in the first (its second pass reads only g). The
+// non-finite count, which nothing reduces, joins the last pass that reads g.
+TEST_CASE("library: clipping puts LAMB's and LARS's norms over the gradient on the second reduction level") {
+    for (const std::string name : {"lamb", "lars"}) {
+        INFO(name);
+        const Program own = library(name), clipped = clip_gradients(own, 1.0);
+        const bool lamb = name == "lamb";
+        CHECK(reduction_levels(own) == std::vector<int>{1, 1});
+        CHECK(reduction_levels(clipped) == (lamb ? std::vector<int>{1, 2, 2} : std::vector<int>{1, 1, 2}));
+        CHECK(reduction_level_count(clipped) == 2);
+        CHECK(reduction_levels(skip_nonfinite_steps(clipped)) == (lamb ? std::vector<int>{2, 1, 2, 2} : std::vector<int>{2, 1, 1, 2}));
     }
 }
 
