@@ -384,69 +384,8 @@ TEST_CASE("codegen host: special values through exp log pow sqrt min max sign") 
 // ---------------------------------------------------------------------------------------------
 // What code generation rejects, with a sentence that says so.
 
-// Reductions of every kind, over tensors from 1 element to several chunks in one launch (and a
-// small one in a launch of its own with quantized states), against the interpreter: the update's
-// values and each reduction's value (RunSummary::reductions).
-TEST_CASE("codegen host: reductions (tensor and global, sums and maxima) match the interpreter") {
-    const char* programs[] = {
-        R"(optimizer clip
-  hyper lr = 1e-2
-  state m = 0
-  update
-    m = lerp(m, g, 0.1)
-    p = p - lr * m / max(sqrt(tensor_sum(m * m)), 1)
-)",
-        R"(optimizer globalclip
-  hyper lr = 1e-2
-  update
-    n = sqrt(global_sum(g * g))
-    p = p - lr * g * min(10 / n, 1)
-)",
-        R"(optimizer absmax
-  state m = 0
-  update
-    m = lerp(m, g, 0.1)
-    s = tensor_max(abs(m)) + global_max(-p) - tensor_max(p)
-    p = p - 0.01 * m / s
-)",
-        // Reductions that read reductions: four levels, one pass each, through names and nested.
-        R"(optimizer levels
-  hyper lr = 1e-2
-  state m = 0
-  update
-    n = sqrt(global_sum(g * g))
-    c = g * min(1, 10 / n)
-    m = lerp(m, c, 0.1)
-    t = tensor_max(abs(m) * global_max(abs(c)))
-    q = tensor_sum(m * t + tensor_sum(c * c))
-    p = p - lr * m / sqrt(q + 1)
-)",
-    };
-    const uint64_t seed = test_seed();
-    INFO("seed ", seed);
-    for (const char* text : programs) {
-        Program program = program_from(text);
-        INFO(program.name);
-        if (program.name == "levels") CHECK(reduction_level_count(program) == 4);
-        for (const char* m : {"fp32", "q8s", "q4s"}) {
-            INFO("m as ", m);
-            RunOptions o;
-            o.request = KernelRequest{program, {}, {}, Target{}, {}};
-            if (program.state_index("m") >= 0) o.request.storage.states["m"] = *parse_state_storage(m, nullptr);
-            o.sizes = {1, 5000, 300001, 4095, 70000};
-            o.steps = 4;
-            o.seed = seed;
-            o.check = true;
-            RunSummary s = run_steps(o);
-            CHECK(s.passed);
-            REQUIRE(s.reductions.size() == reductions(program).size());
-            for (const TensorSummary& r : s.reductions) {
-                INFO(r.name);
-                CHECK(r.max_rel_diff <= 1e-6);
-                CHECK(r.norm > 0);
-            }
-        }
-    }
+TEST_CASE("codegen host: reductions (tensor and global, sums and maxima, four levels) match the interpreter") {
+    check_reductions_on(Target{});
 }
 
 TEST_CASE("codegen: a program with reductions has a reduction pass on both targets, combined by atomics") {

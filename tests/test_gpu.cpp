@@ -238,6 +238,10 @@ TEST_CASE("gpu: quantized adamw matches the interpreter in every format") { REQU
 TEST_CASE("gpu: quantized ademamix matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("ademamix", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized adam_amsgrad matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adam_amsgrad", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized adamw_amsgrad matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adamw_amsgrad", gpu_target(), kQuantizedSizes); }
+TEST_CASE("gpu: reductions (tensor and global, sums and maxima, four levels) match the interpreter") {
+    REQUIRE_GPU();
+    check_reductions_on(gpu_target());
+}
 TEST_CASE("gpu: quantized adan matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("adan", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized lamb matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("lamb", gpu_target(), kQuantizedSizes); }
 TEST_CASE("gpu: quantized lars matches the interpreter in every format") { REQUIRE_GPU(); check_quantized_example_on("lars", gpu_target(), kQuantizedSizes); }
