@@ -188,6 +188,14 @@ int init(int device) {
     return s.cc;
 }
 
+Context current_context() {
+    CUcontext current = nullptr;
+    check(api().cuCtxGetCurrent(&current), "cuCtxGetCurrent");
+    return current;
+}
+
+void set_current_context(Context context) { check(api().cuCtxSetCurrent(static_cast<CUcontext>(context)), "cuCtxSetCurrent"); }
+
 int compute_capability() { return api(), state().cc; }
 std::string device_name() { return api(), state().name; }
 int multiprocessor_count() { return api(), state().sms; }

@@ -20,6 +20,7 @@ namespace optjit::cuda {
 using Stream = void*;    // CUstream; nullptr is the legacy default stream
 using Module = void*;    // CUmodule
 using Function = void*;  // CUfunction
+using Context = void*;   // CUcontext
 using Event = void*;     // CUevent
 using Graph = void*;     // CUgraph
 using GraphExec = void*; // CUgraphExec
@@ -38,6 +39,10 @@ std::string unavailable_reason();
 // Makes a context current on this thread (see above) for `device` and returns its
 // compute capability * 10 (90 for an H200).
 int init(int device = 0);
+// The calling thread's current context (nullptr where it has none), and making a context
+// current on this thread: a worker that loads modules for another thread works in its context.
+Context current_context();
+void set_current_context(Context context);
 int compute_capability();
 std::string device_name();
 int multiprocessor_count();

@@ -2,9 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <functional>
+#include <future>
 #include <numeric>
 #include <stdexcept>
 #include <utility>
@@ -95,6 +98,44 @@ struct Optimizer::Impl {
     void build(size_t g);
 };
 
+namespace {
+
+// The kernels of `requests` from the global cache, compiled concurrently where there are
+// several: a cold start then waits for the slowest compile (a quantized kernel's, most of it
+// the driver's), not for the sum. Workers load GPU modules in the caller's CUDA context.
+std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelRequest>& requests) {
+    std::vector<std::shared_ptr<const Kernel>> out(requests.size());
+    if (requests.size() <= 1) {
+        for (size_t k = 0; k < requests.size(); ++k) out[k] = KernelCache::global().get(requests[k]);
+        return out;
+    }
+    const bool gpu = std::any_of(requests.begin(), requests.end(), [](const KernelRequest& r) { return r.target.is_gpu(); });
+    const cuda::Context context = gpu ? cuda::current_context() : nullptr;
+    std::vector<std::future<std::shared_ptr<const Kernel>>> pending;
+    for (size_t k = 1; k < requests.size(); ++k)
+        pending.push_back(std::async(std::launch::async, [&requests, k, gpu, context] {
+            if (gpu) cuda::set_current_context(context);
+            return KernelCache::global().get(requests[k]);
+        }));
+    std::exception_ptr failure;
+    try {
+        out[0] = KernelCache::global().get(requests[0]);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    for (size_t k = 1; k < requests.size(); ++k) {  // every worker finishes before any error leaves
+        try {
+            out[k] = pending[k - 1].get();
+        } catch (...) {
+            if (!failure) failure = std::current_exception();
+        }
+    }
+    if (failure) std::rethrow_exception(failure);
+    return out;
+}
+
+}  // namespace
+
 // A group's states on a device live in one allocation, cut into slices aligned to 256 bytes and
 // ordered by what they start as: one allocation and a memset per fill byte, where a buffer
 // each took two driver calls per state (thousands for many small tensors, part of the first
@@ -120,7 +161,9 @@ void Optimizer::Impl::allocate_states(std::vector<PlannedState>& planned) {
             if (s.layout.scale_bytes) slices.push_back({k, true, zero ? 0 : -1, s.layout.scale_bytes});
         }
         if (slices.empty()) continue;
-        std::stable_sort(slices.begin(), slices.end(), [](const Slice& a, const Slice& b) { return a.fill > b.fill; });
+        std::sort(slices.begin(), slices.end(), [](const Slice& a, const Slice& b) {
+            return a.fill != b.fill ? a.fill > b.fill : std::pair(a.state, a.scales) < std::pair(b.state, b.scales);
+        });
         size_t total = 0;
         for (Slice& s : slices) s.at = total, total += aligned(s.bytes);
         memory.push_back(std::make_unique<DeviceMemory>(device, total));
@@ -156,6 +199,7 @@ void Optimizer::Impl::build(size_t g) {
     const size_t first_launch = launches.size();
     std::vector<std::vector<TensorArgs>> tensors_of;  // per launch of this group
     std::vector<std::vector<size_t>> params_of;       // and the parameter of each of its rows
+    std::vector<KernelRequest> requests;              // and its kernel
     // Every parameter checked and its states planned, then allocated together.
     std::vector<StorageSignature> storage_of;
     std::vector<PlannedState> planned;
@@ -222,7 +266,7 @@ void Optimizer::Impl::build(size_t g) {
             request.options.fast_math = options.fast_math;
             request.options.stochastic_rounding = group.stochastic_rounding;
             request.options.capturable = options.capturable && p.device == Device::Cuda;
-            l.kernel = KernelCache::global().get(request);
+            requests.push_back(std::move(request));
             launches.push_back(std::move(l));
             tensors_of.emplace_back();
             params_of.emplace_back();
@@ -230,6 +274,8 @@ void Optimizer::Impl::build(size_t g) {
         tensors_of[it->second - first_launch].push_back(args);
         params_of[it->second - first_launch].push_back(i);
     }
+    std::vector<std::shared_ptr<const Kernel>> kernels = get_kernels(requests);
+    for (size_t k = 0; k < kernels.size(); ++k) launches[first_launch + k].kernel = std::move(kernels[k]);
     blocks.emplace_back();
     for (size_t k = 0; k < tensors_of.size(); ++k) {
         Launch& l = launches[first_launch + k];
