@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -103,9 +104,12 @@ namespace {
 // The kernels of `requests` from the global cache, compiled concurrently where there are
 // several: a cold start then waits for the slowest compile (a quantized kernel's, most of it
 // the driver's), not for the sum. Workers load GPU modules in the caller's CUDA context.
+// OPTJIT_PARALLEL_COMPILE=0 compiles them one after the other (to measure, or to keep a
+// constrained machine to one core).
 std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelRequest>& requests) {
     std::vector<std::shared_ptr<const Kernel>> out(requests.size());
-    if (requests.size() <= 1) {
+    const char* parallel = std::getenv("OPTJIT_PARALLEL_COMPILE");
+    if (requests.size() <= 1 || (parallel && std::string(parallel) == "0")) {
         for (size_t k = 0; k < requests.size(); ++k) out[k] = KernelCache::global().get(requests[k]);
         return out;
     }
