@@ -350,6 +350,19 @@ struct CheckpointFixture {
     }
 };
 
+// bf16 values that differ by at most one unit in the last place: reductions add with atomics,
+// so two runs' norms (and the clipped gradients) may round apart.
+inline void check_bf16_close(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+    REQUIRE(a.size() == b.size());
+    size_t apart = 0;
+    for (size_t i = 0; i + 1 < a.size(); i += 2) {
+        const int x = int(a[i]) | int(a[i + 1]) << 8, y = int(b[i]) | int(b[i + 1]) << 8;
+        if (x != y) ++apart;
+        CHECK_MESSAGE(std::abs(x - y) <= 1, "element ", i / 2, ": bf16 bits ", x, " and ", y);
+    }
+    CHECK(apart * 100 <= a.size() / 2);  // a few, not most
+}
+
 inline std::map<std::string, StateStorage> q8_with_rank1() {
     std::string error;
     return {{"m", *parse_state_storage("q8s", &error)}, {"v", *parse_state_storage("q4u:128:rank1", &error)}};
@@ -538,6 +551,58 @@ inline void check_checkpoint_conversions(Device device) {
         // The first group's states were not converted: bytes as saved.
         CHECK(state_bytes(loaded, device, 0, 1, "m") == state_bytes(saved, device, 0, 1, "m"));
         CHECK(loaded.step_count() == 2);
+    }
+}
+
+
+// Parameters and gradients that start 2 bytes past a 16-byte boundary (views into a flat
+// buffer) take the reduction passes' element-by-element path on the GPU (no vector loads):
+// LAMB, clipped (two reduction passes) and with 8-bit states, over them steps as over aligned
+// copies of the same values, within what the order of a reduction's additions changes (one bf16
+// unit), with the same gradient norm to 1e-5.
+inline void check_unaligned_tensors_reduce_as_aligned(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    const std::vector<int64_t> sizes = {5000, 70001, 4099};
+    std::vector<std::unique_ptr<TestParam>> aligned, shifted;
+    ParamGroup aligned_group, shifted_group;
+    std::string error;
+    const std::map<std::string, StateStorage> formats = {{"m", *parse_state_storage("q8s", &error)}, {"v", *parse_state_storage("q8u", &error)}};
+    aligned_group.states = shifted_group.states = formats;
+    // The shifted copy of tensor t's data and gradient: the aligned one's bytes, 2 bytes in.
+    auto copy_shifted = [&](size_t t, bool gradient) {
+        DeviceBytes& from = gradient ? *aligned[t]->grad : *aligned[t]->data;
+        DeviceBytes& to = gradient ? *shifted[t]->grad : *shifted[t]->data;
+        std::memcpy(to.host.data() + 2, from.host.data(), size_t(sizes[t]) * 2);
+        to.upload();
+    };
+    for (size_t t = 0; t < sizes.size(); ++t) {
+        aligned.push_back(std::make_unique<TestParam>(device, std::vector<int64_t>{sizes[t]}, DType::BF16, DType::BF16, seed, t));
+        shifted.push_back(std::make_unique<TestParam>(device, std::vector<int64_t>{sizes[t] + 1}, DType::BF16, DType::BF16, seed, t));
+        copy_shifted(t, false);
+        aligned_group.params.push_back(aligned[t]->parameter("w" + std::to_string(t)));
+        Parameter p = shifted[t]->parameter("w" + std::to_string(t));
+        p.data += 2;
+        p.grad += 2;
+        p.shape = {sizes[t]};
+        shifted_group.params.push_back(p);
+    }
+    OptimizerOptions options;
+    options.max_grad_norm = 1;
+    Optimizer a(load_example("lamb"), {aligned_group}, options), b(load_example("lamb"), {shifted_group}, options);
+    for (int64_t step = 1; step <= 3; ++step) {
+        INFO("step ", step);
+        for (size_t t = 0; t < sizes.size(); ++t) {
+            aligned[t]->set_gradient(step);
+            copy_shifted(t, true);
+        }
+        a.step();
+        b.step();
+        CHECK(std::abs(a.grad_norm() - b.grad_norm()) <= 1e-5 * a.grad_norm());
+        for (size_t t = 0; t < sizes.size(); ++t) {
+            std::vector<uint8_t> got = read_bytes(device, shifted[t]->data->address() + 2, size_t(sizes[t]) * 2);
+            check_bf16_close(aligned[t]->values(), got);
+        }
     }
 }
 

@@ -677,23 +677,15 @@ TEST_CASE("gpu: optimizer: a captured step replayed with 10 learning rates equal
     cuda::stream_destroy(stream);
 }
 
-// bf16 values that differ by at most one unit in the last place: reductions add with atomics,
-// so two runs' norms (and the clipped gradients) may round apart.
-static void check_bf16_close(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
-    REQUIRE(a.size() == b.size());
-    size_t apart = 0;
-    for (size_t i = 0; i + 1 < a.size(); i += 2) {
-        const int x = int(a[i]) | int(a[i + 1]) << 8, y = int(b[i]) | int(b[i + 1]) << 8;
-        if (x != y) ++apart;
-        CHECK_MESSAGE(std::abs(x - y) <= 1, "element ", i / 2, ": bf16 bits ", x, " and ", y);
-    }
-    CHECK(apart * 100 <= a.size() / 2);  // a few, not most
-}
-
 // Capturable mode with reductions: clipping by the global norm and the non-finite policy in a
 // captured step (the slots zeroed by an async memset, the reduction pass reading the scalar
 // block), replayed with new learning rates, against eager steps of the same options. A NaN in
 // step 3's gradient skips that step in both.
+TEST_CASE("gpu: optimizer: unaligned tensors reduce as aligned ones (LAMB, clipped, 8-bit states)") {
+    REQUIRE_GPU();
+    check_unaligned_tensors_reduce_as_aligned(Device::Cuda);
+}
+
 TEST_CASE("gpu: optimizer: a captured step with clipping and the non-finite policy equals eager steps") {
     REQUIRE_GPU();
     const uint64_t seed = test_seed();

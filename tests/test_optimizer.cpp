@@ -18,6 +18,10 @@ TEST_CASE("optimizer: one launch over many tensors equals a launch per tensor, b
     check_multi_tensor_equals_per_tensor(Device::Host);
 }
 
+TEST_CASE("optimizer: unaligned tensors reduce as aligned ones (LAMB, clipped, 8-bit states)") {
+    check_unaligned_tensors_reduce_as_aligned(Device::Host);
+}
+
 TEST_CASE("optimizer: groups keep their own hyper-parameters and state formats") { check_groups_are_independent(Device::Host); }
 
 TEST_CASE("optimizer: shards with global offsets step exactly as the whole tensor") { check_shards_step_as_the_whole_tensor(Device::Host); }
