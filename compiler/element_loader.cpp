@@ -74,20 +74,18 @@ std::vector<ElementValues> ElementLoader::load_run(llvm::IRBuilder<>& b, llvm::V
             if (!codec->storage().rank1)
                 block_scale = invariant_load(b, b.getFloatTy(), b.CreateGEP(b.getFloatTy(), scales_[s], b.CreateUDiv(i, b.getInt64(codec->storage().block))), 4);
             auto scale_of = [&](int k) { return block_scale ? block_scale : rank1_scale(int(s), b.CreateAdd(i, b.getInt64(k))); };
+            // Element k's code: byte k, or for 4-bit codes the high nibble of byte k / 2 when k is
+            // even; its i32 word of the run, and its place in the word.
+            const uint32_t mask = four ? 15u : 255u;
+            auto bit_of = [&](int k) { return four ? unsigned(8 * (k / 2) + (k % 2 == 0 ? 4 : 0)) : unsigned(8 * k); };
+            auto word_of = [&](int k) { return b.CreateTrunc(b.CreateLShr(codes, uint64_t(bit_of(k) / 32 * 32)), b.getInt32Ty()); };
+            auto code_of = [&](int k) { return b.CreateAnd(b.CreateLShr(word_of(k), bit_of(k) % 32), b.getInt32(mask)); };
             for (int k = 0; k < count; ++k) {
-                // Element k's code: byte k, or for 4-bit codes the high nibble of byte k / 2 when k is even.
-                const unsigned bit = four ? unsigned(8 * (k / 2) + (k % 2 == 0 ? 4 : 0)) : unsigned(8 * k);
-                llvm::Value* word = b.CreateTrunc(b.CreateLShr(codes, uint64_t(bit / 32 * 32)), b.getInt32Ty());
-                const uint32_t mask = four ? 15u : 255u;
                 if (codec->has_lookup()) {
-                    values.push_back(codec->decode_field(b, word, bit % 32, mask, scale_of(k)));
-                } else if (k % 2 == 0) {
-                    auto code = [&](int e) {
-                        const unsigned at = unsigned(8 * e);
-                        return b.CreateAnd(b.CreateLShr(b.CreateTrunc(b.CreateLShr(codes, uint64_t(at / 32 * 32)), b.getInt32Ty()), at % 32), b.getInt32(mask));
-                    };
-                    auto [v0, v1] = block_scale ? codec->decode_pair(b, code(k), code(k + 1), block_scale)
-                                                : std::pair{codec->decode(b, code(k), scale_of(k)), codec->decode(b, code(k + 1), scale_of(k + 1))};
+                    values.push_back(codec->decode_field(b, word_of(k), bit_of(k) % 32, mask, scale_of(k)));
+                } else if (k % 2 == 0) {  // fp8: pairs, which sm_89+ converts in one instruction
+                    auto [v0, v1] = block_scale ? codec->decode_pair(b, code_of(k), code_of(k + 1), block_scale)
+                                                : std::pair{codec->decode(b, code_of(k), scale_of(k)), codec->decode(b, code_of(k + 1), scale_of(k + 1))};
                     values.push_back(v0);
                     values.push_back(v1);
                 }

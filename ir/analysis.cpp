@@ -129,7 +129,7 @@ std::vector<int> reduction_levels(const Program& program) {
     const std::vector<std::set<std::string>> inputs = reduction_inputs(program);
     std::vector<size_t> order(list.size());
     for (size_t k = 0; k < order.size(); ++k) order[k] = k;
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return level[a] > level[b]; });
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return level[a] != level[b] ? level[a] > level[b] : a < b; });
     for (size_t k : order) {
         int latest = levels;
         for (size_t d = 0; d < list.size(); ++d)
