@@ -96,17 +96,27 @@ struct Optimizer::Impl {
         StateBuffer buffer;  // its addresses, once allocated
     };
     void allocate_states(std::vector<PlannedState>& planned);
-    void build(size_t g);
+    // A group is built in two halves around the compile of every group's kernels (which then
+    // compile concurrently): plan() checks its parameters, allocates their states and adds its
+    // launches, with the requests for their kernels; finish() builds the launches' tables.
+    struct PlannedGroup {
+        size_t first_launch = 0;
+        std::vector<std::vector<TensorArgs>> tensors_of;  // per launch of the group
+        std::vector<std::vector<size_t>> params_of;       // and the parameter of each of its rows
+        std::vector<KernelRequest> requests;              // and its kernel
+    };
+    PlannedGroup plan(size_t g);
+    void finish(size_t g, const PlannedGroup& planned);
 };
 
 namespace {
 
-// The kernels of `requests` from the global cache, compiled concurrently where there are
-// several: a cold start then waits for the slowest compile (a quantized kernel's, most of it
-// the driver's), not for the sum. Workers load GPU modules in the caller's CUDA context.
+// The kernels of distinct `requests` from the global cache, compiled concurrently: a cold
+// start then waits for the slowest compile (a quantized kernel's, most of it the driver's),
+// not for the sum. Workers load GPU modules in the caller's CUDA context.
 // OPTJIT_PARALLEL_COMPILE=0 compiles them one after the other (to measure, or to keep a
 // constrained machine to one core).
-std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelRequest>& requests) {
+std::vector<std::shared_ptr<const Kernel>> compile_concurrently(const std::vector<KernelRequest>& requests) {
     std::vector<std::shared_ptr<const Kernel>> out(requests.size());
     const char* parallel = std::getenv("OPTJIT_PARALLEL_COMPILE");
     if (requests.size() <= 1 || (parallel && std::string(parallel) == "0")) {
@@ -135,6 +145,23 @@ std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelR
         }
     }
     if (failure) std::rethrow_exception(failure);
+    return out;
+}
+
+// The kernel of every request (every launch of every group), each distinct one compiled once:
+// groups with the same formats and options ask for the same kernel.
+std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelRequest>& all) {
+    std::vector<KernelRequest> requests;
+    std::vector<size_t> which(all.size());
+    std::map<std::string, size_t> seen;
+    for (size_t k = 0; k < all.size(); ++k) {
+        auto [it, added] = seen.try_emplace(cache_key(lower(all[k])), requests.size());
+        if (added) requests.push_back(all[k]);
+        which[k] = it->second;
+    }
+    std::vector<std::shared_ptr<const Kernel>> distinct = compile_concurrently(requests);
+    std::vector<std::shared_ptr<const Kernel>> out;
+    for (size_t k : which) out.push_back(distinct[k]);
     return out;
 }
 
@@ -193,17 +220,15 @@ void Optimizer::Impl::allocate_states(std::vector<PlannedState>& planned) {
     }
 }
 
-void Optimizer::Impl::build(size_t g) {
+Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
     const ParamGroup& group = groups[g];
     std::string storage_error = check_storage(StorageSignature{DType::F32, DType::F32, group.states}, program);
     if (!storage_error.empty()) throw std::invalid_argument(fmt::format("group {}: {}", g, storage_error));
     check_hypers(hypers[g]);
     // Launches of this group by device and storage text ("p=bf16 g=bf16 m=q8s:256 v=q8u:256").
     std::map<std::pair<Device, std::string>, size_t> launch_of;
-    const size_t first_launch = launches.size();
-    std::vector<std::vector<TensorArgs>> tensors_of;  // per launch of this group
-    std::vector<std::vector<size_t>> params_of;       // and the parameter of each of its rows
-    std::vector<KernelRequest> requests;              // and its kernel
+    PlannedGroup out;
+    out.first_launch = launches.size();
     // Every parameter checked and its states planned, then allocated together.
     std::vector<StorageSignature> storage_of;
     std::vector<PlannedState> planned;
@@ -270,23 +295,25 @@ void Optimizer::Impl::build(size_t g) {
             request.options.fast_math = options.fast_math;
             request.options.stochastic_rounding = group.stochastic_rounding;
             request.options.capturable = options.capturable && p.device == Device::Cuda;
-            requests.push_back(std::move(request));
+            out.requests.push_back(std::move(request));
             launches.push_back(std::move(l));
-            tensors_of.emplace_back();
-            params_of.emplace_back();
+            out.tensors_of.emplace_back();
+            out.params_of.emplace_back();
         }
-        tensors_of[it->second - first_launch].push_back(args);
-        params_of[it->second - first_launch].push_back(i);
+        out.tensors_of[it->second - out.first_launch].push_back(args);
+        out.params_of[it->second - out.first_launch].push_back(i);
     }
-    std::vector<std::shared_ptr<const Kernel>> kernels = get_kernels(requests);
-    for (size_t k = 0; k < kernels.size(); ++k) launches[first_launch + k].kernel = std::move(kernels[k]);
+    return out;
+}
+
+void Optimizer::Impl::finish(size_t g, const PlannedGroup& planned) {
     blocks.emplace_back();
-    for (size_t k = 0; k < tensors_of.size(); ++k) {
-        Launch& l = launches[first_launch + k];
+    for (size_t k = 0; k < planned.tensors_of.size(); ++k) {
+        Launch& l = launches[planned.first_launch + k];
         try {
-            l.table = build_table(*l.kernel, tensors_of[k]);
+            l.table = build_table(*l.kernel, planned.tensors_of[k]);
         } catch (const TableError& e) {  // name the parameter, not a row of the table
-            throw std::invalid_argument(fmt::format("{}: {}", where(g, params_of[k][e.tensor]), e.reason));
+            throw std::invalid_argument(fmt::format("{}: {}", where(g, planned.params_of[k][e.tensor]), e.reason));
         }
         if (l.device == Device::Cuda) {
             l.device_table = std::make_unique<DeviceMemory>(Device::Cuda, l.table.words.size() * 8);
@@ -310,12 +337,18 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
     m.program = apply_gradient_policies(m.program, {m.options.maximize, m.options.max_grad_norm, m.options.skip_nonfinite});
     m.groups = std::move(groups);
     m.check_hypers(m.options.hypers);
+    std::vector<Impl::PlannedGroup> planned;
+    std::vector<KernelRequest> requests;  // every launch's, in the order of m.launches
     for (size_t g = 0; g < m.groups.size(); ++g) {
         std::map<std::string, double> values = m.options.hypers;
         for (const auto& [name, value] : m.groups[g].hypers) values[name] = value;
         m.hypers.push_back(values);
-        m.build(g);
+        planned.push_back(m.plan(g));
+        requests.insert(requests.end(), planned.back().requests.begin(), planned.back().requests.end());
     }
+    std::vector<std::shared_ptr<const Kernel>> compiled = get_kernels(requests);
+    for (size_t k = 0; k < compiled.size(); ++k) m.launches[k].kernel = std::move(compiled[k]);
+    for (size_t g = 0; g < m.groups.size(); ++g) m.finish(g, planned[g]);
     std::vector<const Kernel*> kernels;
     for (const Impl::Launch& l : m.launches) kernels.push_back(l.kernel.get());
     m.passes = step_passes(kernels);

@@ -154,3 +154,25 @@ TEST_CASE("checkpoint: every rejected checkpoint is refused with a sentence befo
 TEST_CASE("checkpoint: a change of format or block size converts through dequantize and requantize, when asked") {
     check_checkpoint_conversions(Device::Host);
 }
+
+// Construction compiles every group's kernels together, each distinct kernel once: two groups
+// with the same formats share one compile, a third with other formats adds one.
+TEST_CASE("optimizer: groups that need the same kernel compile it once") {
+    const uint64_t seed = test_seed();
+    // A program of its own, so that no earlier test has compiled its kernels.
+    Program program = Optimizer::from_text("optimizer compile_once_" + std::to_string(seed % 1000000) +
+                                               "\n  hyper lr = 0.1\n  state m = 0\n  update\n    m = lerp(m, g, 0.1)\n    p = p - lr * m\n",
+                                           {})
+                          .program();
+    std::vector<std::unique_ptr<TestParam>> params;
+    std::vector<ParamGroup> groups(3);
+    for (size_t t = 0; t < 3; ++t) {
+        params.push_back(std::make_unique<TestParam>(Device::Host, std::vector<int64_t>{5000}, DType::F32, DType::F32, seed, t));
+        groups[t].params = {params[t]->parameter("w" + std::to_string(t))};
+    }
+    groups[2].states = {{"m", StateStorage{StateFormat::BF16}}};
+    const int before = KernelCache::global().stats().compiles;
+    Optimizer optimizer(program, groups);
+    CHECK(KernelCache::global().stats().compiles - before == 2);
+    optimizer.step();
+}
