@@ -70,7 +70,7 @@ public:
         });
         b_.CreateRetVoid();
         if (has_statistics_pass(spec_)) statistics_kernel();
-        for (int level = 1; level <= reduction_level_count(spec_.lowered); ++level) reduction_kernel(level);
+        for (int level = 1, levels = reduction_level_count(spec_.lowered); level <= levels; ++level) reduction_kernel(level);
     }
 
 private:

@@ -82,7 +82,7 @@ public:
 
         body();
         if (has_statistics_pass(spec_)) statistics_kernel();
-        for (int level = 1; level <= reduction_level_count(prog); ++level) reduction_kernel(level);
+        for (int level = 1, levels = reduction_level_count(prog); level <= levels; ++level) reduction_kernel(level);
         if (spec_.options.capturable) emit_scalars_kernel(module_, spec_);
     }
 

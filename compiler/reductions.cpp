@@ -135,8 +135,12 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
             level > 1 ? emit_reduction_values(b, spec, walk.global_slots, walk.tensor_slots, chunk.tensor, level) : std::vector<llvm::Value*>{};
         llvm::Value* n = chunk.word(layout.n());
         llvm::Value* lo = b.CreateAdd(chunk.first_element, b.CreateMul(lanes.lane, b.getInt64(walk.run)));  // the lane's first element
-        // Element j of the lane: run j / run, place j % run in it.
-        auto element = [&](int64_t j) { return b.CreateAdd(lo, b.getInt64(j / walk.run * walk.lane_count * walk.run + j % walk.run)); };
+        // Element j (i64) of the lane: run j / run, place j % run in it (constants fold).
+        auto element_at = [&](llvm::Value* j) {
+            llvm::Value* runs = b.CreateUDiv(j, b.getInt64(walk.run));
+            return b.CreateAdd(lo, b.CreateAdd(b.CreateMul(runs, b.getInt64(walk.lane_count * walk.run)), b.CreateURem(j, b.getInt64(walk.run))));
+        };
+        auto element = [&](int64_t j) { return element_at(b.getInt64(j)); };
         // Rank-1 states decode with their stored statistics.
         std::vector<std::unique_ptr<Rank1Statistics>> rank1(prog.states.size());
         for (size_t s = 0; s < prog.states.size(); ++s)
@@ -206,11 +210,6 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         llvm::PHINode* j = b.CreatePHI(b.getInt64Ty(), 2, "j");
         j->addIncoming(b.getInt64(0), partial);
         std::vector<llvm::Value*> acc = phis({{start, partial}});
-        // Element j of the lane (element()'s mapping with j a value).
-        auto element_at = [&](llvm::Value* jv) {
-            llvm::Value* runs = b.CreateUDiv(jv, b.getInt64(walk.run));
-            return b.CreateAdd(lo, b.CreateAdd(b.CreateMul(runs, b.getInt64(walk.lane_count * walk.run)), b.CreateURem(jv, b.getInt64(walk.run))));
-        };
         llvm::Value* i = element_at(j);
         std::vector<llvm::Value*> next = accumulate(i, acc);
         llvm::BasicBlock* loop_end = b.GetInsertBlock();
@@ -235,7 +234,7 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
 std::vector<llvm::Value*> emit_reduction_values(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* global_slots,
                                                 llvm::Value* tensor_slots, llvm::Value* tensor, int below_level) {
     std::vector<llvm::Value*> out;
-    const std::vector<int> levels = reduction_levels(spec.lowered);
+    const std::vector<int> levels = below_level > 0 ? reduction_levels(spec.lowered) : std::vector<int>{};
     for (const Reduction& r : reductions(spec.lowered)) {
         if (below_level > 0 && levels[out.size()] >= below_level) {
             out.push_back(nullptr);

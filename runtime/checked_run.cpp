@@ -420,21 +420,22 @@ RunSummary run_steps(const RunOptions& o) {
             // Every launch's reduction passes, level by level, then every launch's update
             // (runtime/step_reductions.h).
             std::vector<const Kernel*> kernels;
-            for (auto& [signature, l] : launches) kernels.push_back(l.kernel.get());
+            std::vector<std::vector<float>> scalars;
+            for (auto& [signature, l] : launches) {
+                kernels.push_back(l.kernel.get());
+                scalars.push_back(launch_scalars(*l.kernel, o.hypers, step));
+            }
             step_reductions->clear(nullptr);
             for (LaunchPass pass : step_passes(kernels)) {
                 size_t index = 0;
                 for (auto& [signature, l] : launches) {
-                    if (!has_pass(*l.kernel, pass)) {
-                        ++index;
-                        continue;
-                    }
-                    std::vector<float> scalars = launch_scalars(*l.kernel, o.hypers, step);
-                    ReductionSlots slots = step_reductions->slots(index++);
+                    const ReductionSlots slots = step_reductions->slots(index);
+                    const std::vector<float>& launch = scalars[index++];
+                    if (!has_pass(*l.kernel, pass)) continue;
                     if (gpu)
-                        launch_cuda(*l.kernel, l.device_table->device.get(), l.table, scalars, nullptr, o.seed, slots, pass);
+                        launch_cuda(*l.kernel, l.device_table->device.get(), l.table, launch, nullptr, o.seed, slots, pass);
                     else
-                        launch_host(*l.kernel, l.table, scalars, ThreadPool::global(), o.seed, slots, pass);
+                        launch_host(*l.kernel, l.table, launch, ThreadPool::global(), o.seed, slots, pass);
                 }
             }
         }

@@ -119,6 +119,8 @@ std::shared_ptr<const Kernel> KernelCache::get(const KernelRequest& request) {
     auto t0 = Clock::now();
     KernelSpec spec = lower(request);
     std::string key = cache_key(spec);
+    std::promise<std::shared_ptr<const Kernel>> built;
+    std::shared_future<std::shared_ptr<const Kernel>> other;  // another thread's compile of this key
     {
         std::lock_guard lock(mutex_);
         auto it = memory_.find(key);
@@ -126,12 +128,28 @@ std::shared_ptr<const Kernel> KernelCache::get(const KernelRequest& request) {
             ++stats_.memory_hits;
             return it->second;
         }
+        auto [in_progress, first] = building_.try_emplace(key, built.get_future().share());
+        if (!first) {
+            other = in_progress->second;
+            ++stats_.memory_hits;
+        }
     }
-    std::shared_ptr<Kernel> kernel = build(request, std::move(spec), key);
+    if (other.valid()) return other.get();  // waited for without the lock (its exception, if it failed)
+    std::shared_ptr<const Kernel> kernel;
+    try {
+        kernel = build(request, std::move(spec), key);
+    } catch (...) {
+        std::lock_guard lock(mutex_);
+        building_.erase(key);
+        built.set_exception(std::current_exception());
+        throw;
+    }
     std::lock_guard lock(mutex_);
-    auto [it, inserted] = memory_.emplace(key, kernel);
+    memory_.emplace(key, kernel);
+    building_.erase(key);
+    built.set_value(kernel);
     debug_log(fmt::format("kernel {} ready in {:.2f} ms", key, ms_since(t0)));
-    return it->second;
+    return kernel;
 }
 
 std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelSpec spec, const std::string& key) {
@@ -169,7 +187,7 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
             kernel->gpu_statistics_blocks_per_sm =
                 std::max(1, cuda::occupancy(kernel->cuda_statistics_function, gpu_threads_per_block(kernel->spec())));
         }
-        for (int level = 1; level <= reduction_level_count(kernel->spec().lowered); ++level) {
+        for (int level = 1, levels = reduction_level_count(kernel->spec().lowered); level <= levels; ++level) {
             kernel->cuda_reductions_functions.push_back(cuda::get_function(kernel->cuda_module, reductions_symbol(kernel->spec(), level)));
             kernel->gpu_reductions_blocks_per_sm.push_back(
                 std::max(1, cuda::occupancy(kernel->cuda_reductions_functions.back(), gpu_threads_per_block(kernel->spec()))));

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,8 +71,10 @@ public:
     static KernelCache& global();
     static std::string default_disk_dir();
 
-    // The kernel for `request`, compiled if needed. Throws std::invalid_argument for what the
-    // request asks that optjit cannot do, cuda::CudaError for GPU failures.
+    // The kernel for `request`, compiled if needed. Thread-safe: callers asking for a kernel
+    // that another thread is compiling wait for that compile (one compile a key). Throws
+    // std::invalid_argument for what the request asks that optjit cannot do, cuda::CudaError for
+    // GPU failures.
     std::shared_ptr<const Kernel> get(const KernelRequest& request);
     CacheStats stats() const;
     const std::string& disk_dir() const { return disk_dir_; }
@@ -84,6 +87,7 @@ private:
     std::string disk_dir_;
     mutable std::mutex mutex_;
     std::map<std::string, std::shared_ptr<const Kernel>> memory_;
+    std::map<std::string, std::shared_future<std::shared_ptr<const Kernel>>> building_;  // compiles in progress
     CacheStats stats_;
 };
 

@@ -86,14 +86,13 @@ struct Optimizer::Impl {
     void check_hypers(const std::map<std::string, double>& values) const {
         hyper_values(program, values);  // throws naming an unknown hyper-parameter
     }
-    // One state of a parameter, planned before the group's allocation.
+    // One state of a parameter, planned before the group's allocation: its buffer's format and
+    // sizes, then its addresses.
     struct PlannedState {
-        size_t param, state;
+        size_t state;
         Device device;
-        StateStorage storage;
         int64_t n, offset, columns;
-        StateLayout layout;
-        StateBuffer buffer;  // its addresses, once allocated
+        StateBuffer buffer;
     };
     void allocate_states(std::vector<PlannedState>& planned);
     // A group is built in two halves around the compile of every group's kernels (which then
@@ -111,12 +110,13 @@ struct Optimizer::Impl {
 
 namespace {
 
-// The kernels of distinct `requests` from the global cache, compiled concurrently: a cold
-// start then waits for the slowest compile (a quantized kernel's, most of it the driver's),
-// not for the sum. Workers load GPU modules in the caller's CUDA context.
+// The kernels of `requests` (every launch of every group) from the global cache, compiled
+// concurrently: a cold start then waits for the slowest compile (a quantized kernel's, most of
+// it the driver's), not for the sum; groups that ask for the same kernel wait for one compile
+// (KernelCache::get). Workers load GPU modules in the caller's CUDA context.
 // OPTJIT_PARALLEL_COMPILE=0 compiles them one after the other (to measure, or to keep a
 // constrained machine to one core).
-std::vector<std::shared_ptr<const Kernel>> compile_concurrently(const std::vector<KernelRequest>& requests) {
+std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelRequest>& requests) {
     std::vector<std::shared_ptr<const Kernel>> out(requests.size());
     const char* parallel = std::getenv("OPTJIT_PARALLEL_COMPILE");
     if (requests.size() <= 1 || (parallel && std::string(parallel) == "0")) {
@@ -148,22 +148,6 @@ std::vector<std::shared_ptr<const Kernel>> compile_concurrently(const std::vecto
     return out;
 }
 
-// The kernel of every request (every launch of every group), each distinct one compiled once:
-// groups with the same formats and options ask for the same kernel.
-std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelRequest>& all) {
-    std::vector<KernelRequest> requests;
-    std::vector<size_t> which(all.size());
-    std::map<std::string, size_t> seen;
-    for (size_t k = 0; k < all.size(); ++k) {
-        auto [it, added] = seen.try_emplace(cache_key(lower(all[k])), requests.size());
-        if (added) requests.push_back(all[k]);
-        which[k] = it->second;
-    }
-    std::vector<std::shared_ptr<const Kernel>> distinct = compile_concurrently(requests);
-    std::vector<std::shared_ptr<const Kernel>> out;
-    for (size_t k : which) out.push_back(distinct[k]);
-    return out;
-}
 
 }  // namespace
 
@@ -174,10 +158,10 @@ std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelR
 void Optimizer::Impl::allocate_states(std::vector<PlannedState>& planned) {
     constexpr size_t kAlign = 256;
     auto aligned = [](size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; };
-    // A slice: its state, whether it is the scales, and the byte it starts as (-1: encoded from
-    // the initial value).
+    // A slice: its planned state, whether it is the scales, and the byte it starts as (-1:
+    // encoded from the initial value).
     struct Slice {
-        size_t state;
+        size_t planned;
         bool scales;
         int fill;
         size_t bytes, at = 0;
@@ -188,19 +172,19 @@ void Optimizer::Impl::allocate_states(std::vector<PlannedState>& planned) {
             const PlannedState& s = planned[k];
             if (s.device != device) continue;
             const bool zero = program.states[s.state].init == 0;  // scale 0: every code reads back as exactly 0
-            slices.push_back({k, false, zero ? int(zero_code_byte(s.storage.format)) : -1, s.layout.value_bytes});
-            if (s.layout.scale_bytes) slices.push_back({k, true, zero ? 0 : -1, s.layout.scale_bytes});
+            slices.push_back({k, false, zero ? int(zero_code_byte(s.buffer.storage.format)) : -1, s.buffer.value_bytes});
+            if (s.buffer.scale_bytes) slices.push_back({k, true, zero ? 0 : -1, s.buffer.scale_bytes});
         }
         if (slices.empty()) continue;
         std::sort(slices.begin(), slices.end(), [](const Slice& a, const Slice& b) {
-            return a.fill != b.fill ? a.fill > b.fill : std::pair(a.state, a.scales) < std::pair(b.state, b.scales);
+            return a.fill != b.fill ? a.fill > b.fill : std::pair(a.planned, a.scales) < std::pair(b.planned, b.scales);
         });
         size_t total = 0;
         for (Slice& s : slices) s.at = total, total += aligned(s.bytes);
         memory.push_back(std::make_unique<DeviceMemory>(device, total));
         const uint64_t base = memory.back()->address();
         for (const Slice& s : slices) {
-            StateBuffer& b = planned[s.state].buffer;
+            StateBuffer& b = planned[s.planned].buffer;
             (s.scales ? b.scales : b.values) = base + s.at;
         }
         // One fill for each run of slices that start as the same byte.
@@ -212,10 +196,11 @@ void Optimizer::Impl::allocate_states(std::vector<PlannedState>& planned) {
         }
         for (const Slice& s : slices) {
             if (s.fill >= 0 || s.scales) continue;
-            const PlannedState& p = planned[s.state];
-            StateBytes bytes = encode_state(p.storage, std::vector<float>(size_t(p.n), float(program.states[p.state].init)), p.offset, p.columns);
-            copy_to_device(device, p.buffer.values, bytes.values.data(), p.layout.value_bytes);
-            if (p.layout.scale_bytes) copy_to_device(device, p.buffer.scales, bytes.scales.data(), p.layout.scale_bytes);
+            const PlannedState& p = planned[s.planned];
+            const StateBuffer& b = p.buffer;
+            StateBytes bytes = encode_state(b.storage, std::vector<float>(size_t(p.n), float(program.states[p.state].init)), p.offset, p.columns);
+            copy_to_device(device, b.values, bytes.values.data(), b.value_bytes);
+            if (b.scale_bytes) copy_to_device(device, b.scales, bytes.scales.data(), b.scale_bytes);
         }
     }
 }
@@ -257,7 +242,7 @@ Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
             buffer.storage = st;
             buffer.value_bytes = layout.value_bytes;
             buffer.scale_bytes = layout.scale_bytes;
-            planned.push_back({i, s, p.device, st, n, p.offset, last_dimension(p), layout, buffer});
+            planned.push_back({s, p.device, n, p.offset, last_dimension(p), buffer});
         }
     }
     allocate_states(planned);

@@ -677,15 +677,15 @@ TEST_CASE("gpu: optimizer: a captured step replayed with 10 learning rates equal
     cuda::stream_destroy(stream);
 }
 
-// Capturable mode with reductions: clipping by the global norm and the non-finite policy in a
-// captured step (the slots zeroed by an async memset, the reduction pass reading the scalar
-// block), replayed with new learning rates, against eager steps of the same options. A NaN in
-// step 3's gradient skips that step in both.
 TEST_CASE("gpu: optimizer: unaligned tensors reduce as aligned ones (LAMB, clipped, 8-bit states)") {
     REQUIRE_GPU();
     check_unaligned_tensors_reduce_as_aligned(Device::Cuda);
 }
 
+// Capturable mode with reductions: clipping by the global norm and the non-finite policy in a
+// captured step (the slots zeroed by an async memset, the reduction pass reading the scalar
+// block), replayed with new learning rates, against eager steps of the same options. A NaN in
+// step 3's gradient skips that step in both.
 TEST_CASE("gpu: optimizer: a captured step with clipping and the non-finite policy equals eager steps") {
     REQUIRE_GPU();
     const uint64_t seed = test_seed();
