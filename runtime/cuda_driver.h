@@ -100,10 +100,13 @@ private:
 
 // Loads a cubin or PTX image (`name` says which kernel, in errors); throws CudaError with the
 // driver's log (ptxas's errors verbatim for PTX). PTX is compiled as a whole program, which
-// the driver caches by itself (its JIT cache, ~/.nv/ComputeCache). Not through cuLink: a
-// linked module is compiled as relocatable code, which cost the quantized kernels a quarter
-// more registers (96 -> 128 for q8 AdamW) and a block per multiprocessor.
-Module load_module(const std::string& image, const std::string& name);
+// the driver caches by itself (its JIT cache, ~/.nv/ComputeCache). `compile_ms`, if given,
+// receives the time the driver spent compiling (0 from its cache); the call can take longer,
+// because the driver compiles one module at a time in a process (measured on the H200's CUDA
+// 13 driver: a second thread's load waits for the first's compile). Not through cuLink, which
+// does compile concurrently but as relocatable code: a quarter more registers for the
+// quantized kernels (96 -> 128 for q8 AdamW, 146 by ptxas -c) and a block per multiprocessor.
+Module load_module(const std::string& image, const std::string& name, float* compile_ms = nullptr);
 void unload_module(Module m);
 Function get_function(Module m, const std::string& name);
 // Launches with kernel parameters given as an array of pointers to each argument.
