@@ -34,8 +34,11 @@ std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
     if (!t) throw std::runtime_error(fmt::format("LLVM has no target for {}: {}", triple, error));
     llvm::TargetOptions options;
     auto reloc = target.is_gpu() ? std::optional<llvm::Reloc::Model>() : std::optional(llvm::Reloc::PIC_);
-    std::unique_ptr<llvm::TargetMachine> machine(
-        t->createTargetMachine(triple, target.cpu(), target.features(), options, reloc, std::nullopt, llvm::CodeGenOptLevel::Aggressive));
+    // PTX at the default level is the same text as at the aggressive one (145 kernels of the
+    // library compared: every optimizer, state format and option) and is emitted in about half
+    // the time (H200 host, q8 AdamW: 28 against 47-54 ms, on the cold first step's path).
+    const auto level = target.is_gpu() ? llvm::CodeGenOptLevel::Default : llvm::CodeGenOptLevel::Aggressive;
+    std::unique_ptr<llvm::TargetMachine> machine(t->createTargetMachine(triple, target.cpu(), target.features(), options, reloc, std::nullopt, level));
     if (!machine) throw std::runtime_error(fmt::format("LLVM could not create a target machine for {}", target.name()));
     return machine;
 }
