@@ -11,6 +11,7 @@
 #include "compiler/codegen.h"
 #include "compiler/element_math.h"
 #include "ir/program.h"
+#include "passes/gradient_policies.h"
 
 namespace optjit {
 
@@ -65,8 +66,13 @@ void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec) {
     llvm::LLVMContext& ctx = module.getContext();
     llvm::IRBuilder<> b(ctx);
     const Program& prog = spec.lowered;
-    llvm::Type* block_ptr = llvm::PointerType::get(ctx, kNvptxGlobal);
-    auto* fn = llvm::Function::Create(llvm::FunctionType::get(b.getVoidTy(), {block_ptr}, false), llvm::GlobalValue::ExternalLinkage,
+    llvm::Type* global_ptr = llvm::PointerType::get(ctx, kNvptxGlobal);
+    const bool skips = skips_nonfinite_steps(prog);
+    const bool by_value = spec.options.hypers_by_value;
+    std::vector<llvm::Type*> params{global_ptr};
+    if (skips) params.push_back(global_ptr);
+    if (by_value) params.insert(params.end(), prog.hypers.size(), b.getDoubleTy());
+    auto* fn = llvm::Function::Create(llvm::FunctionType::get(b.getVoidTy(), params, false), llvm::GlobalValue::ExternalLinkage,
                                       scalars_symbol(spec), module);
     fn->setCallingConv(llvm::CallingConv::PTX_Kernel);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
@@ -76,12 +82,35 @@ void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec) {
     auto at = [&](size_t byte) { return b.CreateConstInBoundsGEP1_64(b.getInt8Ty(), block, byte); };
 
     Float64Scalars scalars(b, module);
-    llvm::Value* step = b.CreateFAdd(b.CreateAlignedLoad(b.getDoubleTy(), at(kScalarBlockStep), llvm::Align(8)),
-                                     llvm::ConstantFP::get(b.getDoubleTy(), 1));
-    b.CreateAlignedStore(step, at(kScalarBlockStep), llvm::Align(8));
+    llvm::Value* one = llvm::ConstantFP::get(b.getDoubleTy(), 1);
+    llvm::Value* taken = b.CreateAlignedLoad(b.getDoubleTy(), at(kScalarBlockStep), llvm::Align(8));
+    llvm::Value* step = b.CreateFAdd(taken, one);
+    if (skips) {
+        // The block counts the steps applied. The previous step is committed here, where its
+        // count of non-finite gradients is known and before this step clears it: 0 counts it,
+        // more than 0 (skipped) or -1 (no step since the count was set) does not. This step
+        // runs as step + 1 and is committed by the next.
+        llvm::Value* count = fn->getArg(1);
+        count->setName("nonfinite_count");
+        llvm::Value* previous = b.CreateAlignedLoad(b.getDoubleTy(), count, llvm::Align(8));
+        llvm::Value* applied = b.CreateFCmpOEQ(previous, llvm::ConstantFP::get(b.getDoubleTy(), 0));
+        taken = b.CreateSelect(applied, step, taken);
+        b.CreateAlignedStore(taken, at(kScalarBlockStep), llvm::Align(8));
+        step = b.CreateFAdd(taken, one);
+    } else {
+        b.CreateAlignedStore(step, at(kScalarBlockStep), llvm::Align(8));
+    }
     scalars.env[std::string(kStepName)] = step;
-    for (size_t i = 0; i < prog.hypers.size(); ++i)
+    for (size_t i = 0; i < prog.hypers.size(); ++i) {
+        if (by_value) {
+            llvm::Value* value = fn->getArg(unsigned(params.size() - prog.hypers.size() + i));
+            value->setName(prog.hypers[i].name);
+            b.CreateAlignedStore(value, at(scalar_block_hyper(i)), llvm::Align(8));  // as a capturable block holds them
+            scalars.env[prog.hypers[i].name] = value;
+            continue;
+        }
         scalars.env[prog.hypers[i].name] = b.CreateAlignedLoad(b.getDoubleTy(), at(scalar_block_hyper(i)), llvm::Align(8), prog.hypers[i].name);
+    }
     for (const Assign& a : prog.scalars) scalars.env[a.target] = scalars.emit(a.value);
     const std::vector<std::string> names = kernel_scalars(prog);
     for (size_t i = 0; i < names.size(); ++i)

@@ -50,6 +50,11 @@ struct CodegenOptions {
     // fills, incrementing the step (compiler/kernel_abi.h): a step can be captured in a CUDA
     // graph and replayed with hyper-parameters changed through the block.
     bool capturable = false;
+    // Capturable kernels only: NAME_scalars takes the hyper-parameters as arguments (float64,
+    // declaration order) and writes them into the block, instead of reading them from it. For
+    // eager steps whose step number the device keeps (programs that skip non-finite steps): a
+    // launch argument reaches the device with no copy and no synchronization.
+    bool hypers_by_value = false;
     friend bool operator==(const CodegenOptions&, const CodegenOptions&) = default;
 };
 

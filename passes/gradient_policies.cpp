@@ -72,6 +72,12 @@ Program skip_nonfinite_steps(Program program) {
     return program;
 }
 
+bool skips_nonfinite_steps(const Program& program) {
+    for (const Assign& a : program.update)
+        if (a.target == kNonfiniteGrads) return true;
+    return false;
+}
+
 Program apply_gradient_policies(Program program, const GradientPolicies& policies) {
     // Clipping after negating (the norm is the same), before the non-finite count, which is then
     // over the gradients as given.

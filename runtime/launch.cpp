@@ -10,6 +10,7 @@
 #include "ir/interpreter.h"
 #include "ir/quantization.h"
 #include "ir/semantics.h"
+#include "passes/gradient_policies.h"
 
 namespace optjit {
 
@@ -187,10 +188,21 @@ void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable&
     launch_cuda_with(kernel, table, shape, {&scalar_block}, stream, seed, slots, pass);
 }
 
-void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream) {
+void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream, cuda::DevicePtr nonfinite_count,
+                         const std::vector<double>& hypers) {
     if (!kernel.cuda_scalars_function) throw std::invalid_argument(fmt::format("kernel {} is not a capturable GPU kernel", kernel.key()));
-    void* params[] = {&scalar_block};
-    cuda::launch(kernel.cuda_scalars_function, 1, 1, params, stream);
+    const KernelSpec& spec = kernel.spec();
+    std::vector<void*> params{&scalar_block};
+    if (skips_nonfinite_steps(spec.lowered)) {
+        if (!nonfinite_count) throw std::invalid_argument(fmt::format("kernel {} skips non-finite steps: it needs the count's slot", kernel.key()));
+        params.push_back(&nonfinite_count);
+    }
+    if (spec.options.hypers_by_value) {
+        if (hypers.size() != spec.lowered.hypers.size())
+            throw std::invalid_argument(fmt::format("kernel {} takes {} hyper-parameters, not {}", kernel.key(), spec.lowered.hypers.size(), hypers.size()));
+        for (const double& h : hypers) params.push_back(const_cast<double*>(&h));
+    }
+    cuda::launch(kernel.cuda_scalars_function, 1, 1, params.data(), stream);
 }
 
 }  // namespace optjit

@@ -95,9 +95,12 @@ void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable&
 // The same for a capturable kernel, whose scalars are in the device's `scalar_block`
 // (compiler/kernel_abi.h); and the one-thread NAME_scalars that fills the block for a step
 // (once a step for every launch sharing the block: it counts the step). Asynchronous, with no
-// host work that a CUDA graph would not replay.
+// host work that a CUDA graph would not replay. Programs that skip non-finite steps pass the
+// address of the non-finite count's global slot (read before the step clears it), kernels
+// with hypers_by_value the hyper-parameters (compiler/kernel_abi.h).
 void launch_cuda(const Kernel& kernel, cuda::DevicePtr table, const TensorTable& shape, cuda::DevicePtr scalar_block,
                  cuda::Stream stream, uint64_t seed = 0, ReductionSlots slots = {}, LaunchPass pass = {});
-void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream);
+void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cuda::Stream stream, cuda::DevicePtr nonfinite_count = 0,
+                         const std::vector<double>& hypers = {});
 
 }  // namespace optjit

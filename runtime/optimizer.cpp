@@ -35,6 +35,21 @@ int64_t element_count(const Parameter& p) {
 
 int64_t last_dimension(const Parameter& p) { return p.shape.size() >= 2 ? p.shape.back() : 0; }
 
+namespace {
+
+// The index among the program's reductions of the global sum an option's rewrite assigned to
+// `name` (passes/gradient_policies.h).
+std::pair<size_t, int> policy_reduction(const Program& lowered, const char* name, const char* option) {
+    std::vector<Reduction> list = reductions(lowered);
+    for (const Assign& a : lowered.update)
+        if (a.target == name)
+            for (size_t k = 0; k < list.size(); ++k)
+                if (list[k].node == &a.value) return {k, list[k].slot};
+    throw std::invalid_argument(fmt::format("the optimizer was not made with {}", option));
+}
+
+}  // namespace
+
 struct Optimizer::Impl {
     // One kernel launch of a step: the tensors of a group that share a device, dtypes and storage.
     struct Launch {
@@ -78,6 +93,17 @@ struct Optimizer::Impl {
     }
     // A group's scalar block, or nullptr where it has none (not capturable, or no GPU launch).
     const ScalarBlock* block_of(size_t g) const { return g < blocks.size() && blocks[g].memory ? &blocks[g] : nullptr; }
+    // Whether a group's hyper-parameters live in its block (capturable), not only on the host.
+    bool hypers_on_device(size_t g) const { return options.capturable && block_of(g); }
+    // Programs that skip non-finite steps on the GPU count their steps on the device, where the
+    // skip is known: NAME_scalars commits a step by the count it left in this slot
+    // (compiler/kernel_abi.h); 0 where there is none.
+    uint64_t nonfinite_slot = 0;
+    // -1 in the slot: no step to commit (after construction, and when the count is set).
+    void forget_pending_step() const {
+        const double none = -1;
+        if (nonfinite_slot) copy_to_device(Device::Cuda, nonfinite_slot, &none, 8);
+    }
 
     std::string where(size_t g, size_t i) const {
         const std::string& name = groups[g].params[i].name;
@@ -279,7 +305,9 @@ Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
             request.target = p.device == Device::Cuda ? Target{Target::Kind::NVPTX, cuda::init()} : Target{};
             request.options.fast_math = options.fast_math;
             request.options.stochastic_rounding = group.stochastic_rounding;
-            request.options.capturable = options.capturable && p.device == Device::Cuda;
+            // GPU steps that skip non-finite gradients keep their step number on the device too.
+            request.options.capturable = (options.capturable || options.skip_nonfinite) && p.device == Device::Cuda;
+            request.options.hypers_by_value = request.options.capturable && !options.capturable;
             out.requests.push_back(std::move(request));
             launches.push_back(std::move(l));
             out.tensors_of.emplace_back();
@@ -348,6 +376,10 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
         tensors.push_back(l.table.num_tensors);
     }
     m.reductions = std::make_unique<StepReductions>(device, m.launches.front().kernel->spec().lowered, tensors);
+    if (m.options.skip_nonfinite && device == Device::Cuda) {
+        m.nonfinite_slot = m.reductions->global_slot_address(policy_reduction(m.lowered(), kNonfiniteGrads, "skip_nonfinite").second);
+        m.forget_pending_step();
+    }
 }
 
 Optimizer Optimizer::from_text(std::string_view text, std::vector<ParamGroup> groups, OptimizerOptions options, const std::string& file_name) {
@@ -370,7 +402,11 @@ void Optimizer::step(cuda::Stream stream) {
             scalars[k] = scalars[k - 1];
             continue;
         }
-        if (const Impl::ScalarBlock* block = m.block_of(l.group)) launch_cuda_scalars(*block->kernel, block->memory->address(), stream);  // the device's step + 1
+        if (const Impl::ScalarBlock* block = m.block_of(l.group)) {  // the device's step + 1
+            const KernelSpec& spec = block->kernel->spec();
+            launch_cuda_scalars(*block->kernel, block->memory->address(), stream, m.nonfinite_slot,
+                                spec.options.hypers_by_value ? hyper_values(spec.lowered, m.hypers[l.group]) : std::vector<double>{});
+        }
         scalars[k] = launch_scalars(*l.kernel, m.hypers[l.group], step);  // for its eager launches
     }
     // With reductions, every launch's reduction passes come before any update reads them,
@@ -391,23 +427,12 @@ void Optimizer::step(cuda::Stream stream) {
     };
     if (m.reductions) m.reductions->clear(stream);
     for (LaunchPass pass : m.passes) run(pass);
-    m.steps = step;
+    // A skipped step does not count. Host launches have run: their count is in host memory.
+    // GPU ones count on the device (step_count() reads it), as the next step's scalars need.
+    const bool skipped = m.options.skip_nonfinite && m.reductions && !m.nonfinite_slot && nonfinite_count() > 0;
+    if (!skipped) m.steps = step;
 }
 
-namespace {
-
-// The index among the program's reductions of the global sum an option's rewrite assigned to
-// `name` (passes/gradient_policies.h).
-std::pair<size_t, int> policy_reduction(const Program& lowered, const char* name, const char* option) {
-    std::vector<Reduction> list = reductions(lowered);
-    for (const Assign& a : lowered.update)
-        if (a.target == name)
-            for (size_t k = 0; k < list.size(); ++k)
-                if (list[k].node == &a.value) return {k, list[k].slot};
-    throw std::invalid_argument(fmt::format("the optimizer was not made with {}", option));
-}
-
-}  // namespace
 
 double Optimizer::grad_norm() const {
     auto [index, slot] = policy_reduction(impl_->lowered(), kGradNormSquared, "max_grad_norm > 0");
@@ -423,7 +448,7 @@ uint64_t Optimizer::grad_norm_squared_address() const {
 double Optimizer::nonfinite_count() const {
     auto [index, slot] = policy_reduction(impl_->lowered(), kNonfiniteGrads, "skip_nonfinite");
     if (!impl_->reductions) return 0;
-    return impl_->reductions->values()[index][0];
+    return std::max(0.0, impl_->reductions->values()[index][0]);  // -1: no step yet
 }
 
 uint64_t Optimizer::nonfinite_count_address() const {
@@ -437,12 +462,19 @@ std::vector<std::vector<double>> Optimizer::reduction_values() const {
 }
 
 int64_t Optimizer::step_count() const {
+    auto read = [](uint64_t address) {
+        double value;
+        std::vector<uint8_t> bytes = copy_to_host(Device::Cuda, address, 8);
+        std::memcpy(&value, bytes.data(), 8);
+        return value;
+    };
     for (size_t g = 0; g < impl_->groups.size(); ++g)
         if (const Impl::ScalarBlock* block = impl_->block_of(g)) {
-            double device_steps;
-            std::vector<uint8_t> bytes = copy_to_host(Device::Cuda, block->memory->address() + kScalarBlockStep, 8);
-            std::memcpy(&device_steps, bytes.data(), 8);
-            return int64_t(device_steps);
+            const double device_steps = read(block->memory->address() + kScalarBlockStep);
+            // Skipping non-finite steps: the last step is committed by the next one's scalars
+            // kernel; it counts if its count of non-finite gradients is 0.
+            const bool last_applied = impl_->nonfinite_slot && read(impl_->nonfinite_slot) == 0;
+            return int64_t(device_steps) + (last_applied ? 1 : 0);
         }
     return impl_->steps;
 }
@@ -453,6 +485,7 @@ void Optimizer::set_step_count(int64_t steps) {
     const double word = double(steps);  // the step only: a schedule may have written the hypers
     for (size_t g = 0; g < impl_->groups.size(); ++g)
         if (const Impl::ScalarBlock* block = impl_->block_of(g)) copy_to_device(Device::Cuda, block->memory->address() + kScalarBlockStep, &word, 8);
+    impl_->forget_pending_step();
 }
 
 void Optimizer::set_hyper(const std::string& name, double value) {
@@ -477,14 +510,14 @@ void Optimizer::set_hyper(size_t group, const std::string& name, double value) {
         throw std::invalid_argument(fmt::format("there is no group {}: the optimizer has {}", group, impl_->hypers.size()));
     impl_->check_hypers({{name, value}});
     impl_->hypers[group][name] = value;
-    if (impl_->block_of(group)) copy_to_device(Device::Cuda, hyper_address(group, name), &value, 8);
+    if (impl_->hypers_on_device(group)) copy_to_device(Device::Cuda, hyper_address(group, name), &value, 8);
 }
 
 double Optimizer::hyper(size_t group, const std::string& name) const {
     if (group >= impl_->hypers.size())
         throw std::invalid_argument(fmt::format("there is no group {}: the optimizer has {}", group, impl_->hypers.size()));
     const size_t i = hyper_index(impl_->program, name);
-    if (impl_->block_of(group)) {
+    if (impl_->hypers_on_device(group)) {
         double value;
         std::vector<uint8_t> bytes = copy_to_host(Device::Cuda, hyper_address(group, name), 8);
         std::memcpy(&value, bytes.data(), 8);
@@ -495,7 +528,7 @@ double Optimizer::hyper(size_t group, const std::string& name) const {
 
 uint64_t Optimizer::hyper_address(size_t group, const std::string& name) const {
     const Impl::ScalarBlock* block = impl_->block_of(group);
-    if (!block)
+    if (!impl_->hypers_on_device(group))
         throw std::invalid_argument(fmt::format("group {} keeps no hyper-parameters on the device: the optimizer is not capturable or "
                                                 "the group has no GPU parameter", group));
     return block->memory->address() + scalar_block_hyper(hyper_index(block->kernel->spec().lowered, name));

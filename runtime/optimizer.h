@@ -80,7 +80,11 @@ struct OptimizerOptions {
     // hyper-parameter `max_grad_norm` from then on (set_hyper changes it).
     double max_grad_norm = 0;
     // A step whose gradients hold an infinity or a NaN changes no parameter and no state (of any
-    // group); nonfinite_count() says how many such elements it saw. The step still counts.
+    // group); nonfinite_count() says how many such elements it saw. A skipped step does not
+    // count (as when a GradScaler does not call step()): the next step has the same step
+    // number. GPU groups then keep their step number on the device, where the count is: their
+    // kernels read their scalars from a device block, filled each step by a one-thread kernel
+    // that takes the hyper-parameters as launch arguments (no copy, no synchronization).
     bool skip_nonfinite = false;
 };
 
@@ -112,7 +116,9 @@ public:
     // Steps every tensor of every group once: host launches run before it returns, GPU
     // launches are queued on `stream` (nullptr: the legacy default stream).
     void step(cuda::Stream stream = nullptr);
-    int64_t step_count() const;  // steps taken (capturable: as counted on the device, replays too)
+    // Steps taken (capturable, or GPU with skip_nonfinite: as counted on the device, replays
+    // too, skipped steps not; waits for the GPU there).
+    int64_t step_count() const;
     void set_step_count(int64_t steps);  // resume a schedule (load_state_dict does)
 
     // Run-time hyper-parameters: every group's, or one group's. Compiles nothing. (Capturable:
@@ -129,8 +135,9 @@ public:
     // nonfinite_count(): the count of non-finite gradient elements (skip_nonfinite). Both wait
     // for the GPU. The *_address forms give the float64 in device memory that holds, after the
     // step's reduction pass, the squared norm and the count: a mixed-precision loop reads it
-    // later, or from a kernel of its own, without a synchronization. Throw
-    // std::invalid_argument where the option is off.
+    // later, or from a kernel of its own, without a synchronization (on the GPU the count is
+    // -1 until the first step, and after set_step_count). Throw std::invalid_argument where
+    // the option is off.
     double grad_norm() const;
     uint64_t grad_norm_squared_address() const;
     double nonfinite_count() const;

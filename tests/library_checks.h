@@ -365,6 +365,7 @@ inline void check_library_case(const LibraryCase& c, Device device, uint64_t see
     options.maximize = c.maximize;
     Optimizer optimizer(program, {group}, options);
 
+    int64_t applied = 0;  // a skipped step does not count: the next has its step number
     for (int64_t step = 1; step <= steps; ++step) {
         Tensors g;
         for (size_t t = 0; t < sizes.size(); ++t) {
@@ -379,9 +380,11 @@ inline void check_library_case(const LibraryCase& c, Device device, uint64_t see
         }
         double norm = 0;
         std::optional<Tensors> used = apply_policies(c, g, norm);
-        if (used) definitions::of(c.optimizer)(all, step, p_def, *used, def);
-        interpreter.step(step, interp);
+        if (used) definitions::of(c.optimizer)(all, applied + 1, p_def, *used, def);
+        interpreter.step(applied + 1, interp);
         optimizer.step();
+        applied += used ? 1 : 0;
+        CHECK(optimizer.step_count() == applied);
         if (c.max_grad_norm > 0 && !(c.skip_nonfinite && step == 3)) CHECK(optimizer.grad_norm() == doctest::Approx(norm).epsilon(1e-6));
         if (c.skip_nonfinite) CHECK(optimizer.nonfinite_count() == (step == 3 ? 1.0 : 0.0));
     }
