@@ -433,7 +433,6 @@ void Optimizer::step(cuda::Stream stream) {
     if (!skipped) m.steps = step;
 }
 
-
 double Optimizer::grad_norm() const {
     auto [index, slot] = policy_reduction(impl_->lowered(), kGradNormSquared, "max_grad_norm > 0");
     if (!impl_->reductions) return 0;  // no parameters
