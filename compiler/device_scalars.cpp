@@ -11,7 +11,6 @@
 #include "compiler/codegen.h"
 #include "compiler/element_math.h"
 #include "ir/program.h"
-#include "passes/gradient_policies.h"
 
 namespace optjit {
 
@@ -67,7 +66,7 @@ void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec) {
     llvm::IRBuilder<> b(ctx);
     const Program& prog = spec.lowered;
     llvm::Type* global_ptr = llvm::PointerType::get(ctx, kNvptxGlobal);
-    const bool skips = skips_nonfinite_steps(prog);
+    const bool skips = spec.options.count_applied_steps;
     const bool by_value = spec.options.hypers_by_value;
     std::vector<llvm::Type*> params{global_ptr};
     if (skips) params.push_back(global_ptr);
@@ -103,13 +102,11 @@ void emit_scalars_kernel(llvm::Module& module, const KernelSpec& spec) {
     scalars.env[std::string(kStepName)] = step;
     for (size_t i = 0; i < prog.hypers.size(); ++i) {
         if (by_value) {
-            llvm::Value* value = fn->getArg(unsigned(params.size() - prog.hypers.size() + i));
-            value->setName(prog.hypers[i].name);
-            b.CreateAlignedStore(value, at(scalar_block_hyper(i)), llvm::Align(8));  // as a capturable block holds them
-            scalars.env[prog.hypers[i].name] = value;
-            continue;
+            scalars.env[prog.hypers[i].name] = fn->getArg(unsigned(params.size() - prog.hypers.size() + i));
+            scalars.env[prog.hypers[i].name]->setName(prog.hypers[i].name);
+        } else {
+            scalars.env[prog.hypers[i].name] = b.CreateAlignedLoad(b.getDoubleTy(), at(scalar_block_hyper(i)), llvm::Align(8), prog.hypers[i].name);
         }
-        scalars.env[prog.hypers[i].name] = b.CreateAlignedLoad(b.getDoubleTy(), at(scalar_block_hyper(i)), llvm::Align(8), prog.hypers[i].name);
     }
     for (const Assign& a : prog.scalars) scalars.env[a.target] = scalars.emit(a.value);
     const std::vector<std::string> names = kernel_scalars(prog);

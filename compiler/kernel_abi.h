@@ -33,13 +33,14 @@
 // it adds 1 to `step` and computes every scalar from the step and the hypers in float64, as
 // the runtime does for eager launches, rounding each to fp32. Writing a hyper-parameter into
 // the block between graph replays is how a schedule reaches a captured step.
-// Programs that skip non-finite steps (passes/gradient_policies.h) do not count a skipped step:
+// With CodegenOptions::count_applied_steps (programs that skip non-finite steps,
+// passes/gradient_policies.h), a skipped step does not count:
 //   NAME_scalars(ScalarBlock* block, const f64* nonfinite_count)
 // runs before the step clears its reduction slots, with the address of the non-finite count's
 // global slot: it adds 1 to `step` (steps applied) only where that count, the previous step's,
 // is 0 (the runtime writes -1 there when there is no step to commit), and computes the scalars
 // for step + 1. With CodegenOptions::hypers_by_value, NAME_scalars takes f64 hypers[H] as
-// arguments after those and writes them into the block (eager steps, no copies).
+// arguments after those and reads them there, not from the block (eager steps, no copies).
 //
 // Rank-1 states (q4u:rank1, ir/quantization.h). Every row has one more word, `columns` (the
 // tensor's last dimension; rows = n / columns), and such a state's scales_s points to

@@ -333,6 +333,8 @@ int cmd_compile(Args& args) {
     if (emit.empty()) throw UsageError{"--emit is required (llvm, ptx or asm)"};
     if (emit != "llvm" && emit != "ptx" && emit != "asm") throw UsageError{fmt::format("unknown --emit '{}' (llvm, ptx or asm)", emit)};
     if (emit == "ptx" && !target.is_gpu()) throw UsageError{"--emit ptx needs a GPU target (sm_NN); use --emit asm for the host"};
+    // As optjit::Optimizer compiles it: a captured step that skips non-finite steps does not count them.
+    k.codegen.count_applied_steps = k.codegen.capturable && k.policies.skip_nonfinite;
     KernelRequest request{with_policies(load_program(file), k), k.passes, k.storage, target, k.codegen};
     try {
         write_output(output, emit_text(request, emit == "llvm" ? Emit::LLVM : Emit::Assembly));

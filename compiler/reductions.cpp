@@ -164,7 +164,7 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
         // The lane's elements j, j + 1, ... j + run - 1 (j a multiple of run), from vector loads.
         auto accumulate_run = [&](int64_t j, std::vector<llvm::Value*> acc) {
             if (walk.run == 1) return accumulate(element(j), std::move(acc));
-            for (ElementValues& in : loader.load_run(b, element(j), int(walk.run), rank1_scale)) acc = accumulate_values(in, std::move(acc));
+            for (const ElementValues& in : loader.load_run(b, element(j), int(walk.run), rank1_scale)) acc = accumulate_values(in, std::move(acc));
             return acc;
         };
         auto initial = [&](bool wide) {  // a lane's partials before any element: fp32 sums unless `wide`

@@ -55,6 +55,10 @@ struct CodegenOptions {
     // eager steps whose step number the device keeps (programs that skip non-finite steps): a
     // launch argument reaches the device with no copy and no synchronization.
     bool hypers_by_value = false;
+    // Capturable kernels only: the step skips non-finite gradients (passes/gradient_policies.h)
+    // and does not count a skipped step: NAME_scalars takes the count's slot and commits the
+    // previous step only where it is 0 (compiler/kernel_abi.h).
+    bool count_applied_steps = false;
     friend bool operator==(const CodegenOptions&, const CodegenOptions&) = default;
 };
 

@@ -8,11 +8,11 @@
 namespace optjit {
 
 Scope::Scope(const Program& program) {
-    names_[std::string(kParamName)] = {NameKind::Param, {Varies::Element, false}};
-    names_[std::string(kGradName)] = {NameKind::Grad, {Varies::Element, false}};
-    names_[std::string(kStepName)] = {NameKind::Step, {Varies::Launch, false}};
-    for (const HyperDecl& h : program.hypers) names_.try_emplace(h.name, Entry{NameKind::Hyper, {Varies::Launch, false}});
-    for (const StateDecl& s : program.states) names_.try_emplace(s.name, Entry{NameKind::State, {Varies::Element, false}});
+    names_[std::string(kParamName)] = {NameKind::Param, {Varies::Element}};
+    names_[std::string(kGradName)] = {NameKind::Grad, {Varies::Element}};
+    names_[std::string(kStepName)] = {NameKind::Step, {Varies::Launch}};
+    for (const HyperDecl& h : program.hypers) names_.try_emplace(h.name, Entry{NameKind::Hyper, {Varies::Launch}});
+    for (const StateDecl& s : program.states) names_.try_emplace(s.name, Entry{NameKind::State, {Varies::Element}});
 }
 
 const Scope::Entry* Scope::find(std::string_view name) const {
@@ -27,22 +27,21 @@ void Scope::bind(const std::string& name, ValueInfo info) {
 
 ValueInfo Scope::info(const Expr& e) const {
     switch (e.op) {
-    case Op::Number: return {Varies::Constant, false};
+    case Op::Number: return {Varies::Constant};
     case Op::Ref: {
         const Entry* entry = find(e.name);
-        return entry ? entry->info : ValueInfo{Varies::Element, false};
+        return entry ? entry->info : ValueInfo{Varies::Element};
     }
     case Op::TensorSum:
-    case Op::TensorMax: return {Varies::Tensor, true};
+    case Op::TensorMax: return {Varies::Tensor};
     case Op::GlobalSum:
-    case Op::GlobalMax: return {Varies::Global, true};
+    case Op::GlobalMax: return {Varies::Global};
     default: break;
     }
     ValueInfo out;
     for (const Expr& a : e.args) {
         ValueInfo ai = info(a);
         out.varies = std::max(out.varies, ai.varies);
-        out.uses_reduction |= ai.uses_reduction;
     }
     return out;
 }

@@ -26,7 +26,6 @@ enum class Varies : uint8_t {
 
 struct ValueInfo {
     Varies varies = Varies::Constant;
-    bool uses_reduction = false;  // depends, directly or through names, on a reduction's result
 };
 
 enum class NameKind { Param, Grad, Step, Hyper, State, Local };

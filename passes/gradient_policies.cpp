@@ -5,7 +5,6 @@
 #include <limits>
 #include <stdexcept>
 
-#include "ir/analysis.h"
 #include "passes/rewrite.h"
 
 namespace optjit {
@@ -70,12 +69,6 @@ Program skip_nonfinite_steps(Program program) {
     Expr skip = op(Op::Gt, {name_ref(kNonfiniteGrads), num(0)});
     for (const std::string& name : kept) program.update.push_back({name, op(Op::Select, {skip, name_ref(name + "_before_step"), name_ref(name)}), {}});
     return program;
-}
-
-bool skips_nonfinite_steps(const Program& program) {
-    for (const Assign& a : program.update)
-        if (a.target == kNonfiniteGrads) return true;
-    return false;
 }
 
 Program apply_gradient_policies(Program program, const GradientPolicies& policies) {

@@ -36,9 +36,6 @@ Program clip_gradients(Program program, double max_norm);
 // gives back its codes and scales). The count is what a mixed-precision loop reads, from the
 // device, to lower its loss scale.
 Program skip_nonfinite_steps(Program program);
-// Whether `program` (as rewritten, or lowered) skips non-finite steps: a step it skips does not
-// count, so its step number lives where the skip is known (the device, for GPU launches).
-bool skips_nonfinite_steps(const Program& program);
 
 // The policies a step asks for, applied in the one order that composes them: maximize, clip,
 // skip (the non-finite count then covers the gradients as given). What optjit::Optimizer,

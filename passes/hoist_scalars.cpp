@@ -47,7 +47,7 @@ private:
             std::string name = names_.next();
             Loc loc = e.loc;
             program_.scalars.push_back({name, std::move(e), loc});
-            scope_.bind(name, {Varies::Launch, false});
+            scope_.bind(name, {Varies::Launch});
             e = Expr::ref(name, loc);
             return;
         }

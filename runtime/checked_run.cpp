@@ -344,6 +344,7 @@ RunSummary run_steps(const RunOptions& o) {
     // The kernels' reductions against the reference's, for the step just taken (kernel values in
     // launch order, reference values in tensor order).
     std::unique_ptr<StepReductions> step_reductions;
+    std::vector<LaunchPass> passes;  // a step's, in order (with step_reductions)
     const std::vector<Reduction> program_reductions = reductions(prog);
     std::vector<TensorSummary> reduction_results(program_reductions.size());
     for (size_t k = 0; k < program_reductions.size(); ++k) {
@@ -412,21 +413,22 @@ RunSummary run_steps(const RunOptions& o) {
                 if (gpu)
                     for (size_t t : l.tensors) tensors[t].g->upload();
             }
+            // Every launch's reduction passes, level by level, then every launch's update
+            // (runtime/step_reductions.h): the passes and slots are set once, the kernels known.
             if (!step_reductions) {
                 std::vector<int32_t> sizes;
-                for (auto& [signature, l] : launches) sizes.push_back(l.table.num_tensors);
+                std::vector<const Kernel*> kernels;
+                for (auto& [signature, l] : launches) {
+                    sizes.push_back(l.table.num_tensors);
+                    kernels.push_back(l.kernel.get());
+                }
                 step_reductions = std::make_unique<StepReductions>(gpu ? Device::Cuda : Device::Host, launches.begin()->second.kernel->spec().lowered, sizes);
+                passes = step_passes(kernels);
             }
-            // Every launch's reduction passes, level by level, then every launch's update
-            // (runtime/step_reductions.h).
-            std::vector<const Kernel*> kernels;
             std::vector<std::vector<float>> scalars;
-            for (auto& [signature, l] : launches) {
-                kernels.push_back(l.kernel.get());
-                scalars.push_back(launch_scalars(*l.kernel, o.hypers, step));
-            }
+            for (auto& [signature, l] : launches) scalars.push_back(launch_scalars(*l.kernel, o.hypers, step));
             step_reductions->clear(nullptr);
-            for (LaunchPass pass : step_passes(kernels)) {
+            for (LaunchPass pass : passes) {
                 size_t index = 0;
                 for (auto& [signature, l] : launches) {
                     const ReductionSlots slots = step_reductions->slots(index);

@@ -10,7 +10,6 @@
 #include "ir/interpreter.h"
 #include "ir/quantization.h"
 #include "ir/semantics.h"
-#include "passes/gradient_policies.h"
 
 namespace optjit {
 
@@ -193,7 +192,7 @@ void launch_cuda_scalars(const Kernel& kernel, cuda::DevicePtr scalar_block, cud
     if (!kernel.cuda_scalars_function) throw std::invalid_argument(fmt::format("kernel {} is not a capturable GPU kernel", kernel.key()));
     const KernelSpec& spec = kernel.spec();
     std::vector<void*> params{&scalar_block};
-    if (skips_nonfinite_steps(spec.lowered)) {
+    if (spec.options.count_applied_steps) {
         if (!nonfinite_count) throw std::invalid_argument(fmt::format("kernel {} skips non-finite steps: it needs the count's slot", kernel.key()));
         params.push_back(&nonfinite_count);
     }

@@ -95,14 +95,23 @@ struct Optimizer::Impl {
     const ScalarBlock* block_of(size_t g) const { return g < blocks.size() && blocks[g].memory ? &blocks[g] : nullptr; }
     // Whether a group's hyper-parameters live in its block (capturable), not only on the host.
     bool hypers_on_device(size_t g) const { return options.capturable && block_of(g); }
-    // Programs that skip non-finite steps on the GPU count their steps on the device, where the
-    // skip is known: NAME_scalars commits a step by the count it left in this slot
-    // (compiler/kernel_abi.h); 0 where there is none.
+    // Programs that skip non-finite steps: the global slot of the step's count of non-finite
+    // gradients, on `nonfinite_device` (every launch's); 0 where there is none. A skipped step
+    // does not count: host launches read the slot after running, GPU ones count their steps on
+    // the device, where NAME_scalars commits a step by the count it left here
+    // (compiler/kernel_abi.h).
     uint64_t nonfinite_slot = 0;
-    // -1 in the slot: no step to commit (after construction, and when the count is set).
+    Device nonfinite_device = Device::Host;
+    bool steps_counted_on_device() const { return nonfinite_slot && nonfinite_device == Device::Cuda; }
+    double nonfinite_in_slot() const {
+        double count;
+        copy_to_host(nonfinite_device, nonfinite_slot, &count, 8);
+        return count;
+    }
+    // -1 in a GPU slot: no step to commit (after construction, and when the count is set).
     void forget_pending_step() const {
         const double none = -1;
-        if (nonfinite_slot) copy_to_device(Device::Cuda, nonfinite_slot, &none, 8);
+        if (steps_counted_on_device()) copy_to_device(Device::Cuda, nonfinite_slot, &none, 8);
     }
 
     std::string where(size_t g, size_t i) const {
@@ -173,7 +182,6 @@ std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelR
     if (failure) std::rethrow_exception(failure);
     return out;
 }
-
 
 }  // namespace
 
@@ -308,6 +316,7 @@ Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
             // GPU steps that skip non-finite gradients keep their step number on the device too.
             request.options.capturable = (options.capturable || options.skip_nonfinite) && p.device == Device::Cuda;
             request.options.hypers_by_value = request.options.capturable && !options.capturable;
+            request.options.count_applied_steps = request.options.capturable && options.skip_nonfinite;
             out.requests.push_back(std::move(request));
             launches.push_back(std::move(l));
             out.tensors_of.emplace_back();
@@ -376,8 +385,9 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
         tensors.push_back(l.table.num_tensors);
     }
     m.reductions = std::make_unique<StepReductions>(device, m.launches.front().kernel->spec().lowered, tensors);
-    if (m.options.skip_nonfinite && device == Device::Cuda) {
+    if (m.options.skip_nonfinite) {
         m.nonfinite_slot = m.reductions->global_slot_address(policy_reduction(m.lowered(), kNonfiniteGrads, "skip_nonfinite").second);
+        m.nonfinite_device = device;
         m.forget_pending_step();
     }
 }
@@ -394,20 +404,20 @@ void Optimizer::step(cuda::Stream stream) {
     Impl& m = *impl_;
     const int64_t step = m.steps + 1;
     // Launches are in group order, and a group's share one lowered program: its scalars are
-    // computed once, before its first launch (on the device, for a capturable group).
+    // computed once, before its first launch: on the device for its launches that read its
+    // block, on the host for the others.
     std::vector<std::vector<float>> scalars(m.launches.size());
     for (size_t k = 0; k < m.launches.size(); ++k) {
         const Impl::Launch& l = m.launches[k];
-        if (k > 0 && m.launches[k - 1].group == l.group) {
-            scalars[k] = scalars[k - 1];
-            continue;
-        }
-        if (const Impl::ScalarBlock* block = m.block_of(l.group)) {  // the device's step + 1
+        const bool group_start = k == 0 || m.launches[k - 1].group != l.group;
+        const Impl::ScalarBlock* block = m.block_of(l.group);
+        if (group_start && block) {  // the device's step + 1
             const KernelSpec& spec = block->kernel->spec();
             launch_cuda_scalars(*block->kernel, block->memory->address(), stream, m.nonfinite_slot,
                                 spec.options.hypers_by_value ? hyper_values(spec.lowered, m.hypers[l.group]) : std::vector<double>{});
         }
-        scalars[k] = launch_scalars(*l.kernel, m.hypers[l.group], step);  // for its eager launches
+        if (l.kernel->spec().options.capturable) continue;  // reads the block
+        scalars[k] = group_start || scalars[k - 1].empty() ? launch_scalars(*l.kernel, m.hypers[l.group], step) : scalars[k - 1];
     }
     // With reductions, every launch's reduction passes come before any update reads them,
     // level by level.
@@ -429,7 +439,7 @@ void Optimizer::step(cuda::Stream stream) {
     for (LaunchPass pass : m.passes) run(pass);
     // A skipped step does not count. Host launches have run: their count is in host memory.
     // GPU ones count on the device (step_count() reads it), as the next step's scalars need.
-    const bool skipped = m.options.skip_nonfinite && m.reductions && !m.nonfinite_slot && nonfinite_count() > 0;
+    const bool skipped = m.nonfinite_slot && !m.steps_counted_on_device() && m.nonfinite_in_slot() > 0;
     if (!skipped) m.steps = step;
 }
 
@@ -461,18 +471,13 @@ std::vector<std::vector<double>> Optimizer::reduction_values() const {
 }
 
 int64_t Optimizer::step_count() const {
-    auto read = [](uint64_t address) {
-        double value;
-        std::vector<uint8_t> bytes = copy_to_host(Device::Cuda, address, 8);
-        std::memcpy(&value, bytes.data(), 8);
-        return value;
-    };
     for (size_t g = 0; g < impl_->groups.size(); ++g)
         if (const Impl::ScalarBlock* block = impl_->block_of(g)) {
-            const double device_steps = read(block->memory->address() + kScalarBlockStep);
+            double device_steps;
+            copy_to_host(Device::Cuda, block->memory->address() + kScalarBlockStep, &device_steps, 8);
             // Skipping non-finite steps: the last step is committed by the next one's scalars
             // kernel; it counts if its count of non-finite gradients is 0.
-            const bool last_applied = impl_->nonfinite_slot && read(impl_->nonfinite_slot) == 0;
+            const bool last_applied = impl_->steps_counted_on_device() && impl_->nonfinite_in_slot() == 0;
             return int64_t(device_steps) + (last_applied ? 1 : 0);
         }
     return impl_->steps;

@@ -566,9 +566,7 @@ inline void check_unaligned_tensors_reduce_as_aligned(Device device) {
     const std::vector<int64_t> sizes = {5000, 70001, 4099};
     std::vector<std::unique_ptr<TestParam>> aligned, shifted;
     ParamGroup aligned_group, shifted_group;
-    std::string error;
-    const std::map<std::string, StateStorage> formats = {{"m", *parse_state_storage("q8s", &error)}, {"v", *parse_state_storage("q8u", &error)}};
-    aligned_group.states = shifted_group.states = formats;
+    aligned_group.states = shifted_group.states = {{"m", storage("q8s")}, {"v", storage("q8u")}};
     // The shifted copy of tensor t's data and gradient: the aligned one's bytes, 2 bytes in.
     auto copy_shifted = [&](size_t t, bool gradient) {
         DeviceBytes& from = gradient ? *aligned[t]->grad : *aligned[t]->data;
