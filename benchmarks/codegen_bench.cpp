@@ -183,7 +183,7 @@ void bench_gpu() {
             req.options.gpu_elements_per_thread = ept;
             req.options.gpu_threads_per_block = tpb;
             req.options.gpu_vector_bytes = vec;
-            req.options.fast_math = fast;
+            req.options.math = fast ? MathMode::Fast : MathMode::Ieee;
             KernelCache& cache = KernelCache::global();
             auto kernel = cache.get(req);
             std::vector<TensorArgs> args{{p, g, {m, v}, {}, n}};

@@ -174,7 +174,7 @@ void run_workload(const char* name, const std::vector<Shape>& shapes, const Code
     std::string variant;
     if (options.gpu_threads_per_block) variant += fmt::format(", {} threads a block", options.gpu_threads_per_block);
     if (options.gpu_min_blocks_per_sm) variant += fmt::format(", registers for {} blocks an SM", options.gpu_min_blocks_per_sm);
-    if (options.fast_math) variant += ", fast math";
+    if (options.math == MathMode::Fast) variant += ", fast math";
     if (moments_only) variant += ", moments only (no division, no square root)";
     fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, shapes.size(), double(total), variant);
     fmt::print("  {:<6} {:>9} {:>10} {:>8} {:>10} {:>8} {:>12} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
@@ -300,7 +300,7 @@ int main(int argc, char** argv) {
         run_workload("Llama-3.2-1B parameter list", llama_3_2_1b_shapes(), {});
         if (sweep) {  // where the quantized kernels' time goes
             CodegenOptions fast;
-            fast.fast_math = true;
+            fast.math = MathMode::Fast;
             run_workload("one tensor of 2^28 elements", kOneTensor, fast, true);
             run_workload("one tensor of 2^28 elements", kOneTensor, {}, false, true);
             for (int blocks : {5, 6}) {

@@ -241,7 +241,14 @@ struct ElementMath::Frame {
 };
 
 ElementValues ElementMath::update(IRBuilder<>& b, const ElementValues& in, SpeculationGuard* guard) const {
-    guard_ = target_.is_gpu() && !options_.fast_math ? guard : nullptr;
+    guard_ = target_.is_gpu() && options_.math != MathMode::Fast ? guard : nullptr;
+    // Fast GPU math fuses multiplies into adds (ptxas would too, were they not mul.rn).
+    llvm::IRBuilderBase::FastMathFlagGuard keep_flags(b);
+    if (target_.is_gpu() && options_.math == MathMode::Fast) {
+        llvm::FastMathFlags contract;
+        contract.setAllowContract();
+        b.setFastMathFlags(contract);
+    }
     struct Reset {
         SpeculationGuard*& p;
         ~Reset() { p = nullptr; }
@@ -320,7 +327,7 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) cons
     }
     std::vector<llvm::Value*> a;
     for (const Expr& arg : e.args) a.push_back(emit(b, arg, frame));
-    const bool fast = options_.fast_math;
+    const bool fast = options_.math == MathMode::Fast;
     const bool gpu = target_.is_gpu();
     auto fast_flags = [&](llvm::Value* v) {
         if (fast && llvm::isa<llvm::Instruction>(v)) {
@@ -333,7 +340,7 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) cons
     };
     bool fresh_quotient = false;  // a division by a launch scalar whose quotient is left to probe
     auto divide = [&](llvm::Value* x, llvm::Value* y) -> llvm::Value* {
-        if (fast && gpu) return b.CreateIntrinsic(I::nvvm_div_approx_f, {}, {x, y});
+        if (fast && gpu) return b.CreateIntrinsic(I::nvvm_div_approx_ftz_f, {}, {x, y});
         if (!fast && is_launch_invariant(y)) {
             if (!guard_) return divide_by_invariant(b, x, y);
             fresh_quotient = true;
@@ -343,7 +350,7 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) cons
         return fast_flags(b.CreateFDiv(x, y));
     };
     auto square_root = [&](llvm::Value* x) -> llvm::Value* {
-        if (fast && gpu) return b.CreateIntrinsic(I::nvvm_sqrt_approx_f, {}, {x});
+        if (fast && gpu) return b.CreateIntrinsic(I::nvvm_sqrt_approx_ftz_f, {}, {x});
         if (guard_) return square_root_speculatively(b, x, *guard_);
         return fast_flags(intrinsic(b, I::sqrt, {x}));
     };
@@ -367,7 +374,7 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) cons
         }
         case Op::Sqrt: return square_root(a[0]);
         case Op::Rsqrt:
-            if (fast && gpu) return b.CreateIntrinsic(I::nvvm_rsqrt_approx_f, {}, {a[0]});
+            if (fast && gpu) return b.CreateIntrinsic(I::nvvm_rsqrt_approx_ftz_f, {}, {a[0]});
             return divide(f32(b, 1), square_root(a[0]));
         case Op::Min: return intrinsic(b, I::minimum, {a[0], a[1]});
         case Op::Max: return intrinsic(b, I::maximum, {a[0], a[1]});

@@ -90,7 +90,7 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
                          many codes differ, each step from the kernel's own state); exit code
                          1 past tolerance
   kernel options: --param-dtype, --grad-dtype, --state, --specialize, --fast-math,
-                         --stochastic-rounding, --capturable
+                         --ieee-math, --stochastic-rounding, --capturable
                          (see 'optjit compile --help')
   --size N[,N...]        elements of each tensor, all in one launch (default 4096)
   --columns C            the tensor is rows of C columns (default: one dimension); states stored
@@ -117,7 +117,11 @@ kernel options (also taken by 'optjit run'):
   --state NAME=FORMAT      a state's storage (default fp32): fp32, bf16, or block-quantized
                            q8s, q8u, q4s, q4u, fp8, with an optional block size (q8s:128)
   --specialize NAME=VALUE  compile hyper-parameter NAME as the constant VALUE
-  --fast-math              approximate division and square roots
+  --fast-math              approximate division and square roots (within 2 ulp, subnormals
+                           flushed to zero on the GPU) and fused multiply-adds; the default of
+                           GPU kernels with a block-quantized state
+  --ieee-math              correctly rounded division and square roots, as the interpreter;
+                           the default of every other kernel
   --stochastic-rounding    bf16 parameters round stochastically (keyed by the seed, the step
                            and the element's index; reproducible)
   --clip-grad-norm X       clip gradients by their global L2 norm to X before the update, as
@@ -255,8 +259,8 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
         k.codegen.stochastic_rounding = true;
         return true;
     }
-    if (option == "--fast-math") {
-        k.codegen.fast_math = true;
+    if (option == "--fast-math" || option == "--ieee-math") {
+        k.codegen.math = option == "--fast-math" ? MathMode::Fast : MathMode::Ieee;
         return true;
     }
     if (option == "--clip-grad-norm") {

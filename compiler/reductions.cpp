@@ -66,7 +66,7 @@ void emit_reduction_pass(llvm::IRBuilder<>& b, llvm::Module& module, const Kerne
     // reproduces bit for bit anyway, and in LAMB's pass the exact arithmetic of the update
     // direction took longer than the reads (4.9 ms for 9.9 GB on an H200).
     CodegenOptions approximate = spec.options;
-    approximate.fast_math = true;
+    approximate.math = MathMode::Fast;
     ElementMath math(module, prog, spec.target, approximate, lanes.scalars);
     ElementLoader loader(module, spec, math);
     // A lane of a few elements (GPU) sums them in fp32, straight-line where the chunk is full,

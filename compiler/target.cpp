@@ -42,4 +42,18 @@ std::optional<Target> parse_target(std::string_view s, std::string* error) {
     return std::nullopt;
 }
 
+std::string_view math_mode_name(MathMode m) {
+    switch (m) {
+    case MathMode::Auto: return "auto";
+    case MathMode::Ieee: return "ieee";
+    case MathMode::Fast: return "fast";
+    }
+    return "?";
+}
+
+MathMode resolved_math(MathMode requested, const Target& target, bool has_quantized_state) {
+    if (requested != MathMode::Auto) return requested;
+    return target.is_gpu() && has_quantized_state ? MathMode::Fast : MathMode::Ieee;
+}
+
 }  // namespace optjit

@@ -29,11 +29,23 @@ std::optional<Target> parse_target(std::string_view s, std::string* error);
 // NVPTX's address space of device (global) memory.
 constexpr unsigned kNvptxGlobal = 1;
 
+// How a kernel's divisions, square roots and reciprocal square roots round.
+//   Ieee: correctly rounded, as the interpreter; the GPU kernel equals the host's bit for bit.
+//   Fast: on the GPU the hardware's approximations (within 2 ulp, subnormals flushed to zero)
+//         and multiplies fused into adds where that saves an instruction; on the host LLVM's
+//         fast-math flags (afn, arcp).
+//   Auto: Fast for GPU kernels with a block-quantized state, Ieee otherwise. Such states are
+//         rounded to 8 or 4 bits (a step of 2^-7 of the block's scale at best), far above the
+//         2^-22 fast math adds, and their kernels are bound by the instructions they issue:
+//         bitsandbytes builds its 8-bit optimizers with --use_fast_math for the same reason.
+enum class MathMode { Auto, Ieee, Fast };
+std::string_view math_mode_name(MathMode m);  // "auto", "ieee", "fast"
+
 // Options that change generated code (and so belong to the cache key).
 struct CodegenOptions {
-    // Approximate division, square root and reciprocal square root (NVVM's approx intrinsics
-    // on the GPU, fast-math flags on the host). Off: IEEE-rounded, as the interpreter.
-    bool fast_math = false;
+    // Resolved by lowering (compiler/compile.h's lower(), resolved_math): a KernelSpec never
+    // holds Auto.
+    MathMode math = MathMode::Auto;
     // GPU tuning, 0 for the automatic choice: elements each thread updates per chunk (a
     // multiple of the 16-byte vector; kernels with block-quantized states always take 8), and
     // the blocks per SM ptxas must fit (it then budgets registers for that occupancy).
@@ -61,5 +73,8 @@ struct CodegenOptions {
     bool count_applied_steps = false;
     friend bool operator==(const CodegenOptions&, const CodegenOptions&) = default;
 };
+
+// `requested` with Auto decided for a kernel of `target` (see MathMode).
+MathMode resolved_math(MathMode requested, const Target& target, bool has_quantized_state);
 
 }  // namespace optjit

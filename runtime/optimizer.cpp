@@ -311,7 +311,7 @@ Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
             request.program = program;
             request.storage = storage;
             request.target = p.device == Device::Cuda ? Target{Target::Kind::NVPTX, cuda::init()} : Target{};
-            request.options.fast_math = options.fast_math;
+            request.options.math = options.math;
             request.options.stochastic_rounding = group.stochastic_rounding;
             // GPU steps that skip non-finite gradients keep their step number on the device too.
             request.options.capturable = (options.capturable || options.skip_nonfinite) && p.device == Device::Cuda;

@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "compiler/target.h"
 #include "ir/program.h"
 #include "ir/storage.h"
 #include "runtime/cuda_driver.h"
@@ -62,7 +63,7 @@ struct ParamGroup {
 
 struct OptimizerOptions {
     std::map<std::string, double> hypers;  // every group's values, unless the group sets its own
-    bool fast_math = false;                // approximate division and square roots
+    MathMode math = MathMode::Auto;        // compiler/target.h: fast for GPU groups with quantized states
     uint64_t seed = 0;                     // keys stochastic rounding's random stream
     // GPU groups keep their step and hyper-parameters in a device block (compiler/kernel_abi.h)
     // that each step updates on the device before its launches, so step() can be captured in

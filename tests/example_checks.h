@@ -487,7 +487,7 @@ inline void check_fast_math_on(const Target& target, const std::vector<std::stri
         uint64_t seed = test_seed();
         RunOptions o;
         o.request = KernelRequest{load_example(name), {}, {}, target, {}};
-        o.request.options.fast_math = true;
+        o.request.options.math = MathMode::Fast;
         o.sizes = sizes;
         o.seed = seed;
         o.check = true;

@@ -101,7 +101,7 @@ TEST_CASE("cache: memory caching on the host target and its statistics") {
     KernelRequest bf16 = adamw;
     bf16.storage.param = DType::BF16;
     KernelRequest fast = adamw;
-    fast.options.fast_math = true;
+    fast.options.math = MathMode::Fast;
     KernelRequest lion{load_example("lion"), {}, {}, Target{}, {}};
     std::set<const Kernel*> distinct{a.get()};
     for (const KernelRequest* r : {&bf16, &fast, &lion}) distinct.insert(cache.get(*r).get());

@@ -238,7 +238,7 @@ TEST_CASE("codegen host: fast-math kernels agree with the interpreter to 1e-4") 
     // Fast math is a different kernel.
     KernelRequest r{load_example("adamw"), {}, {}, Target{}, {}};
     KernelRequest f = r;
-    f.options.fast_math = true;
+    f.options.math = MathMode::Fast;
     CHECK(key_of(r) != key_of(f));
     std::string ir_fast = emit_text(f, Emit::LLVM), ir_exact = emit_text(r, Emit::LLVM);
     CHECK(ir_fast != ir_exact);
@@ -472,7 +472,7 @@ TEST_CASE("codegen host: cache_key is stable and covers what selects code") {
     r.storage.states["v"] = StateStorage{StateFormat::BF16};
     differs(r, "v bf16");
     r = base;
-    r.options.fast_math = true;
+    r.options.math = MathMode::Fast;
     differs(r, "fast math");
     r = base;
     r.target = Target{Target::Kind::NVPTX, 80};
@@ -481,7 +481,7 @@ TEST_CASE("codegen host: cache_key is stable and covers what selects code") {
     differs(r, "sm_86");
     r.target = Target{Target::Kind::NVPTX, 90};
     differs(r, "sm_90");
-    r.options.fast_math = true;
+    r.options.math = MathMode::Fast;
     differs(r, "sm_90 fast math");
     r = base;
     r.passes.specialize = {{"eps", 1e-8}};

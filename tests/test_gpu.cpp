@@ -535,6 +535,7 @@ TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host 
     for (StateFormat f : {StateFormat::F32, StateFormat::Q8S, StateFormat::FP8, StateFormat::Q4S}) {
         RunOptions o;
         o.request = KernelRequest{parse_and_verify(kSpecials, "<specials>"), {}, {}, Target{Target::Kind::Host, 0}, {}};
+        o.request.options.math = MathMode::Ieee;  // the guarded IEEE paths (fast math is the quantized default)
         o.request.storage.param = o.request.storage.grad = DType::BF16;
         o.request.storage.states["m"] = StateStorage{f, f == StateFormat::Q4S ? 128u : 256u};
         o.request.storage.states["v"] = StateStorage{f == StateFormat::Q8S ? StateFormat::Q8U : f, f == StateFormat::Q4S ? 128u : 256u};
