@@ -10,8 +10,8 @@ The quantized kernels are issue-bound (benchmarks/NOTES.md), so this count predi
     benchmarks/count_sass.py k.sass 8 optjit_adamw # one kernel of a module that holds several
                                                    # (rank-1 states add NAME_statistics)
 
-It walks the chunk loop (the target of the last backward branch before the first RET) from its
-head to its back edge: loops run once, branches around code that holds a slow-path CALL (the
+It walks the chunk loop (the innermost: the latest target of a backward branch before the first
+RET) from its head to its back edge: loops run once, branches around code that holds a slow-path CALL (the
 IEEE division's, or a whole update redone with the IEEE instructions) are taken (the fast
 path), branches to a CALL are not, the non-finite encode (FSETP.NAN) and the element-by-element loads
 of a short chunk (LDG.E.U8/U16) are skipped, and any other
@@ -57,12 +57,15 @@ def main(path, elements, function=None):
                 return False
         return False
 
+    # The innermost loop: of the backward branches before the first RET, the one to the latest
+    # head (the chunk loop inside the loop over a block's segments).
     head = tail = None
     for i, x in enumerate(ins):
         if x.startswith('RET'):
             break
-        if re.match(r'BRA `', x) and target(x) is not None and target(x) < i:
-            head, tail = target(x), i
+        if re.match(r'(@!?U?P[0-9T] )?BRA `', x) and target(x) is not None and target(x) < i:
+            if head is None or target(x) >= head:
+                head, tail = target(x), i
     if head is None:
         sys.exit('no chunk loop found')
     pc, ops, fallthroughs = head, {}, []

@@ -226,7 +226,7 @@ private:
         llvm::Value* stride = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
         if (!quantized_.empty()) {
             copy_tables_to_shared();
-            pipelined_chunk_loop(first, stride, fn_->getArg(2));
+            pipelined_chunk_loop(fn_->getArg(2));
             b_.CreateRetVoid();
             return;
         }
@@ -282,7 +282,9 @@ private:
         return math_->param_from_f32(b_, a.type, value, b_.CreateAdd(offset_, element), fn_->getArg(3));
     }
 
-    void store_vector(const Array& a, llvm::Value* index, const std::vector<llvm::Value*>& values) {
+    // values[k] into element index + k of `base` (array a's base, or its segment's), the
+    // tensor's element first_element + k.
+    void store_vector(const Array& a, llvm::Value* base, llvm::Value* index, llvm::Value* first_element, const std::vector<llvm::Value*>& values) {
         int per_store = std::min(int(values.size()), 16 / dtype_bytes(a.type));
         llvm::Type* elem = math_->storage_type(a.type);
         auto* vec_ty = llvm::FixedVectorType::get(elem, per_store);
@@ -298,11 +300,11 @@ private:
                 v = b_.CreateBitCast(words, vec_ty);
             } else {
                 for (int j = 0; j < per_store; ++j) {
-                    llvm::Value* element = b_.CreateAdd(index, b_.getInt64(int64_t(k) + j));
+                    llvm::Value* element = b_.CreateAdd(first_element, b_.getInt64(int64_t(k) + j));
                     v = b_.CreateInsertElement(v, stored(a, values[k + j], element), j);
                 }
             }
-            llvm::Value* addr = b_.CreateGEP(elem, a.base, b_.CreateAdd(index, b_.getInt64(k)));
+            llvm::Value* addr = b_.CreateGEP(elem, b_.CreateGEP(elem, base, index), b_.getInt64(k));
             b_.CreateAlignedStore(v, addr, llvm::Align(per_store * dtype_bytes(a.type)));
         }
     }
@@ -329,7 +331,7 @@ private:
                 for (int s = 0; s < layout_.num_states; ++s) results[2 + s].push_back(out.states[s]);
             }
             for (size_t k = 0; k < arrays_.size(); ++k)
-                if (arrays_[k].written) store_vector(arrays_[k], index[u], results[k]);
+                if (arrays_[k].written) store_vector(arrays_[k], arrays_[k].base, index[u], index[u], results[k]);
         }
     }
 
@@ -474,14 +476,15 @@ private:
         return {j / 4, 8 * (j % 4), 255};
     }
 
-    Raw load_fast(llvm::Value* i0) {
+    // The thread's elements of a whole, aligned chunk, at cursor_.
+    Raw load_fast() {
         Raw out;
         for (const Array& a : arrays_) {
             llvm::FixedVectorType* type = piece_type(a);
             int per_load = int(type->getNumElements());
             std::vector<llvm::Value*> pieces;
             for (int k = 0; k < elements_per_thread_; k += per_load) {
-                llvm::Value* addr = b_.CreateGEP(type->getElementType(), a.base, b_.CreateAdd(i0, b_.getInt64(k)));
+                llvm::Value* addr = b_.CreateConstGEP1_32(type->getElementType(), cursor_.arrays[&a - arrays_.data()], k);
                 auto* load = b_.CreateAlignedLoad(type, addr, llvm::Align(per_load * dtype_bytes(a.type)));
                 if (!a.written) load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(ctx_, {}));
                 pieces.push_back(load);
@@ -490,18 +493,20 @@ private:
         }
         for (const QuantizedArray& q : quantized_) {
             llvm::FixedVectorType* type = code_word_type(q);
-            llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i0, 1) : i0;
-            out.codes.push_back(b_.CreateAlignedLoad(type, b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(4 * type->getNumElements())));
+            out.codes.push_back(b_.CreateAlignedLoad(type, cursor_.codes[&q - quantized_.data()], llvm::Align(4 * type->getNumElements())));
         }
         return out;
     }
 
-    // Element i0 + j, or the tensor's last element where that is past the end (loaded, never
-    // stored), assembled into the fast path's shapes.
-    Raw load_slow(llvm::Value* i0) {
+    // The offset from the thread's first element (cursor_) of its element j, or of the tensor's
+    // last element where that is past its end (loaded, never stored); i64.
+    llvm::Value* clamped_offset(int j) {
+        return b_.CreateSExt(b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.getInt32(j), b_.CreateSub(segment_last_, idx_)), b_.getInt64Ty());
+    }
+
+    // The thread's elements j, clamped (clamped_offset), assembled into the fast path's shapes.
+    Raw load_slow() {
         Raw out;
-        llvm::Value* last = b_.CreateSub(n_, b_.getInt64(1));
-        auto element = [&](int j) { return b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.CreateAdd(i0, b_.getInt64(j)), last); };
         for (const Array& a : arrays_) {
             llvm::FixedVectorType* type = piece_type(a);
             int per_load = int(type->getNumElements());
@@ -509,7 +514,7 @@ private:
             for (int k = 0; k < elements_per_thread_; k += per_load) {
                 llvm::Value* v = llvm::PoisonValue::get(type);
                 for (int j = 0; j < per_load; ++j) {
-                    llvm::Value* addr = b_.CreateGEP(type->getElementType(), a.base, element(k + j));
+                    llvm::Value* addr = b_.CreateGEP(type->getElementType(), cursor_.arrays[&a - arrays_.data()], clamped_offset(k + j));
                     v = b_.CreateInsertElement(v, b_.CreateAlignedLoad(type->getElementType(), addr, llvm::Align(dtype_bytes(a.type))), j);
                 }
                 pieces.push_back(v);
@@ -518,9 +523,9 @@ private:
         }
         for (const QuantizedArray& q : quantized_) {
             // Each element's own code, from its (clamped) index: past the end, a copy of the last
-            // element's code, never a q4 byte's padding nibble.
+            // element's code, never a q4 byte's padding nibble (a thread's first element is even).
             std::vector<llvm::Value*> codes;
-            for (int j = 0; j < elements_per_thread_; ++j) codes.push_back(q.codec->load_code(b_, q.codes, element(j)));
+            for (int j = 0; j < elements_per_thread_; ++j) codes.push_back(q.codec->load_code(b_, cursor_.codes[&q - quantized_.data()], clamped_offset(j)));
             out.codes.push_back(code_vector(q, pack_codes(q, codes)));
         }
         return out;
@@ -555,52 +560,121 @@ private:
         return out;
     }
 
-    // A word of a tensor's table row. `again`: loaded by an instruction LLVM cannot merge with
-    // the row's first loads (inline assembly), so that the words are not kept alive between
-    // the two (see process()).
-    llvm::Value* row_word(llvm::Value* row, int column, bool again) {
-        if (!again) return emit_row_word(b_, row, column);
-        auto* type = llvm::FunctionType::get(b_.getInt64Ty(), {row->getType()}, false);
-        return b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("ld.global.nc.u64 $0, [$1+{}];", 8 * column), "=l,l", false), {row});
-    }
-
-    // Points the arrays at the tensor of `row` (and sets n_ and offset_); returns the OR of their
-    // addresses' bits below their vector accesses' alignment (0: all aligned).
-    llvm::Value* point_at_row(llvm::Value* row, bool again) {
+    // Points the arrays at the tensor of `row` (and sets n_, offset_, columns_ and aligned_, whether
+    // every array's address allows its vector accesses).
+    void point_at_row(llvm::Value* row) {
+        auto pointer = [&](llvm::Value* word) { return b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kNvptxGlobal)); };
         llvm::Value* misaligned = b_.getInt64(0);
         for (Array& a : arrays_) {
-            llvm::Value* word = row_word(row, a.column, again);
+            llvm::Value* word = emit_row_word(b_, row, a.column);
             misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(15)));
-            a.base = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kNvptxGlobal));
+            a.base = pointer(word);
         }
         for (QuantizedArray& q : quantized_) {
-            llvm::Value* word = row_word(row, layout_.state(q.state), again);
+            llvm::Value* word = emit_row_word(b_, row, layout_.state(q.state));
             misaligned = b_.CreateOr(misaligned, b_.CreateAnd(word, b_.getInt64(q.codec->four_bit() ? 3 : 7)));
-            q.codes = b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kNvptxGlobal));
-            q.scales = b_.CreateIntToPtr(row_word(row, layout_.scales(q.state), again), llvm::PointerType::get(ctx_, kNvptxGlobal));
+            q.codes = pointer(word);
+            q.scales = pointer(emit_row_word(b_, row, layout_.scales(q.state)));
         }
-        n_ = row_word(row, layout_.n(), again);
-        offset_ = row_word(row, layout_.offset(), again);
-        return misaligned;
+        n_ = emit_row_word(b_, row, layout_.n());
+        offset_ = emit_row_word(b_, row, layout_.offset());
+        columns_ = layout_.rank1 ? emit_row_word(b_, row, layout_.columns()) : nullptr;
+        aligned_ = b_.CreateICmpEQ(misaligned, b_.getInt64(0));
     }
 
-    // Points the arrays at the tensor of `row` and derives the chunk's element range and path.
-    void setup_chunk(llvm::Value* row, llvm::Value* base) {
-        llvm::Value* misaligned = point_at_row(row, false);
-        base_ = base;
-        i0_ = b_.CreateAdd(base_, b_.CreateMul(tid_, b_.getInt64(elements_per_thread_)), "i0");
-        llvm::Value* full = b_.CreateICmpSLE(b_.CreateAdd(base_, b_.getInt64(chunk_elements(spec_))), n_);
-        fast_ = b_.CreateAnd(full, b_.CreateICmpEQ(misaligned, b_.getInt64(0)), "fast");
+    // A segment is the chunks [c, end) of one tensor that a block walks in order. Within it an
+    // address is a base of the segment and the thread's 32-bit element offset from it, so that
+    // a chunk costs one multiply-add an array (a tensor's 64-bit element index, the chunk's
+    // row and its tensor search took ~100 instructions a chunk, 13 an element). Chunks
+    // [0, fast_end_) of the segment are whole and aligned: vector accesses.
+    void enter_segment(llvm::Value* row, llvm::Value* c, llvm::Value* end) {
+        point_at_row(row);
+        const int64_t chunk = chunk_elements(spec_);
+        llvm::Value* first = b_.CreateMul(b_.CreateSub(c, emit_row_word(b_, row, layout_.chunk_begin())), b_.getInt64(chunk), "segment.first");
+        segment_first_ = first;
+        lane_ = b_.CreateMul(b_.CreateTrunc(tid_, b_.getInt32Ty()), b_.getInt32(elements_per_thread_), "lane");
+        llvm::Value* element = b_.CreateAdd(first, b_.CreateZExt(lane_, b_.getInt64Ty()));  // the thread's first
+        Cursors& at = segment_cursors_;  // chunk 0's
+        at = Cursors{};
+        for (Array& a : arrays_) at.arrays.push_back(b_.CreateGEP(math_->storage_type(a.type), a.base, element));
+        for (QuantizedArray& q : quantized_) {
+            at.codes.push_back(b_.CreateGEP(b_.getInt8Ty(), q.codes, q.codec->four_bit() ? b_.CreateLShr(element, 1) : element));
+            at.scales.push_back(q.rank1() ? nullptr
+                                          : b_.CreateGEP(b_.getFloatTy(), q.scales, b_.CreateLShr(element, llvm::Log2_32(q.codec->storage().block))));
+        }
+        llvm::Value* chunks = b_.CreateSub(end, c);
+        llvm::Value* remaining = b_.CreateSub(n_, first);
+        llvm::Value* whole = b_.CreateUDiv(remaining, b_.getInt64(chunk));
+        // Past the segment's last chunk nothing is read: the offset of the tensor's last element, or
+        // any offset beyond the segment.
+        segment_last_ = b_.CreateTrunc(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateSub(remaining, b_.getInt64(1)), b_.getInt64(INT32_MAX)),
+                                       b_.getInt32Ty(), "segment.last");
+        segment_chunks_ = b_.CreateTrunc(chunks, b_.getInt32Ty(), "segment.chunks");
+        fast_end_ = b_.CreateSelect(aligned_, b_.CreateTrunc(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, whole, chunks), b_.getInt32Ty()),
+                                    b_.getInt32(0), "fast.end");
     }
+
+    // A thread's addresses in a chunk: its first element of each dense array, its first code of
+    // each quantized state, and its block's scale (nullptr for rank-1 states). A block walks a
+    // segment's chunks in order, so the next chunk's are these plus a constant: two
+    // instructions an address a chunk, where a tensor's 64-bit element index, the chunk's row
+    // and its tensor search took ~100 instructions a chunk (13 an element).
+    struct Cursors {
+        std::vector<llvm::Value*> arrays, codes, scales;
+        std::vector<llvm::Value*> flatten() const {
+            std::vector<llvm::Value*> out(arrays);
+            out.insert(out.end(), codes.begin(), codes.end());
+            for (llvm::Value* v : scales)
+                if (v) out.push_back(v);
+            return out;
+        }
+        Cursors with(const std::vector<llvm::Value*>& values, size_t& i) const {
+            Cursors c = *this;
+            for (llvm::Value*& v : c.arrays) v = values[i++];
+            for (llvm::Value*& v : c.codes) v = values[i++];
+            for (llvm::Value*& v : c.scales)
+                if (v) v = values[i++];
+            return c;
+        }
+    };
+    // Every address `chunks` chunks on (negative: back). `kept`: the new addresses go through a
+    // move LLVM cannot see through, so that a step back from them is a constant offset in the
+    // instructions that use it, not the old addresses kept alive in registers.
+    Cursors moved(const Cursors& from, int chunks, bool kept = false) {
+        const int64_t elements = chunk_elements(spec_) * chunks;
+        auto step = [&](llvm::Value* at, int64_t bytes) -> llvm::Value* {
+            if (!at) return nullptr;
+            llvm::Value* to = b_.CreateConstGEP1_64(b_.getInt8Ty(), at, bytes);
+            if (!kept) return to;
+            auto* type = llvm::FunctionType::get(to->getType(), {to->getType()}, false);
+            return b_.CreateCall(llvm::InlineAsm::get(type, "mov.b64 $0, $1;", "=l,l", false), {to});
+        };
+        Cursors out;
+        for (size_t k = 0; k < arrays_.size(); ++k) out.arrays.push_back(step(from.arrays[k], elements * dtype_bytes(arrays_[k].type)));
+        for (size_t k = 0; k < quantized_.size(); ++k) {
+            out.codes.push_back(step(from.codes[k], quantized_[k].codec->four_bit() ? elements / 2 : elements));
+            out.scales.push_back(step(from.scales[k], elements / int64_t(quantized_[k].codec->storage().block) * 4));
+        }
+        return out;
+    }
+    // Chunk k of the segment (i32): sets idx_, i0_ and fast_.
+    void setup_chunk(llvm::Value* k) {
+        idx_ = b_.CreateAdd(lane_, b_.CreateMul(k, b_.getInt32(int32_t(chunk_elements(spec_)))), "idx");
+        i0_ = b_.CreateAdd(segment_first_, b_.CreateZExt(idx_, b_.getInt64Ty()), "i0");
+        fast_ = b_.CreateICmpULT(k, fast_end_, "fast");
+    }
+    // Segments are cut so that every offset in one fits 31 bits.
+    int64_t max_segment_chunks() const { return (int64_t(1) << 31) / chunk_elements(spec_); }
 
     // What a chunk's processing reads from memory, loaded one chunk ahead.
     struct Prefetched {
-        llvm::Value* row = nullptr;
-        llvm::Value* base = nullptr;
+        llvm::Value* k = nullptr;  // the chunk's index in its segment
+        Cursors at;                // the thread's addresses in it
         Raw raw;
         std::vector<llvm::Value*> old_scales;  // per quantized state, of this thread's block
         std::vector<llvm::Value*> flatten() const {
-            std::vector<llvm::Value*> out{row, base};
+            std::vector<llvm::Value*> out{k};
+            for (llvm::Value* v : at.flatten()) out.push_back(v);
             for (const auto& pieces : raw.dense) out.insert(out.end(), pieces.begin(), pieces.end());
             out.insert(out.end(), raw.codes.begin(), raw.codes.end());
             out.insert(out.end(), old_scales.begin(), old_scales.end());
@@ -608,47 +682,59 @@ private:
         }
         Prefetched with(const std::vector<llvm::Value*>& values) const {  // same shape, other values
             Prefetched p = *this;
-            size_t k = 0;
-            p.row = values[k++];
-            p.base = values[k++];
+            size_t i = 0;
+            p.k = values[i++];
+            p.at = at.with(values, i);
             for (auto& pieces : p.raw.dense)
-                for (llvm::Value*& v : pieces) v = values[k++];
-            for (llvm::Value*& v : p.raw.codes) v = values[k++];
-            for (llvm::Value*& v : p.old_scales) v = values[k++];
+                for (llvm::Value*& v : pieces) v = values[i++];
+            for (llvm::Value*& v : p.raw.codes) v = values[i++];
+            for (llvm::Value*& v : p.old_scales) v = values[i++];
             return p;
         }
     };
 
-    // Loads a chunk: vector accesses for full, aligned chunks, element by element otherwise,
-    // and the old scale of each quantized state's block (the tensor's last block where the
-    // thread's elements are past its end).
-    Prefetched prefetch(llvm::Value* row, llvm::Value* chunk) {
+    // Loads chunk k of the segment: vector accesses for full, aligned chunks, element by element
+    // otherwise, and the old scale of each quantized state's block (the tensor's last block
+    // where the thread's elements are past its end).
+    Prefetched prefetch(llvm::Value* k, const Cursors& at) {
         Prefetched out;
-        out.row = row;
-        out.base = emit_chunk_first_element(b_, spec_, row, chunk);
-        setup_chunk(row, out.base);
+        out.k = k;
+        out.at = at;
+        setup_chunk(k);
+        cursor_ = at;
         // The old scales first: an address computed after the data loads are issued can wait
         // for them (ptxas tracks loads by a few shared scoreboards), which stalls the warp for
         // a whole memory latency each chunk.
-        llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, i0_, b_.CreateSub(n_, b_.getInt64(1)));
-        for (const QuantizedArray& q : quantized_) {
-            if (q.rank1()) {  // scales per element, in process()
-                out.old_scales.push_back(llvm::ConstantFP::get(b_.getFloatTy(), 0.0));
-                continue;
+        auto old_scales = [&](bool fast) {
+            std::vector<llvm::Value*> scales;
+            for (const QuantizedArray& q : quantized_) {
+                if (q.rank1()) {  // scales per element, in process()
+                    scales.push_back(llvm::ConstantFP::get(b_.getFloatTy(), 0.0));
+                    continue;
+                }
+                llvm::Value* at = cursor_.scales[&q - quantized_.data()];
+                if (!fast) {  // the clamped element's block, from this thread's
+                    const unsigned shift = llvm::Log2_32(q.codec->storage().block);
+                    llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, idx_, segment_last_);
+                    llvm::Value* blocks_back = b_.CreateSub(b_.CreateLShr(clamped, shift), b_.CreateLShr(idx_, shift));
+                    at = b_.CreateGEP(b_.getFloatTy(), at, b_.CreateSExt(blocks_back, b_.getInt64Ty()));
+                }
+                scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), at, llvm::Align(4)));
             }
-            llvm::Value* block_index = b_.CreateUDiv(clamped, b_.getInt64(q.codec->storage().block));
-            out.old_scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4)));
-        }
+            return scales;
+        };
         llvm::BasicBlock* fast_load = block("load.fast");
         llvm::BasicBlock* slow_load = block("load.slow");
         llvm::BasicBlock* loaded_block = block("loaded");
         b_.CreateCondBr(fast_, fast_load, slow_load);
         b_.SetInsertPoint(fast_load);
-        Raw f = load_fast(i0_);
+        std::vector<llvm::Value*> fast_scales = old_scales(true);
+        Raw f = load_fast();
         llvm::BasicBlock* fast_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(slow_load);
-        Raw s = load_slow(i0_);
+        std::vector<llvm::Value*> slow_scales = old_scales(false);
+        Raw s = load_slow();
         llvm::BasicBlock* slow_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(loaded_block);
@@ -658,71 +744,116 @@ private:
             for (size_t piece = 0; piece < f.dense[k].size(); ++piece) out.raw.dense[k].push_back(merge(f.dense[k][piece], s.dense[k][piece]));
         }
         for (size_t k = 0; k < quantized_.size(); ++k) out.raw.codes.push_back(merge(f.codes[k], s.codes[k]));
+        for (size_t k = 0; k < quantized_.size(); ++k) out.old_scales.push_back(merge(fast_scales[k], slow_scales[k]));
         return out;
     }
 
-    // Block b takes chunks b, b + gridDim.x, ...; the loads of its next chunk are issued while
-    // the current chunk is processed, so memory stays busy through its math, shuffles and
-    // stores (the quantized step's chain of dependent work is long; without this the loads sat
-    // idle most of the time). They are issued once the current chunk's loaded values have been
-    // read: ptxas tracks loads by a few scoreboards that each instruction of the loop reuses,
-    // so a first read after the next chunk's loads waited for those too, a whole memory
-    // latency each chunk.
-    void pipelined_chunk_loop(llvm::Value* first, llvm::Value* stride, llvm::Value* limit) {
+    // Asks L2 for the lines of fast chunk from + distance of the segment (i32), if there is
+    // one, from cursor_ (chunk from's): every thread its own elements' lines, one request a
+    // line once the warp's addresses coalesce. Registers hold one chunk ahead; this
+    // keeps the block's next several chunks in flight at no register cost, which a step that
+    // moves few bytes a thread needs to keep memory busy.
+    void prefetch_to_l2(llvm::Value* from, int distance) {
+        if (distance <= 0) return;
+        llvm::Value* ahead = b_.CreateAdd(from, b_.getInt32(distance));
+        llvm::BasicBlock* issue = block("l2.prefetch");
+        llvm::BasicBlock* issued = block("l2.prefetched");
+        b_.CreateCondBr(b_.CreateICmpULT(ahead, fast_end_), issue, issued);
+        b_.SetInsertPoint(issue);
+        auto request = [&](llvm::Value* address) {
+            auto* type = llvm::FunctionType::get(b_.getVoidTy(), {address->getType()}, false);
+            b_.CreateCall(llvm::InlineAsm::get(type, "prefetch.global.L2 [$0];", "l", true), {address});
+        };
+        Cursors ahead_at = moved(cursor_, distance);
+        for (llvm::Value* at : ahead_at.arrays) request(at);
+        for (llvm::Value* at : ahead_at.codes) request(at);
+        b_.CreateBr(issued);
+        b_.SetInsertPoint(issued);
+    }
+
+    // Block b takes a contiguous range of the launch's chunks, walked in order one tensor (a
+    // segment) at a time; the loads of its next chunk are issued while the current chunk is
+    // processed, so memory stays busy through its math, shuffles and stores (the quantized
+    // step's chain of dependent work is long; without this the loads sat idle most of the
+    // time), and L2 is asked for the chunks after it (prefetch_to_l2). They are issued once
+    // the current chunk's loaded values have been read: ptxas tracks loads by a few
+    // scoreboards that each instruction of the loop reuses, so a first read after the next
+    // chunk's loads waited for those too, a whole memory latency each chunk.
+    void pipelined_chunk_loop(llvm::Value* num_chunks) {
         llvm::Value* table = fn_->getArg(0);
-        llvm::BasicBlock* prologue = block("pipeline.prologue");
+        llvm::Value* blocks = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
+        llvm::Value* per_block = b_.CreateUDiv(b_.CreateAdd(num_chunks, b_.CreateSub(blocks, b_.getInt64(1))), blocks);
+        llvm::Value* first = b_.CreateMul(sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x), per_block);
+        llvm::Value* limit = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateAdd(first, per_block), num_chunks);
+        llvm::BasicBlock* entry = b_.GetInsertBlock();
+        llvm::BasicBlock* segment = block("segment");
         llvm::BasicBlock* loop = block("pipeline.loop");
+        llvm::BasicBlock* segment_done = block("segment.done");
         llvm::BasicBlock* exit = block("pipeline.exit");
-        b_.CreateCondBr(b_.CreateICmpULT(first, limit), prologue, exit);
-        b_.SetInsertPoint(prologue);
-        auto [t0, row0] = emit_find_tensor(b_, spec_, table, fn_->getArg(1), first, b_.getInt64(0));
-        Prefetched start = prefetch(row0, first);
+        b_.CreateCondBr(b_.CreateICmpULT(first, limit), segment, exit);
+
+        b_.SetInsertPoint(segment);
+        llvm::PHINode* c = b_.CreatePHI(b_.getInt64Ty(), 2, "c");
+        llvm::PHINode* t_before = b_.CreatePHI(b_.getInt64Ty(), 2, "t.before");
+        c->addIncoming(first, entry);
+        t_before->addIncoming(b_.getInt64(0), entry);
+        auto [t, row] = emit_find_tensor(b_, spec_, table, fn_->getArg(1), c, t_before);
+        reductions_ = reduction_values(fn_, t);
+        llvm::Value* end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, emit_row_word(b_, row, layout_.chunk_end()), limit);
+        end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, end, b_.CreateAdd(c, b_.getInt64(max_segment_chunks())), nullptr, "segment.end");
+        enter_segment(row, c, end);
+        Prefetched start = prefetch(b_.getInt32(0), segment_cursors_);
         llvm::BasicBlock* prologue_end = b_.GetInsertBlock();
         b_.CreateBr(loop);
 
         b_.SetInsertPoint(loop);
-        llvm::PHINode* chunk = b_.CreatePHI(b_.getInt64Ty(), 2, "chunk");
-        llvm::PHINode* tensor = b_.CreatePHI(b_.getInt64Ty(), 2, "tensor");
-        chunk->addIncoming(first, prologue_end);
-        tensor->addIncoming(t0, prologue_end);
         std::vector<llvm::PHINode*> carried;
         for (llvm::Value* v : start.flatten()) {
             carried.push_back(b_.CreatePHI(v->getType(), 2));
             carried.back()->addIncoming(v, prologue_end);
         }
         Prefetched current = start.with(std::vector<llvm::Value*>(carried.begin(), carried.end()));
-        reductions_ = reduction_values(fn_, tensor);
-        llvm::Value* next = b_.CreateAdd(chunk, stride, "next");
-        llvm::Value* more = b_.CreateICmpULT(next, limit);
-        llvm::Value* tensor_next = nullptr;
+        llvm::Value* next = b_.CreateAdd(current.k, b_.getInt32(1), "next");
+        llvm::Value* more = b_.CreateICmpULT(next, segment_chunks_);
         std::vector<llvm::Value*> upcoming_values;
         process(current, [&] {
+            Cursors next_at = moved(current.at, 1, true);
             llvm::BasicBlock* ahead = block("pipeline.ahead");
             llvm::BasicBlock* joined = block("pipeline.joined");
             llvm::BasicBlock* from_loop = b_.GetInsertBlock();
             b_.CreateCondBr(more, ahead, joined);
             b_.SetInsertPoint(ahead);
-            auto [t_next, row_next] = emit_find_tensor(b_, spec_, table, fn_->getArg(1), next, tensor);
-            Prefetched upcoming = prefetch(row_next, next);
+            Prefetched upcoming = prefetch(next, next_at);
+            prefetch_to_l2(next, gpu_prefetch_chunks(spec_) - 1);
             llvm::BasicBlock* ahead_end = b_.GetInsertBlock();
             b_.CreateBr(joined);
             b_.SetInsertPoint(joined);
-            tensor_next = join(t_next, ahead_end, tensor, from_loop);
-            for (llvm::Value* v : upcoming.flatten()) upcoming_values.push_back(join(v, ahead_end, llvm::PoisonValue::get(v->getType()), from_loop));
+            std::vector<llvm::Value*> values = upcoming.flatten();
+            const size_t cursors = next_at.flatten().size();
+            for (size_t i = 0; i < values.size(); ++i)
+                upcoming_values.push_back(i >= 1 && i <= cursors ? values[i]  // computed on both paths
+                                                                 : join(values[i], ahead_end, llvm::PoisonValue::get(values[i]->getType()), from_loop));
+            return moved(next_at, -1);
         });
         llvm::BasicBlock* latch = b_.GetInsertBlock();
-        chunk->addIncoming(next, latch);
-        tensor->addIncoming(tensor_next, latch);
         for (size_t k = 0; k < carried.size(); ++k) carried[k]->addIncoming(upcoming_values[k], latch);
-        b_.CreateCondBr(more, loop, exit);
+        b_.CreateCondBr(more, loop, segment_done);
+
+        b_.SetInsertPoint(segment_done);
+        c->addIncoming(end, segment_done);
+        t_before->addIncoming(t, segment_done);
+        b_.CreateCondBr(b_.CreateICmpULT(end, limit), segment, exit);
         b_.SetInsertPoint(exit);
     }
 
-    // Processes a chunk; `issue_next_loads` runs once its loaded values have been read.
-    void process(const Prefetched& chunk, const std::function<void()>& issue_next_loads) {
+    // Processes a chunk; `issue_next_loads` runs once its loaded values have been read, and
+    // returns the chunk's addresses to store to.
+    void process(const Prefetched& chunk, const std::function<Cursors()>& issue_next_loads) {
         const int E = elements_per_thread_;
-        setup_chunk(chunk.row, chunk.base);
+        setup_chunk(chunk.k);
+        cursor_ = chunk.at;
         llvm::Value* i0 = i0_;  // the prefetch below sets the members for the next chunk
+        llvm::Value* idx = idx_;
         llvm::Value* fast = fast_;
         struct {
             std::vector<std::vector<llvm::Value*>> dense;  // [array][element], fp32
@@ -740,7 +871,7 @@ private:
         std::vector<Rank1Cursor> cursors;
         for (size_t k = 0; k < quantized_.size(); ++k) {
             if (!quantized_[k].rank1()) continue;
-            statistics[k] = std::make_unique<Rank1Statistics>(b_, quantized_[k].scales, n_, emit_row_word(b_, chunk.row, layout_.columns()));
+            statistics[k] = std::make_unique<Rank1Statistics>(b_, quantized_[k].scales, n_, columns_);
             if (cursors.empty()) {
                 cursors.push_back(statistics[k]->cursor(b_, i0));
                 for (int j = 1; j < E; ++j) cursors.push_back(statistics[k]->next(b_, cursors.back()));
@@ -770,16 +901,10 @@ private:
             }
         }
 
-        {
-            // The prefetch points the arrays at the next chunk; this one's come back from its row,
-            // loaded again: the first loads' values kept through the update took 20 registers
-            // more than the rest of the kernel needs (q8 AdamW: 128, 4 blocks an SM, for 96).
-            issue_next_loads();
-            point_at_row(chunk.row, true);
-            base_ = chunk.base;
-            i0_ = i0;
-            fast_ = fast;
-        }
+        cursor_ = issue_next_loads();
+        i0_ = i0;
+        idx_ = idx;
+        fast_ = fast;
 
         // Update: every element's divisions and square roots by their branch-free fast paths,
         // and the whole update again with the IEEE instructions where an operand fell outside
@@ -922,8 +1047,7 @@ private:
             for (size_t k = 0; k < quantized_.size(); ++k) {
                 if (!block_scaled[k]) continue;
                 const QuantizedArray& q = quantized_[k];
-                llvm::Value* block_index = b_.CreateUDiv(i0, b_.getInt64(q.codec->storage().block));
-                b_.CreateAlignedStore(scales[k], b_.CreateGEP(b_.getFloatTy(), q.scales, block_index), llvm::Align(4));
+                b_.CreateAlignedStore(scales[k], cursor_.scales[k], llvm::Align(4));
             }
         };
 
@@ -938,18 +1062,17 @@ private:
             if (!store_array[k]) continue;
             std::vector<llvm::Value*> values;
             for (int j = 0; j < E; ++j) values.push_back(arrays_[k].state < 0 ? out[j].p : out[j].states[arrays_[k].state]);
-            store_vector(arrays_[k], i0, values);
+            store_vector(arrays_[k], cursor_.arrays[k], b_.getInt64(0), i0, values);
         }
         for (size_t k = 0; k < quantized_.size(); ++k) {
             const QuantizedArray& q = quantized_[k];
             if (!store_quantized[k]) continue;
-            llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i0, 1) : i0;
-            b_.CreateAlignedStore(code_vector(q, words[k]), b_.CreateGEP(b_.getInt8Ty(), q.codes, index), llvm::Align(4 * words[k].size()));
+            b_.CreateAlignedStore(code_vector(q, words[k]), cursor_.codes[k], llvm::Align(4 * words[k].size()));
         }
         b_.CreateBr(done);
         b_.SetInsertPoint(slow_store);
         std::vector<llvm::Value*> valid(E);
-        for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpSLT(b_.CreateAdd(i0, b_.getInt64(j)), n_);
+        for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpULE(b_.CreateAdd(idx, b_.getInt32(j)), segment_last_);
         {
             llvm::BasicBlock* write = block("scale.write");
             llvm::BasicBlock* written = block("scale.written");
@@ -964,12 +1087,12 @@ private:
             llvm::BasicBlock* next = block("store.next");
             b_.CreateCondBr(valid[j], store, next);
             b_.SetInsertPoint(store);
-            llvm::Value* i = b_.CreateAdd(i0, b_.getInt64(j));
             for (size_t k = 0; k < arrays_.size(); ++k) {
                 const Array& a = arrays_[k];
                 if (!store_array[k]) continue;
                 llvm::Value* v = a.state < 0 ? out[j].p : out[j].states[a.state];
-                b_.CreateAlignedStore(stored(a, v, i), b_.CreateGEP(math_->storage_type(a.type), a.base, i), llvm::Align(dtype_bytes(a.type)));
+                llvm::Value* element = b_.CreateAdd(i0, b_.getInt64(j));  // in the tensor
+                b_.CreateAlignedStore(stored(a, v, element), b_.CreateConstGEP1_32(math_->storage_type(a.type), cursor_.arrays[k], j), llvm::Align(dtype_bytes(a.type)));
             }
             for (size_t k = 0; k < quantized_.size(); ++k) {
                 const QuantizedArray& q = quantized_[k];
@@ -979,8 +1102,7 @@ private:
                 int byte_number = q.codec->four_bit() ? j / 2 : j;
                 llvm::Value* byte = b_.CreateLShr(words[k][byte_number / 4], 8 * (byte_number % 4));
                 if (q.codec->four_bit()) byte = b_.CreateAnd(byte, b_.CreateSelect(valid[j + 1], b_.getInt32(0xff), b_.getInt32(0xf0)));
-                llvm::Value* index = q.codec->four_bit() ? b_.CreateLShr(i, 1) : i;
-                b_.CreateStore(b_.CreateTrunc(byte, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), q.codes, index));
+                b_.CreateStore(b_.CreateTrunc(byte, b_.getInt8Ty()), b_.CreateConstGEP1_32(b_.getInt8Ty(), cursor_.codes[k], byte_number));
             }
             b_.CreateBr(next);
             b_.SetInsertPoint(next);
@@ -1069,8 +1191,19 @@ private:
     llvm::Value* n_ = nullptr;
     llvm::Value* offset_ = nullptr;  // the tensor's global first element (stochastic rounding's key)
     std::vector<llvm::Value*> reductions_;  // the chunk's reduction values (ElementValues::reductions)
-    llvm::Value* i0_ = nullptr;    // quantized kernels: the thread's first element in the chunk
-    llvm::Value* fast_ = nullptr;  // quantized kernels: the chunk takes vector accesses
+    // Quantized kernels: the segment (enter_segment) and the chunk (setup_chunk).
+    llvm::Value* columns_ = nullptr;         // the tensor's last dimension (rank-1 states)
+    llvm::Value* aligned_ = nullptr;         // every array allows its vector accesses
+    llvm::Value* segment_first_ = nullptr;   // the segment's first element in its tensor (i64)
+    Cursors segment_cursors_;                // the thread's addresses in the segment's first chunk
+    Cursors cursor_;                         // and in the chunk being loaded or stored
+    llvm::Value* segment_chunks_ = nullptr;  // chunks in the segment (i32)
+    llvm::Value* segment_last_ = nullptr;    // the offset of the tensor's last element from the segment's first, at most 2^31 - 1 (i32)
+    llvm::Value* fast_end_ = nullptr;        // chunks [0, fast_end_) of it are whole and aligned (i32)
+    llvm::Value* lane_ = nullptr;            // the thread's first element in a chunk (i32)
+    llvm::Value* idx_ = nullptr;             // the thread's first element in the segment (i32)
+    llvm::Value* i0_ = nullptr;              // the thread's first element in the tensor (i64)
+    llvm::Value* fast_ = nullptr;            // the chunk takes vector accesses
 };
 
 }  // namespace

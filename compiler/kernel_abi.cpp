@@ -99,6 +99,11 @@ int gpu_elements_per_thread(const KernelSpec& spec) {
     return std::max(vec, requested / vec * vec);
 }
 
+int gpu_prefetch_chunks(const KernelSpec& spec) {
+    int requested = spec.options.gpu_prefetch_chunks;
+    return requested >= 0 ? requested : 3;
+}
+
 int64_t chunk_elements(const KernelSpec& spec) {
     // Host: large enough that a call per chunk costs nothing, small enough to stay in L2, and
     // a multiple of every block size (4096 at most).

@@ -154,6 +154,10 @@ int gpu_vector_elements(const KernelSpec& spec);
 int gpu_elements_per_thread(const KernelSpec& spec);
 constexpr int kQuantizedElementsPerThread = 8;
 
+// Kernels with block-quantized states: the chunk ahead of the one being processed that a
+// block asks L2 for (CodegenOptions::gpu_prefetch_chunks); 0: none.
+int gpu_prefetch_chunks(const KernelSpec& spec);
+
 // Elements per chunk.
 int64_t chunk_elements(const KernelSpec& spec);
 

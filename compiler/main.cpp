@@ -133,9 +133,12 @@ kernel options (also taken by 'optjit run'):
                            (for CUDA graphs; optjit compile only)
   --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
                            threads_per_block, vector_bytes, min_blocks_per_sm (kernels with
-                           block-quantized states keep 8 elements a thread)
+                           block-quantized states keep 8 elements a thread), prefetch_chunks
+                           (quantized: the chunk ahead a block asks L2 for, 0 for none)
 environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;
-             OPTJIT_DEBUG=1 logs each compile and the time of each phase.
+             OPTJIT_DEBUG=1 logs each compile and the time of each phase;
+             OPTJIT_GPU_TUNE=KNOB=N,... sets --gpu-tune knobs of every GPU kernel (also those
+             optjit bench and optjit::Optimizer compile).
 )";
 
 std::string read_file(const std::string& path) {
@@ -286,15 +289,9 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     }
     if (option == "--gpu-tune") {
         auto [knob, value] = parse_assignment(args.value(option), option);
-        std::map<std::string, int*> knobs = {{"elements_per_thread", &k.codegen.gpu_elements_per_thread},
-                                             {"threads_per_block", &k.codegen.gpu_threads_per_block},
-                                             {"vector_bytes", &k.codegen.gpu_vector_bytes},
-                                             {"min_blocks_per_sm", &k.codegen.gpu_min_blocks_per_sm}};
-        auto it = knobs.find(knob);
-        if (it == knobs.end())
+        if (!set_gpu_tune(k.codegen, knob, int(value)))
             throw UsageError{fmt::format("--gpu-tune: unknown knob '{}' (expected elements_per_thread, threads_per_block, "
-                                         "vector_bytes or min_blocks_per_sm)", knob)};
-        *it->second = int(value);
+                                         "vector_bytes, min_blocks_per_sm or prefetch_chunks)", knob)};
         return true;
     }
     return false;
@@ -429,7 +426,7 @@ int cmd_print(Args& args) {
     return 0;
 }
 
-constexpr const char* kBenchHelp = R"(usage: optjit bench [--target host|cuda] [--optimizer NAME] [--hyper NAME=VALUE]... [--workload NAME]... [--states FORMAT]... [--size N] [--steps K] [--capturable] [--clip-grad-norm X] [--skip-nonfinite]
+constexpr const char* kBenchHelp = R"(usage: optjit bench [--target host|cuda] [--optimizer NAME] [--hyper NAME=VALUE]... [--workload NAME]... [--states FORMAT]... [--size N] [--steps K] [--capturable] [--clip-grad-norm X] [--skip-nonfinite] [--ieee-math | --fast-math]
 
 Steps a library optimizer (AdamW by default; bf16 parameters and gradients) through
 optjit::Optimizer over a workload, one row per state format: median step time over K timed
@@ -453,12 +450,14 @@ compiles of the timed steps.
                        its lr written into the device block
   --clip-grad-norm X, --skip-nonfinite
                        the gradient policies (OptimizerOptions)
+  --ieee-math, --fast-math
+                       every kernel's math (default: fast for GPU kernels with quantized states)
 )";
 
 int cmd_bench(Args& args) {
     StepBenchOptions bench;
     std::string target_name;
-    KernelOptions policies;  // only the gradient policies are read
+    KernelOptions policies;  // only the gradient policies and the math are read
     while (!args.done()) {
         std::string a = args.take();
         if (a == "--help") { fmt::print("{}", kBenchHelp); return 0; }
@@ -470,10 +469,11 @@ int cmd_bench(Args& args) {
         else if (a == "--capturable") bench.capturable = true;
         else if (a == "--optimizer") bench.optimizer = args.value(a);
         else if (a == "--hyper") bench.hypers.insert(parse_assignment(args.value(a), a));
-        else if (a == "--clip-grad-norm" || a == "--skip-nonfinite") take_kernel_option(args, a, policies);
+        else if (a == "--clip-grad-norm" || a == "--skip-nonfinite" || a == "--ieee-math" || a == "--fast-math") take_kernel_option(args, a, policies);
         else throw UsageError{fmt::format("unknown option '{}'", a)};
     }
     bench.policies = policies.policies;
+    bench.math = policies.codegen.math;
     if (target_name.empty()) target_name = cuda::available() ? "cuda" : "host";
     if (target_name == "cuda") {
         if (!cuda::available()) throw InputError{fmt::format("optjit: --target cuda: {}\n", cuda::unavailable_reason())};

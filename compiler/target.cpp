@@ -5,6 +5,8 @@
 #include <llvm/TargetParser/Host.h>
 
 #include <charconv>
+#include <cstdlib>
+#include <stdexcept>
 
 namespace optjit {
 
@@ -49,6 +51,35 @@ std::string_view math_mode_name(MathMode m) {
     case MathMode::Fast: return "fast";
     }
     return "?";
+}
+
+bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value) {
+    if (knob == "elements_per_thread") options.gpu_elements_per_thread = value;
+    else if (knob == "threads_per_block") options.gpu_threads_per_block = value;
+    else if (knob == "vector_bytes") options.gpu_vector_bytes = value;
+    else if (knob == "min_blocks_per_sm") options.gpu_min_blocks_per_sm = value;
+    else if (knob == "prefetch_chunks") options.gpu_prefetch_chunks = value;
+    else return false;
+    return true;
+}
+
+void apply_gpu_tune_environment(CodegenOptions& options) {
+    const char* env = std::getenv("OPTJIT_GPU_TUNE");
+    if (!env) return;
+    std::string_view rest(env);
+    while (!rest.empty()) {
+        std::string_view item = rest.substr(0, rest.find(','));
+        rest.remove_prefix(std::min(rest.size(), item.size() + 1));
+        if (item.empty()) continue;
+        size_t eq = item.find('=');
+        int value = 0;
+        std::string_view knob = item.substr(0, eq);
+        auto [end, ec] = eq == std::string_view::npos ? std::from_chars(item.data(), item.data(), value)
+                                                      : std::from_chars(item.data() + eq + 1, item.data() + item.size(), value);
+        if (eq == std::string_view::npos || ec != std::errc() || end != item.data() + item.size() || !set_gpu_tune(options, knob, value))
+            throw std::invalid_argument(fmt::format("OPTJIT_GPU_TUNE: '{}' is not KNOB=N with a knob of elements_per_thread, threads_per_block, "
+                                                    "vector_bytes, min_blocks_per_sm or prefetch_chunks", item));
+    }
 }
 
 MathMode resolved_math(MathMode requested, const Target& target, bool has_quantized_state) {

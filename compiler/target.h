@@ -55,6 +55,10 @@ struct CodegenOptions {
     // Bytes of one access to the narrowest array: 8 or 16; 0 makes accesses to the widest
     // array 16 bytes.
     int gpu_vector_bytes = 0;
+    // Kernels with block-quantized states: a block asks L2 for the chunk this many ahead of
+    // the one it processes (its next one is already loading into registers); 0 or 1: none,
+    // -1: the automatic choice.
+    int gpu_prefetch_chunks = -1;
     // bf16 parameters round stochastically (ir/numeric.h's stochastic_bits, keyed by the
     // launch's seed, the step and the element's global index) instead of to nearest even.
     bool stochastic_rounding = false;
@@ -73,6 +77,14 @@ struct CodegenOptions {
     bool count_applied_steps = false;
     friend bool operator==(const CodegenOptions&, const CodegenOptions&) = default;
 };
+
+// Sets the GPU tuning knob `knob` (elements_per_thread, threads_per_block, vector_bytes,
+// min_blocks_per_sm, prefetch_chunks) of `options`; false for an unknown knob.
+bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value);
+// The knobs of OPTJIT_GPU_TUNE ("knob=N,knob=N"), for experiments with kernels a program does
+// not compile itself (optjit bench, the Optimizer): lower() applies them to every kernel.
+// Throws std::invalid_argument for a malformed value or an unknown knob.
+void apply_gpu_tune_environment(CodegenOptions& options);
 
 // `requested` with Auto decided for a kernel of `target` (see MathMode).
 MathMode resolved_math(MathMode requested, const Target& target, bool has_quantized_state);

@@ -186,6 +186,7 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     options.max_grad_norm = o.policies.max_grad_norm;
     options.skip_nonfinite = o.policies.skip_nonfinite;
     options.maximize = o.policies.maximize;
+    options.math = o.math;
     // What each reduction pass reads (a pass a level of reductions), counted once a pass.
     const Program lowered = run_pipeline(apply_gradient_policies(program, o.policies), {});
     const std::vector<std::set<std::string>> inputs = reduction_inputs(lowered);

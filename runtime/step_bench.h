@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "compiler/target.h"
 #include "passes/gradient_policies.h"
 
 namespace optjit {
@@ -54,6 +55,7 @@ struct StepBenchOptions {
     std::string optimizer = "adamw";       // a library name (ir/library.h)
     std::map<std::string, double> hypers;  // over the program's defaults (lr follows a schedule)
     GradientPolicies policies;             // passes/gradient_policies.h
+    MathMode math = MathMode::Auto;        // compiler/target.h
 };
 
 // Prints the table to stdout; throws std::invalid_argument for an unknown workload or format.
