@@ -13,8 +13,8 @@ The quantized kernels are issue-bound (benchmarks/NOTES.md), so this count predi
 It walks the chunk loop (the innermost: the latest target of a backward branch before the first
 RET) from its head to its back edge: loops run once, branches around code that holds a slow-path CALL (the
 IEEE division's, or a whole update redone with the IEEE instructions) are taken (the fast
-path), branches to a CALL are not, the non-finite encode (FSETP.NAN) and the element-by-element loads
-of a short chunk (LDG.E.U8/U16) are skipped, and any other
+path), branches to a CALL are not, the non-finite encode (FSETP.NAN) and the element-by-element loads and
+stores of a short chunk (LDG.E.U8/U16, STG.E.U8/U16) are skipped, and any other
 conditional branch falls through (listed, so that a reader can check the path).
 COUNT_SASS_LIST=1 prints the walked instructions too.
 """
@@ -59,6 +59,9 @@ def main(path, elements, function=None):
 
     # The innermost loop: of the backward branches before the first RET, the one to the latest
     # head (the chunk loop inside the loop over a block's segments).
+    def slow_store(at, end):  # the element-by-element stores of a short chunk, before `end`
+        return any(re.search(r'STG\.E\.(U8|U16)', x) for x in ins[at:min(end, at + 60)])
+
     head = tail = None
     for i, x in enumerate(ins):
         if x.startswith('RET'):
@@ -81,7 +84,7 @@ def main(path, elements, function=None):
             t = target(x)
             if t <= pc:
                 taken = False
-            elif calls(pc + 1, t - pc - 1) or any('FSETP.NAN' in y for y in ins[pc + 1:min(t, pc + 40)]) or slow_load(pc + 1):
+            elif calls(pc + 1, t - pc - 1) or any('FSETP.NAN' in y for y in ins[pc + 1:min(t, pc + 40)]) or slow_load(pc + 1) or slow_store(pc + 1, t):
                 taken = True
             else:
                 taken = False

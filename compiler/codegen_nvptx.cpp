@@ -1005,7 +1005,12 @@ private:
                 continue;
             }
             scales[k] = q.codec->scale_from_absmax(b_, maxima[k]);
-            llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scales[k]);
+            // Fast math: the hardware's reciprocal (within an ulp: a code may differ from the
+            // reference's only for a value within an ulp of a midpoint), not the IEEE division
+            // with its range check and Newton step.
+            llvm::Value* inverse = spec_.options.math == MathMode::Fast
+                                       ? b_.CreateIntrinsic(llvm::Intrinsic::nvvm_rcp_approx_ftz_f, {}, {scales[k]})
+                                       : b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), scales[k]);
             // Unsigned tables: the multiplication saturates to [0, 1] (free on the FMA pipe), which
             // takes the upper clamp off each lookup; a NaN becomes 0 and negative values 0,
             // which take code 0 as they would have (the tables' code of 0 is their first).
