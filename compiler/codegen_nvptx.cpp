@@ -282,8 +282,8 @@ private:
         return math_->param_from_f32(b_, a.type, value, b_.CreateAdd(offset_, element), fn_->getArg(3));
     }
 
-    // values[k] into element index + k of `base` (array a's base, or its segment's), the
-    // tensor's element first_element + k.
+    // values[k] into element index + k of `base` (array a's base, or a thread's cursor), which
+    // is the tensor's element first_element + k (stochastic rounding's key).
     void store_vector(const Array& a, llvm::Value* base, llvm::Value* index, llvm::Value* first_element, const std::vector<llvm::Value*>& values) {
         int per_store = std::min(int(values.size()), 16 / dtype_bytes(a.type));
         llvm::Type* elem = math_->storage_type(a.type);
@@ -582,11 +582,9 @@ private:
         aligned_ = b_.CreateICmpEQ(misaligned, b_.getInt64(0));
     }
 
-    // A segment is the chunks [c, end) of one tensor that a block walks in order. Within it an
-    // address is a base of the segment and the thread's 32-bit element offset from it, so that
-    // a chunk costs one multiply-add an array (a tensor's 64-bit element index, the chunk's
-    // row and its tensor search took ~100 instructions a chunk, 13 an element). Chunks
-    // [0, fast_end_) of the segment are whole and aligned: vector accesses.
+    // A segment is the chunks [c, end) of one tensor that a block walks in order: its chunk 0's
+    // cursors (segment_cursors_), and chunks [0, fast_end_) of it whole and aligned (vector
+    // accesses); idx_ (setup_chunk) counts a thread's elements from the segment's first.
     void enter_segment(llvm::Value* row, llvm::Value* c, llvm::Value* end) {
         point_at_row(row);
         const int64_t chunk = chunk_elements(spec_);
@@ -605,8 +603,8 @@ private:
         llvm::Value* chunks = b_.CreateSub(end, c);
         llvm::Value* remaining = b_.CreateSub(n_, first);
         llvm::Value* whole = b_.CreateUDiv(remaining, b_.getInt64(chunk));
-        // Past the segment's last chunk nothing is read: the offset of the tensor's last element, or
-        // any offset beyond the segment.
+        // The tensor's last element as an offset from the segment's first; capped, past the
+        // segment's chunks (whose offsets fit 31 bits), where nothing reads it.
         segment_last_ = b_.CreateTrunc(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateSub(remaining, b_.getInt64(1)), b_.getInt64(INT32_MAX)),
                                        b_.getInt32Ty(), "segment.last");
         segment_chunks_ = b_.CreateTrunc(chunks, b_.getInt32Ty(), "segment.chunks");
