@@ -4,6 +4,7 @@
 #include <llvm/IR/Intrinsics.h>
 
 #include <bit>
+#include <span>
 #include <stdexcept>
 
 #include "compiler/code_lookup.h"
@@ -29,6 +30,13 @@ StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateSt
         std::vector<llvm::Constant*> entries;
         for (uint32_t e : code_lookup(f).entries) entries.push_back(llvm::ConstantInt::get(llvm::Type::getInt32Ty(c), e));
         entries_ = table("lookup", llvm::Type::getInt32Ty(c), entries);
+    }
+    if (four_bit()) {
+        std::span<const float> unit = code_table(f);
+        std::vector<llvm::Constant*> pairs;
+        for (int byte = 0; byte < 256; ++byte)
+            for (int nibble : {byte >> 4, byte & 15}) pairs.push_back(llvm::ConstantFP::get(llvm::Type::getFloatTy(c), unit[size_t(nibble)]));
+        pairs_ = table("pairs", llvm::Type::getFloatTy(c), pairs);
     }
 }
 
@@ -94,6 +102,17 @@ llvm::Value* StateCodec::decode_field(llvm::IRBuilder<>& b, llvm::Value* word, u
     llvm::Value* offset = b.CreateZExt(b.CreateAnd(moved, b.getInt32(mask << 2)), b.getInt64Ty());
     llvm::Value* unit = load_invariant(b, b.getFloatTy(), b.CreateGEP(b.getInt8Ty(), table_base(values_), offset));
     return b.CreateFMul(unit, scale);
+}
+
+std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_byte(llvm::IRBuilder<>& b, llvm::Value* word, unsigned byte, llvm::Value* scale) const {
+    if (!pairs_) throw std::logic_error("StateCodec::decode_byte: not a 4-bit format");
+    // The byte times 8, the offset of its pair.
+    llvm::Value* moved = byte == 0 ? b.CreateShl(word, 3) : b.CreateLShr(word, 8 * byte - 3);
+    llvm::Value* offset = b.CreateZExt(b.CreateAnd(moved, b.getInt32(0x7f8)), b.getInt64Ty());
+    auto* pair_type = llvm::FixedVectorType::get(b.getFloatTy(), 2);
+    auto* load = b.CreateAlignedLoad(pair_type, b.CreateGEP(b.getInt8Ty(), table_base(pairs_), offset), llvm::Align(8));
+    load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));
+    return {b.CreateFMul(b.CreateExtractElement(load, uint64_t(0)), scale), b.CreateFMul(b.CreateExtractElement(load, uint64_t(1)), scale)};
 }
 
 std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_pair(llvm::IRBuilder<>& b, llvm::Value* code0, llvm::Value* code1,
