@@ -758,13 +758,14 @@ private:
         llvm::BasicBlock* issued = block("l2.prefetched");
         b_.CreateCondBr(b_.CreateICmpULT(ahead, fast_end_), issue, issued);
         b_.SetInsertPoint(issue);
-        auto request = [&](llvm::Value* address) {
+        // The offset in the instruction: the addresses come free.
+        auto request = [&](llvm::Value* address, int64_t offset) {
             auto* type = llvm::FunctionType::get(b_.getVoidTy(), {address->getType()}, false);
-            b_.CreateCall(llvm::InlineAsm::get(type, "prefetch.global.L2 [$0];", "l", true), {address});
+            b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("prefetch.global.L2 [$0+{}];", offset), "l", true), {address});
         };
-        Cursors ahead_at = moved(cursor_, distance);
-        for (llvm::Value* at : ahead_at.arrays) request(at);
-        for (llvm::Value* at : ahead_at.codes) request(at);
+        const int64_t elements = chunk_elements(spec_) * distance;
+        for (size_t k = 0; k < arrays_.size(); ++k) request(cursor_.arrays[k], elements * dtype_bytes(arrays_[k].type));
+        for (size_t k = 0; k < quantized_.size(); ++k) request(cursor_.codes[k], quantized_[k].codec->four_bit() ? elements / 2 : elements);
         b_.CreateBr(issued);
         b_.SetInsertPoint(issued);
     }

@@ -66,7 +66,7 @@ KernelSpec lower(const KernelRequest& request) {
     if (request.options.stochastic_rounding && request.storage.param != DType::BF16)
         throw std::invalid_argument(fmt::format("stochastic rounding applies to bf16 parameters; these are {}", dtype_name(request.storage.param)));
     CodegenOptions options = request.options;
-    if (options.capturable || request.target.is_gpu()) apply_gpu_tune_environment(options);
+    if (request.target.is_gpu()) apply_gpu_tune_environment(options);
     options.math = resolved_math(options.math, request.target, has_quantized_state(request.storage));
     return KernelSpec{std::move(lowered), request.storage, request.target, options};
 }

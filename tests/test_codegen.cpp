@@ -507,6 +507,52 @@ TEST_CASE("codegen host: cache_key is stable and covers what selects code") {
     CHECK(cache.stats().compiles == 1);
 }
 
+// The default math is decided once, by lowering: fast for GPU kernels with a block-quantized
+// state, IEEE for every other kernel; an explicit choice stays. The cache key tells them apart.
+TEST_CASE("codegen: the math mode resolves per kernel and is part of the key") {
+    const Target gpu{Target::Kind::NVPTX, 90};
+    CHECK(resolved_math(MathMode::Auto, gpu, true) == MathMode::Fast);
+    CHECK(resolved_math(MathMode::Auto, gpu, false) == MathMode::Ieee);
+    CHECK(resolved_math(MathMode::Auto, Target{}, true) == MathMode::Ieee);
+    CHECK(resolved_math(MathMode::Ieee, gpu, true) == MathMode::Ieee);
+    CHECK(resolved_math(MathMode::Fast, Target{}, false) == MathMode::Fast);
+
+    KernelRequest q8{load_example("adamw"), {}, {}, gpu, {}};
+    q8.storage.states["m"] = StateStorage{StateFormat::Q8S, 256};
+    KernelSpec spec = lower(q8);
+    CHECK(spec.options.math == MathMode::Fast);
+    KernelRequest ieee = q8;
+    ieee.options.math = MathMode::Ieee;
+    CHECK(lower(ieee).options.math == MathMode::Ieee);
+    CHECK(cache_key(lower(ieee)) != cache_key(spec));
+    KernelRequest explicit_fast = q8;
+    explicit_fast.options.math = MathMode::Fast;
+    CHECK(cache_key(lower(explicit_fast)) == cache_key(spec));  // Auto resolved is the same kernel
+    q8.storage.states["m"] = StateStorage{StateFormat::BF16};
+    CHECK(lower(q8).options.math == MathMode::Ieee);
+}
+
+// OPTJIT_GPU_TUNE sets the --gpu-tune knobs of every GPU kernel lowering makes (benchmarks of
+// kernels the Optimizer compiles) and refuses what it cannot read.
+TEST_CASE("codegen: OPTJIT_GPU_TUNE reaches GPU kernels and refuses bad knobs") {
+    KernelRequest r{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}};
+    r.storage.states["m"] = StateStorage{StateFormat::Q8S, 256};
+    const std::string plain = cache_key(lower(r));
+    ::setenv("OPTJIT_GPU_TUNE", "prefetch_chunks=5,min_blocks_per_sm=4", 1);
+    KernelSpec tuned = lower(r);
+    CHECK(tuned.options.gpu_prefetch_chunks == 5);
+    CHECK(tuned.options.gpu_min_blocks_per_sm == 4);
+    CHECK(cache_key(tuned) != plain);
+    CHECK(lower(KernelRequest{load_example("adamw"), {}, {}, Target{}, {}}).options.gpu_prefetch_chunks == -1);  // host kernels
+    for (const char* bad : {"prefetch_chunks", "prefetch_chunks=x", "warp_size=32", "prefetch_chunks=2;"}) {
+        ::setenv("OPTJIT_GPU_TUNE", bad, 1);
+        INFO(bad);
+        CHECK_THROWS_WITH_AS(lower(r), doctest::Contains("OPTJIT_GPU_TUNE"), std::invalid_argument);
+    }
+    ::unsetenv("OPTJIT_GPU_TUNE");
+    CHECK(cache_key(lower(r)) == plain);
+}
+
 TEST_CASE("codegen host: every elementwise operation matches the interpreter") { check_elementwise_on(Target{}); }
 
 // Division by a launch scalar multiplies by its reciprocal and corrects with two FMAs
