@@ -84,7 +84,8 @@ llvm::Value* StateCodec::scale_from_absmax(llvm::IRBuilder<>& b, llvm::Value* ab
 }
 
 llvm::Value* StateCodec::load_code(llvm::IRBuilder<>& b, llvm::Value* codes, llvm::Value* i) const {
-    llvm::Value* index = four_bit() ? b.CreateLShr(i, 1) : i;
+    // i may be negative, from a cursor at an even element (codegen_nvptx.cpp's short chunks).
+    llvm::Value* index = four_bit() ? b.CreateAShr(i, 1) : i;
     llvm::Value* byte = b.CreateZExt(b.CreateLoad(b.getInt8Ty(), b.CreateGEP(b.getInt8Ty(), codes, index)), b.getInt32Ty());
     if (!four_bit()) return byte;
     llvm::Value* odd = b.CreateICmpNE(b.CreateAnd(i, b.getInt64(1)), b.getInt64(0));

@@ -34,7 +34,8 @@ public:
     const std::vector<llvm::GlobalVariable*>& tables() const { return tables_; }
     void relocate(llvm::GlobalVariable* table, llvm::Value* copy) { where_[table] = copy; }
 
-    // The i32 code of element `i` (i64) of a code array (q4: the even element is the high nibble).
+    // The i32 code of element `i` (i64, negative too) of a code array, from an even element (q4:
+    // the even element is the high nibble).
     llvm::Value* load_code(llvm::IRBuilder<>& b, llvm::Value* codes, llvm::Value* i) const;
     // `code`: i32 holding one code. The fp32 value it stands for in a block of `scale`.
     llvm::Value* decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::Value* scale) const;
