@@ -10,11 +10,12 @@ The quantized kernels are issue-bound (benchmarks/NOTES.md), so this count predi
     benchmarks/count_sass.py k.sass 8 optjit_adamw # one kernel of a module that holds several
                                                    # (rank-1 states add NAME_statistics)
 
-It walks the chunk loop (the innermost: the latest target of a backward branch before the first
-RET) from its head to its back edge: loops run once, branches around code that holds a slow-path CALL (the
+It walks the chunk loop (the backward branch before the first RET that spans the most
+instructions) from its head to its back edge: loops run once, branches around code that holds a slow-path CALL (the
 IEEE division's, or a whole update redone with the IEEE instructions) are taken (the fast
 path), branches to a CALL are not, the non-finite encode (FSETP.NAN) and the element-by-element loads and
-stores of a short chunk (LDG.E.U8/U16, STG.E.U8/U16) are skipped, and any other
+stores of a short chunk (LDG.E.U8/U16, STG.E.U8/U16) and code holding a loop (the tensor
+search when the walk moves to another tensor or run) are skipped, and any other
 conditional branch falls through (listed, so that a reader can check the path).
 COUNT_SASS_LIST=1 prints the walked instructions too.
 """
@@ -57,17 +58,23 @@ def main(path, elements, function=None):
                 return False
         return False
 
-    # The innermost loop: of the backward branches before the first RET, the one to the latest
-    # head (the chunk loop inside the loop over a block's segments).
+    def holds_loop(at, end):  # a loop between at and end: the tensor search of a new tensor or run
+        for k in range(at, end):
+            if 'BRA' in ins[k] and target(ins[k]) is not None and at <= target(ins[k]) < k:
+                return True
+        return False
+
     def slow_store(at, end):  # the element-by-element stores of a short chunk, before `end`
         return any(re.search(r'STG\.E\.(U8|U16)', x) for x in ins[at:min(end, at + 60)])
 
+    # The chunk loop: of the backward branches before the first RET, the one that spans the
+    # most instructions (the tensor search's loop sits inside it, the table copies before it).
     head = tail = None
     for i, x in enumerate(ins):
         if x.startswith('RET'):
             break
         if re.match(r'(@!?U?P[0-9T] )?BRA `', x) and target(x) is not None and target(x) < i:
-            if head is None or target(x) >= head:
+            if head is None or i - target(x) > tail - head:
                 head, tail = target(x), i
     if head is None:
         sys.exit('no chunk loop found')
@@ -84,7 +91,7 @@ def main(path, elements, function=None):
             t = target(x)
             if t <= pc:
                 taken = False
-            elif calls(pc + 1, t - pc - 1) or any('FSETP.NAN' in y for y in ins[pc + 1:min(t, pc + 40)]) or slow_load(pc + 1) or slow_store(pc + 1, t):
+            elif calls(pc + 1, t - pc - 1) or any('FSETP.NAN' in y for y in ins[pc + 1:min(t, pc + 40)]) or slow_load(pc + 1) or slow_store(pc + 1, t) or holds_loop(pc + 1, t):
                 taken = True
             else:
                 taken = False

@@ -501,7 +501,7 @@ private:
     // The offset from the thread's first element (cursor_) of its element j, or of the tensor's
     // last element where that is past its end (loaded, never stored); i64.
     llvm::Value* clamped_offset(int j) {
-        return b_.CreateSExt(b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.getInt32(j), b_.CreateSub(segment_last_, idx_)), b_.getInt64Ty());
+        return b_.CreateSExt(b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.getInt32(j), tail_), b_.getInt64Ty());
     }
 
     // The thread's elements j, clamped (clamped_offset), assembled into the fast path's shapes.
@@ -582,41 +582,11 @@ private:
         aligned_ = b_.CreateICmpEQ(misaligned, b_.getInt64(0));
     }
 
-    // A segment is the chunks [c, end) of one tensor that a block walks in order: its chunk 0's
-    // cursors (segment_cursors_), and chunks [0, fast_end_) of it whole and aligned (vector
-    // accesses); idx_ (setup_chunk) counts a thread's elements from the segment's first.
-    void enter_segment(llvm::Value* row, llvm::Value* c, llvm::Value* end) {
-        point_at_row(row);
-        const int64_t chunk = chunk_elements(spec_);
-        llvm::Value* first = b_.CreateMul(b_.CreateSub(c, emit_row_word(b_, row, layout_.chunk_begin())), b_.getInt64(chunk), "segment.first");
-        segment_first_ = first;
-        lane_ = b_.CreateMul(b_.CreateTrunc(tid_, b_.getInt32Ty()), b_.getInt32(elements_per_thread_), "lane");
-        llvm::Value* element = b_.CreateAdd(first, b_.CreateZExt(lane_, b_.getInt64Ty()));  // the thread's first
-        Cursors& at = segment_cursors_;  // chunk 0's
-        at = Cursors{};
-        for (Array& a : arrays_) at.arrays.push_back(b_.CreateGEP(math_->storage_type(a.type), a.base, element));
-        for (QuantizedArray& q : quantized_) {
-            at.codes.push_back(b_.CreateGEP(b_.getInt8Ty(), q.codes, q.codec->four_bit() ? b_.CreateLShr(element, 1) : element));
-            at.scales.push_back(q.rank1() ? nullptr
-                                          : b_.CreateGEP(b_.getFloatTy(), q.scales, b_.CreateLShr(element, llvm::Log2_32(q.codec->storage().block))));
-        }
-        llvm::Value* chunks = b_.CreateSub(end, c);
-        llvm::Value* remaining = b_.CreateSub(n_, first);
-        llvm::Value* whole = b_.CreateUDiv(remaining, b_.getInt64(chunk));
-        // The tensor's last element as an offset from the segment's first; capped, past the
-        // segment's chunks (whose offsets fit 31 bits), where nothing reads it.
-        segment_last_ = b_.CreateTrunc(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateSub(remaining, b_.getInt64(1)), b_.getInt64(INT32_MAX)),
-                                       b_.getInt32Ty(), "segment.last");
-        segment_chunks_ = b_.CreateTrunc(chunks, b_.getInt32Ty(), "segment.chunks");
-        fast_end_ = b_.CreateSelect(aligned_, b_.CreateTrunc(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, whole, chunks), b_.getInt32Ty()),
-                                    b_.getInt32(0), "fast.end");
-    }
-
     // A thread's addresses in a chunk: its first element of each dense array, its first code of
-    // each quantized state, and its block's scale (nullptr for rank-1 states). A block walks a
-    // segment's chunks in order, so the next chunk's are these plus a constant: two
-    // instructions an address a chunk, where a tensor's 64-bit element index, the chunk's row
-    // and its tensor search took ~100 instructions a chunk (13 an element).
+    // each quantized state, and its block's scale (nullptr for rank-1 states). Within a run of
+    // chunks of one tensor the next chunk's are these plus constants: two instructions an
+    // address a chunk, where a tensor's 64-bit element index, the chunk's row and its tensor
+    // search took ~100 instructions a chunk (13 an element).
     struct Cursors {
         std::vector<llvm::Value*> arrays, codes, scales;
         std::vector<llvm::Value*> flatten() const {
@@ -655,24 +625,119 @@ private:
         }
         return out;
     }
-    // Chunk k of the segment (i32): sets idx_, i0_ and fast_.
-    void setup_chunk(llvm::Value* k) {
-        idx_ = b_.CreateAdd(lane_, b_.CreateMul(k, b_.getInt32(int32_t(chunk_elements(spec_)))), "idx");
-        i0_ = b_.CreateAdd(segment_first_, b_.CreateZExt(idx_, b_.getInt64Ty()), "i0");
-        fast_ = b_.CreateICmpULT(k, fast_end_, "fast");
+
+    // Where a block's walk stands: chunk c (i32: a launch has fewer than 2^31 chunks) of tensor
+    // t, the end of its run and of its segment (the run's chunks of tensor t), the segment's
+    // chunks below fast_end whole and aligned (vector accesses), and the thread's addresses in
+    // chunk c.
+    struct Walk {
+        llvm::Value *c = nullptr, *t = nullptr, *run_end = nullptr, *segment_end = nullptr, *fast_end = nullptr;
+        Cursors at;
+        std::vector<llvm::Value*> flatten() const {
+            std::vector<llvm::Value*> out{c, t, run_end, segment_end, fast_end};
+            for (llvm::Value* v : at.flatten()) out.push_back(v);
+            return out;
+        }
+        Walk with(const std::vector<llvm::Value*>& values, size_t& i) const {
+            Walk w = *this;
+            for (llvm::Value** v : {&w.c, &w.t, &w.run_end, &w.segment_end, &w.fast_end}) *v = values[i++];
+            w.at = at.with(values, i);
+            return w;
+        }
+        llvm::Value* fast(llvm::IRBuilder<>& b) const { return b.CreateICmpULT(c, fast_end, "fast"); }
+    };
+
+    llvm::Value* i32(llvm::Value* v) { return b_.CreateTrunc(v, b_.getInt32Ty()); }
+    llvm::Value* i64(llvm::Value* v) { return b_.CreateZExt(v, b_.getInt64Ty()); }
+
+    // The walk at chunk c (i32) of the run ending at run_end, searching its tensor from t_hint.
+    Walk enter(llvm::Value* c, llvm::Value* t_hint, llvm::Value* run_end) {
+        auto [t, row] = emit_find_tensor(b_, spec_, fn_->getArg(0), fn_->getArg(1), i64(c), i64(t_hint));
+        point_at_row(row);
+        const int64_t chunk = chunk_elements(spec_);
+        llvm::Value* begin = i32(emit_row_word(b_, row, layout_.chunk_begin()));
+        llvm::Value* element = b_.CreateAdd(b_.CreateMul(i64(b_.CreateSub(c, begin)), b_.getInt64(chunk)), i64(lane_));  // the thread's first
+        Walk w;
+        w.c = c;
+        w.t = i32(t);
+        w.run_end = run_end;
+        w.segment_end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, i32(emit_row_word(b_, row, layout_.chunk_end())), run_end, nullptr, "segment.end");
+        w.fast_end = b_.CreateSelect(aligned_, b_.CreateAdd(begin, i32(b_.CreateUDiv(n_, b_.getInt64(chunk)))), begin, "fast.end");
+        for (Array& a : arrays_) w.at.arrays.push_back(b_.CreateGEP(math_->storage_type(a.type), a.base, element));
+        for (QuantizedArray& q : quantized_) {
+            w.at.codes.push_back(b_.CreateGEP(b_.getInt8Ty(), q.codes, q.codec->four_bit() ? b_.CreateLShr(element, 1) : element));
+            w.at.scales.push_back(q.rank1() ? nullptr
+                                            : b_.CreateGEP(b_.getFloatTy(), q.scales, b_.CreateLShr(element, llvm::Log2_32(q.codec->storage().block))));
+        }
+        return w;
     }
-    // Segments are cut so that every offset in one fits 31 bits.
-    int64_t max_segment_chunks() const { return (int64_t(1) << 31) / chunk_elements(spec_); }
+
+    // The walk at the chunk after w's, and whether there is one: the next chunk of the segment
+    // (addresses plus constants, `ahead`: the cursors moved on, computed by the caller for
+    // every chunk), else the next tensor's chunk in the run, else the block's next run.
+    std::pair<Walk, llvm::Value*> advance(const Walk& w, const Cursors& ahead) {
+        llvm::Value* next = b_.CreateAdd(w.c, b_.getInt32(1), "next");
+        llvm::BasicBlock* from = b_.GetInsertBlock();
+        llvm::BasicBlock* elsewhere = block("walk.elsewhere");
+        llvm::BasicBlock* entered = block("walk.entered");
+        llvm::BasicBlock* done = block("walk.done");
+        llvm::BasicBlock* joined = block("walk.joined");
+        b_.CreateCondBr(b_.CreateICmpULT(next, w.segment_end), joined, elsewhere, llvm::MDBuilder(ctx_).createBranchWeights(1000, 1));
+        b_.SetInsertPoint(elsewhere);
+        // A run [r R, r R + R) ends: the block's next is r + G, R G chunks on (within 64 bits).
+        llvm::Value* run_over = b_.CreateICmpUGE(next, w.run_end);
+        llvm::Value* jump = b_.CreateAdd(i64(w.run_end), b_.CreateMul(b_.CreateSub(blocks_, b_.getInt64(1)), run_chunks_));
+        llvm::Value* c = b_.CreateSelect(run_over, i32(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, jump, num_chunks_)), next);
+        llvm::Value* run_end = b_.CreateSelect(run_over, i32(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateAdd(i64(c), run_chunks_), num_chunks_)), w.run_end);
+        b_.CreateCondBr(b_.CreateICmpULT(c, i32(num_chunks_)), entered, done);
+        b_.SetInsertPoint(entered);
+        Walk there = enter(c, w.t, run_end);
+        llvm::BasicBlock* entered_end = b_.GetInsertBlock();
+        b_.CreateBr(joined);
+        b_.SetInsertPoint(done);
+        b_.CreateBr(joined);
+        b_.SetInsertPoint(joined);
+        Walk here = w;
+        here.c = next;
+        here.at = ahead;
+        std::vector<llvm::Value*> same = here.flatten(), moved_on = there.flatten(), out;
+        for (size_t k = 0; k < same.size(); ++k) {
+            llvm::PHINode* phi = b_.CreatePHI(same[k]->getType(), 3);
+            phi->addIncoming(same[k], from);
+            phi->addIncoming(moved_on[k], entered_end);
+            phi->addIncoming(llvm::PoisonValue::get(same[k]->getType()), done);
+            out.push_back(phi);
+        }
+        llvm::PHINode* more = b_.CreatePHI(b_.getInt1Ty(), 3, "more");
+        more->addIncoming(b_.getTrue(), from);
+        more->addIncoming(b_.getTrue(), entered_end);
+        more->addIncoming(b_.getFalse(), done);
+        size_t i = 0;
+        return {w.with(out, i), more};
+    }
+
+    // What a rare path needs of the chunk `place` (the walk at it): its tensor's row, the thread's
+    // first element in the tensor (i64), and the offset from that of the tensor's last element
+    // (i32, negative where the thread is past the end; clamped to 31 bits).
+    struct ChunkInTensor {
+        llvm::Value *row, *i0, *tail;
+    };
+    ChunkInTensor in_tensor(const Walk& place) {
+        llvm::Value* row = b_.CreateGEP(b_.getInt64Ty(), fn_->getArg(0), b_.CreateMul(i64(place.t), b_.getInt64(layout_.row_words())), "row");
+        llvm::Value* begin = i32(emit_row_word(b_, row, layout_.chunk_begin()));
+        llvm::Value* i0 = b_.CreateAdd(b_.CreateMul(i64(b_.CreateSub(place.c, begin)), b_.getInt64(chunk_elements(spec_))), i64(lane_), "i0");
+        llvm::Value* tail = b_.CreateSub(b_.CreateSub(emit_row_word(b_, row, layout_.n()), b_.getInt64(1)), i0);
+        tail = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, tail, b_.getInt64(INT32_MAX));
+        return {row, i0, i32(tail)};
+    }
 
     // What a chunk's processing reads from memory, loaded one chunk ahead.
     struct Prefetched {
-        llvm::Value* k = nullptr;  // the chunk's index in its segment
-        Cursors at;                // the thread's addresses in it
+        Walk place;  // the walk at this chunk
         Raw raw;
         std::vector<llvm::Value*> old_scales;  // per quantized state, of this thread's block
         std::vector<llvm::Value*> flatten() const {
-            std::vector<llvm::Value*> out{k};
-            for (llvm::Value* v : at.flatten()) out.push_back(v);
+            std::vector<llvm::Value*> out = place.flatten();
             for (const auto& pieces : raw.dense) out.insert(out.end(), pieces.begin(), pieces.end());
             out.insert(out.end(), raw.codes.begin(), raw.codes.end());
             out.insert(out.end(), old_scales.begin(), old_scales.end());
@@ -681,8 +746,7 @@ private:
         Prefetched with(const std::vector<llvm::Value*>& values) const {  // same shape, other values
             Prefetched p = *this;
             size_t i = 0;
-            p.k = values[i++];
-            p.at = at.with(values, i);
+            p.place = place.with(values, i);
             for (auto& pieces : p.raw.dense)
                 for (llvm::Value*& v : pieces) v = values[i++];
             for (llvm::Value*& v : p.raw.codes) v = values[i++];
@@ -691,15 +755,13 @@ private:
         }
     };
 
-    // Loads chunk k of the segment: vector accesses for full, aligned chunks, element by element
-    // otherwise, and the old scale of each quantized state's block (the tensor's last block
-    // where the thread's elements are past its end).
-    Prefetched prefetch(llvm::Value* k, const Cursors& at) {
+    // Loads the chunk the walk is at: vector accesses for whole, aligned chunks, element by
+    // element otherwise, and the old scale of each quantized state's block (the tensor's last
+    // block where the thread's elements are past its end).
+    Prefetched prefetch(const Walk& place) {
         Prefetched out;
-        out.k = k;
-        out.at = at;
-        setup_chunk(k);
-        cursor_ = at;
+        out.place = place;
+        cursor_ = place.at;
         // The old scales first: an address computed after the data loads are issued can wait
         // for them (ptxas tracks loads by a few shared scoreboards), which stalls the warp for
         // a whole memory latency each chunk.
@@ -711,11 +773,11 @@ private:
                     continue;
                 }
                 llvm::Value* at = cursor_.scales[&q - quantized_.data()];
-                if (!fast) {  // the clamped element's block, from this thread's
-                    const unsigned shift = llvm::Log2_32(q.codec->storage().block);
-                    llvm::Value* clamped = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, idx_, segment_last_);
-                    llvm::Value* blocks_back = b_.CreateSub(b_.CreateLShr(clamped, shift), b_.CreateLShr(idx_, shift));
-                    at = b_.CreateGEP(b_.getFloatTy(), at, b_.CreateSExt(blocks_back, b_.getInt64Ty()));
+                if (!fast) {  // the clamped element's block, from this thread's (chunks begin blocks)
+                    const uint32_t block = q.codec->storage().block;
+                    llvm::Value* in_block = b_.CreateAnd(lane_, b_.getInt32(int32_t(block - 1)));
+                    llvm::Value* clamped = b_.CreateAdd(in_block, b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, tail_, b_.getInt32(0)));
+                    at = b_.CreateGEP(b_.getFloatTy(), at, b_.CreateSExt(b_.CreateAShr(clamped, llvm::Log2_32(block)), b_.getInt64Ty()));
                 }
                 scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), at, llvm::Align(4)));
             }
@@ -724,13 +786,14 @@ private:
         llvm::BasicBlock* fast_load = block("load.fast");
         llvm::BasicBlock* slow_load = block("load.slow");
         llvm::BasicBlock* loaded_block = block("loaded");
-        b_.CreateCondBr(fast_, fast_load, slow_load);
+        b_.CreateCondBr(place.fast(b_), fast_load, slow_load);
         b_.SetInsertPoint(fast_load);
         std::vector<llvm::Value*> fast_scales = old_scales(true);
         Raw f = load_fast();
         llvm::BasicBlock* fast_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(slow_load);
+        tail_ = in_tensor(place).tail;
         std::vector<llvm::Value*> slow_scales = old_scales(false);
         Raw s = load_slow();
         llvm::BasicBlock* slow_end = b_.GetInsertBlock();
@@ -746,17 +809,17 @@ private:
         return out;
     }
 
-    // Asks L2 for the lines of fast chunk from + distance of the segment (i32), if there is
-    // one, from cursor_ (chunk from's): every thread its own elements' lines, one request a
-    // line once the warp's addresses coalesce. Registers hold one chunk ahead; this
-    // keeps the block's next several chunks in flight at no register cost, which a step that
-    // moves few bytes a thread needs to keep memory busy.
-    void prefetch_to_l2(llvm::Value* from, int distance) {
+    // Asks L2 for the lines of chunk w.c + distance, if it is in w's segment and whole: every
+    // thread its own elements' lines, one request a line once the warp's addresses coalesce.
+    // Registers hold one chunk ahead; this keeps a block's next several chunks in flight at no
+    // register cost.
+    void prefetch_to_l2(const Walk& w, int distance) {
         if (distance <= 0) return;
-        llvm::Value* ahead = b_.CreateAdd(from, b_.getInt32(distance));
+        llvm::Value* ahead = b_.CreateAdd(w.c, b_.getInt32(distance));
+        llvm::Value* limit = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, w.segment_end, w.fast_end);
         llvm::BasicBlock* issue = block("l2.prefetch");
         llvm::BasicBlock* issued = block("l2.prefetched");
-        b_.CreateCondBr(b_.CreateICmpULT(ahead, fast_end_), issue, issued);
+        b_.CreateCondBr(b_.CreateICmpULT(ahead, limit), issue, issued);
         b_.SetInsertPoint(issue);
         // The offset in the instruction: the addresses come free.
         auto request = [&](llvm::Value* address, int64_t offset) {
@@ -764,44 +827,37 @@ private:
             b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("prefetch.global.L2 [$0+{}];", offset), "l", true), {address});
         };
         const int64_t elements = chunk_elements(spec_) * distance;
-        for (size_t k = 0; k < arrays_.size(); ++k) request(cursor_.arrays[k], elements * dtype_bytes(arrays_[k].type));
-        for (size_t k = 0; k < quantized_.size(); ++k) request(cursor_.codes[k], quantized_[k].codec->four_bit() ? elements / 2 : elements);
+        for (size_t k = 0; k < arrays_.size(); ++k) request(w.at.arrays[k], elements * dtype_bytes(arrays_[k].type));
+        for (size_t k = 0; k < quantized_.size(); ++k) request(w.at.codes[k], quantized_[k].codec->four_bit() ? elements / 2 : elements);
         b_.CreateBr(issued);
         b_.SetInsertPoint(issued);
     }
 
-    // Block b takes a contiguous range of the launch's chunks, walked in order one tensor (a
-    // segment) at a time; the loads of its next chunk are issued while the current chunk is
-    // processed, so memory stays busy through its math, shuffles and stores (the quantized
-    // step's chain of dependent work is long; without this the loads sat idle most of the
-    // time), and L2 is asked for the chunks after it (prefetch_to_l2). They are issued once
-    // the current chunk's loaded values have been read: ptxas tracks loads by a few
-    // scoreboards that each instruction of the loop reuses, so a first read after the next
-    // chunk's loads waited for those too, a whole memory latency each chunk.
+    // The blocks walk runs of gpu_run_chunks consecutive chunks, block b runs b, b + G, ... (G
+    // blocks), so that the whole grid moves through memory together as a grid-stride loop does
+    // (a contiguous range a block, each block streaming from its own part of memory, ran at
+    // 69-75 % of copy where the grid-stride loop ran at 82-87 %, H100), while a chunk's
+    // addresses are mostly the last chunk's plus constants. gpu_run_chunks = 0: one run a
+    // block, its contiguous share. The loads of a block's next chunk are issued while the
+    // current chunk is processed, across tensors and runs, so memory stays busy through its
+    // math, shuffles and stores, and L2 is asked for the chunks after it (prefetch_to_l2).
+    // They are issued once the current chunk's loaded values have been read: ptxas tracks
+    // loads by a few scoreboards that each instruction of the loop reuses, so a first read
+    // after the next chunk's loads waited for those too, a whole memory latency each chunk.
     void pipelined_chunk_loop(llvm::Value* num_chunks) {
-        llvm::Value* table = fn_->getArg(0);
-        llvm::Value* blocks = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
-        llvm::Value* per_block = b_.CreateUDiv(b_.CreateAdd(num_chunks, b_.CreateSub(blocks, b_.getInt64(1))), blocks);
-        llvm::Value* first = b_.CreateMul(sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x), per_block);
-        llvm::Value* limit = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateAdd(first, per_block), num_chunks);
-        llvm::BasicBlock* entry = b_.GetInsertBlock();
-        llvm::BasicBlock* segment = block("segment");
+        num_chunks_ = num_chunks;
+        blocks_ = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
+        lane_ = b_.CreateMul(i32(tid_), b_.getInt32(elements_per_thread_), "lane");
+        const int run = gpu_run_chunks(spec_);
+        run_chunks_ = run > 0 ? b_.getInt64(run) : b_.CreateUDiv(b_.CreateAdd(num_chunks, b_.CreateSub(blocks_, b_.getInt64(1))), blocks_);
+        llvm::Value* first = b_.CreateMul(sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x), run_chunks_);
+        llvm::BasicBlock* prologue = block("pipeline.prologue");
         llvm::BasicBlock* loop = block("pipeline.loop");
-        llvm::BasicBlock* segment_done = block("segment.done");
         llvm::BasicBlock* exit = block("pipeline.exit");
-        b_.CreateCondBr(b_.CreateICmpULT(first, limit), segment, exit);
-
-        b_.SetInsertPoint(segment);
-        llvm::PHINode* c = b_.CreatePHI(b_.getInt64Ty(), 2, "c");
-        llvm::PHINode* t_before = b_.CreatePHI(b_.getInt64Ty(), 2, "t.before");
-        c->addIncoming(first, entry);
-        t_before->addIncoming(b_.getInt64(0), entry);
-        auto [t, row] = emit_find_tensor(b_, spec_, table, fn_->getArg(1), c, t_before);
-        reductions_ = reduction_values(fn_, t);
-        llvm::Value* end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, emit_row_word(b_, row, layout_.chunk_end()), limit);
-        end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, end, b_.CreateAdd(c, b_.getInt64(max_segment_chunks())), nullptr, "segment.end");
-        enter_segment(row, c, end);
-        Prefetched start = prefetch(b_.getInt32(0), segment_cursors_);
+        b_.CreateCondBr(b_.CreateICmpULT(first, num_chunks), prologue, exit);
+        b_.SetInsertPoint(prologue);
+        llvm::Value* run_end = i32(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateAdd(first, run_chunks_), num_chunks));
+        Prefetched start = prefetch(enter(i32(first), b_.getInt32(0), run_end));
         llvm::BasicBlock* prologue_end = b_.GetInsertBlock();
         b_.CreateBr(loop);
 
@@ -812,36 +868,30 @@ private:
             carried.back()->addIncoming(v, prologue_end);
         }
         Prefetched current = start.with(std::vector<llvm::Value*>(carried.begin(), carried.end()));
-        llvm::Value* next = b_.CreateAdd(current.k, b_.getInt32(1), "next");
-        llvm::Value* more = b_.CreateICmpULT(next, segment_chunks_);
         std::vector<llvm::Value*> upcoming_values;
+        llvm::Value* more = nullptr;
         process(current, [&] {
-            Cursors next_at = moved(current.at, 1, true);
-            llvm::BasicBlock* ahead = block("pipeline.ahead");
+            // The chunk after this one in its segment, whether or not the walk goes there: the
+            // stores reach back from it.
+            Cursors ahead = moved(current.place.at, 1, true);
+            auto [next, has_next] = advance(current.place, ahead);
+            more = has_next;
+            llvm::BasicBlock* load = block("pipeline.ahead");
             llvm::BasicBlock* joined = block("pipeline.joined");
-            llvm::BasicBlock* from_loop = b_.GetInsertBlock();
-            b_.CreateCondBr(more, ahead, joined);
-            b_.SetInsertPoint(ahead);
-            Prefetched upcoming = prefetch(next, next_at);
+            llvm::BasicBlock* from = b_.GetInsertBlock();
+            b_.CreateCondBr(more, load, joined);
+            b_.SetInsertPoint(load);
+            Prefetched upcoming = prefetch(next);
             prefetch_to_l2(next, gpu_prefetch_chunks(spec_) - 1);
-            llvm::BasicBlock* ahead_end = b_.GetInsertBlock();
+            llvm::BasicBlock* load_end = b_.GetInsertBlock();
             b_.CreateBr(joined);
             b_.SetInsertPoint(joined);
-            std::vector<llvm::Value*> values = upcoming.flatten();
-            const size_t cursors = next_at.flatten().size();
-            for (size_t i = 0; i < values.size(); ++i)
-                upcoming_values.push_back(i >= 1 && i <= cursors ? values[i]  // computed on both paths
-                                                                 : join(values[i], ahead_end, llvm::PoisonValue::get(values[i]->getType()), from_loop));
-            return moved(next_at, -1);
+            for (llvm::Value* v : upcoming.flatten()) upcoming_values.push_back(join(v, load_end, llvm::PoisonValue::get(v->getType()), from));
+            return moved(ahead, -1);
         });
         llvm::BasicBlock* latch = b_.GetInsertBlock();
         for (size_t k = 0; k < carried.size(); ++k) carried[k]->addIncoming(upcoming_values[k], latch);
-        b_.CreateCondBr(more, loop, segment_done);
-
-        b_.SetInsertPoint(segment_done);
-        c->addIncoming(end, segment_done);
-        t_before->addIncoming(t, segment_done);
-        b_.CreateCondBr(b_.CreateICmpULT(end, limit), segment, exit);
+        b_.CreateCondBr(more, loop, exit);
         b_.SetInsertPoint(exit);
     }
 
@@ -849,11 +899,13 @@ private:
     // returns the chunk's addresses to store to.
     void process(const Prefetched& chunk, const std::function<Cursors()>& issue_next_loads) {
         const int E = elements_per_thread_;
-        setup_chunk(chunk.k);
-        cursor_ = chunk.at;
-        llvm::Value* i0 = i0_;  // the prefetch below sets the members for the next chunk
-        llvm::Value* idx = idx_;
-        llvm::Value* fast = fast_;
+        cursor_ = chunk.place.at;
+        llvm::Value* fast = chunk.place.fast(b_);
+        // Its tensor's row, where rank-1 states or stochastic rounding need it (the members
+        // n_, offset_ and columns_ belong to the latest chunk the walk entered).
+        ChunkInTensor tensor{};
+        if (layout_.rank1 || spec_.options.stochastic_rounding) tensor = in_tensor(chunk.place);
+        reductions_ = reduction_values(fn_, i64(chunk.place.t));
         struct {
             std::vector<std::vector<llvm::Value*>> dense;  // [array][element], fp32
             std::vector<std::vector<llvm::Value*>> codes;  // [quantized state][element], i32
@@ -870,9 +922,11 @@ private:
         std::vector<Rank1Cursor> cursors;
         for (size_t k = 0; k < quantized_.size(); ++k) {
             if (!quantized_[k].rank1()) continue;
-            statistics[k] = std::make_unique<Rank1Statistics>(b_, quantized_[k].scales, n_, columns_);
+            llvm::Value* scales = emit_row_word(b_, tensor.row, layout_.scales(quantized_[k].state));
+            statistics[k] = std::make_unique<Rank1Statistics>(b_, b_.CreateIntToPtr(scales, llvm::PointerType::get(ctx_, kNvptxGlobal)),
+                                                              emit_row_word(b_, tensor.row, layout_.n()), emit_row_word(b_, tensor.row, layout_.columns()));
             if (cursors.empty()) {
-                cursors.push_back(statistics[k]->cursor(b_, i0));
+                cursors.push_back(statistics[k]->cursor(b_, tensor.i0));
                 for (int j = 1; j < E; ++j) cursors.push_back(statistics[k]->next(b_, cursors.back()));
             }
         }
@@ -901,9 +955,8 @@ private:
         }
 
         cursor_ = issue_next_loads();
-        i0_ = i0;
-        idx_ = idx;
-        fast_ = fast;
+        const bool rounds_stochastically = spec_.options.stochastic_rounding;
+        offset_ = rounds_stochastically ? emit_row_word(b_, tensor.row, layout_.offset()) : b_.getInt64(0);  // stored()'s key
 
         // Update: every element's divisions and square roots by their branch-free fast paths,
         // and the whole update again with the IEEE instructions where an operand fell outside
@@ -1066,7 +1119,7 @@ private:
             if (!store_array[k]) continue;
             std::vector<llvm::Value*> values;
             for (int j = 0; j < E; ++j) values.push_back(arrays_[k].state < 0 ? out[j].p : out[j].states[arrays_[k].state]);
-            store_vector(arrays_[k], cursor_.arrays[k], b_.getInt64(0), i0, values);
+            store_vector(arrays_[k], cursor_.arrays[k], b_.getInt64(0), rounds_stochastically ? tensor.i0 : b_.getInt64(0), values);
         }
         for (size_t k = 0; k < quantized_.size(); ++k) {
             const QuantizedArray& q = quantized_[k];
@@ -1076,7 +1129,8 @@ private:
         b_.CreateBr(done);
         b_.SetInsertPoint(slow_store);
         std::vector<llvm::Value*> valid(E);
-        for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpULE(b_.CreateAdd(idx, b_.getInt32(j)), segment_last_);
+        llvm::Value* tail = in_tensor(chunk.place).tail;
+        for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpSLE(b_.getInt32(j), tail);
         {
             llvm::BasicBlock* write = block("scale.write");
             llvm::BasicBlock* written = block("scale.written");
@@ -1095,7 +1149,7 @@ private:
                 const Array& a = arrays_[k];
                 if (!store_array[k]) continue;
                 llvm::Value* v = a.state < 0 ? out[j].p : out[j].states[a.state];
-                llvm::Value* element = b_.CreateAdd(i0, b_.getInt64(j));  // in the tensor
+                llvm::Value* element = rounds_stochastically ? b_.CreateAdd(tensor.i0, b_.getInt64(j)) : b_.getInt64(0);  // in the tensor
                 b_.CreateAlignedStore(stored(a, v, element), b_.CreateConstGEP1_32(math_->storage_type(a.type), cursor_.arrays[k], j), llvm::Align(dtype_bytes(a.type)));
             }
             for (size_t k = 0; k < quantized_.size(); ++k) {
@@ -1195,19 +1249,15 @@ private:
     llvm::Value* n_ = nullptr;
     llvm::Value* offset_ = nullptr;  // the tensor's global first element (stochastic rounding's key)
     std::vector<llvm::Value*> reductions_;  // the chunk's reduction values (ElementValues::reductions)
-    // Quantized kernels: the segment (enter_segment) and the chunk (setup_chunk).
-    llvm::Value* columns_ = nullptr;         // the tensor's last dimension (rank-1 states)
-    llvm::Value* aligned_ = nullptr;         // every array allows its vector accesses
-    llvm::Value* segment_first_ = nullptr;   // the segment's first element in its tensor (i64)
-    Cursors segment_cursors_;                // the thread's addresses in the segment's first chunk
-    Cursors cursor_;                         // and in the chunk being loaded or stored
-    llvm::Value* segment_chunks_ = nullptr;  // chunks in the segment (i32)
-    llvm::Value* segment_last_ = nullptr;    // the offset of the tensor's last element from the segment's first, at most 2^31 - 1 (i32)
-    llvm::Value* fast_end_ = nullptr;        // chunks [0, fast_end_) of it are whole and aligned (i32)
-    llvm::Value* lane_ = nullptr;            // the thread's first element in a chunk (i32)
-    llvm::Value* idx_ = nullptr;             // the thread's first element in the segment (i32)
-    llvm::Value* i0_ = nullptr;              // the thread's first element in the tensor (i64)
-    llvm::Value* fast_ = nullptr;            // the chunk takes vector accesses
+    // Quantized kernels (pipelined_chunk_loop).
+    llvm::Value* num_chunks_ = nullptr;   // the launch's (i64)
+    llvm::Value* blocks_ = nullptr;       // the grid's (i64)
+    llvm::Value* run_chunks_ = nullptr;   // chunks a run (i64)
+    llvm::Value* lane_ = nullptr;         // the thread's first element in a chunk (i32)
+    llvm::Value* columns_ = nullptr;      // point_at_row's: the tensor's last dimension (rank-1 states)
+    llvm::Value* aligned_ = nullptr;      // and whether every array allows its vector accesses
+    Cursors cursor_;                      // the thread's addresses in the chunk being loaded or stored
+    llvm::Value* tail_ = nullptr;         // a short chunk's: its tensor's last element from the thread's first (i32)
 };
 
 }  // namespace

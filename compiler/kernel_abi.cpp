@@ -104,6 +104,11 @@ int gpu_prefetch_chunks(const KernelSpec& spec) {
     return requested >= 0 ? requested : 3;
 }
 
+int gpu_run_chunks(const KernelSpec& spec) {
+    int requested = spec.options.gpu_run_chunks;
+    return requested >= 0 ? requested : 4;
+}
+
 int64_t chunk_elements(const KernelSpec& spec) {
     // Host: large enough that a call per chunk costs nothing, small enough to stay in L2, and
     // a multiple of every block size (4096 at most).

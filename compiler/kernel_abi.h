@@ -157,6 +157,9 @@ constexpr int kQuantizedElementsPerThread = 8;
 // Kernels with block-quantized states: the chunk ahead of the one being processed that a
 // block asks L2 for (CodegenOptions::gpu_prefetch_chunks); 0: none.
 int gpu_prefetch_chunks(const KernelSpec& spec);
+// Kernels with block-quantized states: the consecutive chunks a block takes at a time
+// (CodegenOptions::gpu_run_chunks); 0: one contiguous range a block.
+int gpu_run_chunks(const KernelSpec& spec);
 
 // Elements per chunk.
 int64_t chunk_elements(const KernelSpec& spec);

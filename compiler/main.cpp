@@ -134,7 +134,9 @@ kernel options (also taken by 'optjit run'):
   --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
                            threads_per_block, vector_bytes, min_blocks_per_sm (kernels with
                            block-quantized states keep 8 elements a thread), prefetch_chunks
-                           (quantized: the chunk ahead a block asks L2 for, 0 for none)
+                           (quantized: the chunk ahead a block asks L2 for, 0 for none),
+                           run_chunks (quantized: consecutive chunks a block takes at a time,
+                           0 for one contiguous range a block)
 environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;
              OPTJIT_DEBUG=1 logs each compile and the time of each phase;
              OPTJIT_GPU_TUNE=KNOB=N,... sets --gpu-tune knobs of every GPU kernel (also those
@@ -291,7 +293,7 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
         auto [knob, value] = parse_assignment(args.value(option), option);
         if (!set_gpu_tune(k.codegen, knob, int(value)))
             throw UsageError{fmt::format("--gpu-tune: unknown knob '{}' (expected elements_per_thread, threads_per_block, "
-                                         "vector_bytes, min_blocks_per_sm or prefetch_chunks)", knob)};
+                                         "vector_bytes, min_blocks_per_sm, prefetch_chunks or run_chunks)", knob)};
         return true;
     }
     return false;

@@ -59,6 +59,7 @@ bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value) {
     else if (knob == "vector_bytes") options.gpu_vector_bytes = value;
     else if (knob == "min_blocks_per_sm") options.gpu_min_blocks_per_sm = value;
     else if (knob == "prefetch_chunks") options.gpu_prefetch_chunks = value;
+    else if (knob == "run_chunks") options.gpu_run_chunks = value;
     else return false;
     return true;
 }
@@ -78,7 +79,7 @@ void apply_gpu_tune_environment(CodegenOptions& options) {
                                                       : std::from_chars(item.data() + eq + 1, item.data() + item.size(), value);
         if (eq == std::string_view::npos || ec != std::errc() || end != item.data() + item.size() || !set_gpu_tune(options, knob, value))
             throw std::invalid_argument(fmt::format("OPTJIT_GPU_TUNE: '{}' is not KNOB=N with a knob of elements_per_thread, threads_per_block, "
-                                                    "vector_bytes, min_blocks_per_sm or prefetch_chunks", item));
+                                                    "vector_bytes, min_blocks_per_sm, prefetch_chunks or run_chunks", item));
     }
 }
 

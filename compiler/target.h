@@ -59,6 +59,9 @@ struct CodegenOptions {
     // the one it processes (its next one is already loading into registers); 0 or 1: none,
     // -1: the automatic choice.
     int gpu_prefetch_chunks = -1;
+    // Kernels with block-quantized states: blocks take runs of this many consecutive chunks,
+    // block b runs b, b + grid, ...; 0: one contiguous range a block; -1: the automatic choice.
+    int gpu_run_chunks = -1;
     // bf16 parameters round stochastically (ir/numeric.h's stochastic_bits, keyed by the
     // launch's seed, the step and the element's global index) instead of to nearest even.
     bool stochastic_rounding = false;
@@ -79,7 +82,7 @@ struct CodegenOptions {
 };
 
 // Sets the GPU tuning knob `knob` (elements_per_thread, threads_per_block, vector_bytes,
-// min_blocks_per_sm, prefetch_chunks) of `options`; false for an unknown knob.
+// min_blocks_per_sm, prefetch_chunks, run_chunks) of `options`; false for an unknown knob.
 bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value);
 // The knobs of OPTJIT_GPU_TUNE ("knob=N,knob=N"), for experiments with kernels a program does
 // not compile itself (optjit bench, the Optimizer): lower() applies them to every kernel.
