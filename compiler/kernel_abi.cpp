@@ -104,9 +104,17 @@ int gpu_prefetch_chunks(const KernelSpec& spec) {
     return requested >= 0 ? requested : 3;
 }
 
+// Measured on an H100 (Llama list, % of copy): q8 AdamW 84.6 with runs of 4, 81.1 with runs of
+// 1; fp8 77.4 and 85.1. The table formats' heavier kernels gain from runs (and the L2
+// prefetch within them); fp8's light one moves through memory best as a plain grid-stride loop.
 int gpu_run_chunks(const KernelSpec& spec) {
     int requested = spec.options.gpu_run_chunks;
-    return requested >= 0 ? requested : 4;
+    if (requested >= 0) return requested;
+    for (const StateDecl& s : spec.lowered.states) {
+        StateFormat f = spec.storage.state(s.name).format;
+        if (is_block_quantized(f) && f != StateFormat::FP8) return 4;
+    }
+    return 1;
 }
 
 int64_t chunk_elements(const KernelSpec& spec) {
