@@ -34,6 +34,10 @@ void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* 
     b.SetInsertPoint(exit);
 }
 
+llvm::Value* emit_row(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* t) {
+    return b.CreateGEP(b.getInt64Ty(), table, b.CreateMul(t, b.getInt64(table_layout(spec).row_words())), "row");
+}
+
 llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column) {
     auto* load = b.CreateAlignedLoad(b.getInt64Ty(), b.CreateGEP(b.getInt64Ty(), row, b.getInt64(column)), llvm::Align(8));
     load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));  // the table does not change during a launch
@@ -49,7 +53,7 @@ std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, con
     TableLayout layout = table_layout(spec);
     llvm::Function* fn = b.GetInsertBlock()->getParent();
     llvm::LLVMContext& ctx = b.getContext();
-    auto row_of = [&](llvm::Value* t) { return b.CreateGEP(b.getInt64Ty(), table, b.CreateMul(t, b.getInt64(layout.row_words())), "row"); };
+    auto row_of = [&](llvm::Value* t) { return emit_row(b, spec, table, t); };
     auto past_end = [&](llvm::Value* t) { return b.CreateICmpUGE(chunk, emit_row_word(b, row_of(t), layout.chunk_end())); };
     llvm::BasicBlock* next = llvm::BasicBlock::Create(ctx, "find.next", fn);
     llvm::BasicBlock* search = llvm::BasicBlock::Create(ctx, "find.search", fn);

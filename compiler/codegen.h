@@ -50,6 +50,8 @@ void emit_chunk_loop(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* 
 // the block after the search. Returns {tensor index, row pointer}.
 std::pair<llvm::Value*, llvm::Value*> emit_find_tensor(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table,
                                                        llvm::Value* num_tensors, llvm::Value* chunk, llvm::Value* t_start);
+// The row of tensor `t` (i64) of the table.
+llvm::Value* emit_row(llvm::IRBuilder<>& b, const KernelSpec& spec, llvm::Value* table, llvm::Value* t);
 // Loads word `column` of a table row (invariant for the launch).
 llvm::Value* emit_row_word(llvm::IRBuilder<>& b, llvm::Value* row, int column);
 // The first element, in its tensor, of `chunk` in the tensor of `row`.

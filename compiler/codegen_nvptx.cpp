@@ -560,8 +560,8 @@ private:
         return out;
     }
 
-    // Points the arrays at the tensor of `row` (and sets n_, offset_, columns_ and aligned_, whether
-    // every array's address allows its vector accesses).
+    // Points the arrays at the tensor of `row` (and sets n_, offset_ and aligned_, whether every
+    // array's address allows its vector accesses).
     void point_at_row(llvm::Value* row) {
         auto pointer = [&](llvm::Value* word) { return b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kNvptxGlobal)); };
         llvm::Value* misaligned = b_.getInt64(0);
@@ -578,7 +578,6 @@ private:
         }
         n_ = emit_row_word(b_, row, layout_.n());
         offset_ = emit_row_word(b_, row, layout_.offset());
-        columns_ = layout_.rank1 ? emit_row_word(b_, row, layout_.columns()) : nullptr;
         aligned_ = b_.CreateICmpEQ(misaligned, b_.getInt64(0));
     }
 
@@ -723,7 +722,7 @@ private:
         llvm::Value *row, *i0, *tail;
     };
     ChunkInTensor in_tensor(const Walk& place) {
-        llvm::Value* row = b_.CreateGEP(b_.getInt64Ty(), fn_->getArg(0), b_.CreateMul(i64(place.t), b_.getInt64(layout_.row_words())), "row");
+        llvm::Value* row = emit_row(b_, spec_, fn_->getArg(0), i64(place.t));
         llvm::Value* begin = i32(emit_row_word(b_, row, layout_.chunk_begin()));
         llvm::Value* i0 = b_.CreateAdd(b_.CreateMul(i64(b_.CreateSub(place.c, begin)), b_.getInt64(chunk_elements(spec_))), i64(lane_), "i0");
         llvm::Value* tail = b_.CreateSub(b_.CreateSub(emit_row_word(b_, row, layout_.n()), b_.getInt64(1)), i0);
@@ -901,8 +900,8 @@ private:
         const int E = elements_per_thread_;
         cursor_ = chunk.place.at;
         llvm::Value* fast = chunk.place.fast(b_);
-        // Its tensor's row, where rank-1 states or stochastic rounding need it (the members
-        // n_, offset_ and columns_ belong to the latest chunk the walk entered).
+        // Its tensor's row, where rank-1 states or stochastic rounding need it (the members n_
+        // and offset_ belong to the latest chunk the walk entered).
         ChunkInTensor tensor{};
         if (layout_.rank1 || spec_.options.stochastic_rounding) tensor = in_tensor(chunk.place);
         reductions_ = reduction_values(fn_, i64(chunk.place.t));
@@ -1101,11 +1100,8 @@ private:
         // Every thread of a block writes its scale (one coalesced store of one value), in the
         // store paths below: no branch of its own in a full chunk.
         auto store_scales = [&]() {
-            for (size_t k = 0; k < quantized_.size(); ++k) {
-                if (!block_scaled[k]) continue;
-                const QuantizedArray& q = quantized_[k];
-                b_.CreateAlignedStore(scales[k], cursor_.scales[k], llvm::Align(4));
-            }
+            for (size_t k = 0; k < quantized_.size(); ++k)
+                if (block_scaled[k]) b_.CreateAlignedStore(scales[k], cursor_.scales[k], llvm::Align(4));
         };
 
         // Store.
@@ -1254,8 +1250,7 @@ private:
     llvm::Value* blocks_ = nullptr;       // the grid's (i64)
     llvm::Value* run_chunks_ = nullptr;   // chunks a run (i64)
     llvm::Value* lane_ = nullptr;         // the thread's first element in a chunk (i32)
-    llvm::Value* columns_ = nullptr;      // point_at_row's: the tensor's last dimension (rank-1 states)
-    llvm::Value* aligned_ = nullptr;      // and whether every array allows its vector accesses
+    llvm::Value* aligned_ = nullptr;      // point_at_row's: every array allows its vector accesses
     Cursors cursor_;                      // the thread's addresses in the chunk being loaded or stored
     llvm::Value* tail_ = nullptr;         // a short chunk's: its tensor's last element from the thread's first (i32)
 };
