@@ -9,7 +9,9 @@
 // decode, update, find the block's absmax by a warp reduction (through shared memory when a
 // block spans warps), and encode and store, in one pass. The codecs' lookup tables are copied
 // into shared memory when the kernel starts. These kernels are bound by the instructions they issue
-// (benchmarks/NOTES.md): every instruction an element counts. A rank-1 state instead scales
+// (benchmarks/NOTES.md): every instruction an element counts. Their blocks walk interleaved
+// runs of chunks with per-thread addresses stepped by constants (pipelined_chunk_loop), and
+// compute with fast math unless asked for IEEE arithmetic (compiler/target.h's MathMode). A rank-1 state instead scales
 // each element by its row's and column's statistics (compiler/rank1_statistics.h), found by a
 // second kernel in the module that runs before this one.
 #include <fmt/format.h>
