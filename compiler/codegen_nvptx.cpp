@@ -562,9 +562,9 @@ private:
         return out;
     }
 
-    // Points the arrays at the tensor of `row` (and sets n_, offset_ and aligned_, whether every
-    // array's address allows its vector accesses).
-    void point_at_row(llvm::Value* row) {
+    // Points the arrays at the tensor of `row`, sets aligned_ (whether every array's address
+    // allows its vector accesses) and returns the tensor's element count.
+    llvm::Value* point_at_row(llvm::Value* row) {
         auto pointer = [&](llvm::Value* word) { return b_.CreateIntToPtr(word, llvm::PointerType::get(ctx_, kNvptxGlobal)); };
         llvm::Value* misaligned = b_.getInt64(0);
         for (Array& a : arrays_) {
@@ -578,9 +578,9 @@ private:
             q.codes = pointer(word);
             q.scales = pointer(emit_row_word(b_, row, layout_.scales(q.state)));
         }
-        n_ = emit_row_word(b_, row, layout_.n());
-        offset_ = emit_row_word(b_, row, layout_.offset());
+        llvm::Value* n = emit_row_word(b_, row, layout_.n());
         aligned_ = b_.CreateICmpEQ(misaligned, b_.getInt64(0));
+        return n;
     }
 
     // A thread's addresses in a chunk: its first element of each dense array, its first code of
@@ -654,7 +654,7 @@ private:
     // The walk at chunk c (i32) of the run ending at run_end, searching its tensor from t_hint.
     Walk enter(llvm::Value* c, llvm::Value* t_hint, llvm::Value* run_end) {
         auto [t, row] = emit_find_tensor(b_, spec_, fn_->getArg(0), fn_->getArg(1), i64(c), i64(t_hint));
-        point_at_row(row);
+        llvm::Value* n = point_at_row(row);
         const int64_t chunk = chunk_elements(spec_);
         llvm::Value* begin = i32(emit_row_word(b_, row, layout_.chunk_begin()));
         llvm::Value* element = b_.CreateAdd(b_.CreateMul(i64(b_.CreateSub(c, begin)), b_.getInt64(chunk)), i64(lane_));  // the thread's first
@@ -663,7 +663,7 @@ private:
         w.t = i32(t);
         w.run_end = run_end;
         w.segment_end = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, i32(emit_row_word(b_, row, layout_.chunk_end())), run_end, nullptr, "segment.end");
-        w.fast_end = b_.CreateSelect(aligned_, b_.CreateAdd(begin, i32(b_.CreateUDiv(n_, b_.getInt64(chunk)))), begin, "fast.end");
+        w.fast_end = b_.CreateSelect(aligned_, b_.CreateAdd(begin, i32(b_.CreateUDiv(n, b_.getInt64(chunk)))), begin, "fast.end");
         for (Array& a : arrays_) w.at.arrays.push_back(b_.CreateGEP(math_->storage_type(a.type), a.base, element));
         for (QuantizedArray& q : quantized_) {
             w.at.codes.push_back(b_.CreateGEP(b_.getInt8Ty(), q.codes, q.codec->four_bit() ? b_.CreateLShr(element, 1) : element));
@@ -902,8 +902,8 @@ private:
         const int E = elements_per_thread_;
         cursor_ = chunk.place.at;
         llvm::Value* fast = chunk.place.fast(b_);
-        // Its tensor's row, where rank-1 states or stochastic rounding need it (the members n_
-        // and offset_ belong to the latest chunk the walk entered).
+        // Its tensor's row, where rank-1 states or stochastic rounding need it (the arrays'
+        // bases belong to the latest chunk the walk entered).
         ChunkInTensor tensor{};
         if (layout_.rank1 || spec_.options.stochastic_rounding) tensor = in_tensor(chunk.place);
         reductions_ = reduction_values(fn_, i64(chunk.place.t));

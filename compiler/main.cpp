@@ -292,8 +292,7 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     if (option == "--gpu-tune") {
         auto [knob, value] = parse_assignment(args.value(option), option);
         if (!set_gpu_tune(k.codegen, knob, int(value)))
-            throw UsageError{fmt::format("--gpu-tune: unknown knob '{}' (expected elements_per_thread, threads_per_block, "
-                                         "vector_bytes, min_blocks_per_sm, prefetch_chunks or run_chunks)", knob)};
+            throw UsageError{fmt::format("--gpu-tune: unknown knob '{}' (expected one of {})", knob, gpu_tune_knob_names())};
         return true;
     }
     return false;
@@ -459,7 +458,7 @@ compiles of the timed steps.
 int cmd_bench(Args& args) {
     StepBenchOptions bench;
     std::string target_name;
-    KernelOptions policies;  // only the gradient policies and the math are read
+    KernelOptions kernel;  // only the gradient policies and the math are read
     while (!args.done()) {
         std::string a = args.take();
         if (a == "--help") { fmt::print("{}", kBenchHelp); return 0; }
@@ -471,11 +470,11 @@ int cmd_bench(Args& args) {
         else if (a == "--capturable") bench.capturable = true;
         else if (a == "--optimizer") bench.optimizer = args.value(a);
         else if (a == "--hyper") bench.hypers.insert(parse_assignment(args.value(a), a));
-        else if (a == "--clip-grad-norm" || a == "--skip-nonfinite" || a == "--ieee-math" || a == "--fast-math") take_kernel_option(args, a, policies);
+        else if (a == "--clip-grad-norm" || a == "--skip-nonfinite" || a == "--ieee-math" || a == "--fast-math") take_kernel_option(args, a, kernel);
         else throw UsageError{fmt::format("unknown option '{}'", a)};
     }
-    bench.policies = policies.policies;
-    bench.math = policies.codegen.math;
+    bench.policies = kernel.policies;
+    bench.math = kernel.codegen.math;
     if (target_name.empty()) target_name = cuda::available() ? "cuda" : "host";
     if (target_name == "cuda") {
         if (!cuda::available()) throw InputError{fmt::format("optjit: --target cuda: {}\n", cuda::unavailable_reason())};

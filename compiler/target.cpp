@@ -53,15 +53,33 @@ std::string_view math_mode_name(MathMode m) {
     return "?";
 }
 
+namespace {
+
+struct GpuTuneKnob {
+    std::string_view name;
+    int CodegenOptions::*field;
+};
+constexpr GpuTuneKnob kGpuTuneKnobs[] = {
+    {"elements_per_thread", &CodegenOptions::gpu_elements_per_thread}, {"threads_per_block", &CodegenOptions::gpu_threads_per_block},
+    {"vector_bytes", &CodegenOptions::gpu_vector_bytes},               {"min_blocks_per_sm", &CodegenOptions::gpu_min_blocks_per_sm},
+    {"prefetch_chunks", &CodegenOptions::gpu_prefetch_chunks},         {"run_chunks", &CodegenOptions::gpu_run_chunks},
+};
+
+}  // namespace
+
 bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value) {
-    if (knob == "elements_per_thread") options.gpu_elements_per_thread = value;
-    else if (knob == "threads_per_block") options.gpu_threads_per_block = value;
-    else if (knob == "vector_bytes") options.gpu_vector_bytes = value;
-    else if (knob == "min_blocks_per_sm") options.gpu_min_blocks_per_sm = value;
-    else if (knob == "prefetch_chunks") options.gpu_prefetch_chunks = value;
-    else if (knob == "run_chunks") options.gpu_run_chunks = value;
-    else return false;
-    return true;
+    for (const GpuTuneKnob& k : kGpuTuneKnobs)
+        if (k.name == knob) {
+            options.*k.field = value;
+            return true;
+        }
+    return false;
+}
+
+std::string gpu_tune_knob_names() {
+    std::string out;
+    for (const GpuTuneKnob& k : kGpuTuneKnobs) out += fmt::format("{}{}", out.empty() ? "" : ", ", k.name);
+    return out;
 }
 
 void apply_gpu_tune_environment(CodegenOptions& options) {
@@ -78,8 +96,7 @@ void apply_gpu_tune_environment(CodegenOptions& options) {
         auto [end, ec] = eq == std::string_view::npos ? std::from_chars(item.data(), item.data(), value)
                                                       : std::from_chars(item.data() + eq + 1, item.data() + item.size(), value);
         if (eq == std::string_view::npos || ec != std::errc() || end != item.data() + item.size() || !set_gpu_tune(options, knob, value))
-            throw std::invalid_argument(fmt::format("OPTJIT_GPU_TUNE: '{}' is not KNOB=N with a knob of elements_per_thread, threads_per_block, "
-                                                    "vector_bytes, min_blocks_per_sm, prefetch_chunks or run_chunks", item));
+            throw std::invalid_argument(fmt::format("OPTJIT_GPU_TUNE: '{}' is not KNOB=N with a knob of {}", item, gpu_tune_knob_names()));
     }
 }
 

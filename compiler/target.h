@@ -84,6 +84,8 @@ struct CodegenOptions {
 // Sets the GPU tuning knob `knob` (elements_per_thread, threads_per_block, vector_bytes,
 // min_blocks_per_sm, prefetch_chunks, run_chunks) of `options`; false for an unknown knob.
 bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value);
+// The knobs' names, comma-separated, for messages.
+std::string gpu_tune_knob_names();
 // The knobs of OPTJIT_GPU_TUNE ("knob=N,knob=N"), for experiments with kernels a program does
 // not compile itself (optjit bench, the Optimizer): lower() applies them to every kernel.
 // Throws std::invalid_argument for a malformed value or an unknown knob.
