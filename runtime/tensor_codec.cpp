@@ -30,6 +30,9 @@ void run(const Program& program, const Target& target, const StateStorage& stora
         throw std::invalid_argument(fmt::format("{} is not a block-quantized format (expected q8s, q8u, q4s, q4u or fp8)", format_name(storage.format)));
     if (n <= 0) return;
     KernelRequest request{program, {}, {}, target, {}};
+    // A conversion equals ir/quantization.h bit for bit: IEEE arithmetic, where an optimizer
+    // step with these states would take the GPU's fast math (compiler/target.h's MathMode).
+    request.options.math = MathMode::Ieee;
     request.storage.param = request.storage.grad = values_type;
     request.storage.states["s"] = storage;
     request.storage = storage_for_tensor(request.storage, kMinQuantizedElements, state.columns);  // rank-1 needs columns

@@ -7,7 +7,8 @@
 // optimizer's (a program that assigns an array to itself leaves it unstored):
 //   quantize:    state s = 0; update: s = g; p = p     (g: the values; p is not touched)
 //   dequantize:  state s = 0; update: p = s; s = s     (p: the values; the state is only read)
-// so the codes are exactly those a step stores (ir/quantization.h). Tensors of every size are
+// so the codes are exactly those a step with IEEE math stores (ir/quantization.h): these kernels
+// always use IEEE arithmetic, whatever an optimizer's MathMode. Tensors of every size are
 // converted (the small-tensor rule of optimizer states does not apply to an explicit request).
 #pragma once
 
