@@ -810,26 +810,56 @@ private:
         return out;
     }
 
-    // Asks L2 for the lines of chunk w.c + distance, if it is in w's segment and whole: every
-    // thread its own elements' lines, one request a line once the warp's addresses coalesce.
-    // Registers hold one chunk ahead; this keeps a block's next several chunks in flight at no
-    // register cost.
+    // Asks L2 for the lines of the chunk `distance` chunks after w's in the block's own walk
+    // (in one of its later runs where w's run ends first), if that chunk is whole, aligned and
+    // of w's tensor (below w.fast_end): every thread its own elements' lines, one request a line
+    // once the warp's addresses coalesce. Registers hold one chunk ahead; this keeps a block's
+    // next several chunks in flight at no register cost. Within the run the addresses are
+    // immediate offsets; a later run's are a multiply-add an array.
     void prefetch_to_l2(const Walk& w, int distance) {
         if (distance <= 0) return;
-        llvm::Value* ahead = b_.CreateAdd(w.c, b_.getInt32(distance));
-        llvm::Value* limit = b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, w.segment_end, w.fast_end);
-        llvm::BasicBlock* issue = block("l2.prefetch");
-        llvm::BasicBlock* issued = block("l2.prefetched");
-        b_.CreateCondBr(b_.CreateICmpULT(ahead, limit), issue, issued);
-        b_.SetInsertPoint(issue);
-        // The offset in the instruction: the addresses come free.
         auto request = [&](llvm::Value* address, int64_t offset) {
             auto* type = llvm::FunctionType::get(b_.getVoidTy(), {address->getType()}, false);
             b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("prefetch.global.L2 [$0+{}];", offset), "l", true), {address});
         };
-        const int64_t elements = chunk_elements(spec_) * distance;
-        for (size_t k = 0; k < arrays_.size(); ++k) request(w.at.arrays[k], elements * dtype_bytes(arrays_[k].type));
-        for (size_t k = 0; k < quantized_.size(); ++k) request(w.at.codes[k], quantized_[k].codec->four_bit() ? elements / 2 : elements);
+        const int64_t chunk = chunk_elements(spec_);
+        auto chunk_bytes = [&](size_t k) { return chunk * dtype_bytes(arrays_[k].type); };
+        auto code_bytes = [&](size_t k) { return quantized_[k].codec->four_bit() ? chunk / 2 : chunk; };
+        llvm::BasicBlock* issued = block("l2.prefetched");
+        llvm::BasicBlock* near = block("l2.in.run");
+        const int run = gpu_run_chunks(spec_);
+        // Runs begin at multiples of run (compiler/kernel_abi.h); with one run a block (run 0)
+        // there is no later run.
+        llvm::Value* position = run > 0 ? b_.CreateURem(w.c, b_.getInt32(run)) : nullptr;
+        llvm::Value* in_run = run > 0 ? b_.CreateICmpULT(b_.CreateAdd(position, b_.getInt32(distance)), b_.getInt32(run)) : b_.getTrue();
+        if (run > 0) {
+            llvm::BasicBlock* far = block("l2.later.run");
+            b_.CreateCondBr(in_run, near, far);
+            b_.SetInsertPoint(far);
+            // The block's run after k more runs is k G runs on: (G - 1) run chunks skipped a run.
+            llvm::Value* runs_on = i64(b_.CreateUDiv(b_.CreateAdd(position, b_.getInt32(distance)), b_.getInt32(run)));
+            llvm::Value* skipped = b_.CreateMul(runs_on, b_.CreateMul(b_.CreateSub(blocks_, b_.getInt64(1)), b_.getInt64(run)));
+            llvm::Value* delta = b_.CreateAdd(skipped, b_.getInt64(distance));
+            llvm::BasicBlock* issue = block("l2.prefetch.far");
+            b_.CreateCondBr(b_.CreateICmpULT(b_.CreateAdd(i64(w.c), delta), i64(w.fast_end)), issue, issued);
+            b_.SetInsertPoint(issue);
+            // Below fast_end, so fewer than 2^31 chunks on: the offsets are 32-bit products.
+            llvm::Value* chunks_on = i64(i32(delta));
+            for (size_t k = 0; k < arrays_.size(); ++k)
+                request(b_.CreateGEP(b_.getInt8Ty(), w.at.arrays[k], b_.CreateMul(chunks_on, b_.getInt64(chunk_bytes(k)))), 0);
+            for (size_t k = 0; k < quantized_.size(); ++k)
+                request(b_.CreateGEP(b_.getInt8Ty(), w.at.codes[k], b_.CreateMul(chunks_on, b_.getInt64(code_bytes(k)))), 0);
+            b_.CreateBr(issued);
+        } else {
+            b_.CreateBr(near);
+        }
+        b_.SetInsertPoint(near);
+        llvm::BasicBlock* issue = block("l2.prefetch");
+        llvm::Value* ahead = b_.CreateAdd(w.c, b_.getInt32(distance));
+        b_.CreateCondBr(b_.CreateICmpULT(ahead, b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, w.segment_end, w.fast_end)), issue, issued);
+        b_.SetInsertPoint(issue);
+        for (size_t k = 0; k < arrays_.size(); ++k) request(w.at.arrays[k], chunk_bytes(k) * distance);
+        for (size_t k = 0; k < quantized_.size(); ++k) request(w.at.codes[k], code_bytes(k) * distance);
         b_.CreateBr(issued);
         b_.SetInsertPoint(issued);
     }
