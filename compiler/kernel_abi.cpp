@@ -99,22 +99,18 @@ int gpu_elements_per_thread(const KernelSpec& spec) {
     return std::max(vec, requested / vec * vec);
 }
 
+// Both defaults from the H200 (Llama list, AdamW, % of copy, runs of 1 / 2 / 4 with the L2
+// asked for the chunk 2 / 3 / 5 ahead in the block's walk; benchmarks/NOTES.md): runs of 2 and
+// 2 ahead were best or within 0.1 of it for every format: q8 82.4 (81.3 and 81.0 with runs of
+// 1 and 4), q4 69.3 (65.1, 67.2), fp8 86.5 (84.8, 83.1); 5 ahead lost 2 to 8 points.
 int gpu_prefetch_chunks(const KernelSpec& spec) {
     int requested = spec.options.gpu_prefetch_chunks;
-    return requested >= 0 ? requested : 3;
+    return requested >= 0 ? requested : 2;
 }
 
-// Measured on an H100 (Llama list, % of copy): q8 AdamW 84.6 with runs of 4, 81.1 with runs of
-// 1; fp8 77.4 and 85.1. The table formats' heavier kernels gain from runs (and the L2
-// prefetch within them); fp8's light one moves through memory best as a plain grid-stride loop.
 int gpu_run_chunks(const KernelSpec& spec) {
     int requested = spec.options.gpu_run_chunks;
-    if (requested >= 0) return requested;
-    for (const StateDecl& s : spec.lowered.states) {
-        StateFormat f = spec.storage.state(s.name).format;
-        if (is_block_quantized(f) && f != StateFormat::FP8) return 4;
-    }
-    return 1;
+    return requested >= 0 ? requested : 2;
 }
 
 int64_t chunk_elements(const KernelSpec& spec) {

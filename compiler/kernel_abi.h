@@ -158,8 +158,7 @@ constexpr int kQuantizedElementsPerThread = 8;
 // block asks L2 for (CodegenOptions::gpu_prefetch_chunks); 0: none.
 int gpu_prefetch_chunks(const KernelSpec& spec);
 // Kernels with block-quantized states: the consecutive chunks a block takes at a time
-// (CodegenOptions::gpu_run_chunks; automatic: 4 with a table format, 1 with fp8 states only);
-// 0: one contiguous range a block.
+// (CodegenOptions::gpu_run_chunks; automatic: 2); 0: one contiguous range a block.
 int gpu_run_chunks(const KernelSpec& spec);
 
 // Elements per chunk.
