@@ -828,13 +828,12 @@ private:
         llvm::BasicBlock* issued = block("l2.prefetched");
         llvm::BasicBlock* near = block("l2.in.run");
         const int run = gpu_run_chunks(spec_);
-        // Runs begin at multiples of run (compiler/kernel_abi.h); with one run a block (run 0)
+        // Runs begin at multiples of run (pipelined_chunk_loop); with one run a block (run 0)
         // there is no later run.
-        llvm::Value* position = run > 0 ? b_.CreateURem(w.c, b_.getInt32(run)) : nullptr;
-        llvm::Value* in_run = run > 0 ? b_.CreateICmpULT(b_.CreateAdd(position, b_.getInt32(distance)), b_.getInt32(run)) : b_.getTrue();
         if (run > 0) {
+            llvm::Value* position = b_.CreateURem(w.c, b_.getInt32(run));
             llvm::BasicBlock* far = block("l2.later.run");
-            b_.CreateCondBr(in_run, near, far);
+            b_.CreateCondBr(b_.CreateICmpULT(b_.CreateAdd(position, b_.getInt32(distance)), b_.getInt32(run)), near, far);
             b_.SetInsertPoint(far);
             // The block's run after k more runs is k G runs on: (G - 1) run chunks skipped a run.
             llvm::Value* runs_on = i64(b_.CreateUDiv(b_.CreateAdd(position, b_.getInt32(distance)), b_.getInt32(run)));
