@@ -53,8 +53,13 @@ void dump_stage(const std::string& key, const std::string& name, const std::stri
 KernelSpec lower(const KernelRequest& request) {
     pending_stages.clear();
     pending_stages.emplace_back("00-input.opt", print(request.program));
+    CodegenOptions options = request.options;
+    if (request.target.is_gpu()) apply_gpu_tune_environment(options);
+    options.math = resolved_math(options.math, request.target, has_quantized_state(request.storage));
+    PassOptions passes = request.passes;
+    passes.fast_math = options.math == MathMode::Fast;
     int index = 1;
-    Program lowered = run_pipeline(request.program, request.passes, [&](const Pass& pass, const Program& after) {
+    Program lowered = run_pipeline(request.program, passes, [&](const Pass& pass, const Program& after) {
         pending_stages.emplace_back(fmt::format("{:02}-after-{}.opt", index++, pass.name), print(after));
     });
     std::string error = check_storage(request.storage, request.program);
@@ -65,9 +70,6 @@ KernelSpec lower(const KernelRequest& request) {
         throw std::invalid_argument("hyper-parameters by value and counting applied steps are options of capturable kernels' NAME_scalars");
     if (request.options.stochastic_rounding && request.storage.param != DType::BF16)
         throw std::invalid_argument(fmt::format("stochastic rounding applies to bf16 parameters; these are {}", dtype_name(request.storage.param)));
-    CodegenOptions options = request.options;
-    if (request.target.is_gpu()) apply_gpu_tune_environment(options);
-    options.math = resolved_math(options.math, request.target, has_quantized_state(request.storage));
     return KernelSpec{std::move(lowered), request.storage, request.target, options};
 }
 

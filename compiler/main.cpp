@@ -65,7 +65,7 @@ each. Errors are printed as FILE:LINE:COL: error: MESSAGE with the line and a ca
 Exit code 1 if any program is rejected.
 )";
 
-constexpr const char* kPrintHelp = R"(usage: optjit print FILE [--after PASS | --all-passes] [--specialize NAME=VALUE]...
+constexpr const char* kPrintHelp = R"(usage: optjit print FILE [--after PASS | --all-passes] [--specialize NAME=VALUE]... [--fast-math]
 
 Prints the program in canonical form: as parsed, after the pass PASS, or after every pass.
 FILE is a path, - for standard input, or the name of a built-in optimizer (adamw, lamb, ...).
@@ -74,7 +74,9 @@ FILE is a path, - for standard input, or the name of a built-in optimizer (adamw
   --specialize NAME=VALUE  make hyper-parameter NAME the constant VALUE (the specialize pass)
   --clip-grad-norm X, --skip-nonfinite, --maximize
                            with a gradient policy's rewrite (see 'optjit compile --help')
-passes, in order: specialize, constant-fold, hoist-scalars, cse, dead-code
+  --fast-math              the passes as for a fast-math kernel (GPU kernels with quantized
+                           states by default): fold-uniform-factors reassociates products
+passes, in order: specialize, constant-fold, fold-uniform-factors, hoist-scalars, cse, dead-code
 )";
 
 constexpr const char* kRunHelp = R"(usage: optjit run FILE --target interp|host|cuda [--size N] [--steps K] [--seed S] [--hyper NAME=VALUE]... [--check] [kernel options]
@@ -392,6 +394,7 @@ int cmd_print(Args& args) {
         if ((a == "--clip-grad-norm" || a == "--skip-nonfinite" || a == "--maximize") && take_kernel_option(args, a, policies)) continue;
         if (a == "--after") after = args.value(a);
         else if (a == "--all-passes") all = true;
+        else if (a == "--fast-math") options.fast_math = true;
         else if (a == "--specialize") options.specialize.insert(parse_assignment(args.value(a), a));
         else if (a.size() > 1 && a[0] == '-') throw UsageError{fmt::format("unknown option '{}'", a)};
         else if (file.empty()) file = a;
@@ -407,6 +410,7 @@ int cmd_print(Args& args) {
     Program program = with_policies(load_program(file), policies);
     if (!all && after.empty()) {
         if (!options.specialize.empty()) throw UsageError{"--specialize needs --after or --all-passes"};
+        if (options.fast_math) throw UsageError{"--fast-math needs --after or --all-passes"};
         fmt::print("{}", print(program));
         return 0;
     }

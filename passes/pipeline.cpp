@@ -10,6 +10,7 @@
 #include "passes/constant_fold.h"
 #include "passes/cse.h"
 #include "passes/dead_code.h"
+#include "passes/fold_uniform_factors.h"
 #include "passes/hoist_scalars.h"
 #include "passes/specialize.h"
 
@@ -21,6 +22,8 @@ const std::vector<Pass>& pipeline_passes() {
          [](Program p, const PassOptions& o) { return specialize(std::move(p), o.specialize); }},
         {"constant-fold", "fold numbers and propagate constant temporaries",
          [](Program p, const PassOptions&) { return constant_fold(std::move(p)); }},
+        {"fold-uniform-factors", "fast math: a product's launch-uniform factors first, divisions by them as products",
+         [](Program p, const PassOptions& o) { return fold_uniform_factors(std::move(p), o.fast_math); }},
         {"hoist-scalars", "move per-launch values out of the element loop",
          [](Program p, const PassOptions&) { return hoist_scalars(std::move(p)); }},
         {"cse", "compute repeated expressions once",

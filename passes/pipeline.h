@@ -2,6 +2,8 @@
 //
 //   specialize       chosen hyper-parameters become constants       passes/specialize.h
 //   constant-fold    fold numbers, propagate constant temporaries   passes/constant_fold.h
+//   fold-uniform-factors  fast math: a product's launch-uniform       passes/fold_uniform_factors.h
+//                    factors multiplied first, divisions by them turned into products
 //   hoist-scalars    per-launch values out of the element loop      passes/hoist_scalars.h
 //   cse              compute repeated expressions once              passes/cse.h
 //   dead-code        drop assignments nobody reads                  passes/dead_code.h
@@ -23,6 +25,9 @@ namespace optjit {
 
 struct PassOptions {
     std::map<std::string, double> specialize;  // hyper-parameter name -> constant value
+    // The kernel computes with fast math (compiler/target.h's MathMode::Fast; compiler/compile.h's
+    // lower() sets it): fold-uniform-factors may reassociate products.
+    bool fast_math = false;
 };
 
 struct Pass {

@@ -20,6 +20,7 @@
 #include "passes/constant_fold.h"
 #include "passes/cse.h"
 #include "passes/dead_code.h"
+#include "passes/fold_uniform_factors.h"
 #include "passes/hoist_scalars.h"
 #include "passes/pipeline.h"
 #include "passes/specialize.h"
@@ -290,6 +291,29 @@ TEST_CASE("passes: dead-code") {
     check_pass(eliminate_dead_code, "optimizer t\n  update\n    p = g\n    p = 2\n", "optimizer t\n  update\n    p = 2\n");
 }
 
+TEST_CASE("passes: fold-uniform-factors regroups products only for fast math") {
+    const std::string in =
+        "optimizer t\n"
+        "  hyper lr = 0.5\n"
+        "  state m = 0\n"
+        "  update\n"
+        "    half = lr / 2\n"
+        "    m = m / (1 - lr ^ step)\n"
+        "    p = p - lr * (m * half) / sqrt(m * m + 1)\n"
+        "    p = p * tensor_sum(g) * lr\n";
+    auto fast = [](Program p) { return fold_uniform_factors(std::move(p), true); };
+    check_pass(fast, in,
+               "optimizer t\n"
+               "  hyper lr = 0.5\n"
+               "  state m = 0\n"
+               "  update\n"
+               "    half = lr / 2\n"
+               "    m = m * (1 / (1 - lr ^ step))\n"
+               "    p = p - m * (lr * half) / sqrt(m * m + 1)\n"
+               "    p = p * tensor_sum(g) * lr\n");
+    check_pass([](Program p) { return fold_uniform_factors(std::move(p), false); }, in, print(load(in)));
+}
+
 TEST_CASE("passes: the pipeline in order, with an observer") {
     Program in = load(slurp(std::filesystem::path(OPTJIT_SOURCE_DIR) / "examples" / "adamw.opt"));
     std::vector<std::string> seen;
@@ -297,7 +321,7 @@ TEST_CASE("passes: the pipeline in order, with an observer") {
         seen.emplace_back(pass.name);
         CHECK(verify(p).empty());
     });
-    CHECK(seen == std::vector<std::string>{"specialize", "constant-fold", "hoist-scalars", "cse", "dead-code"});
+    CHECK(seen == std::vector<std::string>{"specialize", "constant-fold", "fold-uniform-factors", "hoist-scalars", "cse", "dead-code"});
     CHECK(out.hyper_index("weight_decay") < 0);
     for (const Pass& p : pipeline_passes()) CHECK(find_pass(p.name) == &p);
     CHECK(find_pass("nope") == nullptr);
@@ -323,6 +347,9 @@ TEST_CASE("passes: the pipeline keeps the results of every example") {
             hypers[original.hypers[i].name] = v;
             if (i % 2 == 0) options.specialize[original.hypers[i].name] = v;
         }
+        check_same_results(original, run_pipeline(original, options), hypers, seed);
+        // Fast math's regrouped products: the same results to float64 rounding.
+        options.fast_math = true;
         check_same_results(original, run_pipeline(original, options), hypers, seed);
     }
     CHECK(n > 0);
