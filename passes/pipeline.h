@@ -1,12 +1,12 @@
 // The pass pipeline: a verified program in, the program code generation sees out.
 //
-//   specialize       chosen hyper-parameters become constants       passes/specialize.h
-//   constant-fold    fold numbers, propagate constant temporaries   passes/constant_fold.h
-//   fold-uniform-factors  fast math: a product's launch-uniform       passes/fold_uniform_factors.h
-//                    factors multiplied first, divisions by them turned into products
-//   hoist-scalars    per-launch values out of the element loop      passes/hoist_scalars.h
-//   cse              compute repeated expressions once              passes/cse.h
-//   dead-code        drop assignments nobody reads                  passes/dead_code.h
+//   specialize            chosen hyper-parameters become constants       passes/specialize.h
+//   constant-fold         fold numbers, propagate constant temporaries   passes/constant_fold.h
+//   fold-uniform-factors  fast math only: a product's per-launch         passes/fold_uniform_factors.h
+//                         factors first, divisions by them as products
+//   hoist-scalars         per-launch values out of the element loop      passes/hoist_scalars.h
+//   cse                   compute repeated expressions once              passes/cse.h
+//   dead-code             drop assignments nobody reads                  passes/dead_code.h
 //
 // The pipeline verifies the program after every pass (a pass that breaks a rule is a bug in
 // optjit, reported as such) and can hand each intermediate program to an observer, which is

@@ -86,14 +86,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)format_diagnostics(errors, &source);
     if (!errors.empty()) return 0;
 
-    PassOptions options[2];
+    PassOptions options[3];
     if (!program.hypers.empty()) options[1].specialize[program.hypers[0].name] = program.hypers[0].value;
+    options[2].fast_math = true;
     for (const PassOptions& o : options) {
         Program lowered = run_pipeline(program, o);  // an internal error throws: a crash here
         std::string lowered_text = print(lowered);
         ParseResult again = parse(lowered_text);
         if (!again.ok() || !(again.program == lowered)) die("the lowered program does not round-trip", lowered_text);
-        check_same_results(program, lowered, text);
+        // Fast math regroups products, which changes rounding (and can overflow a reciprocal):
+        // its results are checked against the interpreter on the examples (test_passes).
+        if (!o.fast_math) check_same_results(program, lowered, text);
     }
     return 0;
 }
