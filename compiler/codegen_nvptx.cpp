@@ -673,6 +673,9 @@ private:
         return w;
     }
 
+    // The other blocks' chunks from one of a block's runs to its next: (G - 1) R (i64).
+    llvm::Value* between_runs() { return b_.CreateMul(b_.CreateSub(blocks_, b_.getInt64(1)), run_chunks_); }
+
     // The walk at the chunk after w's, and whether there is one: the next chunk of the segment
     // (addresses plus constants, `ahead`: the cursors moved on, computed by the caller for
     // every chunk), else the next tensor's chunk in the run, else the block's next run.
@@ -687,7 +690,7 @@ private:
         b_.SetInsertPoint(elsewhere);
         // A run [r R, r R + R) ends: the block's next is r + G, R G chunks on (within 64 bits).
         llvm::Value* run_over = b_.CreateICmpUGE(next, w.run_end);
-        llvm::Value* jump = b_.CreateAdd(i64(w.run_end), b_.CreateMul(b_.CreateSub(blocks_, b_.getInt64(1)), run_chunks_));
+        llvm::Value* jump = b_.CreateAdd(i64(w.run_end), between_runs());
         llvm::Value* c = b_.CreateSelect(run_over, i32(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, jump, num_chunks_)), next);
         llvm::Value* run_end = b_.CreateSelect(run_over, i32(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateAdd(i64(c), run_chunks_), num_chunks_)), w.run_end);
         b_.CreateCondBr(b_.CreateICmpULT(c, i32(num_chunks_)), entered, done);
@@ -831,14 +834,13 @@ private:
         // Runs begin at multiples of run (pipelined_chunk_loop); with one run a block (run 0)
         // there is no later run.
         if (run > 0) {
-            llvm::Value* position = b_.CreateURem(w.c, b_.getInt32(run));
+            llvm::Value* target_position = b_.CreateAdd(b_.CreateURem(w.c, b_.getInt32(run)), b_.getInt32(distance));  // from w's run's start
             llvm::BasicBlock* far = block("l2.later.run");
-            b_.CreateCondBr(b_.CreateICmpULT(b_.CreateAdd(position, b_.getInt32(distance)), b_.getInt32(run)), near, far);
+            b_.CreateCondBr(b_.CreateICmpULT(target_position, b_.getInt32(run)), near, far);
             b_.SetInsertPoint(far);
-            // The block's run after k more runs is k G runs on: (G - 1) run chunks skipped a run.
-            llvm::Value* runs_on = i64(b_.CreateUDiv(b_.CreateAdd(position, b_.getInt32(distance)), b_.getInt32(run)));
-            llvm::Value* skipped = b_.CreateMul(runs_on, b_.CreateMul(b_.CreateSub(blocks_, b_.getInt64(1)), b_.getInt64(run)));
-            llvm::Value* delta = b_.CreateAdd(skipped, b_.getInt64(distance));
+            // The block's run after k more runs is k G runs on: between_runs() skipped a run.
+            llvm::Value* runs_on = i64(b_.CreateUDiv(target_position, b_.getInt32(run)));
+            llvm::Value* delta = b_.CreateAdd(b_.CreateMul(runs_on, between_runs()), b_.getInt64(distance));
             llvm::BasicBlock* issue = block("l2.prefetch.far");
             b_.CreateCondBr(b_.CreateICmpULT(b_.CreateAdd(i64(w.c), delta), i64(w.fast_end)), issue, issued);
             b_.SetInsertPoint(issue);
@@ -1156,7 +1158,7 @@ private:
         b_.CreateBr(done);
         b_.SetInsertPoint(slow_store);
         std::vector<llvm::Value*> valid(E);
-        llvm::Value* tail = in_tensor(chunk.place).tail;
+        llvm::Value* tail = (tensor.row ? tensor : in_tensor(chunk.place)).tail;  // the row is loaded already where rank-1 or SR read it
         for (int j = 0; j < E; ++j) valid[j] = b_.CreateICmpSLE(b_.getInt32(j), tail);
         {
             llvm::BasicBlock* write = block("scale.write");

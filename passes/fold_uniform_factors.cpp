@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ir/analysis.h"
+#include "passes/rewrite.h"
 
 namespace optjit {
 
@@ -23,11 +24,7 @@ public:
     }
 
 private:
-    // Fixed for the launch and not reading p or a state: what hoist-scalars moves out.
-    bool uniform(const Expr& e) const {
-        if (scope_.info(e).varies > Varies::Launch) return false;
-        return !any_node(e, [&](const Expr& n) { return n.op == Op::Ref && is_updatable(program_, n.name); });
-    }
+    bool uniform(const Expr& e) const { return is_per_launch(program_, scope_, e); }
 
     // Children first, so that a product sees its factors' divisions already turned around.
     void fold(Expr& e) {
@@ -40,9 +37,11 @@ private:
         if (e.op != Op::Mul || uniform(e)) return;
         std::vector<Expr*> factors;
         gather(e, factors);
-        if (std::count_if(factors.begin(), factors.end(), [&](const Expr* f) { return uniform(*f); }) < 2) return;
+        std::vector<bool> per_launch_factor;
+        for (const Expr* f : factors) per_launch_factor.push_back(uniform(*f));
+        if (std::count(per_launch_factor.begin(), per_launch_factor.end(), true) < 2) return;
         std::vector<Expr> per_element, per_launch;
-        for (Expr* f : factors) (uniform(*f) ? per_launch : per_element).push_back(std::move(*f));
+        for (size_t i = 0; i < factors.size(); ++i) (per_launch_factor[i] ? per_launch : per_element).push_back(std::move(*factors[i]));
         Loc loc = e.loc;
         e = Expr::make(Op::Mul, {product(std::move(per_element), loc), product(std::move(per_launch), loc)}, loc);
     }

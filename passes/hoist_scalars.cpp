@@ -34,12 +34,7 @@ public:
     }
 
 private:
-    // Fixed for the launch, and not reading p or a state (which may hold a per-launch value
-    // after an assignment like `p = 0`, but are per-element inputs in the scalars section).
-    bool hoistable(const Expr& e) const {
-        if (scope_.info(e).varies > Varies::Launch) return false;
-        return !any_node(e, [&](const Expr& n) { return n.op == Op::Ref && is_updatable(program_, n.name); });
-    }
+    bool hoistable(const Expr& e) const { return is_per_launch(program_, scope_, e); }
 
     void extract(Expr& e) {
         if (e.op == Op::Number || e.op == Op::Ref) return;

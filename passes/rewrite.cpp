@@ -3,6 +3,11 @@
 
 namespace optjit {
 
+bool is_per_launch(const Program& program, const Scope& scope, const Expr& e) {
+    if (scope.info(e).varies > Varies::Launch) return false;
+    return !any_node(e, [&](const Expr& n) { return n.op == Op::Ref && is_updatable(program, n.name); });
+}
+
 FreshNames::FreshNames(const Program& program, std::string_view prefix) : prefix_(prefix) {
     for (const HyperDecl& h : program.hypers) used_.insert(h.name);
     for (const StateDecl& s : program.states) used_.insert(s.name);

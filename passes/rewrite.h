@@ -5,9 +5,16 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "ir/analysis.h"
 #include "ir/program.h"
 
 namespace optjit {
+
+// Fixed for the launch (numbers, hyper-parameters, step and what depends only on them, as
+// `scope` sees it) and not reading p or a state (which may hold a per-launch value after an
+// assignment like `p = 0`, but are per-element inputs in the scalars section): what
+// hoist-scalars moves out of the element loop.
+bool is_per_launch(const Program& program, const Scope& scope, const Expr& e);
 
 // Calls fn(node) on every node of `e`, children before parents; fn may replace the node.
 template <class Fn>
