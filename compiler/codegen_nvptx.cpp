@@ -899,7 +899,28 @@ private:
             carried.push_back(b_.CreatePHI(v->getType(), 2));
             carried.back()->addIncoming(v, prologue_end);
         }
-        Prefetched current = start.with(std::vector<llvm::Value*>(carried.begin(), carried.end()));
+        // Unrolled, each copy's loads of the next chunk land in the next copy's registers, where
+        // one body moved every loaded register back to the loop's at its back edge.
+        std::vector<llvm::Value*> values(carried.begin(), carried.end());
+        const int unroll = gpu_unroll_chunks(spec_);
+        llvm::Value* more = nullptr;
+        for (int copy = 0; copy < unroll; ++copy) {
+            std::tie(values, more) = process_and_load_next(start.with(values));
+            if (copy + 1 == unroll) break;
+            llvm::BasicBlock* again = block("pipeline.unrolled");
+            b_.CreateCondBr(more, again, exit);
+            b_.SetInsertPoint(again);
+        }
+        llvm::BasicBlock* latch = b_.GetInsertBlock();
+        for (size_t k = 0; k < carried.size(); ++k) carried[k]->addIncoming(values[k], latch);
+        b_.CreateCondBr(more, loop, exit);
+        b_.SetInsertPoint(exit);
+    }
+
+    // One chunk of the loop: processes `current` and, once its loaded values are read, issues
+    // the loads of the block's next chunk. Returns what those loads give (flattened, poison
+    // where there is no next chunk) and whether there is one.
+    std::pair<std::vector<llvm::Value*>, llvm::Value*> process_and_load_next(const Prefetched& current) {
         std::vector<llvm::Value*> upcoming_values;
         llvm::Value* more = nullptr;
         process(current, [&] {
@@ -921,10 +942,7 @@ private:
             for (llvm::Value* v : upcoming.flatten()) upcoming_values.push_back(join(v, load_end, llvm::PoisonValue::get(v->getType()), from));
             return moved(ahead, -1);
         });
-        llvm::BasicBlock* latch = b_.GetInsertBlock();
-        for (size_t k = 0; k < carried.size(); ++k) carried[k]->addIncoming(upcoming_values[k], latch);
-        b_.CreateCondBr(more, loop, exit);
-        b_.SetInsertPoint(exit);
+        return {upcoming_values, more};
     }
 
     // Processes a chunk; `issue_next_loads` runs once its loaded values have been read, and

@@ -113,6 +113,11 @@ int gpu_run_chunks(const KernelSpec& spec) {
     return requested >= 0 ? requested : 2;
 }
 
+int gpu_unroll_chunks(const KernelSpec& spec) {
+    int requested = spec.options.gpu_unroll_chunks;
+    return requested > 0 ? std::min(requested, 4) : 1;
+}
+
 int64_t chunk_elements(const KernelSpec& spec) {
     // Host: large enough that a call per chunk costs nothing, small enough to stay in L2, and
     // a multiple of every block size (4096 at most).

@@ -160,6 +160,9 @@ int gpu_prefetch_chunks(const KernelSpec& spec);
 // Kernels with block-quantized states: the consecutive chunks a block takes at a time
 // (CodegenOptions::gpu_run_chunks; automatic: 2); 0: one contiguous range a block.
 int gpu_run_chunks(const KernelSpec& spec);
+// Kernels with block-quantized states: chunks a pass of the chunk loop's body processes
+// (CodegenOptions::gpu_unroll_chunks; automatic: 1).
+int gpu_unroll_chunks(const KernelSpec& spec);
 
 // Elements per chunk.
 int64_t chunk_elements(const KernelSpec& spec);
