@@ -57,7 +57,10 @@ KernelSpec lower(const KernelRequest& request) {
     if (request.target.is_gpu()) apply_gpu_tune_environment(options);
     options.math = resolved_math(options.math, request.target, has_quantized_state(request.storage));
     PassOptions passes = request.passes;
-    passes.fast_math = options.math == MathMode::Fast;
+    // Not for capturable kernels: a group's launches read one scalar block, which one kernel's
+    // NAME_scalars fills, so they must lower alike, and a group mixes fast-math kernels (its
+    // block-quantized states) with IEEE ones (its small tensors' fp32 states).
+    passes.fast_math = options.math == MathMode::Fast && !options.capturable;
     int index = 1;
     Program lowered = run_pipeline(request.program, passes, [&](const Pass& pass, const Program& after) {
         pending_stages.emplace_back(fmt::format("{:02}-after-{}.opt", index++, pass.name), print(after));

@@ -18,6 +18,7 @@
 #include "ir/analysis.h"
 #include "ir/interpreter.h"
 #include "ir/numeric.h"
+#include "ir/printer.h"
 #include "ir/quantization.h"
 #include "ir/verifier.h"
 #include "passes/gradient_policies.h"
@@ -58,6 +59,11 @@ struct Optimizer::Impl {
         std::shared_ptr<const Kernel> kernel;
         TensorTable table;
         std::unique_ptr<DeviceMemory> device_table;  // GPU launches: the table's words, uploaded once
+        // Eager launches: the launch before it, of the same group, lowered to the same program,
+        // so its scalars serve this one too. A group's fast-math kernels (block-quantized
+        // states on a GPU) fold uniform factors into scalars of their own
+        // (passes/fold_uniform_factors.h) where its IEEE ones (small tensors' fp32 states) do not.
+        bool scalars_of_previous = false;
     };
 
     Program program;
@@ -71,10 +77,13 @@ struct Optimizer::Impl {
     int64_t steps = 0;
     // The step's reduction slots, of the device every launch is on (programs with reductions).
     std::unique_ptr<StepReductions> reductions;
-    // The program as its kernels run it (every launch's is the same), which numbers the reductions.
+    // The program as its kernels run it, which numbers the reductions (every launch's numbers
+    // them alike: fold-uniform-factors, the one pass that differs between a group's kernels,
+    // rewrites products, never reductions).
     Program lowered() const { return launches.empty() ? run_pipeline(program, {}) : launches.front().kernel->spec().lowered; }
     // Capturable optimizers, per group with GPU launches: its scalar block and the kernel whose
-    // NAME_scalars fills it (every launch of a group runs the same lowered program).
+    // NAME_scalars fills it (every capturable launch of a group runs the same lowered program:
+    // capturable kernels do not fold uniform factors, compiler/compile.cpp's lower()).
     struct ScalarBlock {
         std::unique_ptr<DeviceMemory> memory;
         const Kernel* kernel = nullptr;
@@ -341,10 +350,14 @@ void Optimizer::Impl::finish(size_t g, const PlannedGroup& planned) {
             l.device_table = std::make_unique<DeviceMemory>(Device::Cuda, l.table.words.size() * 8);
             copy_to_device(Device::Cuda, l.device_table->address(), l.table.words.data(), l.table.words.size() * 8);
         }
+        const std::string lowered = print(l.kernel->spec().lowered);
+        if (k > 0) l.scalars_of_previous = lowered == print(launches[planned.first_launch + k - 1].kernel->spec().lowered);
         if (l.kernel->spec().options.capturable && !blocks.back().memory) {
             blocks.back().memory = std::make_unique<DeviceMemory>(Device::Cuda, scalar_block_bytes(l.kernel->spec().lowered));
             blocks.back().kernel = l.kernel.get();
             write_block(g);
+        } else if (l.kernel->spec().options.capturable && lowered != print(blocks.back().kernel->spec().lowered)) {
+            throw std::logic_error(fmt::format("{}: a capturable launch lowered to another program than its group's scalar block's", where(g, planned.params_of[k][0])));
         }
     }
 }
@@ -403,9 +416,9 @@ Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
 void Optimizer::step(cuda::Stream stream) {
     Impl& m = *impl_;
     const int64_t step = m.steps + 1;
-    // Launches are in group order, and a group's share one lowered program: its scalars are
-    // computed once, before its first launch: on the device for its launches that read its
-    // block, on the host for the others.
+    // Launches are in group order. A group's capturable launches read the scalars its block's
+    // kernel computes on the device, before its first launch; the others take them from the
+    // host, computed once for launches that lowered to the same program in a row.
     std::vector<std::vector<float>> scalars(m.launches.size());
     for (size_t k = 0; k < m.launches.size(); ++k) {
         const Impl::Launch& l = m.launches[k];
@@ -417,7 +430,7 @@ void Optimizer::step(cuda::Stream stream) {
                                 spec.options.hypers_by_value ? hyper_values(spec.lowered, m.hypers[l.group]) : std::vector<double>{});
         }
         if (l.kernel->spec().options.capturable) continue;  // reads the block
-        scalars[k] = group_start || scalars[k - 1].empty() ? launch_scalars(*l.kernel, m.hypers[l.group], step) : scalars[k - 1];
+        scalars[k] = l.scalars_of_previous && !scalars[k - 1].empty() ? scalars[k - 1] : launch_scalars(*l.kernel, m.hypers[l.group], step);
     }
     // With reductions, every launch's reduction passes come before any update reads them,
     // level by level.

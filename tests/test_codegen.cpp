@@ -26,6 +26,7 @@
 #include "compiler/kernel_abi.h"
 #include "ir/analysis.h"
 #include "ir/interpreter.h"
+#include "ir/printer.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "ir/numeric.h"
@@ -530,6 +531,23 @@ TEST_CASE("codegen: the math mode resolves per kernel and is part of the key") {
     CHECK(cache_key(lower(explicit_fast)) == cache_key(spec));  // Auto resolved is the same kernel
     q8.storage.states["m"] = StateStorage{StateFormat::BF16};
     CHECK(lower(q8).options.math == MathMode::Ieee);
+}
+
+// A group's kernels differ in math (fast for its block-quantized states, IEEE for its small
+// tensors' fp32 ones), and only fast math folds uniform factors, so eager launches of a group
+// may lower to different programs (runtime/optimizer.cpp computes scalars per program).
+// Capturable launches read one scalar block that one kernel fills: they must lower alike.
+TEST_CASE("codegen: capturable kernels lower alike in either math; eager fast-math ones fold") {
+    KernelRequest quantized{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}};
+    quantized.storage.states["m"] = StateStorage{StateFormat::Q8S, 256};
+    quantized.storage.states["v"] = StateStorage{StateFormat::Q8U, 256};
+    KernelRequest dense{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}};
+    REQUIRE(lower(quantized).options.math == MathMode::Fast);
+    REQUIRE(lower(dense).options.math == MathMode::Ieee);
+    CHECK(print(lower(quantized).lowered) != print(lower(dense).lowered));  // folded
+    quantized.options.capturable = dense.options.capturable = true;
+    CHECK(print(lower(quantized).lowered) == print(lower(dense).lowered));
+    CHECK(kernel_scalars(lower(quantized).lowered) == kernel_scalars(lower(dense).lowered));
 }
 
 // OPTJIT_GPU_TUNE sets the --gpu-tune knobs of every GPU kernel lowering makes (benchmarks of
