@@ -9,6 +9,8 @@ The quantized kernels are issue-bound (benchmarks/NOTES.md), so this count predi
     benchmarks/count_sass.py k.sass 8              # 8 elements a thread
     benchmarks/count_sass.py k.sass 8 optjit_adamw # one kernel of a module that holds several
                                                    # (rank-1 states add NAME_statistics)
+    benchmarks/count_sass.py k.sass 16             # --gpu-tune unroll_chunks=2: the loop body
+                                                   # holds two chunks, 16 elements a thread
 
 It walks the chunk loop (the backward branch before the first RET that spans the most
 instructions) from its head to its back edge: loops run once, branches around code that holds a slow-path CALL (the
