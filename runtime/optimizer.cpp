@@ -18,7 +18,6 @@
 #include "ir/analysis.h"
 #include "ir/interpreter.h"
 #include "ir/numeric.h"
-#include "ir/printer.h"
 #include "ir/quantization.h"
 #include "ir/verifier.h"
 #include "passes/gradient_policies.h"
@@ -350,13 +349,13 @@ void Optimizer::Impl::finish(size_t g, const PlannedGroup& planned) {
             l.device_table = std::make_unique<DeviceMemory>(Device::Cuda, l.table.words.size() * 8);
             copy_to_device(Device::Cuda, l.device_table->address(), l.table.words.data(), l.table.words.size() * 8);
         }
-        const std::string lowered = print(l.kernel->spec().lowered);
-        if (k > 0) l.scalars_of_previous = lowered == print(launches[planned.first_launch + k - 1].kernel->spec().lowered);
+        const Program& lowered = l.kernel->spec().lowered;
+        if (k > 0) l.scalars_of_previous = lowered == launches[planned.first_launch + k - 1].kernel->spec().lowered;
         if (l.kernel->spec().options.capturable && !blocks.back().memory) {
-            blocks.back().memory = std::make_unique<DeviceMemory>(Device::Cuda, scalar_block_bytes(l.kernel->spec().lowered));
+            blocks.back().memory = std::make_unique<DeviceMemory>(Device::Cuda, scalar_block_bytes(lowered));
             blocks.back().kernel = l.kernel.get();
             write_block(g);
-        } else if (l.kernel->spec().options.capturable && lowered != print(blocks.back().kernel->spec().lowered)) {
+        } else if (l.kernel->spec().options.capturable && !(lowered == blocks.back().kernel->spec().lowered)) {
             throw std::logic_error(fmt::format("{}: a capturable launch lowered to another program than its group's scalar block's", where(g, planned.params_of[k][0])));
         }
     }
