@@ -777,7 +777,8 @@ private:
     // commits one group (empty where nothing was copied): waiting for all but the D - 1 newest
     // groups waits for the next chunk's.
 
-    // Thread's bytes of array k (dense arrays, then quantized states' codes) in ring slot `slot` (i32).
+    // Thread's bytes of array k (compiler/kernel_abi.h's gpu_ring_thread_bytes: dense arrays,
+    // quantized states' codes, their scales) in ring slot `slot` (i32).
     llvm::Value* ring_address(llvm::Value* slot, size_t k) {
         const std::vector<int> bytes = gpu_ring_thread_bytes(spec_);
         const int64_t threads = gpu_threads_per_block(spec_);
@@ -802,8 +803,9 @@ private:
         }
     }
     void commit_ring_group() { b_.CreateIntrinsic(llvm::Intrinsic::nvvm_cp_async_commit_group, {}, {}); }
-    // The thread's elements of a whole, aligned chunk from ring slot `slot`, in load_fast's shapes.
-    Raw load_from_ring(llvm::Value* slot) {
+    // The thread's elements of a whole, aligned chunk from ring slot `slot`, in load_fast's
+    // shapes, and its blocks' old scales (0 for rank-1 states, as prefetch's).
+    std::pair<Raw, std::vector<llvm::Value*>> load_from_ring(llvm::Value* slot) {
         b_.CreateIntrinsic(llvm::Intrinsic::nvvm_cp_async_wait_group, {}, {b_.getInt32(gpu_async_chunks(spec_) - 1)});
         Raw out;
         for (const Array& a : arrays_) {
@@ -815,12 +817,17 @@ private:
                 pieces.push_back(b_.CreateAlignedLoad(type, b_.CreateConstGEP1_32(type->getElementType(), at, k), llvm::Align(per_load * dtype_bytes(a.type))));
             out.dense.push_back(pieces);
         }
+        std::vector<llvm::Value*> scales;
         for (const QuantizedArray& q : quantized_) {
+            const size_t k = size_t(&q - quantized_.data());
             llvm::FixedVectorType* type = code_word_type(q);
-            llvm::Value* at = ring_address(slot, arrays_.size() + size_t(&q - quantized_.data()));
-            out.codes.push_back(b_.CreateAlignedLoad(type, at, llvm::Align(4 * type->getNumElements())));
+            out.codes.push_back(b_.CreateAlignedLoad(type, ring_address(slot, arrays_.size() + k), llvm::Align(4 * type->getNumElements())));
+            if (q.rank1())
+                scales.push_back(llvm::ConstantFP::get(b_.getFloatTy(), 0.0));
+            else
+                scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), ring_address(slot, arrays_.size() + quantized_.size() + k), llvm::Align(4)));
         }
-        return out;
+        return {out, scales};
     }
 
     // Loads the chunk the walk is at: vector accesses for whole, aligned chunks (from ring slot
@@ -857,7 +864,7 @@ private:
         llvm::BasicBlock* loaded_block = block("loaded");
         b_.CreateCondBr(place.fast(b_), fast_load, slow_load);
         b_.SetInsertPoint(fast_load);
-        std::vector<llvm::Value*> fast_scales = old_scales(true);
+        std::vector<llvm::Value*> fast_scales;
         Raw f;
         if (in_ring) {
             llvm::BasicBlock* from_ring = block("load.ring");
@@ -865,17 +872,21 @@ private:
             llvm::BasicBlock* fast_joined = block("load.fast.joined");
             b_.CreateCondBr(in_ring, from_ring, from_memory);
             b_.SetInsertPoint(from_ring);
-            Raw r = load_from_ring(slot);
+            auto [r, ring_scales] = load_from_ring(slot);
             b_.CreateBr(fast_joined);
             b_.SetInsertPoint(from_memory);
+            std::vector<llvm::Value*> memory_scales = old_scales(true);
             Raw m = load_fast();
             b_.CreateBr(fast_joined);
             b_.SetInsertPoint(fast_joined);
+            auto merge = [&](llvm::Value* x, llvm::Value* y) { return join(x, from_ring, y, from_memory); };
             f = m;
             for (size_t k = 0; k < f.dense.size(); ++k)
-                for (size_t piece = 0; piece < f.dense[k].size(); ++piece) f.dense[k][piece] = join(r.dense[k][piece], from_ring, m.dense[k][piece], from_memory);
-            for (size_t k = 0; k < f.codes.size(); ++k) f.codes[k] = join(r.codes[k], from_ring, m.codes[k], from_memory);
+                for (size_t piece = 0; piece < f.dense[k].size(); ++piece) f.dense[k][piece] = merge(r.dense[k][piece], m.dense[k][piece]);
+            for (size_t k = 0; k < f.codes.size(); ++k) f.codes[k] = merge(r.codes[k], m.codes[k]);
+            for (size_t k = 0; k < quantized_.size(); ++k) fast_scales.push_back(merge(ring_scales[k], memory_scales[k]));
         } else {
+            fast_scales = old_scales(true);
             f = load_fast();
         }
         llvm::BasicBlock* fast_end = b_.GetInsertBlock();
@@ -897,8 +908,8 @@ private:
         return out;
     }
 
-    // Runs request(k, address, offset) for every array k (dense arrays, then quantized states'
-    // codes) of the chunk `distance` chunks after w's in the block's own walk (in one of its
+    // Runs request(k, address, offset) for every array k (dense arrays, quantized states' codes,
+    // their scales but for rank-1 states') of the chunk `distance` chunks after w's in the block's own walk (in one of its
     // later runs where w's run ends first), with the thread's first byte of it at `offset`
     // bytes from `address`, if that chunk is whole, aligned and of w's tensor (below
     // w.fast_end); returns whether it did (i1). Within the run the addresses are immediate
@@ -906,12 +917,16 @@ private:
     using ArrayRequest = std::function<void(size_t k, llvm::Value* address, int64_t offset)>;
     llvm::Value* for_chunk_ahead(const Walk& w, int distance, const ArrayRequest& request) {
         const int64_t chunk = chunk_elements(spec_);
-        auto chunk_bytes = [&](size_t k) {
-            return k < arrays_.size() ? chunk * dtype_bytes(arrays_[k].type)
-                                      : quantized_[k - arrays_.size()].codec->four_bit() ? chunk / 2 : chunk;
+        const size_t dense = arrays_.size(), quantized = quantized_.size(), count = dense + 2 * quantized;
+        auto chunk_bytes = [&](size_t k) -> int64_t {
+            if (k < dense) return chunk * dtype_bytes(arrays_[k].type);
+            const QuantizedArray& q = quantized_[(k - dense) % quantized];
+            if (k < dense + quantized) return q.codec->four_bit() ? chunk / 2 : chunk;
+            return chunk / int64_t(q.codec->storage().block) * 4;
         };
-        const size_t count = arrays_.size() + quantized_.size();
-        auto cursor = [&](size_t k) { return k < arrays_.size() ? w.at.arrays[k] : w.at.codes[k - arrays_.size()]; };
+        auto cursor = [&](size_t k) {
+            return k < dense ? w.at.arrays[k] : k < dense + quantized ? w.at.codes[k - dense] : w.at.scales[k - dense - quantized];
+        };
         llvm::BasicBlock* issued = block("ahead.done");
         llvm::BasicBlock* near = block("ahead.in.run");
         std::vector<std::pair<llvm::BasicBlock*, bool>> arrivals;  // issued's predecessors, and whether they requested
@@ -932,7 +947,8 @@ private:
             b_.SetInsertPoint(issue);
             // Below fast_end, so fewer than 2^31 chunks on: the offsets are 32-bit products.
             llvm::Value* chunks_on = i64(i32(delta));
-            for (size_t k = 0; k < count; ++k) request(k, b_.CreateGEP(b_.getInt8Ty(), cursor(k), b_.CreateMul(chunks_on, b_.getInt64(chunk_bytes(k)))), 0);
+            for (size_t k = 0; k < count; ++k)
+                if (cursor(k)) request(k, b_.CreateGEP(b_.getInt8Ty(), cursor(k), b_.CreateMul(chunks_on, b_.getInt64(chunk_bytes(k)))), 0);
             arrivals.push_back({b_.GetInsertBlock(), true});
             b_.CreateBr(issued);
         } else {
@@ -944,7 +960,8 @@ private:
         b_.CreateCondBr(b_.CreateICmpULT(ahead, b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, w.segment_end, w.fast_end)), issue, issued);
         arrivals.push_back({near, false});
         b_.SetInsertPoint(issue);
-        for (size_t k = 0; k < count; ++k) request(k, cursor(k), chunk_bytes(k) * distance);
+        for (size_t k = 0; k < count; ++k)
+            if (cursor(k)) request(k, cursor(k), chunk_bytes(k) * distance);
         arrivals.push_back({b_.GetInsertBlock(), true});
         b_.CreateBr(issued);
         b_.SetInsertPoint(issued);

@@ -129,10 +129,14 @@ std::vector<int> gpu_ring_thread_bytes(const KernelSpec& spec) {
     const int elements = gpu_elements_per_thread(spec);
     std::vector<int> out;
     for (DType t : array_types(spec)) out.push_back(elements * dtype_bytes(t));
+    std::vector<int> scales;
     for (const StateDecl& s : spec.lowered.states) {
         const StateStorage& st = spec.storage.state(s.name);
-        if (is_block_quantized(st.format)) out.push_back(is_4bit(st.format) ? elements / 2 : elements);
+        if (!is_block_quantized(st.format)) continue;
+        out.push_back(is_4bit(st.format) ? elements / 2 : elements);
+        scales.push_back(st.rank1 ? 0 : 4);  // rank-1 states have no block scales
     }
+    out.insert(out.end(), scales.begin(), scales.end());
     return out;
 }
 

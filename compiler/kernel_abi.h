@@ -168,7 +168,8 @@ int gpu_unroll_chunks(const KernelSpec& spec);
 // (CodegenOptions::gpu_async_chunks; 0: none, else 2 to 8, the ring's chunks).
 int gpu_async_chunks(const KernelSpec& spec);
 // Bytes of one thread's share of a chunk in that ring, per array in the kernel's order: p, g,
-// each state that is not block-quantized, then each block-quantized state's codes.
+// each state that is not block-quantized, each block-quantized state's codes, then each one's
+// block scale (4 bytes; 0 for rank-1 states, which have none).
 std::vector<int> gpu_ring_thread_bytes(const KernelSpec& spec);
 // Dynamic shared memory a block of the update kernel takes (the ring; 0 without one). The
 // launch passes it, and the function must be allowed it first (over 48 KiB with the tables).
