@@ -740,17 +740,11 @@ private:
         Walk place;  // the walk at this chunk
         Raw raw;
         std::vector<llvm::Value*> old_scales;  // per quantized state, of this thread's block
-        // With a ring (gpu_async_chunks, D chunks): bit j of ring_copied says whether chunk j + 1
-        // after this one in the walk was copied into the ring (j < D - 1), and ring_slot is this
-        // chunk's slot (its ordinal in the block's walk mod D), which the copy of the chunk D
-        // ahead takes. Null without a ring.
-        llvm::Value *ring_copied = nullptr, *ring_slot = nullptr;
         std::vector<llvm::Value*> flatten() const {
             std::vector<llvm::Value*> out = place.flatten();
             for (const auto& pieces : raw.dense) out.insert(out.end(), pieces.begin(), pieces.end());
             out.insert(out.end(), raw.codes.begin(), raw.codes.end());
             out.insert(out.end(), old_scales.begin(), old_scales.end());
-            if (ring_slot) out.insert(out.end(), {ring_copied, ring_slot});
             return out;
         }
         Prefetched with(const std::vector<llvm::Value*>& values) const {  // same shape, other values
@@ -761,80 +755,14 @@ private:
                 for (llvm::Value*& v : pieces) v = values[i++];
             for (llvm::Value*& v : p.raw.codes) v = values[i++];
             for (llvm::Value*& v : p.old_scales) v = values[i++];
-            if (ring_slot) {
-                p.ring_copied = values[i++];
-                p.ring_slot = values[i++];
-            }
             return p;
         }
     };
 
-    // ---- the ring (gpu_async_chunks): chunks ahead copied into shared memory by cp.async ----
-    // A ring of D chunks in dynamic shared memory, each thread its own bytes of each array
-    // (array by array, threads side by side, so that a warp's reads of its 16-byte or 8-byte
-    // pieces hit every bank once). Every thread copies and reads only its own bytes, so
-    // cp.async.wait_group (per thread) is the only synchronization. Each chunk of the loop
-    // commits one group (empty where nothing was copied): waiting for all but the D - 1 newest
-    // groups waits for the next chunk's.
-
-    // Thread's bytes of array k (compiler/kernel_abi.h's gpu_ring_thread_bytes: dense arrays,
-    // quantized states' codes, their scales) in ring slot `slot` (i32).
-    llvm::Value* ring_address(llvm::Value* slot, size_t k) {
-        const std::vector<int> bytes = gpu_ring_thread_bytes(spec_);
-        const int64_t threads = gpu_threads_per_block(spec_);
-        int64_t offset = 0, slot_bytes = 0;
-        for (size_t i = 0; i < bytes.size(); ++i) {
-            if (i < k) offset += threads * bytes[i];
-            slot_bytes += threads * bytes[i];
-        }
-        llvm::Value* at = b_.CreateAdd(b_.CreateMul(i64(slot), b_.getInt64(slot_bytes)), b_.CreateAdd(b_.getInt64(offset), b_.CreateMul(tid_, b_.getInt64(bytes[k]))));
-        return b_.CreateGEP(b_.getInt8Ty(), ring_, at);
-    }
-    // Copies the thread's share of array k from `from` into the ring at `to`, in 16-byte pieces
-    // (cp.async.cg, around L1) or one of 8 or 4 bytes (cp.async.ca: the only sizes below 16).
-    void copy_to_ring(size_t k, llvm::Value* from, llvm::Value* to) {
-        const int bytes = gpu_ring_thread_bytes(spec_)[k];
-        for (int at = 0; at < bytes; at += 16) {
-            const int piece = std::min(16, bytes - at);
-            llvm::Intrinsic::ID id = piece == 16 ? llvm::Intrinsic::nvvm_cp_async_cg_shared_global_16
-                                     : piece == 8 ? llvm::Intrinsic::nvvm_cp_async_ca_shared_global_8
-                                                  : llvm::Intrinsic::nvvm_cp_async_ca_shared_global_4;
-            b_.CreateIntrinsic(id, {}, {b_.CreateConstGEP1_32(b_.getInt8Ty(), to, at), b_.CreateConstGEP1_32(b_.getInt8Ty(), from, at)});
-        }
-    }
-    void commit_ring_group() { b_.CreateIntrinsic(llvm::Intrinsic::nvvm_cp_async_commit_group, {}, {}); }
-    // The thread's elements of a whole, aligned chunk from ring slot `slot`, in load_fast's
-    // shapes, and its blocks' old scales (0 for rank-1 states, as prefetch's).
-    std::pair<Raw, std::vector<llvm::Value*>> load_from_ring(llvm::Value* slot) {
-        b_.CreateIntrinsic(llvm::Intrinsic::nvvm_cp_async_wait_group, {}, {b_.getInt32(gpu_async_chunks(spec_) - 1)});
-        Raw out;
-        for (const Array& a : arrays_) {
-            llvm::FixedVectorType* type = piece_type(a);
-            const int per_load = int(type->getNumElements());
-            llvm::Value* at = ring_address(slot, size_t(&a - arrays_.data()));
-            std::vector<llvm::Value*> pieces;
-            for (int k = 0; k < elements_per_thread_; k += per_load)
-                pieces.push_back(b_.CreateAlignedLoad(type, b_.CreateConstGEP1_32(type->getElementType(), at, k), llvm::Align(per_load * dtype_bytes(a.type))));
-            out.dense.push_back(pieces);
-        }
-        std::vector<llvm::Value*> scales;
-        for (const QuantizedArray& q : quantized_) {
-            const size_t k = size_t(&q - quantized_.data());
-            llvm::FixedVectorType* type = code_word_type(q);
-            out.codes.push_back(b_.CreateAlignedLoad(type, ring_address(slot, arrays_.size() + k), llvm::Align(4 * type->getNumElements())));
-            if (q.rank1())
-                scales.push_back(llvm::ConstantFP::get(b_.getFloatTy(), 0.0));
-            else
-                scales.push_back(b_.CreateAlignedLoad(b_.getFloatTy(), ring_address(slot, arrays_.size() + quantized_.size() + k), llvm::Align(4)));
-        }
-        return {out, scales};
-    }
-
-    // Loads the chunk the walk is at: vector accesses for whole, aligned chunks (from ring slot
-    // `slot` where `in_ring`, i1, says the chunk was copied there), element by element
-    // otherwise, and the old scale of each quantized state's block (the tensor's last block
-    // where the thread's elements are past its end).
-    Prefetched prefetch(const Walk& place, llvm::Value* in_ring = nullptr, llvm::Value* slot = nullptr) {
+    // Loads the chunk the walk is at: vector accesses for whole, aligned chunks, element by
+    // element otherwise, and the old scale of each quantized state's block (the tensor's last
+    // block where the thread's elements are past its end).
+    Prefetched prefetch(const Walk& place) {
         Prefetched out;
         out.place = place;
         cursor_ = place.at;
@@ -864,31 +792,8 @@ private:
         llvm::BasicBlock* loaded_block = block("loaded");
         b_.CreateCondBr(place.fast(b_), fast_load, slow_load);
         b_.SetInsertPoint(fast_load);
-        std::vector<llvm::Value*> fast_scales;
-        Raw f;
-        if (in_ring) {
-            llvm::BasicBlock* from_ring = block("load.ring");
-            llvm::BasicBlock* from_memory = block("load.memory");
-            llvm::BasicBlock* fast_joined = block("load.fast.joined");
-            b_.CreateCondBr(in_ring, from_ring, from_memory);
-            b_.SetInsertPoint(from_ring);
-            auto [r, ring_scales] = load_from_ring(slot);
-            b_.CreateBr(fast_joined);
-            b_.SetInsertPoint(from_memory);
-            std::vector<llvm::Value*> memory_scales = old_scales(true);
-            Raw m = load_fast();
-            b_.CreateBr(fast_joined);
-            b_.SetInsertPoint(fast_joined);
-            auto merge = [&](llvm::Value* x, llvm::Value* y) { return join(x, from_ring, y, from_memory); };
-            f = m;
-            for (size_t k = 0; k < f.dense.size(); ++k)
-                for (size_t piece = 0; piece < f.dense[k].size(); ++piece) f.dense[k][piece] = merge(r.dense[k][piece], m.dense[k][piece]);
-            for (size_t k = 0; k < f.codes.size(); ++k) f.codes[k] = merge(r.codes[k], m.codes[k]);
-            for (size_t k = 0; k < quantized_.size(); ++k) fast_scales.push_back(merge(ring_scales[k], memory_scales[k]));
-        } else {
-            fast_scales = old_scales(true);
-            f = load_fast();
-        }
+        std::vector<llvm::Value*> fast_scales = old_scales(true);
+        Raw f = load_fast();
         llvm::BasicBlock* fast_end = b_.GetInsertBlock();
         b_.CreateBr(loaded_block);
         b_.SetInsertPoint(slow_load);
@@ -908,88 +813,64 @@ private:
         return out;
     }
 
-    // Runs request(k, address, offset) for every array k (dense arrays, quantized states' codes,
-    // their scales but for rank-1 states') of the chunk `distance` chunks after w's in the block's own walk (in one of its
-    // later runs where w's run ends first), with the thread's first byte of it at `offset`
-    // bytes from `address`, if that chunk is whole, aligned and of w's tensor (below
-    // w.fast_end); returns whether it did (i1). Within the run the addresses are immediate
-    // offsets; a later run's are a multiply-add an array.
-    using ArrayRequest = std::function<void(size_t k, llvm::Value* address, int64_t offset)>;
-    llvm::Value* for_chunk_ahead(const Walk& w, int distance, const ArrayRequest& request) {
+    // Asks L2 for the lines of the chunk `distance` chunks after w's in the block's own walk
+    // (in one of its later runs where w's run ends first), if that chunk is whole, aligned and
+    // of w's tensor (below w.fast_end): every thread its own elements' lines and its block's
+    // scale, one request a line once the warp's addresses coalesce. Registers hold one chunk
+    // ahead; this keeps a block's next several chunks in flight at no register cost. The
+    // scales too: a chunk's loads share a scoreboard, so its first read waited for its scales'
+    // DRAM latency (ncu, H100: 57 % of q8's stall samples on that one read; asking L2 for the
+    // scales took q8 from 89.9 to 91.8 % of copy, q4 86.7 to 90.0, fp8 91.2 to 92.5). Within
+    // the run the addresses are immediate offsets; a later run's are a multiply-add an array.
+    void prefetch_to_l2(const Walk& w, int distance) {
+        if (distance <= 0) return;
+        auto request = [&](llvm::Value* address, int64_t offset) {
+            auto* type = llvm::FunctionType::get(b_.getVoidTy(), {address->getType()}, false);
+            b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("prefetch.global.L2 [$0+{}];", offset), "l", true), {address});
+        };
         const int64_t chunk = chunk_elements(spec_);
-        const size_t dense = arrays_.size(), quantized = quantized_.size(), count = dense + 2 * quantized;
-        auto chunk_bytes = [&](size_t k) -> int64_t {
-            if (k < dense) return chunk * dtype_bytes(arrays_[k].type);
-            const QuantizedArray& q = quantized_[(k - dense) % quantized];
-            if (k < dense + quantized) return q.codec->four_bit() ? chunk / 2 : chunk;
-            return chunk / int64_t(q.codec->storage().block) * 4;
-        };
-        auto cursor = [&](size_t k) {
-            return k < dense ? w.at.arrays[k] : k < dense + quantized ? w.at.codes[k - dense] : w.at.scales[k - dense - quantized];
-        };
-        llvm::BasicBlock* issued = block("ahead.done");
-        llvm::BasicBlock* near = block("ahead.in.run");
-        std::vector<std::pair<llvm::BasicBlock*, bool>> arrivals;  // issued's predecessors, and whether they requested
+        auto chunk_bytes = [&](size_t k) { return chunk * dtype_bytes(arrays_[k].type); };
+        auto code_bytes = [&](size_t k) { return quantized_[k].codec->four_bit() ? chunk / 2 : chunk; };
+        auto scale_bytes = [&](size_t k) { return chunk / int64_t(quantized_[k].codec->storage().block) * 4; };
+        llvm::BasicBlock* issued = block("l2.prefetched");
+        llvm::BasicBlock* near = block("l2.in.run");
         const int run = gpu_run_chunks(spec_);
         // Runs begin at multiples of run (pipelined_chunk_loop); with one run a block (run 0)
         // there is no later run.
         if (run > 0) {
             llvm::Value* target_position = b_.CreateAdd(b_.CreateURem(w.c, b_.getInt32(run)), b_.getInt32(distance));  // from w's run's start
-            llvm::BasicBlock* far = block("ahead.later.run");
+            llvm::BasicBlock* far = block("l2.later.run");
             b_.CreateCondBr(b_.CreateICmpULT(target_position, b_.getInt32(run)), near, far);
             b_.SetInsertPoint(far);
             // The block's run after k more runs is k G runs on: between_runs() skipped a run.
             llvm::Value* runs_on = i64(b_.CreateUDiv(target_position, b_.getInt32(run)));
             llvm::Value* delta = b_.CreateAdd(b_.CreateMul(runs_on, between_runs()), b_.getInt64(distance));
-            llvm::BasicBlock* issue = block("ahead.far");
+            llvm::BasicBlock* issue = block("l2.prefetch.far");
             b_.CreateCondBr(b_.CreateICmpULT(b_.CreateAdd(i64(w.c), delta), i64(w.fast_end)), issue, issued);
-            arrivals.push_back({far, false});
             b_.SetInsertPoint(issue);
             // Below fast_end, so fewer than 2^31 chunks on: the offsets are 32-bit products.
             llvm::Value* chunks_on = i64(i32(delta));
-            for (size_t k = 0; k < count; ++k)
-                if (cursor(k)) request(k, b_.CreateGEP(b_.getInt8Ty(), cursor(k), b_.CreateMul(chunks_on, b_.getInt64(chunk_bytes(k)))), 0);
-            arrivals.push_back({b_.GetInsertBlock(), true});
+            for (size_t k = 0; k < arrays_.size(); ++k)
+                request(b_.CreateGEP(b_.getInt8Ty(), w.at.arrays[k], b_.CreateMul(chunks_on, b_.getInt64(chunk_bytes(k)))), 0);
+            for (size_t k = 0; k < quantized_.size(); ++k)
+                request(b_.CreateGEP(b_.getInt8Ty(), w.at.codes[k], b_.CreateMul(chunks_on, b_.getInt64(code_bytes(k)))), 0);
+            for (size_t k = 0; k < quantized_.size(); ++k)
+                if (w.at.scales[k]) request(b_.CreateGEP(b_.getInt8Ty(), w.at.scales[k], b_.CreateMul(chunks_on, b_.getInt64(scale_bytes(k)))), 0);
             b_.CreateBr(issued);
         } else {
             b_.CreateBr(near);
         }
         b_.SetInsertPoint(near);
-        llvm::BasicBlock* issue = block("ahead.near");
+        llvm::BasicBlock* issue = block("l2.prefetch");
         llvm::Value* ahead = b_.CreateAdd(w.c, b_.getInt32(distance));
         b_.CreateCondBr(b_.CreateICmpULT(ahead, b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, w.segment_end, w.fast_end)), issue, issued);
-        arrivals.push_back({near, false});
         b_.SetInsertPoint(issue);
-        for (size_t k = 0; k < count; ++k)
-            if (cursor(k)) request(k, cursor(k), chunk_bytes(k) * distance);
-        arrivals.push_back({b_.GetInsertBlock(), true});
+        for (size_t k = 0; k < arrays_.size(); ++k) request(w.at.arrays[k], chunk_bytes(k) * distance);
+        for (size_t k = 0; k < quantized_.size(); ++k) request(w.at.codes[k], code_bytes(k) * distance);
+        for (size_t k = 0; k < quantized_.size(); ++k)
+            if (w.at.scales[k]) request(w.at.scales[k], scale_bytes(k) * distance);
         b_.CreateBr(issued);
         b_.SetInsertPoint(issued);
-        llvm::PHINode* requested = b_.CreatePHI(b_.getInt1Ty(), unsigned(arrivals.size()), "ahead.requested");
-        for (auto [from, yes] : arrivals) requested->addIncoming(b_.getInt1(yes), from);
-        return requested;
-    }
-
-    // Asks L2 for the lines of the chunk `distance` chunks after w's in the block's walk
-    // (for_chunk_ahead): every thread its own elements' lines, one request a line once the
-    // warp's addresses coalesce. Registers hold one chunk ahead; this keeps a block's next
-    // several chunks in flight at no register cost.
-    void prefetch_to_l2(const Walk& w, int distance) {
-        if (distance <= 0) return;
-        for_chunk_ahead(w, distance, [&](size_t, llvm::Value* address, int64_t offset) {
-            auto* type = llvm::FunctionType::get(b_.getVoidTy(), {address->getType()}, false);
-            b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("prefetch.global.L2 [$0+{}];", offset), "l", true), {address});
-        });
-    }
-
-    // Copies the chunk `distance` chunks after w's in the block's walk (for_chunk_ahead) into
-    // ring slot `slot` and commits the group; returns whether there was one to copy (i1).
-    llvm::Value* copy_ahead_to_ring(const Walk& w, int distance, llvm::Value* slot) {
-        llvm::Value* copied = for_chunk_ahead(w, distance, [&](size_t k, llvm::Value* address, int64_t offset) {
-            copy_to_ring(k, b_.CreateConstGEP1_64(b_.getInt8Ty(), address, offset), ring_address(slot, k));
-        });
-        commit_ring_group();
-        return copied;
     }
 
     // The blocks walk runs of gpu_run_chunks consecutive chunks, block b runs b, b + G, ... (G
@@ -1016,21 +897,7 @@ private:
         b_.CreateCondBr(b_.CreateICmpULT(first, num_chunks), prologue, exit);
         b_.SetInsertPoint(prologue);
         llvm::Value* run_end = i32(b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, b_.CreateAdd(first, run_chunks_), num_chunks));
-        Walk first_walk = enter(i32(first), b_.getInt32(0), run_end);
-        Prefetched start = prefetch(first_walk);
-        if (const int ring = gpu_async_chunks(spec_)) {
-            // The first chunk from memory, the next D - 1 copied into slots 1 to D - 1.
-            auto* type = llvm::ArrayType::get(b_.getInt8Ty(), 0);
-            ring_ = new llvm::GlobalVariable(module_, type, false, llvm::GlobalValue::ExternalLinkage, nullptr, "optjit_ring", nullptr,
-                                             llvm::GlobalValue::NotThreadLocal, kShared);
-            ring_->setAlignment(llvm::Align(16));
-            start.ring_copied = b_.getInt32(0);
-            for (int j = 1; j < ring; ++j) {
-                llvm::Value* copied = copy_ahead_to_ring(first_walk, j, b_.getInt32(j));
-                start.ring_copied = b_.CreateOr(start.ring_copied, b_.CreateShl(b_.CreateZExt(copied, b_.getInt32Ty()), j - 1));
-            }
-            start.ring_slot = b_.getInt32(0);
-        }
+        Prefetched start = prefetch(enter(i32(first), b_.getInt32(0), run_end));
         llvm::BasicBlock* prologue_end = b_.GetInsertBlock();
         b_.CreateBr(loop);
 
@@ -1056,7 +923,6 @@ private:
         for (size_t k = 0; k < carried.size(); ++k) carried[k]->addIncoming(values[k], latch);
         b_.CreateCondBr(more, loop, exit);
         b_.SetInsertPoint(exit);
-        if (ring_) b_.CreateIntrinsic(llvm::Intrinsic::nvvm_cp_async_wait_all, {}, {});  // none pending: each was the walk's
     }
 
     // One chunk of the loop: processes `current` and, once its loaded values are read, issues
@@ -1076,21 +942,8 @@ private:
             llvm::BasicBlock* from = b_.GetInsertBlock();
             b_.CreateCondBr(more, load, joined);
             b_.SetInsertPoint(load);
-            Prefetched upcoming;
-            if (const int ring = gpu_async_chunks(spec_)) {
-                // The chunk D ahead of this one into this one's slot (read already), then the
-                // next chunk from its slot where it was copied there.
-                llvm::Value* copied = copy_ahead_to_ring(next, ring - 1, current.ring_slot);
-                llvm::Value* all = b_.CreateOr(current.ring_copied, b_.CreateShl(b_.CreateZExt(copied, b_.getInt32Ty()), ring - 1));
-                llvm::Value* slot = b_.CreateAdd(current.ring_slot, b_.getInt32(1));
-                slot = b_.CreateSelect(b_.CreateICmpEQ(slot, b_.getInt32(ring)), b_.getInt32(0), slot);
-                upcoming = prefetch(next, b_.CreateTrunc(all, b_.getInt1Ty()), slot);
-                upcoming.ring_copied = b_.CreateLShr(all, 1);
-                upcoming.ring_slot = slot;
-            } else {
-                upcoming = prefetch(next);
-                prefetch_to_l2(next, gpu_prefetch_chunks(spec_) - 1);
-            }
+            Prefetched upcoming = prefetch(next);
+            prefetch_to_l2(next, gpu_prefetch_chunks(spec_) - 1);
             llvm::BasicBlock* load_end = b_.GetInsertBlock();
             b_.CreateBr(joined);
             b_.SetInsertPoint(joined);
@@ -1445,7 +1298,6 @@ private:
     std::vector<Array> arrays_;  // p, g, then states that are not block-quantized
     std::vector<QuantizedArray> quantized_;
     llvm::GlobalVariable* reduce_buffer_ = nullptr;
-    llvm::GlobalVariable* ring_ = nullptr;  // dynamic shared memory: gpu_async_chunks chunks
     int vector_ = 4, unroll_ = 4, elements_per_thread_ = 16;
     llvm::Value* tid_ = nullptr;
     llvm::Value* base_ = nullptr;

@@ -7,7 +7,6 @@
 
 #include "ir/analysis.h"
 #include "ir/numeric.h"
-#include "ir/quantization.h"
 
 namespace optjit {
 
@@ -117,35 +116,6 @@ int gpu_run_chunks(const KernelSpec& spec) {
 int gpu_unroll_chunks(const KernelSpec& spec) {
     int requested = spec.options.gpu_unroll_chunks;
     return requested > 0 ? std::min(requested, 4) : 1;
-}
-
-int gpu_async_chunks(const KernelSpec& spec) {
-    int requested = spec.options.gpu_async_chunks;
-    if (!spec.target.is_gpu() || !has_quantized_state(spec) || requested < 2) return 0;
-    return std::min(requested, 8);
-}
-
-std::vector<int> gpu_ring_thread_bytes(const KernelSpec& spec) {
-    const int elements = gpu_elements_per_thread(spec);
-    std::vector<int> out;
-    for (DType t : array_types(spec)) out.push_back(elements * dtype_bytes(t));
-    std::vector<int> scales;
-    for (const StateDecl& s : spec.lowered.states) {
-        const StateStorage& st = spec.storage.state(s.name);
-        if (!is_block_quantized(st.format)) continue;
-        out.push_back(is_4bit(st.format) ? elements / 2 : elements);
-        scales.push_back(st.rank1 ? 0 : 4);  // rank-1 states have no block scales
-    }
-    out.insert(out.end(), scales.begin(), scales.end());
-    return out;
-}
-
-int gpu_dynamic_shared_bytes(const KernelSpec& spec) {
-    const int chunks = gpu_async_chunks(spec);
-    if (chunks == 0) return 0;
-    int thread = 0;
-    for (int bytes : gpu_ring_thread_bytes(spec)) thread += bytes;
-    return chunks * gpu_threads_per_block(spec) * thread;
 }
 
 int64_t chunk_elements(const KernelSpec& spec) {

@@ -163,17 +163,6 @@ int gpu_run_chunks(const KernelSpec& spec);
 // Kernels with block-quantized states: chunks a pass of the chunk loop's body processes
 // (CodegenOptions::gpu_unroll_chunks; automatic: 1).
 int gpu_unroll_chunks(const KernelSpec& spec);
-// Kernels with block-quantized states: the chunk ahead of the one being processed that a
-// block copies into shared memory by cp.async, in place of the L2 prefetch
-// (CodegenOptions::gpu_async_chunks; 0: none, else 2 to 8, the ring's chunks).
-int gpu_async_chunks(const KernelSpec& spec);
-// Bytes of one thread's share of a chunk in that ring, per array in the kernel's order: p, g,
-// each state that is not block-quantized, each block-quantized state's codes, then each one's
-// block scale (4 bytes; 0 for rank-1 states, which have none).
-std::vector<int> gpu_ring_thread_bytes(const KernelSpec& spec);
-// Dynamic shared memory a block of the update kernel takes (the ring; 0 without one). The
-// launch passes it, and the function must be allowed it first (over 48 KiB with the tables).
-int gpu_dynamic_shared_bytes(const KernelSpec& spec);
 
 // Elements per chunk.
 int64_t chunk_elements(const KernelSpec& spec);

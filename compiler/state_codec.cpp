@@ -40,7 +40,7 @@ StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateSt
     }
 }
 
-bool StateCodec::four_bit() const { return is_4bit(storage_.format); }
+bool StateCodec::four_bit() const { return storage_.format == StateFormat::Q4S || storage_.format == StateFormat::Q4U; }
 
 llvm::GlobalVariable* StateCodec::table(const char* name, llvm::Type* elem, const std::vector<llvm::Constant*>& values) {
     std::string symbol = std::string("optjit.") + std::string(format_name(storage_.format)) + "." + name;

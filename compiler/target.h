@@ -66,10 +66,6 @@ struct CodegenOptions {
     // (the loop unrolled), so that the registers a chunk's loads land in alternate between
     // copies instead of being moved at the back edge; 0: the automatic choice.
     int gpu_unroll_chunks = 0;
-    // Kernels with block-quantized states: a block copies the chunk this many ahead of the one
-    // it processes into shared memory (cp.async), a ring of that many chunks, instead of asking
-    // L2 for it (gpu_prefetch_chunks); 0 or 1: none, -1: the automatic choice.
-    int gpu_async_chunks = -1;
     // bf16 parameters round stochastically (ir/numeric.h's stochastic_bits, keyed by the
     // launch's seed, the step and the element's global index) instead of to nearest even.
     bool stochastic_rounding = false;
@@ -90,7 +86,7 @@ struct CodegenOptions {
 };
 
 // Sets the GPU tuning knob `knob` (elements_per_thread, threads_per_block, vector_bytes,
-// min_blocks_per_sm, prefetch_chunks, run_chunks, unroll_chunks, async_chunks) of `options`; false for an unknown knob.
+// min_blocks_per_sm, prefetch_chunks, run_chunks, unroll_chunks) of `options`; false for an unknown knob.
 bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value);
 // The knobs' names, comma-separated, for messages.
 std::string gpu_tune_knob_names();

@@ -40,6 +40,8 @@ const Midpoints& midpoints(StateFormat f) {
     }
 }
 
+bool is_4bit(StateFormat f) { return f == StateFormat::Q4S || f == StateFormat::Q4U; }
+
 void check_quantized(const StateStorage& s, int64_t first_element) {
     if (!is_block_quantized(s.format)) throw std::invalid_argument(fmt::format("{} is not a block-quantized format", format_name(s.format)));
     if (s.block == 0) throw std::invalid_argument("block-quantized storage needs a block size");

@@ -42,9 +42,6 @@ float e4m3_to_float(uint8_t code);
 // sign of that 0 positive.
 uint8_t zero_code_byte(StateFormat f);
 
-// q4s and q4u: two codes a byte, the even element in the high nibble.
-inline bool is_4bit(StateFormat f) { return f == StateFormat::Q4S || f == StateFormat::Q4U; }
-
 // Bytes of codes and number of scales that `n` elements of a quantized state take.
 size_t code_bytes(const StateStorage& s, int64_t n);
 int64_t scale_count(const StateStorage& s, int64_t first_element, int64_t n);

@@ -48,7 +48,6 @@ struct Api {
     CUresult (*cuLaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, Stream, void**, void**);
     CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(int*, Function, int, size_t);
     CUresult (*cuFuncGetAttribute)(int*, int, Function);
-    CUresult (*cuFuncSetAttribute)(Function, int, int);
     CUresult (*cuEventCreate)(Event*, unsigned);
     CUresult (*cuEventDestroy)(Event);
     CUresult (*cuEventRecord)(Event, Stream);
@@ -109,7 +108,7 @@ State& state() {
                   resolve(lib, a.cuModuleLoadDataEx, {"cuModuleLoadDataEx"}) && resolve(lib, a.cuModuleUnload, {"cuModuleUnload"}) &&
                   resolve(lib, a.cuModuleGetFunction, {"cuModuleGetFunction"}) && resolve(lib, a.cuLaunchKernel, {"cuLaunchKernel"}) &&
                   resolve(lib, a.cuOccupancyMaxActiveBlocksPerMultiprocessor, {"cuOccupancyMaxActiveBlocksPerMultiprocessor"}) &&
-                  resolve(lib, a.cuFuncGetAttribute, {"cuFuncGetAttribute"}) && resolve(lib, a.cuFuncSetAttribute, {"cuFuncSetAttribute"}) &&
+                  resolve(lib, a.cuFuncGetAttribute, {"cuFuncGetAttribute"}) &&
                   resolve(lib, a.cuEventCreate, {"cuEventCreate"}) && resolve(lib, a.cuEventDestroy, {"cuEventDestroy_v2"}) &&
                   resolve(lib, a.cuEventRecord, {"cuEventRecord"}) && resolve(lib, a.cuEventSynchronize, {"cuEventSynchronize"}) &&
                   resolve(lib, a.cuEventElapsedTime, {"cuEventElapsedTime_v2", "cuEventElapsedTime"}) &&
@@ -284,12 +283,8 @@ Function get_function(Module m, const std::string& name) {
     return f;
 }
 
-void launch(Function f, unsigned grid, unsigned block, void** params, Stream stream, unsigned dynamic_shared) {
-    check(api().cuLaunchKernel(f, grid, 1, 1, block, 1, 1, dynamic_shared, stream, params, nullptr), "cuLaunchKernel");
-}
-
-void allow_dynamic_shared(Function f, int bytes) {
-    check(api().cuFuncSetAttribute(f, 8 /* CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES */, bytes), "cuFuncSetAttribute");
+void launch(Function f, unsigned grid, unsigned block, void** params, Stream stream) {
+    check(api().cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, stream, params, nullptr), "cuLaunchKernel");
 }
 
 int registers(Function f) {
@@ -298,9 +293,9 @@ int registers(Function f) {
     return regs;
 }
 
-int occupancy(Function f, int block, int dynamic_shared) {
+int occupancy(Function f, int block) {
     int blocks = 0;
-    check(api().cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, f, block, size_t(dynamic_shared)), "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+    check(api().cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, f, block, 0), "cuOccupancyMaxActiveBlocksPerMultiprocessor");
     return blocks;
 }
 

@@ -109,15 +109,12 @@ private:
 Module load_module(const std::string& image, const std::string& name, float* compile_ms = nullptr);
 void unload_module(Module m);
 Function get_function(Module m, const std::string& name);
-// Launches with kernel parameters given as an array of pointers to each argument, and
-// `dynamic_shared` bytes of dynamic shared memory a block.
-void launch(Function f, unsigned grid, unsigned block, void** params, Stream stream, unsigned dynamic_shared = 0);
-// Lets `f` take `bytes` of dynamic shared memory a block (needed above 48 KiB with its static).
-void allow_dynamic_shared(Function f, int bytes);
+// Launches with kernel parameters given as an array of pointers to each argument.
+void launch(Function f, unsigned grid, unsigned block, void** params, Stream stream);
 // Registers per thread of a loaded kernel.
 int registers(Function f);
-// Resident blocks per multiprocessor for `block` threads with `dynamic_shared` bytes each.
-int occupancy(Function f, int block, int dynamic_shared = 0);
+// Resident blocks per multiprocessor for `block` threads.
+int occupancy(Function f, int block);
 
 Event event_create();
 void event_destroy(Event e);

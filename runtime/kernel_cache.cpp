@@ -196,9 +196,7 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
         }
         if (kernel->spec().options.capturable)
             kernel->cuda_scalars_function = cuda::get_function(kernel->cuda_module, scalars_symbol(kernel->spec()));
-        const int ring = gpu_dynamic_shared_bytes(kernel->spec());
-        if (ring > 0) cuda::allow_dynamic_shared(kernel->cuda_function, ring);
-        kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, gpu_threads_per_block(kernel->spec()), ring));
+        kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, gpu_threads_per_block(kernel->spec())));
         return kernel;
     }
     debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));

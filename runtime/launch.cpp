@@ -160,13 +160,11 @@ void launch_cuda_with(const Kernel& kernel, cuda::DevicePtr table, const TensorT
         const size_t k = size_t(pass.level - 1);
         return cuda::launch(kernel.cuda_reductions_functions[k], grid(kernel.gpu_reductions_blocks_per_sm[k]), threads, params.data(), stream);
     }
-    const unsigned ring = unsigned(gpu_dynamic_shared_bytes(kernel.spec()));  // the update's only
-    if (!kernel.cuda_statistics_function)
-        return cuda::launch(kernel.cuda_function, grid(kernel.gpu_blocks_per_sm), threads, params.data(), stream, ring);
+    if (!kernel.cuda_statistics_function) return cuda::launch(kernel.cuda_function, grid(kernel.gpu_blocks_per_sm), threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics)
         cuda::memset_d32_async(buffer + 4 * uint64_t(count), std::bit_cast<uint32_t>(kScaleFloor), size_t(count), stream);
     cuda::launch(kernel.cuda_statistics_function, grid(kernel.gpu_statistics_blocks_per_sm), threads, params.data(), stream);
-    cuda::launch(kernel.cuda_function, grid(kernel.gpu_blocks_per_sm), threads, params.data(), stream, ring);
+    cuda::launch(kernel.cuda_function, grid(kernel.gpu_blocks_per_sm), threads, params.data(), stream);
     for (auto [buffer, count] : shape.rank1_statistics) cuda::memcpy_dtod_async(buffer, buffer + 4 * uint64_t(count), 4 * size_t(count), stream);
 }
 
