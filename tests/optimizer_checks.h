@@ -5,7 +5,8 @@
 //     of 1 element to several blocks and odd sizes, in every state format;
 //   - groups keep their own hyper-parameters and formats (each equals an optimizer of its own);
 //   - shards with offsets step exactly as the whole tensor does;
-//   - steps match the float64 interpreter while `lr` changes every step, and compile nothing;
+//   - steps match the float64 interpreter while `lr` changes every step, and compile nothing,
+//     also for small fp32-state tensors in a group of 8-bit ones;
 //   - checkpoints: round trips (and between devices), every refusal, format conversions.
 #pragma once
 
@@ -271,13 +272,17 @@ inline void check_shards_step_as_the_whole_tensor(Device device) {
 }
 
 // Steps against the float64 interpreter with a new learning rate every step: values within
-// fp32 rounding, and no compile after the first step.
-inline void check_matches_interpreter_with_a_schedule(Device device) {
+// fp32 rounding, and no compile after the first step. With block-quantized `formats`, the
+// group's tensors below kMinQuantizedElements keep fp32 states in a kernel of their own beside
+// the quantized tensors' (under fast math another program, with other launch scalars): those
+// small tensors are the ones checked.
+inline void check_matches_interpreter_with_a_schedule(Device device, const std::map<std::string, StateStorage>& formats = {}) {
     const uint64_t seed = test_seed();
-    INFO("seed ", seed, ", device ", device_name(device));
+    INFO("seed ", seed, ", device ", device_name(device), ", states ", formats_text(formats));
     Program program = adamw_program();
     std::vector<std::unique_ptr<TestParam>> params;
     ParamGroup group;
+    group.states = formats;
     std::vector<HostTensor> reference;
     for (size_t t = 0; t < test_shapes().size(); ++t) {
         params.push_back(std::make_unique<TestParam>(device, test_shapes()[t], DType::F32, DType::F32, seed, t));
@@ -305,7 +310,10 @@ inline void check_matches_interpreter_with_a_schedule(Device device) {
     }
     CHECK(KernelCache::global().stats().compiles == compiles);
     CHECK(optimizer.hyper(0, "lr") == doctest::Approx(1e-3 * 4.7));
+    size_t checked = 0;
     for (size_t t = 0; t < params.size(); ++t) {
+        if (!formats.empty() && params[t]->n >= kMinQuantizedElements) continue;  // quantized states
+        ++checked;
         std::vector<uint8_t> p = params[t]->values();
         std::vector<uint8_t> m = read_bytes(device, optimizer.state(0, t, "m").values, size_t(params[t]->n) * 4);
         std::vector<double> kernel_p, kernel_m;
@@ -317,6 +325,8 @@ inline void check_matches_interpreter_with_a_schedule(Device device) {
         CHECK(max_relative_difference(kernel_p, reference[t].p) < tolerance_for(DType::F32));
         CHECK(max_relative_difference(kernel_m, reference[t].states[0]) < tolerance_for(DType::F32));
     }
+    CHECK(checked > 0);
+    if (!formats.empty()) CHECK(checked < params.size());  // the group holds quantized tensors too
 }
 
 // Parameters of every kind a checkpoint carries (a small tensor with fp32 states, 2-D tensors

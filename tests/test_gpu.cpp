@@ -579,6 +579,12 @@ TEST_CASE("gpu: optimizer: a new learning rate every step matches the interprete
     REQUIRE_GPU();
     check_matches_interpreter_with_a_schedule(Device::Cuda);
 }
+
+// The thirteenth session's bug: the group's fp32-state kernel ran with the q8 kernel's scalars.
+TEST_CASE("gpu: optimizer: small tensors beside 8-bit ones match the interpreter with their own kernel's scalars") {
+    REQUIRE_GPU();
+    check_matches_interpreter_with_a_schedule(Device::Cuda, test_formats()[2]);
+}
 TEST_CASE("gpu: checkpoint: states round-trip bit for bit on the GPU, and the next step agrees") {
     REQUIRE_GPU();
     check_checkpoint_round_trip(Device::Cuda, Device::Cuda);

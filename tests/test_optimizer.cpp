@@ -30,6 +30,10 @@ TEST_CASE("optimizer: a new learning rate every step matches the interpreter and
     check_matches_interpreter_with_a_schedule(Device::Host);
 }
 
+TEST_CASE("optimizer: small tensors beside 8-bit ones match the interpreter with their own kernel's scalars") {
+    check_matches_interpreter_with_a_schedule(Device::Host, test_formats()[2]);
+}
+
 TEST_CASE("optimizer: states take the memory their format implies and start at the program's values") {
     Program program = parse_and_verify("optimizer ones\n  hyper lr = 0.1\n  state m = 0\n  state v = 1\n  update\n    m = m + g\n    v = v * 2\n    p = p - lr * m / v\n",
                                        "<test>");
