@@ -275,14 +275,16 @@ inline void check_shards_step_as_the_whole_tensor(Device device) {
 // fp32 rounding, and no compile after the first step. With block-quantized `formats`, the
 // group's tensors below kMinQuantizedElements keep fp32 states in a kernel of their own beside
 // the quantized tensors' (under fast math another program, with other launch scalars): those
-// small tensors are the ones checked.
+// small tensors are checked against the interpreter, and the quantized ones against an
+// optimizer of their own, bit for bit (a tensor's results must not depend on its group mates).
 inline void check_matches_interpreter_with_a_schedule(Device device, const std::map<std::string, StateStorage>& formats = {}) {
     const uint64_t seed = test_seed();
     INFO("seed ", seed, ", device ", device_name(device), ", states ", formats_text(formats));
     Program program = adamw_program();
-    std::vector<std::unique_ptr<TestParam>> params;
-    ParamGroup group;
-    group.states = formats;
+    std::vector<std::unique_ptr<TestParam>> params, alone_params;
+    ParamGroup group, alone_group;
+    group.states = alone_group.states = formats;
+    std::vector<size_t> quantized;  // indices into params of alone_params' tensors
     std::vector<HostTensor> reference;
     for (size_t t = 0; t < test_shapes().size(); ++t) {
         params.push_back(std::make_unique<TestParam>(device, test_shapes()[t], DType::F32, DType::F32, seed, t));
@@ -291,8 +293,13 @@ inline void check_matches_interpreter_with_a_schedule(Device device, const std::
         for (int64_t i = 0; i < params.back()->n; ++i) h.p.push_back(load_element(DType::F32, params.back()->data->host.data(), size_t(i)));
         h.g.resize(h.p.size());
         reference.push_back(h);
+        if (formats.empty() || params.back()->n < kMinQuantizedElements) continue;
+        quantized.push_back(t);
+        alone_params.push_back(std::make_unique<TestParam>(device, test_shapes()[t], DType::F32, DType::F32, seed, t));  // the same values
+        alone_group.params.push_back(alone_params.back()->parameter("t" + std::to_string(t)));
     }
     Optimizer optimizer(program, {group});
+    std::unique_ptr<Optimizer> alone = quantized.empty() ? nullptr : std::make_unique<Optimizer>(program, std::vector<ParamGroup>{alone_group});
     Interpreter interpreter(program, hyper_values(program, {}), StorageSignature{});
     for (HostTensor& h : reference) interpreter.init_states(h);
     int compiles = 0;
@@ -305,6 +312,11 @@ inline void check_matches_interpreter_with_a_schedule(Device device, const std::
             for (int64_t i = 0; i < params[t]->n; ++i) reference[t].g[size_t(i)] = load_element(DType::F32, params[t]->grad->host.data(), size_t(i));
         }
         optimizer.step();
+        if (alone) {
+            alone->set_hyper("lr", lr);
+            for (auto& p : alone_params) p->set_gradient(step);
+            alone->step();
+        }
         interpreter.step(step, reference);
         if (step == 1) compiles = KernelCache::global().stats().compiles;
     }
@@ -326,7 +338,11 @@ inline void check_matches_interpreter_with_a_schedule(Device device, const std::
         CHECK(max_relative_difference(kernel_m, reference[t].states[0]) < tolerance_for(DType::F32));
     }
     CHECK(checked > 0);
-    if (!formats.empty()) CHECK(checked < params.size());  // the group holds quantized tensors too
+    if (!formats.empty()) CHECK(!quantized.empty());
+    for (size_t k = 0; k < quantized.size(); ++k) {
+        INFO("quantized tensor ", quantized[k], " of ", params[quantized[k]]->n, " elements, in the group and alone");
+        CHECK(params[quantized[k]]->values() == alone_params[k]->values());
+    }
 }
 
 // Parameters of every kind a checkpoint carries (a small tensor with fp32 states, 2-D tensors
