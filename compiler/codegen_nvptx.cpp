@@ -790,7 +790,7 @@ private:
         llvm::BasicBlock* fast_load = block("load.fast");
         llvm::BasicBlock* slow_load = block("load.slow");
         llvm::BasicBlock* loaded_block = block("loaded");
-        b_.CreateCondBr(place.fast(b_), fast_load, slow_load);
+        b_.CreateCondBr(gpu_whole_chunks(spec_) ? b_.getTrue() : place.fast(b_), fast_load, slow_load);  // whole: no short path
         b_.SetInsertPoint(fast_load);
         std::vector<llvm::Value*> fast_scales = old_scales(true);
         Raw f = load_fast();
@@ -958,7 +958,7 @@ private:
     void process(const Prefetched& chunk, const std::function<Cursors()>& issue_next_loads) {
         const int E = elements_per_thread_;
         cursor_ = chunk.place.at;
-        llvm::Value* fast = chunk.place.fast(b_);
+        llvm::Value* fast = gpu_whole_chunks(spec_) ? b_.getTrue() : chunk.place.fast(b_);
         // Its tensor's row, where rank-1 states or stochastic rounding need it (the arrays'
         // bases belong to the latest chunk the walk entered).
         ChunkInTensor tensor{};

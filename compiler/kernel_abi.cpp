@@ -124,6 +124,8 @@ int64_t chunk_elements(const KernelSpec& spec) {
     return spec.target.is_gpu() ? int64_t(gpu_threads_per_block(spec)) * gpu_elements_per_thread(spec) : 16384;
 }
 
+bool gpu_whole_chunks(const KernelSpec& spec) { return spec.options.whole_chunks && spec.target.is_gpu() && has_quantized_state(spec); }
+
 size_t scalar_block_floats_offset(const Program& lowered) { return scalar_block_hyper(lowered.hypers.size()); }
 size_t scalar_block_bytes(const Program& lowered) { return scalar_block_scalar(lowered, kernel_scalars(lowered).size()); }
 

@@ -166,5 +166,8 @@ int gpu_unroll_chunks(const KernelSpec& spec);
 
 // Elements per chunk.
 int64_t chunk_elements(const KernelSpec& spec);
+// Kernels with block-quantized states that leave out the path for short and unaligned chunks
+// (CodegenOptions::whole_chunks).
+bool gpu_whole_chunks(const KernelSpec& spec);
 
 }  // namespace optjit

@@ -133,6 +133,9 @@ kernel options (also taken by 'optjit run'):
   --maximize               ascend: every use of g reads -g (torch.optim's maximize)
   --capturable             GPU: scalars read from a device block that NAME_scalars fills
                            (for CUDA graphs; optjit compile only)
+  --whole-chunks           GPU, block-quantized states: every tensor a whole number of chunks,
+                           its arrays 16-byte aligned, so no path for short chunks (optjit::
+                           Optimizer chooses it where that holds; optjit compile only)
   --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
                            threads_per_block, vector_bytes, min_blocks_per_sm (kernels with
                            block-quantized states keep 8 elements a thread), prefetch_chunks
@@ -290,6 +293,10 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     }
     if (option == "--capturable") {
         k.codegen.capturable = true;
+        return true;
+    }
+    if (option == "--whole-chunks") {
+        k.codegen.whole_chunks = true;
         return true;
     }
     if (option == "--gpu-tune") {
@@ -527,6 +534,7 @@ int cmd_run(Args& args) {
     }
     if (file.empty()) throw UsageError{"no program file given"};
     if (k.codegen.capturable) throw UsageError{"--capturable kernels are stepped by optjit::Optimizer; 'optjit run' launches eagerly"};
+    if (k.codegen.whole_chunks) throw UsageError{"--whole-chunks is optjit::Optimizer's choice; 'optjit run' takes tensors of any size"};
     if (target_name.empty()) throw UsageError{"--target is required (interp, host or cuda)"};
     if (target_name == "interp") {
         run.interp = true;

@@ -66,6 +66,11 @@ struct CodegenOptions {
     // (the loop unrolled), so that the registers a chunk's loads land in alternate between
     // copies instead of being moved at the back edge; 0: the automatic choice.
     int gpu_unroll_chunks = 0;
+    // GPU kernels with block-quantized states: every tensor of every launch is a whole number
+    // of chunks, its arrays aligned for vector accesses (the Optimizer sets it where it has
+    // checked so), so the kernel has no element-by-element path for short or unaligned chunks:
+    // that path is a quarter of the driver's compile of a q8 kernel, most of a cold first step.
+    bool whole_chunks = false;
     // bf16 parameters round stochastically (ir/numeric.h's stochastic_bits, keyed by the
     // launch's seed, the step and the element's global index) instead of to nearest even.
     bool stochastic_rounding = false;

@@ -159,6 +159,20 @@ namespace {
 // (KernelCache::get). Workers load GPU modules in the caller's CUDA context.
 // OPTJIT_PARALLEL_COMPILE=0 compiles them one after the other (to measure, or to keep a
 // constrained machine to one core).
+// Whether every tensor of a GPU launch with block-quantized states is a whole number of the
+// kernel's chunks with every array 16-byte aligned (CodegenOptions::whole_chunks): then its
+// kernel can leave out the path for short and unaligned chunks. A chunk's size depends on the
+// storage and the options only, which lowering keeps, so the request's program serves.
+bool in_whole_chunks(const KernelRequest& request, const std::vector<TensorArgs>& tensors) {
+    if (!request.target.is_gpu() || !has_quantized_state(request.storage)) return false;
+    const int64_t chunk = chunk_elements(KernelSpec{request.program, request.storage, request.target, request.options});
+    return std::all_of(tensors.begin(), tensors.end(), [&](const TensorArgs& t) {
+        uint64_t any = t.p | t.g;
+        for (uint64_t s : t.states) any |= s;
+        return t.n % chunk == 0 && any % 16 == 0;
+    });
+}
+
 std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelRequest>& requests) {
     std::vector<std::shared_ptr<const Kernel>> out(requests.size());
     const char* parallel = std::getenv("OPTJIT_PARALLEL_COMPILE");
@@ -333,6 +347,7 @@ Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
         out.tensors_of[it->second - out.first_launch].push_back(args);
         out.params_of[it->second - out.first_launch].push_back(i);
     }
+    for (size_t k = 0; k < out.requests.size(); ++k) out.requests[k].options.whole_chunks = in_whole_chunks(out.requests[k], out.tensors_of[k]);
     return out;
 }
 

@@ -171,6 +171,51 @@ inline void check_multi_tensor_equals_per_tensor(Device device) {
     }
 }
 
+// A group whose quantized tensors are all whole numbers of chunks, aligned, gets a kernel of
+// its own without the short-chunk path (CodegenOptions::whole_chunks: one more compile than the
+// same formats with a short tensor beside them, in formats no other check uses), and its
+// tensors step bit for bit as they do beside a short tensor, in the kernel with that path.
+inline void check_whole_chunks_step_as_beside_a_short_tensor(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed, " (OPTJIT_TEST_SEED replays it), device ", device_name(device));
+    Program program = adamw_program();
+    std::string error;
+    const std::map<std::string, StateStorage> formats = {{"m", *parse_state_storage("q8s:512", &error)}, {"v", *parse_state_storage("q4u:512", &error)}};
+    const std::vector<std::vector<int64_t>> whole = {{1024}, {4096}, {64, 1024}, {7168}};
+    std::vector<std::unique_ptr<TestParam>> beside, alone;
+    ParamGroup with_short, without;
+    with_short.states = without.states = formats;
+    for (size_t t = 0; t < whole.size(); ++t) {
+        beside.push_back(std::make_unique<TestParam>(device, whole[t], DType::BF16, DType::BF16, seed, t));
+        alone.push_back(std::make_unique<TestParam>(device, whole[t], DType::BF16, DType::BF16, seed, t));
+        with_short.params.push_back(beside.back()->parameter("t" + std::to_string(t)));
+        without.params.push_back(alone.back()->parameter("t" + std::to_string(t)));
+    }
+    TestParam short_tensor(device, {5000}, DType::BF16, DType::BF16, seed, 99);
+    with_short.params.push_back(short_tensor.parameter("short"));
+    Optimizer general(program, {with_short});
+    for (auto& p : beside) p->set_gradient(1);
+    short_tensor.set_gradient(1);
+    general.step();
+    const int compiles = KernelCache::global().stats().compiles;
+    Optimizer whole_chunks(program, {without});
+    for (int64_t step = 1; step <= 3; ++step) {
+        for (auto& p : alone) p->set_gradient(step);
+        whole_chunks.step();
+        if (step == 1 && device == Device::Cuda) CHECK(KernelCache::global().stats().compiles == compiles + 1);
+        if (step == 1) continue;  // the general optimizer took its first step above
+        for (auto& p : beside) p->set_gradient(step);
+        short_tensor.set_gradient(step);
+        general.step();
+    }
+    for (size_t t = 0; t < whole.size(); ++t) {
+        INFO("tensor ", t, " of ", alone[t]->n, " elements");
+        CHECK(alone[t]->values() == beside[t]->values());
+        for (const StateDecl& s : program.states)
+            CHECK_MESSAGE(state_bytes(whole_chunks, device, 0, t, s.name) == state_bytes(general, device, 0, t, s.name), "state ", s.name);
+    }
+}
+
 // Two groups with their own hyper-parameters and formats equal two optimizers of one group each.
 inline void check_groups_are_independent(Device device) {
     const uint64_t seed = test_seed();

@@ -567,6 +567,11 @@ TEST_CASE("gpu: optimizer: one launch over many tensors equals a launch per tens
     REQUIRE_GPU();
     check_multi_tensor_equals_per_tensor(Device::Cuda);
 }
+TEST_CASE("gpu: optimizer: tensors of whole chunks get a kernel without the short-chunk path, and step as beside a short tensor") {
+    REQUIRE_GPU();
+    check_whole_chunks_step_as_beside_a_short_tensor(Device::Cuda);
+}
+
 TEST_CASE("gpu: optimizer: groups keep their own hyper-parameters and state formats") {
     REQUIRE_GPU();
     check_groups_are_independent(Device::Cuda);

@@ -22,6 +22,10 @@ TEST_CASE("optimizer: unaligned tensors reduce as aligned ones (LAMB, clipped, 8
     check_unaligned_tensors_reduce_as_aligned(Device::Host);
 }
 
+TEST_CASE("optimizer: tensors of whole chunks step as beside a short tensor (the GPU's kernel choice; one kernel on the host)") {
+    check_whole_chunks_step_as_beside_a_short_tensor(Device::Host);
+}
+
 TEST_CASE("optimizer: groups keep their own hyper-parameters and state formats") { check_groups_are_independent(Device::Host); }
 
 TEST_CASE("optimizer: shards with global offsets step exactly as the whole tensor") { check_shards_step_as_the_whole_tensor(Device::Host); }
