@@ -142,7 +142,8 @@ kernel options (also taken by 'optjit run'):
                            (quantized: the chunk ahead a block asks L2 for, 0 for none),
                            run_chunks (quantized: consecutive chunks a block takes at a time,
                            0 for one contiguous range a block), unroll_chunks (quantized:
-                           chunks a pass of the loop body processes, 1 to 4)
+                           chunks a pass of the loop body processes, 1 to 4),
+                           max_blocks_per_sm (the update's grid takes at most N blocks an SM)
 environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;
              OPTJIT_DEBUG=1 logs each compile and the time of each phase;
              OPTJIT_GPU_TUNE=KNOB=N,... sets --gpu-tune knobs of every GPU kernel (also those

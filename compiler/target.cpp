@@ -63,7 +63,7 @@ constexpr GpuTuneKnob kGpuTuneKnobs[] = {
     {"elements_per_thread", &CodegenOptions::gpu_elements_per_thread}, {"threads_per_block", &CodegenOptions::gpu_threads_per_block},
     {"vector_bytes", &CodegenOptions::gpu_vector_bytes},               {"min_blocks_per_sm", &CodegenOptions::gpu_min_blocks_per_sm},
     {"prefetch_chunks", &CodegenOptions::gpu_prefetch_chunks},         {"run_chunks", &CodegenOptions::gpu_run_chunks},
-    {"unroll_chunks", &CodegenOptions::gpu_unroll_chunks},
+    {"unroll_chunks", &CodegenOptions::gpu_unroll_chunks},             {"max_blocks_per_sm", &CodegenOptions::gpu_max_blocks_per_sm},
 };
 
 }  // namespace

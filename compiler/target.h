@@ -66,6 +66,9 @@ struct CodegenOptions {
     // (the loop unrolled), so that the registers a chunk's loads land in alternate between
     // copies instead of being moved at the back edge; 0: the automatic choice.
     int gpu_unroll_chunks = 0;
+    // The update kernel's resident blocks an SM that the runtime's grid assumes, at most (the
+    // code is the same; its launches take fewer blocks); 0: as many as fit.
+    int gpu_max_blocks_per_sm = 0;
     // GPU kernels with block-quantized states: every tensor of every launch is a whole number
     // of chunks, its arrays aligned for vector accesses (the Optimizer sets it where it has
     // checked so), so the kernel has no element-by-element path for short or unaligned chunks:
@@ -91,7 +94,7 @@ struct CodegenOptions {
 };
 
 // Sets the GPU tuning knob `knob` (elements_per_thread, threads_per_block, vector_bytes,
-// min_blocks_per_sm, prefetch_chunks, run_chunks, unroll_chunks) of `options`; false for an unknown knob.
+// min_blocks_per_sm, max_blocks_per_sm, prefetch_chunks, run_chunks, unroll_chunks) of `options`; false for an unknown knob.
 bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value);
 // The knobs' names, comma-separated, for messages.
 std::string gpu_tune_knob_names();
