@@ -556,11 +556,20 @@ TEST_CASE("codegen: OPTJIT_GPU_TUNE reaches GPU kernels and refuses bad knobs") 
     KernelRequest r{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}};
     r.storage.states["m"] = StateStorage{StateFormat::Q8S, 256};
     const std::string plain = cache_key(lower(r));
-    ::setenv("OPTJIT_GPU_TUNE", "prefetch_chunks=5,min_blocks_per_sm=4", 1);
+    ::setenv("OPTJIT_GPU_TUNE", "prefetch_chunks=5,min_blocks_per_sm=4,max_blocks_per_sm=3", 1);
     KernelSpec tuned = lower(r);
     CHECK(tuned.options.gpu_prefetch_chunks == 5);
     CHECK(tuned.options.gpu_min_blocks_per_sm == 4);
+    CHECK(tuned.options.gpu_max_blocks_per_sm == 3);
     CHECK(cache_key(tuned) != plain);
+    // whole_chunks (the Optimizer's choice) is part of the key: a kernel without the short path.
+    KernelRequest whole = r;
+    whole.options.whole_chunks = true;
+    ::unsetenv("OPTJIT_GPU_TUNE");
+    CHECK(cache_key(lower(whole)) != plain);
+    CHECK(gpu_whole_chunks(lower(whole)));
+    CHECK_FALSE(gpu_whole_chunks(lower(r)));
+    ::setenv("OPTJIT_GPU_TUNE", "prefetch_chunks=5,min_blocks_per_sm=4,max_blocks_per_sm=3", 1);
     CHECK(lower(KernelRequest{load_example("adamw"), {}, {}, Target{}, {}}).options.gpu_prefetch_chunks == -1);  // host kernels
     for (const char* bad : {"prefetch_chunks", "prefetch_chunks=x", "warp_size=32", "prefetch_chunks=2;"}) {
         ::setenv("OPTJIT_GPU_TUNE", bad, 1);
