@@ -153,12 +153,6 @@ struct Optimizer::Impl {
 
 namespace {
 
-// The kernels of `requests` (every launch of every group) from the global cache, compiled
-// concurrently: a cold start then waits for the slowest compile (a quantized kernel's, most of
-// it the driver's), not for the sum; groups that ask for the same kernel wait for one compile
-// (KernelCache::get). Workers load GPU modules in the caller's CUDA context.
-// OPTJIT_PARALLEL_COMPILE=0 compiles them one after the other (to measure, or to keep a
-// constrained machine to one core).
 // Whether every tensor of a GPU launch with block-quantized states is a whole number of the
 // kernel's chunks with every array 16-byte aligned (CodegenOptions::whole_chunks): then its
 // kernel can leave out the path for short and unaligned chunks. A chunk's size depends on the
@@ -173,6 +167,12 @@ bool in_whole_chunks(const KernelRequest& request, const std::vector<TensorArgs>
     });
 }
 
+// The kernels of `requests` (every launch of every group) from the global cache, compiled
+// concurrently: a cold start then waits for the slowest compile (a quantized kernel's, most of
+// it the driver's), not for the sum; groups that ask for the same kernel wait for one compile
+// (KernelCache::get). Workers load GPU modules in the caller's CUDA context.
+// OPTJIT_PARALLEL_COMPILE=0 compiles them one after the other (to measure, or to keep a
+// constrained machine to one core).
 std::vector<std::shared_ptr<const Kernel>> get_kernels(const std::vector<KernelRequest>& requests) {
     std::vector<std::shared_ptr<const Kernel>> out(requests.size());
     const char* parallel = std::getenv("OPTJIT_PARALLEL_COMPILE");
