@@ -16,6 +16,20 @@ namespace optjit {
 TableError::TableError(size_t tensor_index, std::string sentence)
     : std::invalid_argument(fmt::format("tensor {}: {}", tensor_index, sentence)), tensor(tensor_index), reason(std::move(sentence)) {}
 
+bool whole_chunks_hold(const KernelRequest& request, std::span<const TensorArgs> tensors) {
+    if (!request.target.is_gpu() || !has_quantized_state(request.storage)) return false;
+    // A chunk's size depends on the storage and the options (lower() applies the environment's
+    // tuning), not on the passes, which keep the program's states: the request's program serves.
+    CodegenOptions options = request.options;
+    apply_gpu_tune_environment(options);
+    const int64_t chunk = chunk_elements(KernelSpec{request.program, request.storage, request.target, options});
+    return std::all_of(tensors.begin(), tensors.end(), [&](const TensorArgs& t) {
+        uint64_t any = t.p | t.g;
+        for (uint64_t s : t.states) any |= s;
+        return t.n % chunk == 0 && any % 16 == 0;
+    });
+}
+
 TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors) {
     const Program& prog = kernel.spec().lowered;
     TableLayout layout = table_layout(kernel.spec());

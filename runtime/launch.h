@@ -47,6 +47,12 @@ struct TableError : std::invalid_argument {
     std::string reason;
 };
 
+// Whether every tensor of a GPU launch with block-quantized states is a whole number of its
+// kernel's chunks with every array 16-byte aligned: then the launch can take a kernel without
+// the path for short and unaligned chunks (CodegenOptions::whole_chunks). The chunk is the one
+// lower() will give `request`, OPTJIT_GPU_TUNE included.
+bool whole_chunks_hold(const KernelRequest& request, std::span<const TensorArgs> tensors);
+
 // Throws TableError if a tensor's state count does not match, a quantized state has no
 // scales, a shard does not start on a block boundary, or a kernel with rank-1 states gets a
 // shard or a tensor that is not whole rows of its columns.

@@ -153,20 +153,6 @@ struct Optimizer::Impl {
 
 namespace {
 
-// Whether every tensor of a GPU launch with block-quantized states is a whole number of the
-// kernel's chunks with every array 16-byte aligned (CodegenOptions::whole_chunks): then its
-// kernel can leave out the path for short and unaligned chunks. A chunk's size depends on the
-// storage and the options only, which lowering keeps, so the request's program serves.
-bool in_whole_chunks(const KernelRequest& request, const std::vector<TensorArgs>& tensors) {
-    if (!request.target.is_gpu() || !has_quantized_state(request.storage)) return false;
-    const int64_t chunk = chunk_elements(KernelSpec{request.program, request.storage, request.target, request.options});
-    return std::all_of(tensors.begin(), tensors.end(), [&](const TensorArgs& t) {
-        uint64_t any = t.p | t.g;
-        for (uint64_t s : t.states) any |= s;
-        return t.n % chunk == 0 && any % 16 == 0;
-    });
-}
-
 // The kernels of `requests` (every launch of every group) from the global cache, compiled
 // concurrently: a cold start then waits for the slowest compile (a quantized kernel's, most of
 // it the driver's), not for the sum; groups that ask for the same kernel wait for one compile
@@ -347,7 +333,7 @@ Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
         out.tensors_of[it->second - out.first_launch].push_back(args);
         out.params_of[it->second - out.first_launch].push_back(i);
     }
-    for (size_t k = 0; k < out.requests.size(); ++k) out.requests[k].options.whole_chunks = in_whole_chunks(out.requests[k], out.tensors_of[k]);
+    for (size_t k = 0; k < out.requests.size(); ++k) out.requests[k].options.whole_chunks = whole_chunks_hold(out.requests[k], out.tensors_of[k]);
     return out;
 }
 

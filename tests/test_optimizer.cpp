@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "optimizer_checks.h"
+#include "runtime/launch.h"
 
 using namespace optjit;
 using namespace optjit_test;
@@ -24,6 +25,45 @@ TEST_CASE("optimizer: unaligned tensors reduce as aligned ones (LAMB, clipped, 8
 
 TEST_CASE("optimizer: tensors of whole chunks step as beside a short tensor (the GPU's kernel choice; one kernel on the host)") {
     check_whole_chunks_step_as_beside_a_short_tensor(Device::Host);
+}
+
+// The Optimizer's choice of whole-chunk kernels (no GPU needed: it reads the request and the
+// tensors' sizes and addresses). A wrong yes would send a short chunk through a kernel without
+// its path: reads and writes past the tensor.
+TEST_CASE("optimizer: whole-chunk kernels only where every tensor is whole chunks of the kernel's size, aligned") {
+    KernelRequest request{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}};
+    request.storage.states = test_formats()[2];  // q8s, q8u: blocks of 256, chunks of 1024
+    auto tensor = [](int64_t n, uint64_t p = 1 << 20) {
+        TensorArgs t;
+        t.p = p;
+        t.g = 2 << 20;
+        t.states = {3 << 20, 4 << 20};
+        t.n = n;
+        return t;
+    };
+    std::vector<TensorArgs> tensors = {tensor(1024), tensor(3072), tensor(1 << 20)};
+    CHECK(whole_chunks_hold(request, tensors));
+    tensors.push_back(tensor(3000));
+    CHECK_FALSE(whole_chunks_hold(request, tensors));
+    CHECK_FALSE(whole_chunks_hold(request, std::vector<TensorArgs>{tensor(4096, (1 << 20) + 8)}));  // p not 16-byte aligned
+    KernelRequest host = request;
+    host.target = Target{};
+    CHECK_FALSE(whole_chunks_hold(host, std::vector<TensorArgs>{tensor(4096)}));
+    KernelRequest dense = request;
+    dense.storage.states.clear();
+    CHECK_FALSE(whole_chunks_hold(dense, std::vector<TensorArgs>{tensor(4096)}));
+    // Larger blocks make larger chunks; so do the environment's 256-thread blocks (2048 elements).
+    KernelRequest big = request;
+    std::string error;
+    big.storage.states["m"] = *parse_state_storage("q8s:4096", &error);
+    CHECK_FALSE(whole_chunks_hold(big, std::vector<TensorArgs>{tensor(3072)}));
+    CHECK(whole_chunks_hold(big, std::vector<TensorArgs>{tensor(8192)}));
+    ::setenv("OPTJIT_GPU_TUNE", "threads_per_block=256", 1);
+    const bool tuned_3072 = whole_chunks_hold(request, std::vector<TensorArgs>{tensor(3072)});
+    const bool tuned_4096 = whole_chunks_hold(request, std::vector<TensorArgs>{tensor(4096)});
+    ::unsetenv("OPTJIT_GPU_TUNE");
+    CHECK_FALSE(tuned_3072);
+    CHECK(tuned_4096);
 }
 
 TEST_CASE("optimizer: groups keep their own hyper-parameters and state formats") { check_groups_are_independent(Device::Host); }
