@@ -610,20 +610,25 @@ private:
     // move LLVM cannot see through, so that a step back from them is a constant offset in the
     // instructions that use it, not the old addresses kept alive in registers.
     Cursors moved(const Cursors& from, int chunks, bool kept = false) {
-        const int64_t elements = chunk_elements(spec_) * chunks;
-        auto step = [&](llvm::Value* at, int64_t bytes) -> llvm::Value* {
-            if (!at) return nullptr;
-            llvm::Value* to = b_.CreateConstGEP1_64(b_.getInt8Ty(), at, bytes);
-            if (!kept) return to;
-            auto* type = llvm::FunctionType::get(to->getType(), {to->getType()}, false);
-            return b_.CreateCall(llvm::InlineAsm::get(type, "mov.b64 $0, $1;", "=l,l", false), {to});
-        };
-        Cursors out;
-        for (size_t k = 0; k < arrays_.size(); ++k) out.arrays.push_back(step(from.arrays[k], elements * dtype_bytes(arrays_[k].type)));
-        for (size_t k = 0; k < quantized_.size(); ++k) {
-            out.codes.push_back(step(from.codes[k], quantized_[k].codec->four_bit() ? elements / 2 : elements));
-            out.scales.push_back(step(from.scales[k], elements / int64_t(quantized_[k].codec->storage().block) * 4));
+        std::vector<llvm::Value*> at = from.flatten();
+        const std::vector<int64_t> strides = chunk_strides(from);
+        for (size_t k = 0; k < at.size(); ++k) {
+            at[k] = b_.CreateConstGEP1_64(b_.getInt8Ty(), at[k], strides[k] * chunks);
+            if (!kept) continue;
+            auto* type = llvm::FunctionType::get(at[k]->getType(), {at[k]->getType()}, false);
+            at[k] = b_.CreateCall(llvm::InlineAsm::get(type, "mov.b64 $0, $1;", "=l,l", false), {at[k]});
         }
+        size_t i = 0;
+        return from.with(at, i);
+    }
+    // The bytes each address of `at` (in Cursors::flatten's order) moves a chunk on.
+    std::vector<int64_t> chunk_strides(const Cursors& at) const {
+        const int64_t chunk = chunk_elements(spec_);
+        std::vector<int64_t> out;
+        for (const Array& a : arrays_) out.push_back(chunk * dtype_bytes(a.type));
+        for (const QuantizedArray& q : quantized_) out.push_back(q.codec->four_bit() ? chunk / 2 : chunk);
+        for (size_t k = 0; k < quantized_.size(); ++k)
+            if (at.scales[k]) out.push_back(chunk / int64_t(quantized_[k].codec->storage().block) * 4);
         return out;
     }
 
@@ -647,6 +652,10 @@ private:
         }
         llvm::Value* fast(llvm::IRBuilder<>& b) const { return b.CreateICmpULT(c, fast_end, "fast"); }
     };
+
+    // Whether the chunk the walk is at takes the vector path (i1): always in a whole-chunk kernel
+    // (CodegenOptions::whole_chunks), which then has no element-by-element path at all.
+    llvm::Value* chunk_is_fast(const Walk& place) { return gpu_whole_chunks(spec_) ? b_.getTrue() : place.fast(b_); }
 
     llvm::Value* i32(llvm::Value* v) { return b_.CreateTrunc(v, b_.getInt32Ty()); }
     llvm::Value* i64(llvm::Value* v) { return b_.CreateZExt(v, b_.getInt64Ty()); }
@@ -790,7 +799,7 @@ private:
         llvm::BasicBlock* fast_load = block("load.fast");
         llvm::BasicBlock* slow_load = block("load.slow");
         llvm::BasicBlock* loaded_block = block("loaded");
-        b_.CreateCondBr(gpu_whole_chunks(spec_) ? b_.getTrue() : place.fast(b_), fast_load, slow_load);  // whole: no short path
+        b_.CreateCondBr(chunk_is_fast(place), fast_load, slow_load);
         b_.SetInsertPoint(fast_load);
         std::vector<llvm::Value*> fast_scales = old_scales(true);
         Raw f = load_fast();
@@ -828,10 +837,8 @@ private:
             auto* type = llvm::FunctionType::get(b_.getVoidTy(), {address->getType()}, false);
             b_.CreateCall(llvm::InlineAsm::get(type, fmt::format("prefetch.global.L2 [$0+{}];", offset), "l", true), {address});
         };
-        const int64_t chunk = chunk_elements(spec_);
-        auto chunk_bytes = [&](size_t k) { return chunk * dtype_bytes(arrays_[k].type); };
-        auto code_bytes = [&](size_t k) { return quantized_[k].codec->four_bit() ? chunk / 2 : chunk; };
-        auto scale_bytes = [&](size_t k) { return chunk / int64_t(quantized_[k].codec->storage().block) * 4; };
+        const std::vector<llvm::Value*> at = w.at.flatten();
+        const std::vector<int64_t> strides = chunk_strides(w.at);
         llvm::BasicBlock* issued = block("l2.prefetched");
         llvm::BasicBlock* near = block("l2.in.run");
         const int run = gpu_run_chunks(spec_);
@@ -850,12 +857,7 @@ private:
             b_.SetInsertPoint(issue);
             // Below fast_end, so fewer than 2^31 chunks on: the offsets are 32-bit products.
             llvm::Value* chunks_on = i64(i32(delta));
-            for (size_t k = 0; k < arrays_.size(); ++k)
-                request(b_.CreateGEP(b_.getInt8Ty(), w.at.arrays[k], b_.CreateMul(chunks_on, b_.getInt64(chunk_bytes(k)))), 0);
-            for (size_t k = 0; k < quantized_.size(); ++k)
-                request(b_.CreateGEP(b_.getInt8Ty(), w.at.codes[k], b_.CreateMul(chunks_on, b_.getInt64(code_bytes(k)))), 0);
-            for (size_t k = 0; k < quantized_.size(); ++k)
-                if (w.at.scales[k]) request(b_.CreateGEP(b_.getInt8Ty(), w.at.scales[k], b_.CreateMul(chunks_on, b_.getInt64(scale_bytes(k)))), 0);
+            for (size_t k = 0; k < at.size(); ++k) request(b_.CreateGEP(b_.getInt8Ty(), at[k], b_.CreateMul(chunks_on, b_.getInt64(strides[k]))), 0);
             b_.CreateBr(issued);
         } else {
             b_.CreateBr(near);
@@ -865,10 +867,7 @@ private:
         llvm::Value* ahead = b_.CreateAdd(w.c, b_.getInt32(distance));
         b_.CreateCondBr(b_.CreateICmpULT(ahead, b_.CreateBinaryIntrinsic(llvm::Intrinsic::umin, w.segment_end, w.fast_end)), issue, issued);
         b_.SetInsertPoint(issue);
-        for (size_t k = 0; k < arrays_.size(); ++k) request(w.at.arrays[k], chunk_bytes(k) * distance);
-        for (size_t k = 0; k < quantized_.size(); ++k) request(w.at.codes[k], code_bytes(k) * distance);
-        for (size_t k = 0; k < quantized_.size(); ++k)
-            if (w.at.scales[k]) request(w.at.scales[k], scale_bytes(k) * distance);
+        for (size_t k = 0; k < at.size(); ++k) request(at[k], strides[k] * distance);
         b_.CreateBr(issued);
         b_.SetInsertPoint(issued);
     }
@@ -958,7 +957,7 @@ private:
     void process(const Prefetched& chunk, const std::function<Cursors()>& issue_next_loads) {
         const int E = elements_per_thread_;
         cursor_ = chunk.place.at;
-        llvm::Value* fast = gpu_whole_chunks(spec_) ? b_.getTrue() : chunk.place.fast(b_);
+        llvm::Value* fast = chunk_is_fast(chunk.place);
         // Its tensor's row, where rank-1 states or stochastic rounding need it (the arrays'
         // bases belong to the latest chunk the walk entered).
         ChunkInTensor tensor{};

@@ -50,12 +50,17 @@ void dump_stage(const std::string& key, const std::string& name, const std::stri
     if (!out) fmt::print(stderr, "optjit: warning: cannot write {} (OPTJIT_DUMP_DIR)\n", (folder / name).string());
 }
 
-KernelSpec lower(const KernelRequest& request) {
-    pending_stages.clear();
-    pending_stages.emplace_back("00-input.opt", print(request.program));
+CodegenOptions resolved_options(const KernelRequest& request) {
     CodegenOptions options = request.options;
     if (request.target.is_gpu()) apply_gpu_tune_environment(options);
     options.math = resolved_math(options.math, request.target, has_quantized_state(request.storage));
+    return options;
+}
+
+KernelSpec lower(const KernelRequest& request) {
+    pending_stages.clear();
+    pending_stages.emplace_back("00-input.opt", print(request.program));
+    const CodegenOptions options = resolved_options(request);
     PassOptions passes = request.passes;
     // Not for capturable kernels: a group's launches read one scalar block, which one kernel's
     // NAME_scalars fills, so they must lower alike, and a group mixes fast-math kernels (its

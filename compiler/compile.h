@@ -29,6 +29,9 @@ struct KernelRequest {
 // Runs the pass pipeline (recording each stage for the dump directory) and checks the storage
 // signature against the program. Throws std::invalid_argument for bad options.
 KernelSpec lower(const KernelRequest& request);
+// The options lower() gives the request's kernel: OPTJIT_GPU_TUNE applied to GPU kernels, the
+// math mode resolved. Throws std::invalid_argument for a malformed OPTJIT_GPU_TUNE.
+CodegenOptions resolved_options(const KernelRequest& request);
 
 // A hex digest of everything that selects generated code: the lowered program's text, the
 // storage signature, the target (and for the host, the CPU and its features), the optjit

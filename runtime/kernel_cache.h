@@ -45,7 +45,8 @@ public:
     cuda::Function cuda_function = nullptr, cuda_statistics_function = nullptr;
     std::vector<cuda::Function> cuda_reductions_functions;
     cuda::Function cuda_scalars_function = nullptr;  // capturable kernels' NAME_scalars
-    // Resident blocks an SM of each function.
+    // Resident blocks an SM of each function, which its grid assumes (the update's at most
+    // CodegenOptions::gpu_max_blocks_per_sm).
     int gpu_blocks_per_sm = 0, gpu_statistics_blocks_per_sm = 0;
     std::vector<int> gpu_reductions_blocks_per_sm;
     // How many reduction passes a step of this kernel runs (0 without reductions).

@@ -18,12 +18,10 @@ TableError::TableError(size_t tensor_index, std::string sentence)
 
 bool whole_chunks_hold(const KernelRequest& request, std::span<const TensorArgs> tensors) {
     if (!request.target.is_gpu() || !has_quantized_state(request.storage)) return false;
-    // A chunk's size depends on the options (lower() applies the environment's tuning) and on
-    // the largest block of the program's quantized states. Passes do not add states, so the
-    // lowered kernel's chunk is at most this one, and divides it (powers of two).
-    CodegenOptions options = request.options;
-    apply_gpu_tune_environment(options);
-    const int64_t chunk = chunk_elements(KernelSpec{request.program, request.storage, request.target, options});
+    // A chunk's size depends on the options lower() resolves and on the largest block of the
+    // program's quantized states. Passes do not add states, so the lowered kernel's chunk is at
+    // most this one, and divides it (powers of two).
+    const int64_t chunk = chunk_elements(KernelSpec{request.program, request.storage, request.target, resolved_options(request)});
     return std::all_of(tensors.begin(), tensors.end(), [&](const TensorArgs& t) {
         uint64_t any = t.p | t.g;
         for (uint64_t s : t.states) any |= s;

@@ -50,7 +50,7 @@ struct TableError : std::invalid_argument {
 // Whether every tensor of a GPU launch with block-quantized states is a whole number of its
 // kernel's chunks with every array 16-byte aligned: then the launch can take a kernel without
 // the path for short and unaligned chunks (CodegenOptions::whole_chunks). The chunk is the one
-// lower() will give `request`, OPTJIT_GPU_TUNE included.
+// lower() will give `request` (compiler/compile.h's resolved_options: OPTJIT_GPU_TUNE included).
 bool whole_chunks_hold(const KernelRequest& request, std::span<const TensorArgs> tensors);
 
 // Throws TableError if a tensor's state count does not match, a quantized state has no
