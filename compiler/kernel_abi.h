@@ -164,6 +164,10 @@ int gpu_run_chunks(const KernelSpec& spec);
 // (CodegenOptions::gpu_unroll_chunks; automatic: 1).
 int gpu_unroll_chunks(const KernelSpec& spec);
 
+// The update grid's blocks an SM, at most (CodegenOptions::gpu_max_blocks_per_sm); 0: as many
+// as fit. Automatic: 4 for kernels with block-quantized states, as many as fit otherwise.
+int gpu_max_blocks_per_sm(const KernelSpec& spec);
+
 // Elements per chunk.
 int64_t chunk_elements(const KernelSpec& spec);
 // Kernels with block-quantized states that leave out the path for short and unaligned chunks

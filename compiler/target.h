@@ -67,8 +67,9 @@ struct CodegenOptions {
     // copies instead of being moved at the back edge; 0: the automatic choice.
     int gpu_unroll_chunks = 0;
     // The update kernel's resident blocks an SM that the runtime's grid assumes, at most (the
-    // code is the same; its launches take fewer blocks); 0: as many as fit.
-    int gpu_max_blocks_per_sm = 0;
+    // code is the same; its launches take fewer blocks); 0: as many as fit; -1: the automatic
+    // choice (kernel_abi.h's gpu_max_blocks_per_sm).
+    int gpu_max_blocks_per_sm = -1;
     // GPU kernels with block-quantized states: every tensor of every launch is a whole number
     // of chunks, its arrays aligned for vector accesses (the Optimizer sets it where it has
     // checked so), so the kernel has no element-by-element path for short or unaligned chunks:

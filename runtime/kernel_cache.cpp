@@ -197,7 +197,7 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
         if (kernel->spec().options.capturable)
             kernel->cuda_scalars_function = cuda::get_function(kernel->cuda_module, scalars_symbol(kernel->spec()));
         kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, gpu_threads_per_block(kernel->spec())));
-        if (const int cap = kernel->spec().options.gpu_max_blocks_per_sm; cap > 0) kernel->gpu_blocks_per_sm = std::min(kernel->gpu_blocks_per_sm, cap);
+        if (const int cap = gpu_max_blocks_per_sm(kernel->spec()); cap > 0) kernel->gpu_blocks_per_sm = std::min(kernel->gpu_blocks_per_sm, cap);
         return kernel;
     }
     debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));

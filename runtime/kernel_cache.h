@@ -46,7 +46,7 @@ public:
     std::vector<cuda::Function> cuda_reductions_functions;
     cuda::Function cuda_scalars_function = nullptr;  // capturable kernels' NAME_scalars
     // Resident blocks an SM of each function, which its grid assumes (the update's at most
-    // CodegenOptions::gpu_max_blocks_per_sm).
+    // kernel_abi.h's gpu_max_blocks_per_sm).
     int gpu_blocks_per_sm = 0, gpu_statistics_blocks_per_sm = 0;
     std::vector<int> gpu_reductions_blocks_per_sm;
     // How many reduction passes a step of this kernel runs (0 without reductions).

@@ -561,6 +561,7 @@ TEST_CASE("codegen: OPTJIT_GPU_TUNE reaches GPU kernels and refuses bad knobs") 
     CHECK(tuned.options.gpu_prefetch_chunks == 5);
     CHECK(tuned.options.gpu_min_blocks_per_sm == 4);
     CHECK(tuned.options.gpu_max_blocks_per_sm == 3);
+    CHECK(gpu_max_blocks_per_sm(tuned) == 3);
     CHECK(cache_key(tuned) != plain);
     // whole_chunks (the Optimizer's choice) is part of the key: a kernel without the short path.
     KernelRequest whole = r;
@@ -578,6 +579,12 @@ TEST_CASE("codegen: OPTJIT_GPU_TUNE reaches GPU kernels and refuses bad knobs") 
     }
     ::unsetenv("OPTJIT_GPU_TUNE");
     CHECK(cache_key(lower(r)) == plain);
+    // The update grid's cap: 4 blocks an SM for quantized states unless asked, none for dense.
+    CHECK(gpu_max_blocks_per_sm(lower(r)) == 4);
+    CHECK(gpu_max_blocks_per_sm(lower(KernelRequest{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}})) == 0);
+    ::setenv("OPTJIT_GPU_TUNE", "max_blocks_per_sm=0", 1);
+    CHECK(gpu_max_blocks_per_sm(lower(r)) == 0);
+    ::unsetenv("OPTJIT_GPU_TUNE");
 }
 
 TEST_CASE("codegen host: every elementwise operation matches the interpreter") { check_elementwise_on(Target{}); }

@@ -80,6 +80,10 @@ int main(int argc, char** argv) {
         printf("trial %d concurrent ex: small %.0f-%.0f (jit %.0f)  big %.0f-%.0f (jit %.0f)\n", trial, a.start, a.end, a.wall, b.start, b.end, b.wall);
         T0 = Clock::now(); { std::thread t([&] { a = load_link(tag(small, "l1"), 4); }); b = load_link(tag(big, "l1"), 4); t.join(); }
         printf("trial %d concurrent link: small %.0f-%.0f (jit %.0f)  big %.0f-%.0f (jit %.0f)\n", trial, a.start, a.end, a.wall, b.start, b.end, b.wall);
+        T0 = Clock::now(); { std::thread t([&] { a = load_link(tag(small, "m1"), 4); }); b = load_ex(tag(big, "m1"), 4, -1); t.join(); }
+        printf("trial %d small link beside big ex: small %.0f-%.0f (jit %.0f)  big %.0f-%.0f (jit %.0f)\n", trial, a.start, a.end, a.wall, b.start, b.end, b.wall);
+        T0 = Clock::now(); b = load_ex(tag(big, "alone"), 4, -1);
+        printf("trial %d big alone: %.0f ms (jit %.0f)\n", trial, b.end - b.start, b.wall);
         T0 = Clock::now(); b = load_ex(tag(big, "sp0"), 4, 0);
         printf("trial %d big split=0: %.0f ms (jit %.0f)\n", trial, b.end - b.start, b.wall);
         T0 = Clock::now(); b = load_ex(tag(big, "o1"), 1, -1);
