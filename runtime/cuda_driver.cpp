@@ -15,7 +15,7 @@ namespace {
 using CUresult = int;
 using CUdevice = int;
 using CUcontext = void*;
-constexpr int kJitWallTime = 2, kJitErrorLogBuffer = 5, kJitErrorLogSize = 6;
+constexpr int kJitWallTime = 2, kJitErrorLogBuffer = 5, kJitErrorLogSize = 6, kJitInputPtx = 1;
 constexpr int kAttrMultiprocessors = 16, kAttrCcMajor = 75, kAttrCcMinor = 76;
 constexpr size_t kLogBytes = 1 << 16;
 
@@ -44,6 +44,10 @@ struct Api {
     CUresult (*cuStreamSynchronize)(Stream);
     CUresult (*cuModuleLoadDataEx)(Module*, const void*, unsigned, int*, void**);
     CUresult (*cuModuleUnload)(Module);
+    CUresult (*cuLinkCreate)(unsigned, int*, void**, void**);
+    CUresult (*cuLinkAddData)(void*, int, void*, size_t, const char*, unsigned, int*, void**);
+    CUresult (*cuLinkComplete)(void*, void**, size_t*);
+    CUresult (*cuLinkDestroy)(void*);
     CUresult (*cuModuleGetFunction)(Function*, Module, const char*);
     CUresult (*cuLaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, Stream, void**, void**);
     CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(int*, Function, int, size_t);
@@ -106,6 +110,8 @@ State& state() {
                   resolve(lib, a.cuMemsetD32Async, {"cuMemsetD32Async"}) &&
                   resolve(lib, a.cuStreamSynchronize, {"cuStreamSynchronize"}) &&
                   resolve(lib, a.cuModuleLoadDataEx, {"cuModuleLoadDataEx"}) && resolve(lib, a.cuModuleUnload, {"cuModuleUnload"}) &&
+                  resolve(lib, a.cuLinkCreate, {"cuLinkCreate_v2"}) && resolve(lib, a.cuLinkAddData, {"cuLinkAddData_v2"}) &&
+                  resolve(lib, a.cuLinkComplete, {"cuLinkComplete"}) && resolve(lib, a.cuLinkDestroy, {"cuLinkDestroy"}) &&
                   resolve(lib, a.cuModuleGetFunction, {"cuModuleGetFunction"}) && resolve(lib, a.cuLaunchKernel, {"cuLaunchKernel"}) &&
                   resolve(lib, a.cuOccupancyMaxActiveBlocksPerMultiprocessor, {"cuOccupancyMaxActiveBlocksPerMultiprocessor"}) &&
                   resolve(lib, a.cuFuncGetAttribute, {"cuFuncGetAttribute"}) &&
@@ -271,6 +277,28 @@ Module load_module(const std::string& image, const std::string& name, float* com
     }
     if (compile_ms) std::memcpy(compile_ms, &values[2], sizeof(float));  // the driver writes a float over the value
     return m;
+}
+
+std::string compile_relocatable(const std::string& ptx, const std::string& name, float* compile_ms) {
+    const Api& a = api();
+    std::vector<char> error_log(kLogBytes);
+    int options[] = {kJitErrorLogBuffer, kJitErrorLogSize, kJitWallTime};
+    void* values[] = {error_log.data(), reinterpret_cast<void*>(uintptr_t(kLogBytes)), nullptr};
+    void* link = nullptr;
+    check(a.cuLinkCreate(3, options, values, &link), "cuLinkCreate");
+    void* cubin = nullptr;
+    size_t bytes = 0;
+    CUresult r = a.cuLinkAddData(link, kJitInputPtx, const_cast<char*>(ptx.c_str()), ptx.size() + 1, name.c_str(), 0, nullptr, nullptr);
+    if (r == 0) r = a.cuLinkComplete(link, &cubin, &bytes);
+    std::string image = r == 0 ? std::string(static_cast<const char*>(cubin), bytes) : "";  // the link state owns the cubin
+    a.cuLinkDestroy(link);
+    if (r != 0) {
+        const char* msg = nullptr;
+        a.cuGetErrorString(r, &msg);
+        throw CudaError(fmt::format("the CUDA driver could not compile kernel {} ({}):\n{}", name, msg ? msg : "error", error_log.data()));
+    }
+    if (compile_ms) std::memcpy(compile_ms, &values[2], sizeof(float));
+    return image;
 }
 
 void unload_module(Module m) {

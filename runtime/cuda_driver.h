@@ -103,10 +103,15 @@ private:
 // the driver caches by itself (its JIT cache, ~/.nv/ComputeCache). `compile_ms`, if given,
 // receives the time the driver spent compiling (0 from its cache); the call can take longer,
 // because the driver compiles one module at a time in a process (measured on the H200's CUDA
-// 13 driver: a second thread's load waits for the first's compile). Not through cuLink, which
-// does compile concurrently but as relocatable code: a quarter more registers for the
-// quantized kernels (96 -> 128 for q8 AdamW, 146 by ptxas -c) and a block per multiprocessor.
+// 13 driver: a second thread's load waits for the first's compile). Quantized kernels load
+// this way, not through compile_relocatable: its relocatable code costs them a quarter more
+// registers (96 -> 128 for q8 AdamW, 146 by ptxas -c) and a block per multiprocessor.
 Module load_module(const std::string& image, const std::string& name, float* compile_ms = nullptr);
+// Compiles PTX to a cubin through cuLink, as relocatable code: unlike load_module, beside
+// other threads' compiles (load_module's and this one's; measured on the H100's CUDA 13
+// driver), but outside the driver's JIT cache and with a register budget of its own (fine for
+// kernels whose registers do not set their speed). Errors as load_module's.
+std::string compile_relocatable(const std::string& ptx, const std::string& name, float* compile_ms = nullptr);
 void unload_module(Module m);
 Function get_function(Module m, const std::string& name);
 // Launches with kernel parameters given as an array of pointers to each argument.

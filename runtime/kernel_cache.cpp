@@ -31,6 +31,12 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 constexpr char kMagic[8] = {'O', 'P', 'T', 'J', 'I', 'T', 'C', '1'};
 constexpr size_t kHeaderBytes = 24;
 
+// Kernels without block-quantized states compile as relocatable code through cuLink: their
+// registers do not set their speed (the fifth session: 40 and 63 registers instead of 58 and
+// 80, the same step), and cuLink compiles beside the quantized kernels' whole-program
+// compiles, which the driver runs one at a time.
+bool compiles_relocatable(const KernelSpec& spec) { return !has_quantized_state(spec); }
+
 uint64_t fnv1a(const std::string& s) { return optjit::fnv1a({reinterpret_cast<const uint8_t*>(s.data()), s.size()}); }
 
 }  // namespace
@@ -160,26 +166,42 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
         if (cc != target.sm)
             throw std::invalid_argument(fmt::format("kernel requested for {} but the GPU ({}) is sm_{}", target.name(), cuda::device_name(), cc));
         std::string base = disk_dir_.empty() ? "" : (fs::path(disk_dir_) / key).string();
-        // The disk holds the PTX; the driver compiles it as a whole program and keeps the
-        // machine code in its own JIT cache, so a warm start costs about a millisecond.
-        std::string ptx;
-        if (!base.empty() && read_entry(base + ".ptx", ptx)) {
+        // Quantized kernels: the disk holds the PTX; the driver compiles it as a whole program
+        // and keeps the machine code in its own JIT cache, so a warm start costs about a
+        // millisecond. The driver compiles such loads one at a time, so dense kernels (a
+        // quantized group's small tensors keep fp32 states) compile through cuLink beside
+        // them, and the disk holds their cubin.
+        const bool relocatable = compiles_relocatable(kernel->spec());
+        const std::string entry = base.empty() ? "" : base + (relocatable ? ".cubin" : ".ptx");
+        std::string image;
+        if (!entry.empty() && read_entry(entry, image)) {
             auto t = Clock::now();
-            kernel->cuda_module = cuda::load_module(ptx, key);
-            debug_log(fmt::format("compile {}: disk cache hit, PTX loaded in {:.2f} ms", key, ms_since(t)));
-            std::lock_guard lock(mutex_);
-            ++stats_.disk_hits;
-        } else {
+            try {
+                kernel->cuda_module = cuda::load_module(image, key);
+                debug_log(fmt::format("compile {}: disk cache hit, {} loaded in {:.2f} ms", key, relocatable ? "cubin" : "PTX", ms_since(t)));
+                std::lock_guard lock(mutex_);
+                ++stats_.disk_hits;
+            } catch (const cuda::CudaError& e) {  // a cubin of another driver's making: compile anew
+                debug_log(fmt::format("cache: discarding {}, which the driver refused: {}", entry, e.what()));
+                std::error_code ec;
+                fs::remove(entry, ec);
+                std::lock_guard lock(mutex_);
+                ++stats_.disk_rejected;
+            }
+        }
+        if (!kernel->cuda_module) {
             CompileTimes times;
             debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));
-            ptx = emit_text(request, Emit::Assembly, &times);
+            std::string ptx = emit_text(request, Emit::Assembly, &times);
             auto t = Clock::now();
             float driver_ms = 0;
-            kernel->cuda_module = cuda::load_module(ptx, key, &driver_ms);
+            image = relocatable ? cuda::compile_relocatable(ptx, key, &driver_ms) : ptx;
+            kernel->cuda_module = cuda::load_module(image, key, relocatable ? nullptr : &driver_ms);
             debug_log(fmt::format("compile {}: passes {:.2f} ms, codegen {:.2f} ms, optimize {:.2f} ms, ptx {:.2f} ms, ptx->loaded module {:.2f} ms "
-                                  "(the driver's compile {:.2f} ms, the rest waiting for its other compiles)",
-                                  key, times.passes_ms, times.codegen_ms, times.optimize_ms, times.emit_ms, ms_since(t), driver_ms));
-            if (!base.empty()) write_entry(base + ".ptx", ptx);
+                                  "(the driver's compile {:.2f} ms{}, the rest waiting for its other compiles)",
+                                  key, times.passes_ms, times.codegen_ms, times.optimize_ms, times.emit_ms, ms_since(t), driver_ms,
+                                  relocatable ? " through cuLink" : ""));
+            if (!entry.empty()) write_entry(entry, image);
             std::lock_guard lock(mutex_);
             ++stats_.compiles;
         }

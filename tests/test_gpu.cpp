@@ -34,6 +34,7 @@
 #include "ir/verifier.h"
 #include "runtime/checked_run.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/fnv1a.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/random.h"
@@ -344,17 +345,41 @@ TEST_CASE("gpu: 100 learning rates through one cache compile once") {
     CHECK(cache.stats().compiles == 1);
 }
 
+// Dense kernels keep their cubin on disk (cuLink's, runtime/kernel_cache.cpp), quantized ones
+// their PTX (the driver caches the machine code): each kind is written, reloaded, and rejected
+// when truncated, flipped, garbage, empty, or refused by the driver though its checksum holds.
 TEST_CASE("gpu: the disk cache writes reloads and rejects corrupt entries") {
     REQUIRE_GPU();
     TempDir dir;
     KernelRequest request{load_example("adamw"), {}, {}, gpu_target(), {}};
     request.storage.param = DType::BF16;
+    std::string suffix, marker;  // the entry's extension, and bytes its payload must hold
+    SUBCASE("dense states: the cubin") {
+        suffix = ".cubin";
+        marker = "\x7f" "ELF";
+    }
+    SUBCASE("8-bit states: the PTX") {
+        request.storage.states["m"] = StateStorage{StateFormat::Q8S, 256};
+        request.storage.states["v"] = StateStorage{StateFormat::Q8U, 256};
+        suffix = ".ptx";
+        marker = ".entry optjit_adamw";
+    }
     uint64_t seed = test_seed();
-    INFO("seed ", seed, ", cache ", dir.path.string());
+    INFO("seed ", seed, ", cache ", dir.path.string(), ", entry ", suffix);
     auto works = [&](KernelCache& cache) {
         DirectResult r = run_direct(cache, request, {17, 4096, 5000}, {0, 0, 0}, 3, seed,
                                     [](int) { return Hypers{{"lr", 0.02}}; });
         check_direct(r);
+    };
+    auto recompiled = [&](const char* why) {
+        INFO(why);
+        KernelCache cache(dir.path.string());
+        cache.get(request);
+        CacheStats s = cache.stats();
+        CHECK(s.disk_rejected == 1);
+        CHECK(s.compiles == 1);
+        CHECK(s.disk_hits == 0);
+        works(cache);
     };
 
     std::string key;
@@ -369,15 +394,14 @@ TEST_CASE("gpu: the disk cache writes reloads and rejects corrupt entries") {
         CHECK(s.disk_rejected == 0);
         works(first);
     }
-    fs::path ptx = dir.path / (key + ".ptx");
-    REQUIRE(fs::is_regular_file(ptx));
+    fs::path entry = dir.path / (key + suffix);
+    REQUIRE(fs::is_regular_file(entry));
     {
-        std::ifstream in(ptx, std::ios::binary);
-        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        CHECK(text.find(".entry optjit_adamw") != std::string::npos);
+        std::ifstream in(entry, std::ios::binary);
+        std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(bytes.find(marker) != std::string::npos);
     }
-    // The PTX is the only entry (the driver caches the machine code), and no temporary files
-    // are left behind.
+    // The entry is the only file, and no temporary files are left behind.
     CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()) == 1);
     for (const auto& e : fs::directory_iterator(dir.path)) {
         INFO(e.path().string());
@@ -395,18 +419,9 @@ TEST_CASE("gpu: the disk cache writes reloads and rejects corrupt entries") {
         works(second);
     }
 
-    // Truncated: rejected, recompiled, rewritten.
-    fs::resize_file(ptx, fs::file_size(ptx) / 2);
-    {
-        KernelCache third(dir.path.string());
-        std::shared_ptr<const Kernel> k = third.get(request);
-        CacheStats s = third.stats();
-        CHECK(s.disk_rejected == 1);
-        CHECK(s.compiles == 1);
-        CHECK(s.disk_hits == 0);
-        works(third);
-    }
-    REQUIRE(fs::is_regular_file(ptx));
+    fs::resize_file(entry, fs::file_size(entry) / 2);
+    recompiled("truncated: rejected, recompiled, rewritten");
+    REQUIRE(fs::is_regular_file(entry));
     {
         KernelCache fourth(dir.path.string());
         fourth.get(request);
@@ -414,10 +429,9 @@ TEST_CASE("gpu: the disk cache writes reloads and rejects corrupt entries") {
         CHECK(fourth.stats().compiles == 0);
     }
 
-    // One byte flipped in the middle of the payload: rejected too.
     {
-        std::fstream f(ptx, std::ios::in | std::ios::out | std::ios::binary);
-        auto middle = std::streamoff(fs::file_size(ptx) / 2);
+        std::fstream f(entry, std::ios::in | std::ios::out | std::ios::binary);
+        auto middle = std::streamoff(fs::file_size(entry) / 2);
         f.seekg(middle);
         char c = 0;
         f.read(&c, 1);
@@ -425,27 +439,30 @@ TEST_CASE("gpu: the disk cache writes reloads and rejects corrupt entries") {
         f.seekp(middle);
         f.write(&c, 1);
     }
-    {
-        KernelCache fifth(dir.path.string());
-        fifth.get(request);
-        CacheStats s = fifth.stats();
-        CHECK(s.disk_rejected == 1);
-        CHECK(s.compiles == 1);
-        works(fifth);
-    }
+    recompiled("one byte flipped in the middle of the payload");
 
-    // Garbage of the right length with no header, and an empty file.
     for (int variant = 0; variant < 2; ++variant) {
-        INFO("variant ", variant);
         {
-            std::ofstream f(ptx, std::ios::binary | std::ios::trunc);
+            std::ofstream f(entry, std::ios::binary | std::ios::trunc);
             if (variant == 0) f << std::string(4096, 'x');
         }
-        KernelCache cache(dir.path.string());
-        cache.get(request);
-        CHECK(cache.stats().disk_rejected == 1);
-        CHECK(cache.stats().compiles == 1);
-        works(cache);
+        recompiled(variant == 0 ? "garbage of the right length with no header" : "an empty file");
+    }
+
+    {  // a well-formed entry whose payload the driver cannot load
+        const std::string payload(4096, 'x');
+        const uint64_t size = payload.size(), sum = fnv1a({reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
+        std::ofstream f(entry, std::ios::binary | std::ios::trunc);
+        f.write("OPTJITC1", 8);
+        f.write(reinterpret_cast<const char*>(&size), 8);
+        f.write(reinterpret_cast<const char*>(&sum), 8);
+        f << payload;
+    }
+    recompiled("checksum right, payload refused by the driver");
+    {
+        KernelCache last(dir.path.string());
+        last.get(request);
+        CHECK(last.stats().disk_hits == 1);
     }
 }
 

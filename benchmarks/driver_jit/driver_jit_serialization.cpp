@@ -20,6 +20,14 @@
 //   big alone, optimization level 1:   156, 191, 222 (level 4 in the same runs: 169-256)
 //   both kernels in one module, split=0: 258, 258, 274 (the two compile side by side)
 // The big (q8) kernel's compile alone varies 156-256 ms between runs on that machine.
+//
+// H100, same driver, 2026-12-07, the whole-chunk q8 kernel (optjit compile ... --whole-chunks),
+// three trials: serial ex small 0-92 / 0-82 / 0-87, big to 202 / 191 / 200; concurrent ex:
+// small 0-196 / 0-184 / 0-194 (waits); concurrent link: small 0-63, big 0-110 (and alike);
+// small through cuLink beside big through cuModuleLoadDataEx: both done at 110-112 (the
+// link's compile 75-79 ms runs beside; loading its cubin waits ~35 ms for the other load);
+// big alone 110-111; big at optimization level 1: 90-92; both in one module, split 0: 110-126.
+// So a dense kernel compiled through cuLink costs a quantized group's first step nothing.
 #include <cuda.h>
 #include <chrono>
 #include <cstdio>
