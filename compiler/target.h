@@ -75,6 +75,11 @@ struct CodegenOptions {
     // checked so), so the kernel has no element-by-element path for short or unaligned chunks:
     // that path is a quarter of the driver's compile of a q8 kernel, most of a cold first step.
     bool whole_chunks = false;
+    // GPU kernels: compiled through cuLink as relocatable code and kept on disk as a cubin
+    // (runtime/kernel_cache.cpp). The driver runs whole-program compiles one at a time in a
+    // process but cuLink's beside them, so the Optimizer asks this for the dense kernels it
+    // compiles beside quantized ones (launch.h's relocate_dense_beside_quantized).
+    bool gpu_relocatable = false;
     // bf16 parameters round stochastically (ir/numeric.h's stochastic_bits, keyed by the
     // launch's seed, the step and the element's global index) instead of to nearest even.
     bool stochastic_rounding = false;

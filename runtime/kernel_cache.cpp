@@ -31,12 +31,6 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 constexpr char kMagic[8] = {'O', 'P', 'T', 'J', 'I', 'T', 'C', '1'};
 constexpr size_t kHeaderBytes = 24;
 
-// Kernels without block-quantized states compile as relocatable code through cuLink: their
-// registers do not set their speed (the fifth session: 40 and 63 registers instead of 58 and
-// 80, the same step), and cuLink compiles beside the quantized kernels' whole-program
-// compiles, which the driver runs one at a time.
-bool compiles_relocatable(const KernelSpec& spec) { return !has_quantized_state(spec); }
-
 uint64_t fnv1a(const std::string& s) { return optjit::fnv1a({reinterpret_cast<const uint8_t*>(s.data()), s.size()}); }
 
 }  // namespace
@@ -166,12 +160,11 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
         if (cc != target.sm)
             throw std::invalid_argument(fmt::format("kernel requested for {} but the GPU ({}) is sm_{}", target.name(), cuda::device_name(), cc));
         std::string base = disk_dir_.empty() ? "" : (fs::path(disk_dir_) / key).string();
-        // Quantized kernels: the disk holds the PTX; the driver compiles it as a whole program
-        // and keeps the machine code in its own JIT cache, so a warm start costs about a
-        // millisecond. The driver compiles such loads one at a time, so dense kernels (a
-        // quantized group's small tensors keep fp32 states) compile through cuLink beside
-        // them, and the disk holds their cubin.
-        const bool relocatable = compiles_relocatable(kernel->spec());
+        // The disk holds the PTX; the driver compiles it as a whole program and keeps the
+        // machine code in its own JIT cache, so a warm start costs about a millisecond.
+        // Relocatable kernels (CodegenOptions::gpu_relocatable) compile through cuLink, outside
+        // that cache: the disk holds their cubin.
+        const bool relocatable = kernel->spec().options.gpu_relocatable;
         const std::string entry = base.empty() ? "" : base + (relocatable ? ".cubin" : ".ptx");
         std::string image;
         if (!entry.empty() && read_entry(entry, image)) {

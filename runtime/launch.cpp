@@ -29,6 +29,13 @@ bool whole_chunks_hold(const KernelRequest& request, std::span<const TensorArgs>
     });
 }
 
+void relocate_dense_beside_quantized(std::vector<KernelRequest>& requests) {
+    auto quantized_gpu = [](const KernelRequest& r) { return r.target.is_gpu() && has_quantized_state(r.storage); };
+    if (std::none_of(requests.begin(), requests.end(), quantized_gpu)) return;
+    for (KernelRequest& r : requests)
+        if (r.target.is_gpu() && !has_quantized_state(r.storage)) r.options.gpu_relocatable = true;
+}
+
 TensorTable build_table(const Kernel& kernel, std::span<const TensorArgs> tensors) {
     const Program& prog = kernel.spec().lowered;
     TableLayout layout = table_layout(kernel.spec());

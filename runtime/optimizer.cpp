@@ -381,6 +381,7 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
         planned.push_back(m.plan(g));
         requests.insert(requests.end(), planned.back().requests.begin(), planned.back().requests.end());
     }
+    relocate_dense_beside_quantized(requests);
     std::vector<std::shared_ptr<const Kernel>> compiled = get_kernels(requests);
     for (size_t k = 0; k < compiled.size(); ++k) m.launches[k].kernel = std::move(compiled[k]);
     for (size_t g = 0; g < m.groups.size(); ++g) m.finish(g, planned[g]);

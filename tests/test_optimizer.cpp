@@ -66,6 +66,32 @@ TEST_CASE("optimizer: whole-chunk kernels only where every tensor is whole chunk
     CHECK(tuned_4096);
 }
 
+// The Optimizer compiles dense GPU kernels as relocatable code only beside a quantized GPU
+// kernel (where it saves the first step a whole compile); elsewhere they keep whole-program code.
+TEST_CASE("optimizer: dense GPU kernels compile relocatable only beside quantized ones") {
+    const Target gpu{Target::Kind::NVPTX, 90};
+    KernelRequest quantized{load_example("adamw"), {}, {}, gpu, {}};
+    quantized.storage.states = test_formats()[2];  // q8s, q8u
+    KernelRequest dense{load_example("adamw"), {}, {}, gpu, {}};
+    KernelRequest host{load_example("adamw"), {}, {}, Target{}, {}};
+    KernelRequest host_quantized = quantized;
+    host_quantized.target = Target{};
+    auto relocated = [](std::vector<KernelRequest> requests) {
+        relocate_dense_beside_quantized(requests);
+        std::vector<bool> out;
+        for (const KernelRequest& r : requests) out.push_back(r.options.gpu_relocatable);
+        return out;
+    };
+    CHECK(relocated({quantized, dense, host}) == std::vector<bool>{false, true, false});
+    CHECK(relocated({dense, dense}) == std::vector<bool>{false, false});
+    CHECK(relocated({dense, host_quantized}) == std::vector<bool>{false, false});
+    CHECK(relocated({dense}) == std::vector<bool>{false});
+    // The choice changes the machine code: it is part of the cache key.
+    KernelRequest relocatable = dense;
+    relocatable.options.gpu_relocatable = true;
+    CHECK(cache_key(lower(relocatable)) != cache_key(lower(dense)));
+}
+
 TEST_CASE("optimizer: groups keep their own hyper-parameters and state formats") { check_groups_are_independent(Device::Host); }
 
 TEST_CASE("optimizer: shards with global offsets step exactly as the whole tensor") { check_shards_step_as_the_whole_tensor(Device::Host); }
