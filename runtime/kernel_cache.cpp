@@ -174,7 +174,7 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
                 debug_log(fmt::format("compile {}: disk cache hit, {} loaded in {:.2f} ms", key, relocatable ? "cubin" : "PTX", ms_since(t)));
                 std::lock_guard lock(mutex_);
                 ++stats_.disk_hits;
-            } catch (const cuda::CudaError& e) {  // a cubin of another driver's making: compile anew
+            } catch (const cuda::CudaError& e) {  // a checksum that holds over what the driver refuses (another GPU's cubin)
                 debug_log(fmt::format("cache: discarding {}, which the driver refused: {}", entry, e.what()));
                 std::error_code ec;
                 fs::remove(entry, ec);
@@ -213,6 +213,9 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
             kernel->cuda_scalars_function = cuda::get_function(kernel->cuda_module, scalars_symbol(kernel->spec()));
         kernel->gpu_blocks_per_sm = std::max(1, cuda::occupancy(kernel->cuda_function, gpu_threads_per_block(kernel->spec())));
         if (const int cap = gpu_max_blocks_per_sm(kernel->spec()); cap > 0) kernel->gpu_blocks_per_sm = std::min(kernel->gpu_blocks_per_sm, cap);
+        if (debug_enabled())
+            debug_log(fmt::format("kernel {}: {} registers, {} blocks an SM{}", key, cuda::registers(kernel->cuda_function),
+                                  kernel->gpu_blocks_per_sm, relocatable ? " (relocatable)" : ""));
         return kernel;
     }
     debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));
