@@ -112,6 +112,9 @@ TEST_CASE("codegen host: lion matches the interpreter in every dtype") { check_e
 TEST_CASE("codegen host: rmsprop matches the interpreter in every dtype") { check_example_on("rmsprop", Target{}); }
 TEST_CASE("codegen host: sgd matches the interpreter in every dtype") { check_example_on("sgd", Target{}); }
 
+// Lion's lr is the exception (adjusted_hypers): where its update is within rounding of 0,
+// fp32 and float64 may take opposite signs, and p then differs by 2 lr (seed
+// 1416793961612031246 did so at the default 1e-4).
 TEST_CASE("codegen host: examples with default hyper-parameters match the interpreter") {
     for (const std::string& name : example_names()) {
         uint64_t seed = test_seed();
@@ -119,6 +122,7 @@ TEST_CASE("codegen host: examples with default hyper-parameters match the interp
         o.request.program = load_example(name);
         o.sizes = {5, 4096, 16385};
         o.seed = seed;
+        o.hypers = adjusted_hypers(name, {}, DType::F32);
         o.check = true;
         INFO("example ", name, ", seed ", seed);
         RunSummary s;
