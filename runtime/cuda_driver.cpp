@@ -263,41 +263,54 @@ void graph_destroy(GraphExec exec) {
 }
 void stream_synchronize(Stream stream) { check(api().cuStreamSynchronize(stream), "cuStreamSynchronize"); }
 
-Module load_module(const std::string& image, const std::string& name, float* compile_ms) {
-    const Api& a = api();
-    std::vector<char> error_log(kLogBytes);
-    int options[] = {kJitErrorLogBuffer, kJitErrorLogSize, kJitWallTime};
-    void* values[] = {error_log.data(), reinterpret_cast<void*>(uintptr_t(kLogBytes)), nullptr};
-    Module m = nullptr;
-    CUresult r = a.cuModuleLoadDataEx(&m, image.c_str(), 3, options, values);
-    if (r != 0) {
+namespace {
+
+// The options both ways of compiling PTX take: an error log (ptxas's errors verbatim) and the
+// driver's compile time, which it writes as a float over the value.
+struct JitOptions {
+    JitOptions() = default;
+    JitOptions(const JitOptions&) = delete;  // values points into error_log
+    JitOptions& operator=(const JitOptions&) = delete;
+
+    std::vector<char> error_log = std::vector<char>(kLogBytes);
+    int keys[3] = {kJitErrorLogBuffer, kJitErrorLogSize, kJitWallTime};
+    void* values[3] = {error_log.data(), reinterpret_cast<void*>(uintptr_t(kLogBytes)), nullptr};
+
+    static constexpr unsigned count = 3;
+    void throw_if_failed(CUresult r, const char* verb, const std::string& name) const {
+        if (r == 0) return;
         const char* msg = nullptr;
-        a.cuGetErrorString(r, &msg);
-        throw CudaError(fmt::format("the CUDA driver could not load kernel {} ({}):\n{}", name, msg ? msg : "error", error_log.data()));
+        api().cuGetErrorString(r, &msg);
+        throw CudaError(fmt::format("the CUDA driver could not {} kernel {} ({}):\n{}", verb, name, msg ? msg : "error", error_log.data()));
     }
-    if (compile_ms) std::memcpy(compile_ms, &values[2], sizeof(float));  // the driver writes a float over the value
+    void report_compile_ms(float* compile_ms) const {
+        if (compile_ms) std::memcpy(compile_ms, &values[2], sizeof(float));
+    }
+};
+
+}  // namespace
+
+Module load_module(const std::string& image, const std::string& name, float* compile_ms) {
+    JitOptions jit;
+    Module m = nullptr;
+    jit.throw_if_failed(api().cuModuleLoadDataEx(&m, image.c_str(), JitOptions::count, jit.keys, jit.values), "load", name);
+    jit.report_compile_ms(compile_ms);
     return m;
 }
 
 std::string compile_relocatable(const std::string& ptx, const std::string& name, float* compile_ms) {
     const Api& a = api();
-    std::vector<char> error_log(kLogBytes);
-    int options[] = {kJitErrorLogBuffer, kJitErrorLogSize, kJitWallTime};
-    void* values[] = {error_log.data(), reinterpret_cast<void*>(uintptr_t(kLogBytes)), nullptr};
+    JitOptions jit;
     void* link = nullptr;
-    check(a.cuLinkCreate(3, options, values, &link), "cuLinkCreate");
+    check(a.cuLinkCreate(JitOptions::count, jit.keys, jit.values, &link), "cuLinkCreate");
     void* cubin = nullptr;
     size_t bytes = 0;
     CUresult r = a.cuLinkAddData(link, kJitInputPtx, const_cast<char*>(ptx.c_str()), ptx.size() + 1, name.c_str(), 0, nullptr, nullptr);
     if (r == 0) r = a.cuLinkComplete(link, &cubin, &bytes);
     std::string image = r == 0 ? std::string(static_cast<const char*>(cubin), bytes) : "";  // the link state owns the cubin
     a.cuLinkDestroy(link);
-    if (r != 0) {
-        const char* msg = nullptr;
-        a.cuGetErrorString(r, &msg);
-        throw CudaError(fmt::format("the CUDA driver could not compile kernel {} ({}):\n{}", name, msg ? msg : "error", error_log.data()));
-    }
-    if (compile_ms) std::memcpy(compile_ms, &values[2], sizeof(float));
+    jit.throw_if_failed(r, "compile", name);
+    jit.report_compile_ms(compile_ms);
     return image;
 }
 

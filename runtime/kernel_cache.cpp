@@ -84,14 +84,16 @@ bool KernelCache::read_entry(const std::string& path, std::string& payload) {
         payload = data.substr(kHeaderBytes);
         ok = fnv1a(payload) == sum;
     }
-    if (!ok) {
-        debug_log(fmt::format("cache: discarding corrupt entry {}", path));
-        std::error_code ec;
-        fs::remove(path, ec);
-        std::lock_guard lock(mutex_);
-        ++stats_.disk_rejected;
-    }
+    if (!ok) discard_entry(path, "corrupt");
     return ok;
+}
+
+void KernelCache::discard_entry(const std::string& path, const std::string& why) {
+    debug_log(fmt::format("cache: discarding entry {}: {}", path, why));
+    std::error_code ec;
+    fs::remove(path, ec);
+    std::lock_guard lock(mutex_);
+    ++stats_.disk_rejected;
 }
 
 void KernelCache::write_entry(const std::string& path, const std::string& payload) {
@@ -159,13 +161,12 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
         int cc = cuda::init();
         if (cc != target.sm)
             throw std::invalid_argument(fmt::format("kernel requested for {} but the GPU ({}) is sm_{}", target.name(), cuda::device_name(), cc));
-        std::string base = disk_dir_.empty() ? "" : (fs::path(disk_dir_) / key).string();
         // The disk holds the PTX; the driver compiles it as a whole program and keeps the
         // machine code in its own JIT cache, so a warm start costs about a millisecond.
         // Relocatable kernels (CodegenOptions::gpu_relocatable) compile through cuLink, outside
         // that cache: the disk holds their cubin.
         const bool relocatable = kernel->spec().options.gpu_relocatable;
-        const std::string entry = base.empty() ? "" : base + (relocatable ? ".cubin" : ".ptx");
+        const std::string entry = disk_dir_.empty() ? "" : (fs::path(disk_dir_) / key).string() + (relocatable ? ".cubin" : ".ptx");
         std::string image;
         if (!entry.empty() && read_entry(entry, image)) {
             auto t = Clock::now();
@@ -175,11 +176,7 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
                 std::lock_guard lock(mutex_);
                 ++stats_.disk_hits;
             } catch (const cuda::CudaError& e) {  // a checksum that holds over what the driver refuses (another GPU's cubin)
-                debug_log(fmt::format("cache: discarding {}, which the driver refused: {}", entry, e.what()));
-                std::error_code ec;
-                fs::remove(entry, ec);
-                std::lock_guard lock(mutex_);
-                ++stats_.disk_rejected;
+                discard_entry(entry, fmt::format("the driver refused it: {}", e.what()));
             }
         }
         if (!kernel->cuda_module) {

@@ -84,6 +84,8 @@ private:
     std::shared_ptr<Kernel> build(const KernelRequest& request, KernelSpec spec, const std::string& key);
     bool read_entry(const std::string& path, std::string& payload);
     void write_entry(const std::string& path, const std::string& payload);
+    // Deletes an entry that cannot serve (`why`, with OPTJIT_DEBUG=1) and counts it rejected.
+    void discard_entry(const std::string& path, const std::string& why);
 
     std::string disk_dir_;
     mutable std::mutex mutex_;
