@@ -59,35 +59,30 @@ llvm::Value* divide_through_f64(IRBuilder<>& b, llvm::Value* x, llvm::Value* y) 
     for (int i = 0; i < 2; ++i) r = intrinsic(b, I::fma, {r, intrinsic(b, I::fma, {minus_y, r, f64(b, 1)}), r});
     llvm::Value* q = b.CreateFMul(X, r);
     q = intrinsic(b, I::fma, {intrinsic(b, I::fma, {minus_y, q, X}), r, q});
-    // Zeros, infinities and NaNs: x times 1/y (exactly 1/y where y is 0 or infinite, whatever
-    // the approximation gives there) is the IEEE quotient, a signed zero, an infinity or NaN,
-    // which the iterations would lose (inf - inf, and +0 added to a -0 quotient).
-    llvm::Value* y_magnitude = intrinsic(b, I::fabs, {Y});
-    llvm::Value* exact_r0 = b.CreateSelect(b.CreateFCmpOEQ(y_magnitude, f64(b, INFINITY)), intrinsic(b, I::copysign, {f64(b, 0), Y}),
-                                           b.CreateSelect(b.CreateFCmpOEQ(Y, f64(b, 0)), intrinsic(b, I::copysign, {f64(b, INFINITY), Y}), r0));
+    // Zeros, infinities and NaNs: the approximation maps 0, inf and NaN as 1/y does, and x times
+    // it is then the IEEE quotient (a signed zero, an infinity or NaN), which the iterations
+    // would lose (inf - inf, and +0 added to a -0 quotient).
     auto finite_nonzero = [&](llvm::Value* v) {
         llvm::Value* magnitude = intrinsic(b, I::fabs, {v});
         return b.CreateAnd(b.CreateFCmpONE(magnitude, f32(b, 0)), b.CreateFCmpONE(magnitude, f32(b, INFINITY)));
     };
     llvm::Value* ordinary = b.CreateAnd(finite_nonzero(x), finite_nonzero(y));
-    return b.CreateFPTrunc(b.CreateSelect(ordinary, q, b.CreateFMul(X, exact_r0)), b.getFloatTy());
+    return b.CreateFPTrunc(b.CreateSelect(ordinary, q, b.CreateFMul(X, r0)), b.getFloatTy());
 }
 
 llvm::Value* square_root_through_f64(IRBuilder<>& b, llvm::Value* x) {
     namespace I = llvm::Intrinsic;
     llvm::Value* X = b.CreateFPExt(x, b.getDoubleTy());
-    llvm::Value* r = b.CreateIntrinsic(I::nvvm_rsqrt_approx_ftz_d, {}, {X});
+    llvm::Value* r = b.CreateIntrinsic(I::nvvm_rsqrt_approx_ftz_d, {}, {X});  // NaN below 0
     for (int i = 0; i < 2; ++i) {
         llvm::Value* e = intrinsic(b, I::fma, {b.CreateFNeg(b.CreateFMul(X, r)), r, f64(b, 1)});
         r = intrinsic(b, I::fma, {b.CreateFMul(r, f64(b, 0.5)), e, r});
     }
     llvm::Value* s = b.CreateFMul(X, r);
     s = intrinsic(b, I::fma, {intrinsic(b, I::fma, {b.CreateFNeg(s), s, X}), b.CreateFMul(r, f64(b, 0.5)), s});
-    // +-0 and +inf are their own square roots (the iterations would make NaN of them); below 0,
-    // NaN whatever the approximation gives there.
+    // +-0 and +inf are their own square roots (the iterations would make NaN of them).
     llvm::Value* own_root = b.CreateOr(b.CreateFCmpOEQ(x, f32(b, 0)), b.CreateFCmpOEQ(x, f32(b, INFINITY)));
-    llvm::Value* root = b.CreateSelect(b.CreateFCmpOLT(x, f32(b, 0)), f32(b, NAN), b.CreateFPTrunc(s, b.getFloatTy()));
-    return b.CreateSelect(own_root, x, root);
+    return b.CreateSelect(own_root, x, b.CreateFPTrunc(s, b.getFloatTy()));
 }
 
 // x / y, correctly rounded, for a y that is the same for every element (a launch scalar or a
