@@ -173,7 +173,7 @@ void run_workload(const char* name, const std::vector<Shape>& shapes, const Code
     for (const Shape& t : shapes) total += t.n;
     std::string variant;
     if (options.gpu_threads_per_block) variant += fmt::format(", {} threads a block", options.gpu_threads_per_block);
-    if (options.gpu_min_blocks_per_sm > 0) variant += fmt::format(", registers for {} blocks an SM", options.gpu_min_blocks_per_sm);
+    if (options.gpu_min_blocks_per_sm) variant += fmt::format(", registers for {} blocks an SM", options.gpu_min_blocks_per_sm);
     if (options.math == MathMode::Fast) variant += ", fast math";
     if (moments_only) variant += ", moments only (no division, no square root)";
     fmt::print("== {}: {} tensors, {:.4g} parameters; AdamW, bf16 p and g{}\n", name, shapes.size(), double(total), variant);

@@ -136,7 +136,7 @@ private:
                                                              llvm::ValueAsMetadata::get(b_.getInt32(value))}));
         };
         annotate("maxntidx", gpu_threads_per_block(spec_));
-        if (int blocks = gpu_min_blocks_per_sm(spec_); blocks > 0) annotate("minctasm", blocks);
+        if (spec_.options.gpu_min_blocks_per_sm > 0) annotate("minctasm", spec_.options.gpu_min_blocks_per_sm);
         return fn;
     }
 

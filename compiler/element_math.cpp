@@ -39,52 +39,6 @@ llvm::Value* exp2_integer(IRBuilder<>& b, llvm::Value* k) {
     return b.CreateBitCast(bits, b.getDoubleTy());
 }
 
-// RN(x / y) and RN(sqrt(x)) for relocatable GPU kernels, without PTX's div.rn.f32, rcp.rn.f32
-// and sqrt.rn.f32: each of those branches to a slow path that ptxas makes a subroutine, and in
-// relocatable code (cuLink) a call keeps the ABI, which took AdamW's dense kernel from 40
-// registers to 58 (bf16 states: 60 to 80). Here Newton's iterations on the float64
-// approximations give the float64 result within an ulp, and rounding that to fp32 is the
-// correctly rounded fp32 result: a quotient or square root of floats that is not a float is
-// never a midpoint of two floats and lies at least 2^-51 of its magnitude from one (the
-// remainder x - y m, or x - m^2, is a nonzero multiple of the midpoint's quantum times y's, or
-// of its square), farther than an ulp of a double. Every fp32 operand is a normal double, so
-// the approximations' flush of subnormals never applies.
-llvm::Value* divide_through_f64(IRBuilder<>& b, llvm::Value* x, llvm::Value* y) {
-    namespace I = llvm::Intrinsic;
-    llvm::Value* X = b.CreateFPExt(x, b.getDoubleTy());
-    llvm::Value* Y = b.CreateFPExt(y, b.getDoubleTy());
-    llvm::Value* minus_y = b.CreateFNeg(Y);
-    llvm::Value* r0 = b.CreateIntrinsic(I::nvvm_rcp_approx_ftz_d, {}, {Y});
-    llvm::Value* r = r0;
-    for (int i = 0; i < 2; ++i) r = intrinsic(b, I::fma, {r, intrinsic(b, I::fma, {minus_y, r, f64(b, 1)}), r});
-    llvm::Value* q = b.CreateFMul(X, r);
-    q = intrinsic(b, I::fma, {intrinsic(b, I::fma, {minus_y, q, X}), r, q});
-    // Zeros, infinities and NaNs: the approximation maps 0, inf and NaN as 1/y does, and x times
-    // it is then the IEEE quotient (a signed zero, an infinity or NaN), which the iterations
-    // would lose (inf - inf, and +0 added to a -0 quotient).
-    auto finite_nonzero = [&](llvm::Value* v) {
-        llvm::Value* magnitude = intrinsic(b, I::fabs, {v});
-        return b.CreateAnd(b.CreateFCmpONE(magnitude, f32(b, 0)), b.CreateFCmpONE(magnitude, f32(b, INFINITY)));
-    };
-    llvm::Value* ordinary = b.CreateAnd(finite_nonzero(x), finite_nonzero(y));
-    return b.CreateFPTrunc(b.CreateSelect(ordinary, q, b.CreateFMul(X, r0)), b.getFloatTy());
-}
-
-llvm::Value* square_root_through_f64(IRBuilder<>& b, llvm::Value* x) {
-    namespace I = llvm::Intrinsic;
-    llvm::Value* X = b.CreateFPExt(x, b.getDoubleTy());
-    llvm::Value* r = b.CreateIntrinsic(I::nvvm_rsqrt_approx_ftz_d, {}, {X});  // NaN below 0
-    for (int i = 0; i < 2; ++i) {
-        llvm::Value* e = intrinsic(b, I::fma, {b.CreateFNeg(b.CreateFMul(X, r)), r, f64(b, 1)});
-        r = intrinsic(b, I::fma, {b.CreateFMul(r, f64(b, 0.5)), e, r});
-    }
-    llvm::Value* s = b.CreateFMul(X, r);
-    s = intrinsic(b, I::fma, {intrinsic(b, I::fma, {b.CreateFNeg(s), s, X}), b.CreateFMul(r, f64(b, 0.5)), s});
-    // +-0 and +inf are their own square roots (the iterations would make NaN of them).
-    llvm::Value* own_root = b.CreateOr(b.CreateFCmpOEQ(x, f32(b, 0)), b.CreateFCmpOEQ(x, f32(b, INFINITY)));
-    return b.CreateSelect(own_root, x, b.CreateFPTrunc(s, b.getFloatTy()));
-}
-
 // x / y, correctly rounded, for a y that is the same for every element (a launch scalar or a
 // constant): the reciprocal is computed once (LLVM hoists it out of the loops) and each element
 // pays a multiplication and two FMAs instead of a division. With r = RN(1/y), q = RN(x r) and
@@ -93,21 +47,20 @@ llvm::Value* square_root_through_f64(IRBuilder<>& b, llvm::Value* x) {
 // scaled into it by s = 2^64 or 2^-64 and the quotient scaled back, exactly but where it is
 // subnormal. Infinite or NaN operands make the remainder NaN: the product q is then the answer.
 // {q, RN(q + (x - q y) r)} for q = RN(x r), r = RN(1/y): Markstein's correction.
-// `through_f64`: RN(1/y) by divide_through_f64 (relocatable GPU kernels).
-std::pair<llvm::Value*, llvm::Value*> markstein_quotient(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, bool through_f64) {
+std::pair<llvm::Value*, llvm::Value*> markstein_quotient(IRBuilder<>& b, llvm::Value* x, llvm::Value* y) {
     namespace I = llvm::Intrinsic;
-    llvm::Value* r = through_f64 ? divide_through_f64(b, f32(b, 1), y) : b.CreateFDiv(f32(b, 1), y);
+    llvm::Value* r = b.CreateFDiv(f32(b, 1), y);
     llvm::Value* q = b.CreateFMul(x, r);
     llvm::Value* remainder = intrinsic(b, I::fma, {b.CreateFNeg(q), y, x});
     return {q, intrinsic(b, I::fma, {remainder, r, q})};
 }
 
-llvm::Value* divide_by_invariant(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, bool through_f64) {
+llvm::Value* divide_by_invariant(IRBuilder<>& b, llvm::Value* x, llvm::Value* y) {
     namespace I = llvm::Intrinsic;
     llvm::Value* magnitude = intrinsic(b, I::fabs, {y});
     llvm::Value* s = b.CreateSelect(b.CreateFCmpOLT(magnitude, f32(b, 0x1p-125)), f32(b, 0x1p64),
                                     b.CreateSelect(b.CreateFCmpOGT(magnitude, f32(b, 0x1p125)), f32(b, 0x1p-64), f32(b, 1)));
-    auto [q, corrected] = markstein_quotient(b, x, b.CreateFMul(y, s), through_f64);
+    auto [q, corrected] = markstein_quotient(b, x, b.CreateFMul(y, s));
     llvm::Value* quotient = b.CreateSelect(b.CreateFCmpUNO(corrected, corrected), q, corrected);
     return b.CreateFMul(quotient, s);
 }
@@ -116,12 +69,11 @@ llvm::Value* divide_by_invariant(IRBuilder<>& b, llvm::Value* x, llvm::Value* y,
 // guard requires that once) and the quotient is finite, without the per-element select and
 // scaling. An infinite or NaN dividend, or an overflow, leaves NaN: the caller makes the guard
 // see it (ElementMath::note_unprobed).
-llvm::Value* divide_by_invariant_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, SpeculationGuard& guard,
-                                               bool through_f64) {
+llvm::Value* divide_by_invariant_speculatively(IRBuilder<>& b, llvm::Value* x, llvm::Value* y, SpeculationGuard& guard) {
     namespace I = llvm::Intrinsic;
     llvm::Value* magnitude = intrinsic(b, I::fabs, {y});
     guard.require_uniform(b, b.CreateAnd(b.CreateFCmpOGE(magnitude, f32(b, 0x1p-125)), b.CreateFCmpOLE(magnitude, f32(b, 0x1p125))));
-    return markstein_quotient(b, x, y, through_f64).second;
+    return markstein_quotient(b, x, y).second;
 }
 
 // Division's window: magnitudes in [2^-60, 2^60], as keys of the magnitude bits doubled (the
@@ -387,22 +339,19 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) cons
         return v;
     };
     bool fresh_quotient = false;  // a division by a launch scalar whose quotient is left to probe
-    const bool through_f64 = gpu && !fast && options_.gpu_relocatable;  // no subroutine calls
     auto divide = [&](llvm::Value* x, llvm::Value* y) -> llvm::Value* {
         if (fast && gpu) return b.CreateIntrinsic(I::nvvm_div_approx_ftz_f, {}, {x, y});
         if (!fast && is_launch_invariant(y)) {
-            if (!guard_) return divide_by_invariant(b, x, y, through_f64);
+            if (!guard_) return divide_by_invariant(b, x, y);
             fresh_quotient = true;
-            return divide_by_invariant_speculatively(b, x, y, *guard_, through_f64);
+            return divide_by_invariant_speculatively(b, x, y, *guard_);
         }
         if (guard_) return divide_speculatively(b, x, y, *guard_);
-        if (through_f64) return divide_through_f64(b, x, y);
         return fast_flags(b.CreateFDiv(x, y));
     };
     auto square_root = [&](llvm::Value* x) -> llvm::Value* {
         if (fast && gpu) return b.CreateIntrinsic(I::nvvm_sqrt_approx_ftz_f, {}, {x});
         if (guard_) return square_root_speculatively(b, x, *guard_);
-        if (through_f64) return square_root_through_f64(b, x);
         return fast_flags(intrinsic(b, I::sqrt, {x}));
     };
     auto widen = [&](llvm::Value* x) { return b.CreateFPExt(x, b.getDoubleTy()); };

@@ -123,13 +123,6 @@ int gpu_unroll_chunks(const KernelSpec& spec) {
 // 90.8 / 92.3, 92.5 / 92.0, 91.5; q4 89.8, 90.6 / 90.9, 90.8 / 91.5, 91.5; fp8 93.0, 93.2 /
 // 94.2, 94.5 / 94.2, 93.7. Dense kernels lose with a cap (fp32 93.5 / 84.7 / 92.5). 4 is also
 // the general quantized kernels' own occupancy (125 registers), which every H200 figure ran.
-int gpu_min_blocks_per_sm(const KernelSpec& spec) {
-    int requested = spec.options.gpu_min_blocks_per_sm;
-    if (requested >= 0) return requested;
-    const bool relocatable_dense = spec.target.is_gpu() && spec.options.gpu_relocatable && !has_quantized_state(spec);
-    return relocatable_dense ? std::max(1, 1152 / gpu_threads_per_block(spec)) : 0;
-}
-
 int gpu_max_blocks_per_sm(const KernelSpec& spec) {
     int requested = spec.options.gpu_max_blocks_per_sm;
     if (requested >= 0) return requested;

@@ -164,11 +164,6 @@ int gpu_run_chunks(const KernelSpec& spec);
 // (CodegenOptions::gpu_unroll_chunks; automatic: 1).
 int gpu_unroll_chunks(const KernelSpec& spec);
 
-// The blocks an SM that ptxas must budget registers for (CodegenOptions::gpu_min_blocks_per_sm);
-// 0: none. Automatic: 1152 threads' worth for relocatable dense kernels, whose compile (cuLink)
-// budgets for no occupancy at all (AdamW's took 58 registers for fp32 states, 82 for bf16
-// ones, where a whole-program compile takes 40 and 60), none otherwise.
-int gpu_min_blocks_per_sm(const KernelSpec& spec);
 // The update grid's blocks an SM, at most (CodegenOptions::gpu_max_blocks_per_sm); 0: as many
 // as fit. Automatic: 4 for kernels with block-quantized states, as many as fit otherwise.
 int gpu_max_blocks_per_sm(const KernelSpec& spec);

@@ -136,13 +136,9 @@ kernel options (also taken by 'optjit run'):
   --whole-chunks           GPU, block-quantized states: every tensor a whole number of chunks,
                            its arrays 16-byte aligned, so no path for short chunks (optjit::
                            Optimizer chooses it where that holds; optjit compile only)
-  --relocatable            GPU: relocatable code, compiled by cuLink and cached as a cubin
-                           (optjit::Optimizer's choice for dense kernels beside quantized ones)
-  --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread
-                           (kernels with block-quantized states keep 8 elements a thread),
-                           threads_per_block, vector_bytes, min_blocks_per_sm (the blocks an
-                           SM that registers are budgeted for, 0 for no bound; relocatable
-                           dense kernels: 1152 threads' worth unless asked), prefetch_chunks
+  --gpu-tune KNOB=N        override a GPU kernel shape (benchmarking): elements_per_thread,
+                           threads_per_block, vector_bytes, min_blocks_per_sm (kernels with
+                           block-quantized states keep 8 elements a thread), prefetch_chunks
                            (quantized: the chunk ahead a block asks L2 for, 0 for none),
                            run_chunks (quantized: consecutive chunks a block takes at a time,
                            0 for one contiguous range a block), unroll_chunks (quantized:
@@ -303,10 +299,6 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
     }
     if (option == "--whole-chunks") {
         k.codegen.whole_chunks = true;
-        return true;
-    }
-    if (option == "--relocatable") {
-        k.codegen.gpu_relocatable = true;
         return true;
     }
     if (option == "--gpu-tune") {

@@ -48,10 +48,9 @@ struct CodegenOptions {
     MathMode math = MathMode::Auto;
     // GPU tuning, 0 for the automatic choice: elements each thread updates per chunk (a
     // multiple of the 16-byte vector; kernels with block-quantized states always take 8), and
-    // the blocks per SM ptxas must fit (it then budgets registers for that occupancy; 0: no
-    // such bound, -1: the automatic choice, kernel_abi.h's gpu_min_blocks_per_sm).
+    // the blocks per SM ptxas must fit (it then budgets registers for that occupancy).
     int gpu_elements_per_thread = 0;
-    int gpu_min_blocks_per_sm = -1;
+    int gpu_min_blocks_per_sm = 0;
     int gpu_threads_per_block = 0;  // 0: 128
     // Bytes of one access to the narrowest array: 8 or 16; 0 makes accesses to the widest
     // array 16 bytes.

@@ -589,16 +589,6 @@ TEST_CASE("codegen: OPTJIT_GPU_TUNE reaches GPU kernels and refuses bad knobs") 
     ::setenv("OPTJIT_GPU_TUNE", "max_blocks_per_sm=0", 1);
     CHECK(gpu_max_blocks_per_sm(lower(r)) == 0);
     ::unsetenv("OPTJIT_GPU_TUNE");
-    // Registers budgeted for 9 blocks of 128 threads in relocatable dense kernels only.
-    KernelRequest dense{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}};
-    CHECK(gpu_min_blocks_per_sm(lower(dense)) == 0);
-    dense.options.gpu_relocatable = true;
-    CHECK(gpu_min_blocks_per_sm(lower(dense)) == 9);
-    dense.options.gpu_threads_per_block = 256;
-    CHECK(gpu_min_blocks_per_sm(lower(dense)) == 4);
-    dense.options.gpu_min_blocks_per_sm = 0;
-    CHECK(gpu_min_blocks_per_sm(lower(dense)) == 0);
-    CHECK(gpu_min_blocks_per_sm(lower(r)) == 0);
 }
 
 TEST_CASE("codegen host: every elementwise operation matches the interpreter") { check_elementwise_on(Target{}); }
