@@ -118,11 +118,12 @@ int gpu_unroll_chunks(const KernelSpec& spec) {
     return requested > 0 ? std::min(requested, 4) : 1;
 }
 
-// H100, Llama list, AdamW, % of copy, two runs each, as many as fit (5 for the whole-chunk
-// kernels, 96 registers) / at most 3 / at most 4 (.device/s16.sh, fifteenth session): q8 90.8,
-// 90.8 / 92.3, 92.5 / 92.0, 91.5; q4 89.8, 90.6 / 90.9, 90.8 / 91.5, 91.5; fp8 93.0, 93.2 /
-// 94.2, 94.5 / 94.2, 93.7. Dense kernels lose with a cap (fp32 93.5 / 84.7 / 92.5). 4 is also
-// the general quantized kernels' own occupancy (125 registers), which every H200 figure ran.
+// H100, Llama list, AdamW, % of copy, two runs each (`OPTJIT_GPU_TUNE=max_blocks_per_sm=N
+// optjit bench --workload llama --states F`, fifteenth session), as many as fit (5 for the
+// whole-chunk kernels, 96 registers) / at most 3 / at most 4: q8 90.8, 90.8 / 92.3, 92.5 /
+// 92.0, 91.5; q4 89.8, 90.6 / 90.9, 90.8 / 91.5, 91.5; fp8 93.0, 93.2 / 94.2, 94.5 / 94.2,
+// 93.7. Dense kernels lose with a cap (fp32 93.5 / 84.7 / 92.5). 4 is also the general
+// quantized kernels' own occupancy (125 registers), which every H200 figure ran.
 int gpu_max_blocks_per_sm(const KernelSpec& spec) {
     int requested = spec.options.gpu_max_blocks_per_sm;
     if (requested >= 0) return requested;

@@ -35,6 +35,14 @@ uint64_t fnv1a(const std::string& s) { return optjit::fnv1a({reinterpret_cast<co
 
 }  // namespace
 
+std::string encode_cache_entry(const std::string& payload) {
+    const uint64_t size = payload.size(), sum = fnv1a(payload);
+    std::string out(kMagic, 8);
+    out.append(reinterpret_cast<const char*>(&size), 8);
+    out.append(reinterpret_cast<const char*>(&sum), 8);
+    return out + payload;
+}
+
 Kernel::Kernel(KernelSpec spec, std::string key) : spec_(std::move(spec)), key_(std::move(key)) {}
 
 Kernel::~Kernel() {
@@ -102,11 +110,7 @@ void KernelCache::write_entry(const std::string& path, const std::string& payloa
     std::string tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), std::random_device{}());
     {
         std::ofstream out(tmp, std::ios::binary);
-        uint64_t size = payload.size(), sum = fnv1a(payload);
-        out.write(kMagic, 8);
-        out.write(reinterpret_cast<const char*>(&size), 8);
-        out.write(reinterpret_cast<const char*>(&sum), 8);
-        out << payload;
+        out << encode_cache_entry(payload);
         if (!out) {
             debug_log(fmt::format("cache: cannot write {} (caching in memory only)", tmp));
             fs::remove(tmp, ec);

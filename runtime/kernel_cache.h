@@ -1,11 +1,12 @@
 // Compiled kernels and their cache.
 //
 // A kernel is looked up by its cache key (compiler/compile.h): in memory first, then, for GPU
-// targets, on disk under $OPTJIT_CACHE_DIR (default ~/.cache/optjit): the PTX, written
-// atomically (a temporary file renamed into place) with a header holding its size and
-// checksum; the driver caches the machine code it compiles from that PTX (runtime/cuda_driver.h).
-// An entry that is truncated or corrupt is reported (with OPTJIT_DEBUG=1), deleted and
-// rebuilt, never loaded. Host kernels are cached in memory.
+// targets, on disk under $OPTJIT_CACHE_DIR (default ~/.cache/optjit): the PTX (the driver
+// caches the machine code it compiles from it, runtime/cuda_driver.h), or for relocatable
+// kernels cuLink's cubin, written atomically (a temporary file renamed into place) with a
+// header holding its size and checksum (encode_cache_entry). An entry that is truncated,
+// corrupt, or refused by the driver is reported (with OPTJIT_DEBUG=1), deleted and rebuilt.
+// Host kernels are cached in memory.
 #pragma once
 
 #include <algorithm>
@@ -60,9 +61,13 @@ private:
 struct CacheStats {
     int compiles = 0;       // kernels generated through LLVM
     int memory_hits = 0;
-    int disk_hits = 0;      // GPU modules loaded from cached PTX
-    int disk_rejected = 0;  // corrupt or truncated entries discarded
+    int disk_hits = 0;      // GPU modules loaded from a disk entry (PTX or cubin)
+    int disk_rejected = 0;  // corrupt, truncated or driver-refused entries discarded
 };
+
+// The bytes of a disk entry holding `payload`: a 24-byte header (the magic "OPTJITC1", the
+// payload's size and its FNV-1a 64 checksum, little-endian), then the payload.
+std::string encode_cache_entry(const std::string& payload);
 
 class KernelCache {
 public:

@@ -34,7 +34,6 @@
 #include "ir/verifier.h"
 #include "runtime/checked_run.h"
 #include "runtime/cuda_driver.h"
-#include "runtime/fnv1a.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/random.h"
@@ -457,13 +456,8 @@ TEST_CASE("gpu: the disk cache writes reloads and rejects corrupt entries") {
     }
 
     {  // a well-formed entry whose payload the driver cannot load
-        const std::string payload(4096, 'x');
-        const uint64_t size = payload.size(), sum = fnv1a({reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
         std::ofstream f(entry, std::ios::binary | std::ios::trunc);
-        f.write("OPTJITC1", 8);
-        f.write(reinterpret_cast<const char*>(&size), 8);
-        f.write(reinterpret_cast<const char*>(&sum), 8);
-        f << payload;
+        f << encode_cache_entry(std::string(4096, 'x'));
     }
     recompiled("checksum right, payload refused by the driver");
     {
