@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -20,6 +21,7 @@
 #include "compiler/kernel_abi.h"
 #include "ir/verifier.h"
 #include "passes/pipeline.h"
+#include "runtime/fnv1a.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/thread_pool.h"
@@ -180,6 +182,22 @@ TEST_CASE("cache: concurrent requests for one kernel get one kernel") {
     CHECK(s.compiles + s.memory_hits == kThreads);
     // Every later request is a memory hit on the kernel that was kept.
     CHECK(cache.get(r) == got[0]);
+}
+
+// The disk entries' layout, which GPU kernels are written in and the GPU tests forge entries
+// with: a 24-byte header (magic, size, FNV-1a 64 of the payload, little-endian) and the payload.
+TEST_CASE("cache: a disk entry is its header and its payload") {
+    const std::string payload = std::string("PTX or cubin \x7f") + '\0' + "bytes";
+    const std::string entry = encode_cache_entry(payload);
+    REQUIRE(entry.size() == 24 + payload.size());
+    CHECK(entry.substr(0, 8) == "OPTJITC1");
+    uint64_t size = 0, sum = 0;
+    std::memcpy(&size, entry.data() + 8, 8);
+    std::memcpy(&sum, entry.data() + 16, 8);
+    CHECK(size == payload.size());
+    CHECK(sum == fnv1a({reinterpret_cast<const uint8_t*>(payload.data()), payload.size()}));
+    CHECK(entry.substr(24) == payload);
+    CHECK(encode_cache_entry("").size() == 24);
 }
 
 TEST_CASE("cache: the default disk directory follows the environment") {
