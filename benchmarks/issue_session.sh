@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# One device-machine call for the figures issues 5 and 6 ask, from an install folder (no build
+# on the device):  benchmarks/issue_session.sh PREFIX [SECONDS]   (logs under $OUT when set)
+#   1. the Llama list, every state format, and torch fused AdamW in the same call;
+#   2. the library's q8 optimizers on the Llama list, the small-tensor workload, LARS fp32;
+#   3. the tune knobs worth a comparison (OPTJIT_GPU_TUNE), on an H200 only;
+#   4. the first step of a fresh process: no disk cache, no driver cache (cold), then warm;
+#   5. the GPU test suite, split in parallel filters;
+# and stops starting new parts once SECONDS (default 420) have passed.
+set -uo pipefail
+prefix=${1:-dist}
+budget=${2:-420}
+out=${OUT:-/tmp}
+bin="$prefix/bin/optjit"
+start=$SECONDS
+left() { [ $((SECONDS - start)) -lt "$budget" ]; }
+export OPTJIT_CACHE_DIR=$(mktemp -d)   # the timed runs share one warm cache
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "card: $card"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$out/nvidia-smi.txt"
+
+echo "== 1. Llama list, every format, then torch fused AdamW (same call)"
+"$bin" bench --workload llama --steps 20 2>&1 | tee "$out/llama.txt"
+python3 benchmarks/torch_adamw_bench.py --steps 20 2>&1 | tee "$out/torch.txt" | grep -E "states|llama|fused|foreach" | head -12
+
+echo "== 2. library q8 optimizers, Llama list"
+for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop lamb lars; do
+  left || break
+  echo "-- $opt"
+  "$bin" bench --workload llama --states q8 --optimizer $opt --steps 20 2>&1 | tail -1
+done 2>&1 | tee "$out/library.txt"
+left && "$bin" bench --workload small --steps 20 2>&1 | tee "$out/small.txt"
+left && "$bin" bench --workload llama --states fp32 --optimizer lars --steps 20 2>&1 | tail -1
+
+if [[ "$card" == *H200* ]]; then
+  echo "== 3. tune knobs (H200)"
+  for tune in max_blocks_per_sm=0 max_blocks_per_sm=3 unroll_chunks=2; do
+    for opt in adamw rmsprop ademamix; do
+      left || break 2
+      echo "-- $tune $opt: q8 q4 fp8"
+      OPTJIT_GPU_TUNE=$tune "$bin" bench --workload llama --states q8 --states q4 --states fp8 \
+        --optimizer $opt --steps 20 2>&1 | tail -3
+    done
+  done 2>&1 | tee "$out/tune.txt"
+fi
+
+echo "== 4. first step of a fresh process: cold (no caches), then warm"
+for fmt in fp32 bf16 q8 q4 fp8; do
+  for rep in 1 2; do
+    left || break 2
+    cold=$(mktemp -d)
+    OPTJIT_CACHE_DIR=$cold CUDA_CACHE_PATH=$cold/driver "$bin" bench --workload llama --states $fmt \
+      --steps 3 2>&1 | tail -1 | awk -v f=$fmt -v r=$rep '{print "cold", f, r, "first ms", $(NF-2), "|", $0}'
+  done
+done 2>&1 | tee "$out/first_step.txt"
+warm=$(mktemp -d)
+if left; then
+  OPTJIT_CACHE_DIR=$warm CUDA_CACHE_PATH=$warm/driver "$bin" bench --workload llama --states q8 --steps 3 >/dev/null 2>&1
+  OPTJIT_CACHE_DIR=$warm CUDA_CACHE_PATH=$warm/driver "$bin" bench --workload llama --states q8 --steps 3 2>&1 | tail -1 \
+    | sed 's/^/warm q8 | /' | tee -a "$out/first_step.txt"
+fi
+
+echo "== 5. GPU test suite"
+if left; then
+  tests="$prefix/libexec/optjit/optjit_gpu_tests"
+  filters=("*every dtype*" "*quantized a*" "*quantized l*,*quantized r*,*quantized s*" "*rank-1*,*entry points*,*stochastic*,*covered*,*fast math*"
+           "*cache*,*not aligned*,*another compute*,*empty*,*elementwise*,*zero and*" "*library*"
+           "*optimizer:*" "*checkpoint*,*capturable:*" "*reductions*,*usable*")
+  pids=()
+  for i in "${!filters[@]}"; do
+    OPTJIT_SOURCE_DIR=$PWD OPTJIT_CACHE_DIR=$(mktemp -d) "$tests" -tc="${filters[$i]}" >"$out/gpu_tests_$i.txt" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  grep -h "test cases:" "$out"/gpu_tests_*.txt
+  grep -l "FAILED\|ERROR" "$out"/gpu_tests_*.txt && grep -h -B2 -A12 "ERROR" "$out"/gpu_tests_*.txt | head -80
+fi
+echo "session: $((SECONDS - start)) s"
