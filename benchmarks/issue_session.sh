@@ -6,7 +6,8 @@
 #   3. the tune knobs worth a comparison (OPTJIT_GPU_TUNE), on an H200 only;
 #   4. the first step of a fresh process: no disk cache, no driver cache (cold), then warm;
 #   5. the GPU test suite, split in parallel filters;
-# and stops starting new parts once SECONDS (default 420) have passed.
+# and stops starting new parts once SECONDS (default 420) have passed. With REQUIRE_CARD=H200
+# it stops at once on any other card (the issues' bars name an H200).
 set -uo pipefail
 prefix=${1:-dist}
 budget=${2:-420}
@@ -17,6 +18,7 @@ left() { [ $((SECONDS - start)) -lt "$budget" ]; }
 export OPTJIT_CACHE_DIR=$(mktemp -d)   # the timed runs share one warm cache
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card"
+if [[ -n "${REQUIRE_CARD:-}" && "$card" != *"$REQUIRE_CARD"* ]]; then echo "not a $REQUIRE_CARD: stopping"; exit 3; fi
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$out/nvidia-smi.txt"
 
 echo "== 1. Llama list, every format, then torch fused AdamW (same call)"
