@@ -542,7 +542,9 @@ inline void check_elementwise_on(const Target& target) {
 // Reductions of every kind, over tensors from 1 element to several chunks in one launch (and a
 // small one in a launch of its own with quantized states), against the interpreter: the update's
 // values and each reduction's value (RunSummary::reductions). The last program's reductions read
-// reductions: four levels, one pass each.
+// reductions: four levels, one pass each. absmax's divisor is at least global_max(abs(p)) (the
+// last term bounds the others' difference): without it the divisor could come near zero for
+// some seeds (seed 906347597048617427), and fp32 and float64 trajectories then part.
 inline void check_reductions_on(const Target& target) {
     const char* programs[] = {
         R"(optimizer clip
@@ -562,7 +564,7 @@ inline void check_reductions_on(const Target& target) {
   state m = 0
   update
     m = lerp(m, g, 0.1)
-    s = tensor_max(abs(m)) + global_max(-p) - tensor_max(p)
+    s = tensor_max(abs(m)) + global_max(-p) - tensor_max(p) + 3 * global_max(abs(p))
     p = p - 0.01 * m / s
 )",
         // Reductions that read reductions: four levels, one pass each, through names and nested.
@@ -585,7 +587,7 @@ inline void check_reductions_on(const Target& target) {
         INFO(program.name);
         if (program.name == "levels") CHECK(reduction_level_count(program) == 4);
         for (const char* m : {"fp32", "q8s", "q4s"}) {
-            INFO("m as ", m);
+            INFO("m as ", std::string(m));
             RunOptions o;
             o.request = KernelRequest{program, {}, {}, target, {}};
             if (program.state_index("m") >= 0) o.request.storage.states["m"] = *parse_state_storage(m, nullptr);
