@@ -23,7 +23,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format
 
 echo "== 1. Llama list, every format, then torch fused AdamW (same call)"
 "$bin" bench --workload llama --steps 20 2>&1 | tee "$out/llama.txt"
-python3 benchmarks/torch_adamw_bench.py --steps 20 2>&1 | tee "$out/torch.txt" | grep -E "states|llama|fused|foreach" | head -12
+python3 benchmarks/torch_adamw_bench.py --steps 20 2>&1 | tee "$out/torch.txt"
 
 echo "== 2. library q8 optimizers, Llama list"
 for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop lamb lars; do
@@ -66,12 +66,16 @@ left && "$bin" bench --workload small --steps 20 2>&1 | tee "$out/small.txt"
 echo "== 5. GPU test suite"
 if left; then
   tests="$prefix/libexec/optjit/optjit_gpu_tests"
+  # Eight filters balanced by hand; the ninth process runs every case none of them names, so a
+  # new case is never left out.
   filters=("*every dtype*" "*quantized a*" "*quantized l*,*quantized r*,*quantized s*" "*rank-1*,*entry points*,*stochastic*,*covered*,*fast math*"
            "*cache*,*not aligned*,*another compute*,*empty*,*elementwise*,*zero and*" "*library*"
-           "*optimizer:*" "*checkpoint*,*capturable:*" "*reductions*,*usable*")
+           "*optimizer:*" "*checkpoint*,*capturable:*")
+  rest=$(IFS=,; echo "${filters[*]}")
   pids=()
-  for i in "${!filters[@]}"; do
-    OPTJIT_SOURCE_DIR=$PWD OPTJIT_CACHE_DIR=$(mktemp -d) "$tests" -tc="${filters[$i]}" >"$out/gpu_tests_$i.txt" 2>&1 &
+  for i in "${!filters[@]}" rest; do
+    if [ "$i" = rest ]; then select=(-tce="$rest"); else select=(-tc="${filters[$i]}"); fi
+    OPTJIT_SOURCE_DIR=$PWD OPTJIT_CACHE_DIR=$(mktemp -d) "$tests" "${select[@]}" >"$out/gpu_tests_$i.txt" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done

@@ -37,10 +37,13 @@ uint64_t fnv1a(const std::string& s) { return optjit::fnv1a({reinterpret_cast<co
 
 std::string encode_cache_entry(const std::string& payload) {
     const uint64_t size = payload.size(), sum = fnv1a(payload);
-    std::string out(kMagic, 8);
+    std::string out;
+    out.reserve(24 + payload.size());
+    out.append(kMagic, 8);
     out.append(reinterpret_cast<const char*>(&size), 8);
     out.append(reinterpret_cast<const char*>(&sum), 8);
-    return out + payload;
+    out += payload;
+    return out;
 }
 
 Kernel::Kernel(KernelSpec spec, std::string key) : spec_(std::move(spec)), key_(std::move(key)) {}
