@@ -6,8 +6,10 @@
 #   3. the first step of a fresh process: no disk cache, no driver cache (cold), then warm;
 #   4. the tune knobs worth a comparison (OPTJIT_GPU_TUNE), on an H200 only;
 #   5. the small-tensor workload, then the GPU test suite, split in parallel filters;
-# and stops starting new parts once SECONDS (default 420) have passed. With REQUIRE_CARD=H200
-# it stops at once on any other card (the issues' bars name an H200).
+#   6. the GPU test suite alone (5 without the small workload);
+# in the order PARTS names (default "1 2 3 4 5"; "6 1 2" checks new kernels first), and stops
+# starting new parts once SECONDS (default 420) have passed. With REQUIRE_CARD=H200 it stops at
+# once on any other card (the issues' bars name an H200).
 set -uo pipefail
 prefix=${1:-dist}
 budget=${2:-420}
@@ -21,10 +23,14 @@ echo "card: $card"
 if [[ -n "${REQUIRE_CARD:-}" && "$card" != *"$REQUIRE_CARD"* ]]; then echo "not a $REQUIRE_CARD: stopping"; exit 3; fi
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$out/nvidia-smi.txt"
 
+part1() {
 echo "== 1. Llama list, every format, then torch fused AdamW (same call)"
 "$bin" bench --workload llama --steps 20 2>&1 | tee "$out/llama.txt"
 python3 benchmarks/torch_adamw_bench.py --steps 20 2>&1 | tee "$out/torch.txt"
 
+}
+
+part2() {
 echo "== 2. library q8 optimizers, Llama list"
 for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop lamb lars; do
   left || break
@@ -33,6 +39,9 @@ for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop lamb lars; do
 done 2>&1 | tee "$out/library.txt"
 left && "$bin" bench --workload llama --states fp32 --optimizer lars --steps 20 2>&1 | tail -1
 
+}
+
+part3() {
 echo "== 3. first step of a fresh process: cold (no caches), then warm"
 for fmt in fp32 bf16 q8 q4 fp8; do
   for rep in 1 2; do
@@ -49,6 +58,9 @@ if left; then
     | sed 's/^/warm q8 | /' | tee -a "$out/first_step.txt"
 fi
 
+}
+
+part4() {
 if [[ "$card" == *H200* ]]; then
   echo "== 4. tune knobs (H200)"
   # AdamW's quantized rows under each knob; unrolling also for the 3-state q8 optimizers.
@@ -61,9 +73,15 @@ if [[ "$card" == *H200* ]]; then
   done 2>&1 | tee "$out/tune.txt"
 fi
 
-left && "$bin" bench --workload small --steps 20 2>&1 | tee "$out/small.txt"
+}
 
-echo "== 5. GPU test suite"
+part5() {
+left && "$bin" bench --workload small --steps 20 2>&1 | tee "$out/small.txt"
+part6
+}
+
+part6() {
+echo "== GPU test suite"
 if left; then
   tests="$prefix/libexec/optjit/optjit_gpu_tests"
   # Eight filters balanced by hand; the ninth process runs every case none of them names, so a
@@ -82,4 +100,10 @@ if left; then
   grep -h "test cases:" "$out"/gpu_tests_*.txt
   grep -l "FAILED\|ERROR" "$out"/gpu_tests_*.txt && grep -h -B2 -A12 "ERROR" "$out"/gpu_tests_*.txt | head -80
 fi
+}
+
+for part in ${PARTS:-1 2 3 4 5}; do
+  left || break
+  "part$part"
+done
 echo "session: $((SECONDS - start)) s"

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <span>
 #include <stdexcept>
 
 #include "ir/quantization.h"
@@ -77,6 +78,23 @@ uint8_t lookup_code(const CodeLookup& lookup, float normalized) {
     int32_t key = std::clamp(lookup_key(lookup, normalized), lookup.low_key, lookup.high_key);
     uint32_t entry = lookup.entries[size_t((key >> 16) - (lookup.low_key >> 16))];
     return uint8_t((entry + uint32_t(key)) >> 24);
+}
+
+int grid_steps(StateFormat f) {
+    if (f == StateFormat::FP8) return 0;
+    std::span<const float> table = code_table(f);
+    const size_t n = table.size();
+    if (!std::has_single_bit(n)) return 0;
+    for (size_t i = 0; i < n; ++i)
+        if (table[i] != float(double(i + 1) / double(n))) return 0;
+    return int(n);
+}
+
+uint8_t grid_code(int steps, float value, float scaled_inverse) {
+    // The product of two floats is exact in float64, and so is subtracting 1/2 wherever the
+    // floor is not -1 anyway.
+    double below = std::floor(double(value) * double(scaled_inverse) - 0.5);
+    return uint8_t(std::clamp(below, 0.0, double(steps - 1)));
 }
 
 }  // namespace optjit

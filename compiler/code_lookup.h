@@ -43,4 +43,22 @@ int32_t lookup_key(const CodeLookup& lookup, float normalized);
 // The kernels' algorithm, step for step (NaN: code 0, as the kernels do separately).
 uint8_t lookup_code(const CodeLookup& lookup, float normalized);
 
+// Evenly spaced tables need no lookup. Where code i stands for (i + 1) / N (q4u, N = 16), the
+// code of x is floor(x * N - 1/2) clamped to [0, N - 1], a tie going up as nearest_code says.
+// A GPU kernel finds it for x = value * inverse, the exact product (where the lookup takes the
+// rounded one), in one fused multiply-add that rounds down and one integer max:
+//   max(bits(fma_rm(value, inverse * N, 2^23 - 1/2)), kGridBias) = kGridBias + code
+// (the sum's binade from 2^23 has a unit spacing, so rounding down is the floor; a sum below
+// 2^23, x * N < 1/2, is a float below 2^23, whose bits are below kGridBias's). `inverse * N`
+// is exact for N a power of two. Values at most the block's largest magnitude keep the sum
+// below 2^23 + N. NaN and infinite values are the kernels' slow path's.
+constexpr int32_t kGridBias = 0x4b000000;  // the bits of 2^23
+
+// N for an evenly spaced table whose N is a power of two, else 0.
+int grid_steps(StateFormat f);
+
+// The code the fast path computes, from the exact product value * scaled_inverse (scaled_inverse
+// = inverse * N) in float64.
+uint8_t grid_code(int steps, float value, float scaled_inverse);
+
 }  // namespace optjit

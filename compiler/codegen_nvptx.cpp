@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 
+#include "compiler/code_lookup.h"
 #include "compiler/codegen.h"
 #include "compiler/device_scalars.h"
 #include "compiler/element_math.h"
@@ -1126,6 +1127,15 @@ private:
             const bool saturate = q.codec->unsigned_lookup();
             for (int j = 0; j < E; ++j)
                 normalized[k].push_back(saturate ? multiply_saturated(out[j].states[q.state], inverse) : b_.CreateFMul(out[j].states[q.state], inverse));
+            if (q.codec->grid_steps() && spec_.options.math == MathMode::Fast) {
+                // Evenly spaced codes (q4u): no lookup (the normalized values serve the
+                // non-finite path below only).
+                llvm::Value* scaled = b_.CreateFMul(inverse, llvm::ConstantFP::get(b_.getFloatTy(), double(q.codec->grid_steps())));
+                std::vector<llvm::Value*> biased;
+                for (int j = 0; j < E; ++j) biased.push_back(q.codec->encode_on_grid(b_, out[j].states[q.state], scaled));
+                words[k] = pack_biased_codes(q, biased);
+                continue;
+            }
             words[k] = pack_codes_fast(q, normalized[k], saturate);
         }
         // A NaN value takes code 0, and one only occurs in a block whose maximum is not finite
@@ -1231,6 +1241,20 @@ private:
             CodeSlot slot = code_slot(q, j);
             word[slot.word] = b_.CreateOr(word[slot.word], b_.CreateShl(codes[j], slot.shift));
         }
+        return word;
+    }
+
+    // pack_codes for codes that each carry kGridBias (StateCodec::encode_on_grid): the biases'
+    // sum comes off once a word, so that each code costs one shift-and-add.
+    std::vector<llvm::Value*> pack_biased_codes(const QuantizedArray& q, const std::vector<llvm::Value*>& biased) {
+        std::vector<llvm::Value*> word(code_word_type(q)->getNumElements(), b_.getInt32(0));
+        std::vector<uint32_t> bias(word.size(), 0);
+        for (int j = 0; j < elements_per_thread_; ++j) {
+            CodeSlot slot = code_slot(q, j);
+            word[slot.word] = b_.CreateAdd(word[slot.word], b_.CreateShl(biased[j], slot.shift));
+            bias[slot.word] += uint32_t(kGridBias) << slot.shift;
+        }
+        for (size_t w = 0; w < word.size(); ++w) word[w] = b_.CreateSub(word[w], b_.getInt32(int32_t(bias[w])));
         return word;
     }
 

@@ -2,6 +2,7 @@
 
 #include <llvm/IR/InlineAsm.h>
 #include <llvm/IR/Intrinsics.h>
+#include <llvm/IR/IntrinsicsNVPTX.h>
 
 #include <bit>
 #include <span>
@@ -30,6 +31,7 @@ StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateSt
         std::vector<llvm::Constant*> entries;
         for (uint32_t e : code_lookup(f).entries) entries.push_back(llvm::ConstantInt::get(llvm::Type::getInt32Ty(c), e));
         entries_ = table("lookup", llvm::Type::getInt32Ty(c), entries);
+        grid_steps_ = optjit::grid_steps(f);
     }
     if (four_bit()) {
         std::span<const float> unit = code_table(f);
@@ -163,6 +165,12 @@ llvm::Value* StateCodec::encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* n
     // The bucket's offset in i64, so that the table's first bucket folds into the address.
     llvm::Value* bucket = b.CreateSub(b.CreateZExt(b.CreateLShr(key, 16), b.getInt64Ty()), b.getInt64(lookup.low_key >> 16));
     return b.CreateAdd(load_table(b, entries_, bucket), key);
+}
+
+llvm::Value* StateCodec::encode_on_grid(llvm::IRBuilder<>& b, llvm::Value* value, llvm::Value* scaled_inverse) const {
+    if (!grid_steps_ || !target_.is_gpu()) throw std::logic_error("StateCodec::encode_on_grid: not an evenly spaced table on the GPU");
+    llvm::Value* sum = b.CreateIntrinsic(llvm::Intrinsic::nvvm_fma_rm_f, {}, {value, scaled_inverse, f32(b, 0x1p23f - 0.5f)});
+    return b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, b.CreateBitCast(sum, b.getInt32Ty()), b.getInt32(kGridBias));
 }
 
 // ir/quantization.cpp's float_to_e4m3 with integers: round the fp32 mantissa to 3 bits (to

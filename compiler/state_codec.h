@@ -5,7 +5,8 @@
 // a value times the reciprocal of that scale (encode).
 //
 // Codes are found without searching the tables: q8s, q8u, q4s and q4u through the bucket
-// lookup of compiler/code_lookup.h (one table load and an addition), fp8 by the sm_89+
+// lookup of compiler/code_lookup.h (one table load and an addition), on the GPU's fast path
+// q4u's evenly spaced codes by a rounding-down fma (code_lookup.h's grid_code), fp8 by the sm_89+
 // conversion instruction or, before sm_89 and on the host, by integer rounding to nearest
 // even. Every path equals ir/quantization.cpp's.
 #pragma once
@@ -67,6 +68,13 @@ public:
     // is known to lie in [0, 1] (a multiplication with .sat), so that an unsigned table's upper
     // clamp can go.
     llvm::Value* encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized, bool saturated = false) const;
+    // Evenly spaced tables (q4u): their N (code_lookup.h's grid_steps), else 0.
+    int grid_steps() const { return grid_steps_; }
+    // GPU, evenly spaced tables: kGridBias plus the code of value * inverse, the exact product,
+    // for `scaled_inverse` = inverse * grid_steps(): one fma rounding down and one integer max
+    // where the lookup takes seven instructions. `value` must be finite and at most the block's
+    // largest magnitude.
+    llvm::Value* encode_on_grid(llvm::IRBuilder<>& b, llvm::Value* value, llvm::Value* scaled_inverse) const;
 
 private:
     llvm::GlobalVariable* table(const char* name, llvm::Type* elem, const std::vector<llvm::Constant*>& values);
@@ -83,6 +91,7 @@ private:
     llvm::GlobalVariable* values_ = nullptr;   // decoded table values (table formats)
     llvm::GlobalVariable* entries_ = nullptr;  // code_lookup entries (table formats)
     llvm::GlobalVariable* pairs_ = nullptr;    // 4-bit formats: both values of each byte
+    int grid_steps_ = 0;
     std::vector<llvm::GlobalVariable*> tables_;
     std::map<llvm::GlobalVariable*, llvm::Value*> where_;
 };
