@@ -93,7 +93,7 @@ def main(path, elements, function=None):
             t = target(x)
             if t <= pc:
                 taken = False
-            elif calls(pc + 1, t - pc - 1) or any('FSETP.NAN' in y for y in ins[pc + 1:min(t, pc + 40)]) or slow_load(pc + 1) or slow_store(pc + 1, t) or holds_loop(pc + 1, t):
+            elif calls(pc + 1, t - pc - 1) or any('FSETP.NAN' in y for y in ins[pc + 1:min(t, pc + 150)]) or slow_load(pc + 1) or slow_store(pc + 1, t) or holds_loop(pc + 1, t):
                 taken = True
             else:
                 taken = False

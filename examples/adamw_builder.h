@@ -21,7 +21,7 @@ inline Program build_adamw() {
     b.assign(m, lerp(m, g, 1 - beta1));
     b.assign(v, lerp(v, g * g, 1 - beta2));
     // pow, not ^: C++'s ^ is xor with the wrong precedence.
-    b.assign(p, p - lr * (m / (1 - pow(beta1, step))) / (sqrt(v / (1 - pow(beta2, step))) + eps));
+    b.assign(p, p - lr / (1 - pow(beta1, step)) * (m / (sqrt(v) / sqrt(1 - pow(beta2, step)) + eps)));
     return b.build();
 }
 

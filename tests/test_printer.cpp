@@ -79,7 +79,7 @@ TEST_CASE("printer: canonical form of adamw") {
           "    p = p * (1 - lr * weight_decay)\n"
           "    m = lerp(m, g, 1 - beta1)\n"
           "    v = lerp(v, g * g, 1 - beta2)\n"
-          "    p = p - lr * (m / (1 - beta1 ^ step)) / (sqrt(v / (1 - beta2 ^ step)) + eps)\n");
+          "    p = p - lr / (1 - beta1 ^ step) * (m / (sqrt(v) / sqrt(1 - beta2 ^ step) + eps))\n");
 }
 
 TEST_CASE("printer: parentheses exactly where the grammar needs them") {
