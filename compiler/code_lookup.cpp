@@ -18,8 +18,8 @@ namespace {
 
 float value_of_key(bool is_signed, int32_t key) {
     uint32_t bits = uint32_t(key);
-    // A signed table's keys from 0x40000000 up are negative values (their bits flipped).
-    if (is_signed && bits >= 0x40000000u) bits = ~bits;
+    // A signed table's keys from 0x40000000 up are negative values: 2^31 less their magnitude.
+    if (is_signed && bits >= 0x40000000u) bits = 0x80000000u | (0x80000000u - bits);
     return std::bit_cast<float>(bits);
 }
 
@@ -37,7 +37,9 @@ CodeLookup build(StateFormat f) {
         (code(mid) == zero_code ? lo : hi) = mid;
     }
     out.low_key = ((hi >> 16) - 1) << 16;  // a whole bucket below the first step
-    out.high_key = out.is_signed ? int32_t(0x7fffffff) - out.low_key : (std::bit_cast<int32_t>(1.0f) | 0xffff);
+    // Signed: the key of -low_key's value (negative values below it in magnitude all take the
+    // code of 0, as positive ones below low_key do).
+    out.high_key = out.is_signed ? int32_t(0x80000000u - uint32_t(out.low_key)) : (std::bit_cast<int32_t>(1.0f) | 0xffff);
     for (int32_t t = out.low_key >> 16; t <= out.high_key >> 16; ++t) {
         const int32_t first = t << 16, last = first | 0xffff;
         const int c = code(first), c_last = code(last);
@@ -70,7 +72,8 @@ const CodeLookup& code_lookup(StateFormat f) {
 
 int32_t lookup_key(const CodeLookup& lookup, float normalized) {
     int32_t bits = std::bit_cast<int32_t>(normalized);
-    return lookup.is_signed ? bits ^ (bits >> 31) : bits;
+    // The integer absolute value (INT_MIN, -0's bits, stays itself), without C++'s overflow.
+    return lookup.is_signed && bits < 0 ? int32_t(0u - uint32_t(bits)) : bits;
 }
 
 uint8_t lookup_code(const CodeLookup& lookup, float normalized) {

@@ -2,9 +2,11 @@
 // what the kernels do, as data the back ends embed and as plain C++ the tests check against
 // ir/quantization.h's nearest_code for every float.
 //
-// A normalized value v (|v| < 2) becomes a 31-bit key that grows with v:
-//   signed tables:   key = bits(v) ^ (bits(v) >> 31, arithmetic)   (a negative v's bits flipped)
+// A normalized value v (|v| < 2) becomes a key, on each side of zero one that grows with v:
+//   signed tables:   key = |bits(v)| as a signed integer: v's magnitude bits, and for a
+//                    negative v 2^31 less them (from 2^30 up as |v| falls; -0 is INT_MIN)
 //   unsigned tables: key = bits(v) as a signed integer             (negative v: below every entry)
+// (one instruction each: the signed key is an integer absolute value).
 // The key is clamped to [low_key, high_key], the range where codes change (below and above it,
 // v rounds to the same code as at the ends), and bucketed by its top 16 bits: 1/128 of a
 // binade, narrower than the tables' closest codes, so a bucket holds at most one point where

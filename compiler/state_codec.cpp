@@ -158,7 +158,7 @@ bool StateCodec::unsigned_lookup() const { return has_lookup() && !code_lookup(s
 llvm::Value* StateCodec::encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized, bool saturated) const {
     const CodeLookup& lookup = code_lookup(storage_.format);
     llvm::Value* key = b.CreateBitCast(normalized, b.getInt32Ty());
-    if (lookup.is_signed) key = b.CreateXor(key, b.CreateAShr(key, 31));
+    if (lookup.is_signed) key = b.CreateBinaryIntrinsic(llvm::Intrinsic::abs, key, b.getFalse());  // INT_MIN stays
     key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, key, b.getInt32(lookup.low_key));
     // An unsigned table's high_key is above 1.0's key.
     if (!saturated || lookup.is_signed) key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, key, b.getInt32(lookup.high_key));

@@ -24,7 +24,7 @@ TEST_CASE("code lookup: equals nearest_code around every decision point and buck
         for (size_t i = 1; i < table.size(); ++i) centres.push_back(float((double(table[i - 1]) + table[i]) / 2));
         for (uint32_t t = 0; t <= lookup.entries.size(); ++t) {
             uint32_t key = uint32_t((lookup.low_key >> 16) + t) << 16;  // a bucket's first key, as a value
-            centres.push_back(std::bit_cast<float>(lookup.is_signed && key >= 0x40000000u ? ~key : key));
+            centres.push_back(std::bit_cast<float>(lookup.is_signed && key >= 0x40000000u ? 0x80000000u | (0x80000000u - key) : key));
         }
         centres.push_back(0.0f);
         centres.push_back(1.0f);
