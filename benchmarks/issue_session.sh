@@ -4,7 +4,7 @@
 #   1. the Llama list, every state format, and torch fused AdamW in the same call;
 #   2. the library's q8 optimizers on the Llama list, LARS with fp32 states;
 #   3. the first step of a fresh process: no disk cache, no driver cache (cold), then warm;
-#   4. the tune knobs worth a comparison (OPTJIT_GPU_TUNE), on an H200 only;
+#   4. the tune knobs worth a comparison (OPTJIT_GPU_TUNE);
 #   5. the small-tensor workload, then the GPU test suite, split in parallel filters;
 #   6. the GPU test suite alone (5 without the small workload);
 # in the order PARTS names (default "1 2 3 4 5"; "6 1 2" checks new kernels first), and stops
@@ -61,8 +61,7 @@ fi
 }
 
 part4() {
-if [[ "$card" == *H200* ]]; then
-  echo "== 4. tune knobs (H200)"
+  echo "== 4. tune knobs"
   # AdamW's quantized rows under each knob; unrolling also for the 3-state q8 optimizers.
   for run in "max_blocks_per_sm=0 adamw q8 q4 fp8" "max_blocks_per_sm=3 adamw q8 q4 fp8" \
              "unroll_chunks=2 adamw q8 q4 fp8" "unroll_chunks=2 rmsprop q8" "unroll_chunks=2 ademamix q8"; do
@@ -71,8 +70,6 @@ if [[ "$card" == *H200* ]]; then
     echo "-- $tune $opt: $*"
     OPTJIT_GPU_TUNE=$tune "$bin" bench --workload llama ${*/#/--states } --optimizer $opt --steps 20 2>&1 | tail -$#
   done 2>&1 | tee "$out/tune.txt"
-fi
-
 }
 
 part5() {
