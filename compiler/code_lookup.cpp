@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 
@@ -23,10 +24,47 @@ float value_of_key(bool is_signed, int32_t key) {
     return std::bit_cast<float>(bits);
 }
 
+// Bucket entries for keys [low_key, high_key] at `shift` (code_lookup.h), or nothing where a
+// bucket holds two steps.
+std::optional<std::vector<uint32_t>> bucket_entries(StateFormat f, bool is_signed, int shift, uint32_t low_key, uint32_t high_key) {
+    auto code = [&](uint32_t key) { return int(nearest_code(f, value_of_key(is_signed, int32_t(key)))); };
+    std::vector<uint32_t> entries;
+    const uint32_t width = 1u << shift;
+    for (uint32_t t = low_key >> shift; t <= high_key >> shift; ++t) {
+        const uint32_t first = t << shift, last = std::min(first | (width - 1), high_key);
+        const int c = code(first), c_last = code(last);
+        uint32_t step = first + width;  // the first key of code c + 1, if in the bucket
+        if (c_last != c) {
+            if (c_last != c + 1) return std::nullopt;
+            uint32_t a = first, z = last;  // code(a) == c, code(z) == c + 1
+            while (a + 1 < z) {
+                uint32_t mid = a + (z - a) / 2;
+                (code(mid) == c ? a : z) = mid;
+            }
+            step = z;
+        }
+        entries.push_back((uint32_t(c) << 24) + (1u << 24) - (step - first) - first);
+    }
+    return entries;
+}
+
 CodeLookup build(StateFormat f) {
     CodeLookup out;
     out.format = f;
     out.is_signed = code_table(f).front() < 0;
+    // Signed: buckets of a quarter binade or wider over the whole domain, where they can.
+    if (out.is_signed) {
+        for (int shift = 23; shift >= 21; --shift) {
+            if (auto entries = bucket_entries(f, true, shift, 0, 0x80000000u)) {
+                out.whole_range = true;
+                out.shift = shift;
+                out.low_key = 0;
+                out.high_key = INT32_MIN;  // -0's key, the largest as an unsigned number
+                out.entries = std::move(*entries);
+                return out;
+            }
+        }
+    }
     auto code = [&](int32_t key) { return int(nearest_code(f, value_of_key(out.is_signed, key))); };
     // The smallest positive value whose code differs from zero's: codes below it are all the
     // code of 0 (signed: the mirror image bounds the negative side the same way).
@@ -40,22 +78,9 @@ CodeLookup build(StateFormat f) {
     // Signed: the key of -low_key's value (negative values below it in magnitude all take the
     // code of 0, as positive ones below low_key do).
     out.high_key = out.is_signed ? int32_t(0x80000000u - uint32_t(out.low_key)) : (std::bit_cast<int32_t>(1.0f) | 0xffff);
-    for (int32_t t = out.low_key >> 16; t <= out.high_key >> 16; ++t) {
-        const int32_t first = t << 16, last = first | 0xffff;
-        const int c = code(first), c_last = code(last);
-        int32_t step = first + 0x10000;  // the first key of code c + 1, if in the bucket
-        if (c_last != c) {
-            if (c_last != c + 1)
-                throw std::logic_error(fmt::format("{}: bucket {:#x} holds more than one step", format_name(f), t));
-            int32_t a = first, z = last;  // code(a) == c, code(z) == c + 1
-            while (a + 1 < z) {
-                int32_t mid = a + (z - a) / 2;
-                (code(mid) == c ? a : z) = mid;
-            }
-            step = z;
-        }
-        out.entries.push_back((uint32_t(c) << 24) + (1u << 24) - uint32_t(step - first) - uint32_t(first));
-    }
+    auto entries = bucket_entries(f, out.is_signed, out.shift, uint32_t(out.low_key), uint32_t(out.high_key));
+    if (!entries) throw std::logic_error(fmt::format("{}: a bucket holds more than one step", format_name(f)));
+    out.entries = std::move(*entries);
     return out;
 }
 
@@ -78,8 +103,9 @@ int32_t lookup_key(const CodeLookup& lookup, float normalized) {
 
 uint8_t lookup_code(const CodeLookup& lookup, float normalized) {
     if (std::isnan(normalized)) return 0;
-    int32_t key = std::clamp(lookup_key(lookup, normalized), lookup.low_key, lookup.high_key);
-    uint32_t entry = lookup.entries[size_t((key >> 16) - (lookup.low_key >> 16))];
+    int32_t key = lookup_key(lookup, normalized);
+    if (!lookup.whole_range) key = std::clamp(key, lookup.low_key, lookup.high_key);
+    uint32_t entry = lookup.entries[size_t((uint32_t(key) >> lookup.shift) - (uint32_t(lookup.low_key) >> lookup.shift))];
     return uint8_t((entry + uint32_t(key)) >> 24);
 }
 

@@ -8,17 +8,21 @@
 //   unsigned tables: key = bits(v) as a signed integer             (negative v: below every entry)
 // (one instruction each: the signed key is an integer absolute value).
 // The key is clamped to [low_key, high_key], the range where codes change (below and above it,
-// v rounds to the same code as at the ends), and bucketed by its top 16 bits: 1/128 of a
-// binade, narrower than the tables' closest codes, so a bucket holds at most one point where
-// the code steps up. Bucket t's entry is
-//   (c << 24) + 2^24 - (s - (t << 16)) - (t << 16)    (mod 2^32)
+// v rounds to the same code as at the ends), and bucketed by its top bits, key >> shift: with
+// shift 16, 1/128 of a binade, narrower than the tables' closest codes, so a bucket holds at
+// most one point where the code steps up. Bucket t's entry is
+//   (c << 24) + 2^24 - (s - (t << shift)) - (t << shift)    (mod 2^32)
 // for c the code at the bucket's first key and s the first key of the next code (s = the next
 // bucket's first key where there is none), so that
 //   code = (entry + key) >> 24
-// one table load and an addition: key - (t << 16) is the key's low 16 bits, and the sum carries
+// one table load and an addition: key - (t << shift) is the key's low bits, and the sum carries
 // into bit 24 exactly when key >= s. Ties go to the upper code and values past the table clamp,
 // as nearest_code says, because each entry is built from nearest_code itself. NaN is not
 // handled here: the kernels send a NaN value to code 0 on their own.
+//
+// A signed table whose steps are far enough apart for buckets of 1/4 of a binade or wider
+// (q4s: shift 21) covers every key of the domain, 0 to 2^31 (-0), in at most 4097 entries, and
+// is not clamped (`whole_range`): two instructions fewer a code.
 #pragma once
 
 #include <cstdint>
@@ -31,8 +35,10 @@ namespace optjit {
 struct CodeLookup {
     StateFormat format;
     bool is_signed = false;
-    int32_t low_key = 0, high_key = 0;  // keys clamp to [low_key, high_key]
-    std::vector<uint32_t> entries;      // entries[(key >> 16) - (low_key >> 16)]
+    bool whole_range = false;           // every key of the domain has an entry: no clamp
+    int shift = 16;                     // a bucket is 2^shift keys
+    int32_t low_key = 0, high_key = 0;  // keys clamp to [low_key, high_key] (whole_range: the domain's)
+    std::vector<uint32_t> entries;      // entries[(uint32(key) >> shift) - (low_key >> shift)]
 };
 
 // The lookup for q8s, q8u, q4s or q4u (built once, from the tables; throws if a bucket would

@@ -159,11 +159,14 @@ llvm::Value* StateCodec::encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* n
     const CodeLookup& lookup = code_lookup(storage_.format);
     llvm::Value* key = b.CreateBitCast(normalized, b.getInt32Ty());
     if (lookup.is_signed) key = b.CreateBinaryIntrinsic(llvm::Intrinsic::abs, key, b.getFalse());  // INT_MIN stays
-    key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, key, b.getInt32(lookup.low_key));
-    // An unsigned table's high_key is above 1.0's key.
-    if (!saturated || lookup.is_signed) key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, key, b.getInt32(lookup.high_key));
+    if (!lookup.whole_range) {
+        key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, key, b.getInt32(lookup.low_key));
+        // An unsigned table's high_key is above 1.0's key.
+        if (!saturated || lookup.is_signed) key = b.CreateBinaryIntrinsic(llvm::Intrinsic::smin, key, b.getInt32(lookup.high_key));
+    }
     // The bucket's offset in i64, so that the table's first bucket folds into the address.
-    llvm::Value* bucket = b.CreateSub(b.CreateZExt(b.CreateLShr(key, 16), b.getInt64Ty()), b.getInt64(lookup.low_key >> 16));
+    llvm::Value* bucket = b.CreateSub(b.CreateZExt(b.CreateLShr(key, uint64_t(lookup.shift)), b.getInt64Ty()),
+                                      b.getInt64(uint32_t(lookup.low_key) >> lookup.shift));
     return b.CreateAdd(load_table(b, entries_, bucket), key);
 }
 

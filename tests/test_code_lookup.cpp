@@ -19,11 +19,13 @@ TEST_CASE("code lookup: equals nearest_code around every decision point and buck
     for (StateFormat f : {StateFormat::Q8S, StateFormat::Q8U, StateFormat::Q4S, StateFormat::Q4U}) {
         INFO(format_name(f));
         const CodeLookup& lookup = code_lookup(f);
+        // q4s's steps are far enough apart for the clamp-free table over the whole domain.
+        CHECK(lookup.whole_range == (f == StateFormat::Q4S));
         std::span<const float> table = code_table(f);
         std::vector<float> centres(table.begin(), table.end());
         for (size_t i = 1; i < table.size(); ++i) centres.push_back(float((double(table[i - 1]) + table[i]) / 2));
         for (uint32_t t = 0; t <= lookup.entries.size(); ++t) {
-            uint32_t key = uint32_t((lookup.low_key >> 16) + t) << 16;  // a bucket's first key, as a value
+            uint32_t key = ((uint32_t(lookup.low_key) >> lookup.shift) + t) << lookup.shift;  // a bucket's first key, as a value
             centres.push_back(std::bit_cast<float>(lookup.is_signed && key >= 0x40000000u ? 0x80000000u | (0x80000000u - key) : key));
         }
         centres.push_back(0.0f);
