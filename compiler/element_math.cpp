@@ -357,6 +357,21 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) cons
     auto widen = [&](llvm::Value* x) { return b.CreateFPExt(x, b.getDoubleTy()); };
     auto narrow = [&](llvm::Value* x) { return b.CreateFPTrunc(x, b.getFloatTy()); };
     llvm::Value* result = [&]() -> llvm::Value* {
+        if (fast && gpu && e.op == Op::Lerp && is_launch_invariant(a[2])) {
+            // b t + a (1 - t), where a (1 - t) may reassociate: a decoded state is its code's
+            // value times its block's scale (StateCodec's fast math), and (1 - t) times the
+            // scale is then one multiplication a block, where a + t (b - a) took one more
+            // instruction an element.
+            llvm::Value* kept = b.CreateFMul(a[0], b.CreateFSub(f32(b, 1), a[2]));
+            if (auto* product = llvm::dyn_cast<llvm::Instruction>(kept)) {
+                llvm::FastMathFlags reassociable;
+                reassociable.setAllowReassoc();
+                reassociable.setNoSignedZeros();
+                reassociable.setAllowContract();
+                product->setFastMathFlags(reassociable);
+            }
+            return b.CreateFAdd(b.CreateFMul(a[1], a[2]), kept);
+        }
         if (llvm::Value* v = emit_width_independent(b, e.op, a)) return v;
         switch (e.op) {
         case Op::Div: return divide(a[0], a[1]);

@@ -19,8 +19,8 @@ llvm::Value* f32(llvm::IRBuilder<>& b, float v) { return llvm::ConstantFP::get(b
 
 }  // namespace
 
-StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage)
-    : module_(module), target_(target), storage_(storage) {
+StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage, bool fast_math)
+    : module_(module), target_(target), storage_(storage), fast_math_(fast_math) {
     if (!is_block_quantized(storage.format)) throw std::logic_error("StateCodec: not a block-quantized format");
     llvm::LLVMContext& c = module.getContext();
     StateFormat f = storage.format;
@@ -85,6 +85,18 @@ llvm::Value* StateCodec::scale_from_absmax(llvm::IRBuilder<>& b, llvm::Value* ab
     return scale;
 }
 
+llvm::Value* StateCodec::scaled(llvm::IRBuilder<>& b, llvm::Value* unit, llvm::Value* scale) const {
+    llvm::Value* v = b.CreateFMul(unit, scale);
+    if (auto* product = llvm::dyn_cast<llvm::Instruction>(v); product && fast_math_) {
+        llvm::FastMathFlags reassociable;  // LLVM's Reassociate asks for nsz with reassoc
+        reassociable.setAllowReassoc();
+        reassociable.setNoSignedZeros();
+        reassociable.setAllowContract();
+        product->setFastMathFlags(reassociable);
+    }
+    return v;
+}
+
 llvm::Value* StateCodec::load_code(llvm::IRBuilder<>& b, llvm::Value* codes, llvm::Value* i) const {
     // i may be negative, from a cursor at an even element (codegen_nvptx.cpp's short chunks).
     llvm::Value* index = four_bit() ? b.CreateAShr(i, 1) : i;
@@ -96,7 +108,7 @@ llvm::Value* StateCodec::load_code(llvm::IRBuilder<>& b, llvm::Value* codes, llv
 
 llvm::Value* StateCodec::decode(llvm::IRBuilder<>& b, llvm::Value* code, llvm::Value* scale) const {
     llvm::Value* unit = storage_.format == StateFormat::FP8 ? decode_fp8_software(b, code) : load_table(b, values_, code);
-    return b.CreateFMul(unit, scale);
+    return scaled(b, unit, scale);
 }
 
 llvm::Value* StateCodec::decode_field(llvm::IRBuilder<>& b, llvm::Value* word, unsigned shift, uint32_t mask, llvm::Value* scale) const {
@@ -104,7 +116,7 @@ llvm::Value* StateCodec::decode_field(llvm::IRBuilder<>& b, llvm::Value* word, u
     llvm::Value* moved = shift >= 2 ? b.CreateLShr(word, shift - 2) : b.CreateShl(word, 2 - shift);
     llvm::Value* offset = b.CreateZExt(b.CreateAnd(moved, b.getInt32(mask << 2)), b.getInt64Ty());
     llvm::Value* unit = load_invariant(b, b.getFloatTy(), b.CreateGEP(b.getInt8Ty(), table_base(values_), offset));
-    return b.CreateFMul(unit, scale);
+    return scaled(b, unit, scale);
 }
 
 std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_byte(llvm::IRBuilder<>& b, llvm::Value* word, unsigned byte, llvm::Value* scale) const {
@@ -115,7 +127,7 @@ std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_byte(llvm::IRBuilder<>&
     auto* pair_type = llvm::FixedVectorType::get(b.getFloatTy(), 2);
     auto* load = b.CreateAlignedLoad(pair_type, b.CreateGEP(b.getInt8Ty(), table_base(pairs_), offset), llvm::Align(8));
     load->setMetadata(llvm::LLVMContext::MD_invariant_load, llvm::MDNode::get(b.getContext(), {}));
-    return {b.CreateFMul(b.CreateExtractElement(load, uint64_t(0)), scale), b.CreateFMul(b.CreateExtractElement(load, uint64_t(1)), scale)};
+    return {scaled(b, b.CreateExtractElement(load, uint64_t(0)), scale), scaled(b, b.CreateExtractElement(load, uint64_t(1)), scale)};
 }
 
 std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_pair(llvm::IRBuilder<>& b, llvm::Value* code0, llvm::Value* code1,
@@ -128,7 +140,7 @@ std::pair<llvm::Value*, llvm::Value*> StateCodec::decode_pair(llvm::IRBuilder<>&
     llvm::Value* halves = b.CreateCall(llvm::InlineAsm::get(asm_type, "cvt.rn.f16x2.e4m3x2 $0, $1;", "=r,h", false), {packed});
     auto half = [&](int shift) {
         llvm::Value* h = b.CreateBitCast(b.CreateTrunc(b.CreateLShr(halves, shift), b.getInt16Ty()), b.getHalfTy());
-        return b.CreateFMul(b.CreateFPExt(h, b.getFloatTy()), scale);
+        return scaled(b, b.CreateFPExt(h, b.getFloatTy()), scale);
     };
     return {half(0), half(16)};
 }

@@ -25,7 +25,10 @@ namespace optjit {
 
 class StateCodec {
 public:
-    StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage);
+    // `fast_math` (fast GPU math): a decoded value's multiplication by its scale may
+    // reassociate with the update's, so that ElementMath's lerp folds its launch-uniform weight
+    // into the block's scale (one multiplication a block instead of one an element).
+    StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage, bool fast_math = false);
 
     const StateStorage& storage() const { return storage_; }
     bool four_bit() const;
@@ -82,6 +85,7 @@ private:
     llvm::Value* load_invariant(llvm::IRBuilder<>& b, llvm::Type* type, llvm::Value* address) const;
     llvm::Value* table_base(llvm::GlobalVariable* t) const;  // the shared-memory copy, once relocated
     llvm::Value* encode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* normalized) const;
+    llvm::Value* scaled(llvm::IRBuilder<>& b, llvm::Value* unit, llvm::Value* scale) const;  // unit * scale
     llvm::Value* decode_fp8_software(llvm::IRBuilder<>& b, llvm::Value* code) const;
     bool hardware_fp8() const { return target_.is_gpu() && target_.sm >= 89; }
 
@@ -92,6 +96,7 @@ private:
     llvm::GlobalVariable* entries_ = nullptr;  // code_lookup entries (table formats)
     llvm::GlobalVariable* pairs_ = nullptr;    // 4-bit formats: both values of each byte
     int grid_steps_ = 0;
+    bool fast_math_ = false;
     std::vector<llvm::GlobalVariable*> tables_;
     std::map<llvm::GlobalVariable*, llvm::Value*> where_;
 };
