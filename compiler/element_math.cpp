@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "compiler/kernel_abi.h"
+#include "compiler/llvm_backend.h"
 #include "ir/analysis.h"
 
 namespace optjit {
@@ -357,21 +358,15 @@ llvm::Value* ElementMath::emit(IRBuilder<>& b, const Expr& e, Frame& frame) cons
     auto widen = [&](llvm::Value* x) { return b.CreateFPExt(x, b.getDoubleTy()); };
     auto narrow = [&](llvm::Value* x) { return b.CreateFPTrunc(x, b.getFloatTy()); };
     llvm::Value* result = [&]() -> llvm::Value* {
-        if (fast && gpu && e.op == Op::Lerp && is_launch_invariant(a[2])) {
-            // b t + a (1 - t), where a (1 - t) may reassociate: a decoded state is its code's
-            // value times its block's scale (StateCodec's fast math), and (1 - t) times the
-            // scale is then one multiplication a block, where a + t (b - a) took one more
-            // instruction an element.
-            llvm::Value* kept = b.CreateFMul(a[0], b.CreateFSub(f32(b, 1), a[2]));
-            if (auto* product = llvm::dyn_cast<llvm::Instruction>(kept)) {
-                llvm::FastMathFlags reassociable;
-                reassociable.setAllowReassoc();
-                reassociable.setNoSignedZeros();
-                reassociable.setAllowContract();
-                product->setFastMathFlags(reassociable);
-            }
-            return b.CreateFAdd(b.CreateFMul(a[1], a[2]), kept);
-        }
+        // Fast GPU math: a product with a launch-uniform factor may reassociate. A decoded state
+        // is its code's value times its block's scale (StateCodec's fast math), so beta * m
+        // becomes the value times (beta times the scale), one multiplication a block where it
+        // was one an element; a lerp with a launch-uniform weight, b t + a (1 - t), folds
+        // (1 - t) the same way, where a + t (b - a) took an instruction more.
+        if (fast && gpu && e.op == Op::Mul && (is_launch_invariant(a[0]) || is_launch_invariant(a[1])))
+            return reassociable(b.CreateFMul(a[0], a[1]));
+        if (fast && gpu && e.op == Op::Lerp && is_launch_invariant(a[2]))
+            return b.CreateFAdd(b.CreateFMul(a[1], a[2]), reassociable(b.CreateFMul(a[0], b.CreateFSub(f32(b, 1), a[2]))));
         if (llvm::Value* v = emit_width_independent(b, e.op, a)) return v;
         switch (e.op) {
         case Op::Div: return divide(a[0], a[1]);

@@ -90,6 +90,17 @@ void check_nvptx_legality(const llvm::Module& module) {
     }
 }
 
+llvm::Value* reassociable(llvm::Value* product) {
+    if (auto* i = llvm::dyn_cast<llvm::Instruction>(product)) {
+        llvm::FastMathFlags flags = i->getFastMathFlags();
+        flags.setAllowReassoc();
+        flags.setNoSignedZeros();
+        flags.setAllowContract();
+        i->setFastMathFlags(flags);
+    }
+    return product;
+}
+
 std::string module_text(const llvm::Module& module) {
     std::string out;
     llvm::raw_string_ostream os(out);

@@ -24,6 +24,11 @@ void optimize_module(llvm::Module& module, llvm::TargetMachine& machine);
 // aborts the process on some, such as llvm.pow.f32, instead of reporting an error).
 void check_nvptx_legality(const llvm::Module& module);
 
+// Fast math: lets LLVM's Reassociate regroup a floating-point product (an instruction) with the
+// reassociable products around it (reassoc, and nsz, which the pass asks for too; contract
+// kept). Returns it.
+llvm::Value* reassociable(llvm::Value* product);
+
 std::string module_text(const llvm::Module& module);
 // PTX for NVPTX machines, assembly for the host.
 std::string emit_assembly(llvm::Module& module, llvm::TargetMachine& machine);

@@ -120,8 +120,9 @@ kernel options (also taken by 'optjit run'):
                            q8s, q8u, q4s, q4u, fp8, with an optional block size (q8s:128)
   --specialize NAME=VALUE  compile hyper-parameter NAME as the constant VALUE
   --fast-math              approximate division and square roots (within 2 ulp, subnormals
-                           flushed to zero on the GPU) and fused multiply-adds; the default of
-                           GPU kernels with a block-quantized state
+                           flushed to zero on the GPU), fused multiply-adds, and on the GPU
+                           products by per-launch factors regrouped; the default of GPU
+                           kernels with a block-quantized state
   --ieee-math              correctly rounded division and square roots, as the interpreter;
                            the default of every other kernel
   --stochastic-rounding    bf16 parameters round stochastically (keyed by the seed, the step

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "compiler/code_lookup.h"
+#include "compiler/llvm_backend.h"
 #include "ir/quantization.h"
 
 namespace optjit {
@@ -86,15 +87,8 @@ llvm::Value* StateCodec::scale_from_absmax(llvm::IRBuilder<>& b, llvm::Value* ab
 }
 
 llvm::Value* StateCodec::scaled(llvm::IRBuilder<>& b, llvm::Value* unit, llvm::Value* scale) const {
-    llvm::Value* v = b.CreateFMul(unit, scale);
-    if (auto* product = llvm::dyn_cast<llvm::Instruction>(v); product && fast_math_) {
-        llvm::FastMathFlags reassociable;  // LLVM's Reassociate asks for nsz with reassoc
-        reassociable.setAllowReassoc();
-        reassociable.setNoSignedZeros();
-        reassociable.setAllowContract();
-        product->setFastMathFlags(reassociable);
-    }
-    return v;
+    llvm::Value* product = b.CreateFMul(unit, scale);
+    return fast_math_ ? reassociable(product) : product;
 }
 
 llvm::Value* StateCodec::load_code(llvm::IRBuilder<>& b, llvm::Value* codes, llvm::Value* i) const {

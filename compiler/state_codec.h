@@ -26,8 +26,8 @@ namespace optjit {
 class StateCodec {
 public:
     // `fast_math` (fast GPU math): a decoded value's multiplication by its scale may
-    // reassociate with the update's, so that ElementMath's lerp folds its launch-uniform weight
-    // into the block's scale (one multiplication a block instead of one an element).
+    // reassociate with the update's products by launch-uniform factors (ElementMath), which
+    // then multiply the block's scale (one multiplication a block instead of one an element).
     StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage, bool fast_math = false);
 
     const StateStorage& storage() const { return storage_; }

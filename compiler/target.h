@@ -31,9 +31,10 @@ constexpr unsigned kNvptxGlobal = 1;
 
 // How a kernel's divisions, square roots and reciprocal square roots round.
 //   Ieee: correctly rounded, as the interpreter; the GPU kernel equals the host's bit for bit.
-//   Fast: on the GPU the hardware's approximations (within 2 ulp, subnormals flushed to zero)
-//         and multiplies fused into adds where that saves an instruction; on the host LLVM's
-//         fast-math flags (afn, arcp).
+//   Fast: on the GPU the hardware's approximations (within 2 ulp, subnormals flushed to zero),
+//         multiplies fused into adds where that saves an instruction, and products by
+//         launch-uniform factors regrouped (with a decoded state's scale: one multiplication a
+//         block); on the host LLVM's fast-math flags (afn, arcp).
 //   Auto: Fast for GPU kernels with a block-quantized state, Ieee otherwise. Such states are
 //         rounded to 8 or 4 bits (a step of 2^-7 of the block's scale at best), far above the
 //         2^-22 fast math adds, and their kernels are bound by the instructions they issue:
