@@ -90,11 +90,13 @@ if left; then
   pids=()
   for i in "${!filters[@]}" rest; do
     if [ "$i" = rest ]; then select=(-tce="$rest"); else select=(-tc="${filters[$i]}"); fi
-    OPTJIT_SOURCE_DIR=$PWD OPTJIT_CACHE_DIR=$(mktemp -d) "$tests" "${select[@]}" >"$out/gpu_tests_$i.txt" 2>&1 &
+    OPTJIT_SOURCE_DIR=$PWD OPTJIT_CACHE_DIR=$(mktemp -d) "$tests" "${select[@]}" --duration=true >"$out/gpu_tests_$i.txt" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
   grep -h "test cases:" "$out"/gpu_tests_*.txt
+  echo "slowest cases (s):"  # doctest --duration: "0.123456 s: NAME"
+  grep -h "^[0-9.]* s: " "$out"/gpu_tests_*.txt | sort -rn | head -8
   grep -l "FAILED\|ERROR" "$out"/gpu_tests_*.txt && grep -h -B2 -A12 "ERROR" "$out"/gpu_tests_*.txt | head -80
 fi
 }
