@@ -21,7 +21,7 @@
 // handled here: the kernels send a NaN value to code 0 on their own.
 //
 // A signed table whose steps are far enough apart for buckets of 1/4 of a binade or wider
-// (q4s: shift 21) covers every key of the domain, 0 to 2^31 (-0), in at most 4097 entries, and
+// (q4s: shift 21) covers every key of the domain, 0 to 2^31 (-0), in at most 1025 entries, and
 // is not clamped (`whole_range`): two instructions fewer a code.
 #pragma once
 

@@ -4,14 +4,15 @@
 #include <doctest/doctest.h>
 
 #include <bit>
+#include <cfenv>
 #include <cmath>
 #include <limits>
-#include <cfenv>
 #include <random>
 #include <span>
 
 #include "compiler/code_lookup.h"
 #include "ir/quantization.h"
+#include "test_support.h"
 
 using namespace optjit;
 
@@ -95,7 +96,9 @@ TEST_CASE("code lookup: evenly spaced codes by one fma rounding down") {
         std::fesetround(mode);
         return std::max(std::bit_cast<int32_t>(sum), kGridBias) - kGridBias;
     };
-    std::mt19937 rng(std::random_device{}());
+    const uint64_t seed = optjit_test::test_seed();
+    INFO("seed ", seed, " (OPTJIT_TEST_SEED=", seed, " replays it)");
+    std::mt19937_64 rng(seed);
     std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
     std::uniform_int_distribution<int> exponent(-40, 40);
     int64_t differs_from_rounded = 0;
