@@ -27,7 +27,6 @@ part1() {
 echo "== 1. Llama list, every format, then torch fused AdamW (same call)"
 "$bin" bench --workload llama --steps 20 2>&1 | tee "$out/llama.txt"
 python3 benchmarks/torch_adamw_bench.py --steps 20 2>&1 | tee "$out/torch.txt"
-
 }
 
 part2() {
@@ -38,7 +37,6 @@ for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop lamb lars; do
   "$bin" bench --workload llama --states q8 --optimizer $opt --steps 20 2>&1 | tail -1
 done 2>&1 | tee "$out/library.txt"
 left && "$bin" bench --workload llama --states fp32 --optimizer lars --steps 20 2>&1 | tail -1
-
 }
 
 part3() {
@@ -57,7 +55,6 @@ if left; then
   OPTJIT_CACHE_DIR=$warm CUDA_CACHE_PATH=$warm/driver "$bin" bench --workload llama --states q8 --steps 3 2>&1 | tail -1 \
     | sed 's/^/warm q8 | /' | tee -a "$out/first_step.txt"
 fi
-
 }
 
 part4() {

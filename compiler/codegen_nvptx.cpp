@@ -1234,28 +1234,25 @@ private:
     }
 
     // A thread's codes (i32, one per element) packed as they are stored: code_word_type words,
-    // element j in code_slot(j).
+    // element j in code_slot(j). The shifted codes are added: their bits are disjoint, so the
+    // sum is their OR (LLVM makes it one), and codes that carry a bias sum to the packed codes
+    // plus the packed biases (pack_biased_codes).
     std::vector<llvm::Value*> pack_codes(const QuantizedArray& q, const std::vector<llvm::Value*>& codes) {
         std::vector<llvm::Value*> word(code_word_type(q)->getNumElements(), b_.getInt32(0));
         for (int j = 0; j < elements_per_thread_; ++j) {
             CodeSlot slot = code_slot(q, j);
-            word[slot.word] = b_.CreateOr(word[slot.word], b_.CreateShl(codes[j], slot.shift));
+            word[slot.word] = b_.CreateAdd(word[slot.word], b_.CreateShl(codes[j], slot.shift));
         }
         return word;
     }
 
-    // pack_codes for codes that each carry kGridBias (StateCodec::encode_on_grid): the biases'
-    // sum comes off once a word, so that each code costs one shift-and-add.
+    // pack_codes for codes that each carry kGridBias (StateCodec::encode_on_grid): the packed
+    // biases (a constant) come off once a word, so that each code costs one shift-and-add.
     std::vector<llvm::Value*> pack_biased_codes(const QuantizedArray& q, const std::vector<llvm::Value*>& biased) {
-        std::vector<llvm::Value*> word(code_word_type(q)->getNumElements(), b_.getInt32(0));
-        std::vector<uint32_t> bias(word.size(), 0);
-        for (int j = 0; j < elements_per_thread_; ++j) {
-            CodeSlot slot = code_slot(q, j);
-            word[slot.word] = b_.CreateAdd(word[slot.word], b_.CreateShl(biased[j], slot.shift));
-            bias[slot.word] += uint32_t(kGridBias) << slot.shift;
-        }
-        for (size_t w = 0; w < word.size(); ++w) word[w] = b_.CreateSub(word[w], b_.getInt32(int32_t(bias[w])));
-        return word;
+        std::vector<llvm::Value*> words = pack_codes(q, biased);
+        const std::vector<llvm::Value*> biases = pack_codes(q, std::vector<llvm::Value*>(biased.size(), b_.getInt32(kGridBias)));
+        for (size_t w = 0; w < words.size(); ++w) words[w] = b_.CreateSub(words[w], biases[w]);
+        return words;
     }
 
     // The words as one code_word_type vector (the shape loads and stores move).

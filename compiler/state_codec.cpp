@@ -32,7 +32,6 @@ StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateSt
         std::vector<llvm::Constant*> entries;
         for (uint32_t e : code_lookup(f).entries) entries.push_back(llvm::ConstantInt::get(llvm::Type::getInt32Ty(c), e));
         entries_ = table("lookup", llvm::Type::getInt32Ty(c), entries);
-        grid_steps_ = optjit::grid_steps(f);
     }
     if (four_bit()) {
         std::span<const float> unit = code_table(f);
@@ -176,8 +175,10 @@ llvm::Value* StateCodec::encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* n
     return b.CreateAdd(load_table(b, entries_, bucket), key);
 }
 
+int StateCodec::grid_steps() const { return optjit::grid_steps(storage_.format); }
+
 llvm::Value* StateCodec::encode_on_grid(llvm::IRBuilder<>& b, llvm::Value* value, llvm::Value* scaled_inverse) const {
-    if (!grid_steps_ || !target_.is_gpu()) throw std::logic_error("StateCodec::encode_on_grid: not an evenly spaced table on the GPU");
+    if (!grid_steps() || !target_.is_gpu()) throw std::logic_error("StateCodec::encode_on_grid: not an evenly spaced table on the GPU");
     llvm::Value* sum = b.CreateIntrinsic(llvm::Intrinsic::nvvm_fma_rm_f, {}, {value, scaled_inverse, f32(b, 0x1p23f - 0.5f)});
     return b.CreateBinaryIntrinsic(llvm::Intrinsic::smax, b.CreateBitCast(sum, b.getInt32Ty()), b.getInt32(kGridBias));
 }

@@ -72,7 +72,7 @@ public:
     // clamp can go.
     llvm::Value* encode_in_top_byte(llvm::IRBuilder<>& b, llvm::Value* normalized, bool saturated = false) const;
     // Evenly spaced tables (q4u): their N (code_lookup.h's grid_steps), else 0.
-    int grid_steps() const { return grid_steps_; }
+    int grid_steps() const;
     // GPU, evenly spaced tables: kGridBias plus the code of value * inverse, the exact product,
     // for `scaled_inverse` = inverse * grid_steps(): one fma rounding down and one integer max
     // where the lookup takes seven instructions. `value` must be finite and at most the block's
@@ -95,7 +95,6 @@ private:
     llvm::GlobalVariable* values_ = nullptr;   // decoded table values (table formats)
     llvm::GlobalVariable* entries_ = nullptr;  // code_lookup entries (table formats)
     llvm::GlobalVariable* pairs_ = nullptr;    // 4-bit formats: both values of each byte
-    int grid_steps_ = 0;
     bool fast_math_ = false;
     std::vector<llvm::GlobalVariable*> tables_;
     std::map<llvm::GlobalVariable*, llvm::Value*> where_;
