@@ -1,6 +1,7 @@
 // optjit-codegen-bench: the figures of the code generation issue, printed, never asserted.
 //
-//   compile      IR to PTX for AdamW, median of many compiles (and the host JIT)
+//   compile      IR to PTX for AdamW in each state format of optjit bench, median of many
+//                compiles, ptxas's time where the toolkit is installed (and the host JIT)
 //   warm-start   a new process loading AdamW from the disk cache (GPU only)
 //   gpu          AdamW over one 2^28-element tensor, fp32 and bf16, against a device copy of
 //                the same bytes in the same run (bytes the step must move: p read and written,
@@ -9,6 +10,7 @@
 //
 // usage: optjit-codegen-bench [compile] [warm-start] [gpu] [cpu]   (default: all that apply)
 #include <fmt/format.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <sstream>
 #include <set>
@@ -54,33 +57,74 @@ Program adamw() {
     return parse_and_verify(ss.str(), "examples/adamw.opt");
 }
 
-KernelRequest request(Target target, DType param, StateFormat states) {
+KernelRequest request(Target target, DType param, StateFormat states, uint32_t block = 0) {
     KernelRequest r{adamw(), {}, {}, target, {}};
     r.storage.param = param;
     r.storage.grad = param;
-    r.storage.states["m"] = StateStorage{states};
-    r.storage.states["v"] = StateStorage{states};
+    StateFormat positive = states == StateFormat::Q8S ? StateFormat::Q8U : states == StateFormat::Q4S ? StateFormat::Q4U : states;
+    r.storage.states["m"] = StateStorage{states, block};
+    r.storage.states["v"] = StateStorage{positive, block};  // v >= 0: the unsigned formats, as optjit bench
+    r.options.whole_chunks = block != 0;                    // as optjit::Optimizer on the Llama list
     return r;
 }
 
+// Seconds of CPU time ptxas takes to assemble `ptx` for sm_90 at -O3, the local stand-in for
+// the driver's PTX compile of a cold first step; nullopt where the toolkit's ptxas is absent.
+std::optional<double> ptxas_seconds(const std::string& ptx) {
+    const char* ptxas = "/usr/local/cuda/bin/ptxas";
+    if (access(ptxas, X_OK) != 0) return std::nullopt;
+    std::string dir = std::filesystem::temp_directory_path() / fmt::format("optjit-ptxas-{}", getpid());
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir + "/k.ptx") << ptx;
+    std::string command = fmt::format("{} -arch=sm_90 -O3 {}/k.ptx -o {}/k.cubin", ptxas, dir, dir);
+    auto cpu_seconds = [] {
+        rusage u{};
+        getrusage(RUSAGE_CHILDREN, &u);
+        return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+    };
+    double before = cpu_seconds();
+    int rc = std::system(command.c_str());
+    double seconds = cpu_seconds() - before;
+    std::filesystem::remove_all(dir);
+    if (rc != 0) return std::nullopt;
+    return seconds;
+}
+
 void bench_compile() {
-    fmt::print("== compile: IR to PTX for AdamW (median of 30, this machine)\n");
-    for (auto [param, fmt_state, label] : {std::tuple{DType::F32, StateFormat::F32, "fp32"},
-                                           std::tuple{DType::BF16, StateFormat::BF16, "bf16"}}) {
+    fmt::print("== compile: IR to PTX for AdamW (median of 15, this machine; ptxas: median CPU time of 5 -O3 runs, the\n"
+               "   local stand-in for the driver's compile of a cold first step)\n");
+    struct Row {
+        DType param;
+        StateFormat states;
+        uint32_t block;
+        const char* label;
+    };
+    const Row rows[] = {{DType::F32, StateFormat::F32, 0, "fp32"}, {DType::BF16, StateFormat::F32, 0, "bf16 p, fp32"},
+                        {DType::BF16, StateFormat::BF16, 0, "bf16"},  {DType::BF16, StateFormat::Q8S, 256, "bf16 p, q8"},
+                        {DType::BF16, StateFormat::Q4S, 128, "bf16 p, q4"}, {DType::BF16, StateFormat::FP8, 256, "bf16 p, fp8"}};
+    for (const Row& row : rows) {
         for (int sm : {80, 90}) {
-            std::vector<double> total, passes, codegen, optimize, emit;
-            for (int i = 0; i < 30; ++i) {
+            if (row.block && sm == 80) continue;  // the Llama list's quantized kernels: sm_90 only
+            std::vector<double> total, passes, codegen, optimize, emit, assemble;
+            std::string ptx;
+            for (int i = 0; i < 15; ++i) {
                 CompileTimes t;
                 auto t0 = Clock::now();
-                emit_text(request(Target{Target::Kind::NVPTX, sm}, param, fmt_state), Emit::Assembly, &t);
+                ptx = emit_text(request(Target{Target::Kind::NVPTX, sm}, row.param, row.states, row.block), Emit::Assembly, &t);
                 total.push_back(ms_since(t0));
                 passes.push_back(t.passes_ms);
                 codegen.push_back(t.codegen_ms);
                 optimize.push_back(t.optimize_ms);
                 emit.push_back(t.emit_ms);
             }
-            fmt::print("  adamw {} sm_{}: {:.2f} ms (passes {:.2f}, LLVM IR {:.2f}, O3 {:.2f}, PTX {:.2f})\n", label, sm, median(total),
-                       median(passes), median(codegen), median(optimize), median(emit));
+            std::string ptxas_note;
+            if (sm == 90) {
+                for (int i = 0; i < 5; ++i)
+                    if (auto s = ptxas_seconds(ptx)) assemble.push_back(1000 * *s);
+                ptxas_note = assemble.empty() ? "; ptxas: none here" : fmt::format("; ptxas {:.0f} ms", median(assemble));
+            }
+            fmt::print("  adamw {} sm_{}: {:.2f} ms (passes {:.2f}, LLVM IR {:.2f}, O3 {:.2f}, PTX {:.2f}){}\n", row.label, sm, median(total),
+                       median(passes), median(codegen), median(optimize), median(emit), ptxas_note);
         }
     }
     std::vector<double> host;
