@@ -31,7 +31,7 @@ python3 benchmarks/torch_adamw_bench.py --steps 20 2>&1 | tee "$out/torch.txt"
 
 part2() {
 echo "== 2. library q8 optimizers, Llama list"
-for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop lamb lars; do
+for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop "rmsprop --hyper momentum=0.9 --hyper centered=1" lamb lars; do
   left || break
   echo "-- $opt"
   "$bin" bench --workload llama --states q8 --optimizer $opt --steps 20 2>&1 | tail -1

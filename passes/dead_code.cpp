@@ -21,12 +21,18 @@ void sweep(std::vector<Assign>& assigns, std::unordered_set<std::string>& live) 
 
 }  // namespace
 
-Program eliminate_dead_code(Program program) {
+Program eliminate_dead_code_keeping(Program program, const std::set<std::string>& kept_states) {
     std::unordered_set<std::string> live{std::string(kParamName)};
-    for (const StateDecl& s : program.states) live.insert(s.name);
+    live.insert(kept_states.begin(), kept_states.end());
     sweep(program.update, live);
     sweep(program.scalars, live);
     return program;
+}
+
+Program eliminate_dead_code(Program program) {
+    std::set<std::string> states;
+    for (const StateDecl& s : program.states) states.insert(s.name);
+    return eliminate_dead_code_keeping(std::move(program), states);
 }
 
 }  // namespace optjit

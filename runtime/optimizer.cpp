@@ -1,6 +1,7 @@
 #include "runtime/optimizer.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,6 +23,7 @@
 #include "ir/verifier.h"
 #include "passes/gradient_policies.h"
 #include "passes/pipeline.h"
+#include "passes/unused_states.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/launch.h"
 #include "runtime/step_reductions.h"
@@ -66,6 +68,7 @@ struct Optimizer::Impl {
     };
 
     Program program;
+    UnusedStates unused;  // what the values left out of `program`, and the hypers that decided it
     OptimizerOptions options;
     std::vector<ParamGroup> groups;
     std::vector<std::map<std::string, double>> hypers;  // per group: every run-time value that is set
@@ -126,8 +129,27 @@ struct Optimizer::Impl {
         const std::string& name = groups[g].params[i].name;
         return name.empty() ? fmt::format("group {}, parameter {}", g, i) : fmt::format("group {}, parameter '{}'", g, name);
     }
+    // "momentum = 0": the fixed hyper-parameters, for sentences.
+    std::string fixed_text() const {
+        std::string out;
+        for (const auto& [name, value] : unused.fixed) out += fmt::format("{}{} = {}", out.empty() ? "" : ", ", name, value);
+        return out;
+    }
+    const double* fixed_value(const std::string& name) const {
+        auto it = unused.fixed.find(name);
+        return it == unused.fixed.end() ? nullptr : &it->second;
+    }
     void check_hypers(const std::map<std::string, double>& values) const {
-        hyper_values(program, values);  // throws naming an unknown hyper-parameter
+        std::map<std::string, double> run_time;
+        for (const auto& [name, value] : values) {
+            const double* fixed = fixed_value(name);
+            if (!fixed) run_time[name] = value;
+            else if (value != *fixed)
+                throw std::invalid_argument(fmt::format("optimizer '{}': {} is fixed at {}, its value when the optimizer was built (with {} it keeps "
+                                                        "no state {}); build it with {} = {}, or with OptimizerOptions::keep_unused_states",
+                                                        program.name, name, *fixed, fixed_text(), fmt::join(unused.dropped, ", "), name, value));
+        }
+        hyper_values(program, run_time);  // throws naming an unknown hyper-parameter
     }
     // One state of a parameter, planned before the group's allocation: its buffer's format and
     // sizes, then its addresses.
@@ -249,7 +271,9 @@ void Optimizer::Impl::allocate_states(std::vector<PlannedState>& planned) {
 
 Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
     const ParamGroup& group = groups[g];
-    std::string storage_error = check_storage(StorageSignature{DType::F32, DType::F32, group.states}, program);
+    std::map<std::string, StateStorage> formats = group.states;  // a dropped state's is of no use
+    for (const std::string& name : unused.dropped) formats.erase(name);
+    std::string storage_error = check_storage(StorageSignature{DType::F32, DType::F32, formats}, program);
     if (!storage_error.empty()) throw std::invalid_argument(fmt::format("group {}: {}", g, storage_error));
     check_hypers(hypers[g]);
     // Launches of this group by device and storage text ("p=bf16 g=bf16 m=q8s:256 v=q8u:256").
@@ -274,7 +298,7 @@ Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
         if (group.stochastic_rounding && p.dtype != DType::BF16)
             throw std::invalid_argument(fmt::format("{}: stochastic rounding applies to bf16 parameters; this one is {}", where(g, i),
                                                     dtype_name(p.dtype)));
-        StorageSignature signature{p.dtype, p.grad_dtype, group.states};
+        StorageSignature signature{p.dtype, p.grad_dtype, formats};
         const int64_t whole = p.tensor_numel > 0 ? p.tensor_numel : n;
         storage_of.push_back(storage_for_tensor(signature, whole, last_dimension(p)));
         for (size_t s = 0; s < program.states.size(); ++s) {
@@ -372,12 +396,25 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
     m.program = apply_gradient_policies(m.program, {m.options.maximize, m.options.max_grad_norm, m.options.skip_nonfinite});
     m.groups = std::move(groups);
     m.check_hypers(m.options.hypers);
-    std::vector<Impl::PlannedGroup> planned;
-    std::vector<KernelRequest> requests;  // every launch's, in the order of m.launches
     for (size_t g = 0; g < m.groups.size(); ++g) {
         std::map<std::string, double> values = m.options.hypers;
         for (const auto& [name, value] : m.groups[g].hypers) values[name] = value;
+        try {
+            m.check_hypers(values);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(fmt::format("group {}: {}", g, e.what()));
+        }
         m.hypers.push_back(values);
+    }
+    if (!m.options.keep_unused_states && !m.hypers.empty()) {
+        m.unused = drop_unused_states(m.program, m.hypers);
+        m.program = m.unused.program;
+        for (auto& values : m.hypers)
+            for (const auto& [name, value] : m.unused.fixed) values.erase(name);
+    }
+    std::vector<Impl::PlannedGroup> planned;
+    std::vector<KernelRequest> requests;  // every launch's, in the order of m.launches
+    for (size_t g = 0; g < m.groups.size(); ++g) {
         planned.push_back(m.plan(g));
         requests.insert(requests.end(), planned.back().requests.begin(), planned.back().requests.end());
     }
@@ -527,6 +564,7 @@ void Optimizer::set_hyper(size_t group, const std::string& name, double value) {
     if (group >= impl_->hypers.size())
         throw std::invalid_argument(fmt::format("there is no group {}: the optimizer has {}", group, impl_->hypers.size()));
     impl_->check_hypers({{name, value}});
+    if (impl_->fixed_value(name)) return;  // its value, compiled in
     impl_->hypers[group][name] = value;
     if (impl_->hypers_on_device(group)) copy_to_device(Device::Cuda, hyper_address(group, name), &value, 8);
 }
@@ -534,6 +572,7 @@ void Optimizer::set_hyper(size_t group, const std::string& name, double value) {
 double Optimizer::hyper(size_t group, const std::string& name) const {
     if (group >= impl_->hypers.size())
         throw std::invalid_argument(fmt::format("there is no group {}: the optimizer has {}", group, impl_->hypers.size()));
+    if (const double* fixed = impl_->fixed_value(name)) return *fixed;
     const size_t i = hyper_index(impl_->program, name);
     if (impl_->hypers_on_device(group)) {
         double value;
@@ -545,6 +584,10 @@ double Optimizer::hyper(size_t group, const std::string& name) const {
 }
 
 uint64_t Optimizer::hyper_address(size_t group, const std::string& name) const {
+    if (impl_->fixed_value(name))
+        throw std::invalid_argument(fmt::format("optimizer '{}': {} is compiled in ({}), not a run-time value; build the optimizer with "
+                                                "OptimizerOptions::keep_unused_states to schedule it",
+                                                impl_->program.name, name, impl_->fixed_text()));
     const Impl::ScalarBlock* block = impl_->block_of(group);
     if (!impl_->hypers_on_device(group))
         throw std::invalid_argument(fmt::format("group {} keeps no hyper-parameters on the device: the optimizer is not capturable or "
@@ -553,6 +596,8 @@ uint64_t Optimizer::hyper_address(size_t group, const std::string& name) const {
 }
 
 const Program& Optimizer::program() const { return impl_->program; }
+const std::vector<std::string>& Optimizer::dropped_states() const { return impl_->unused.dropped; }
+const std::map<std::string, double>& Optimizer::fixed_hypers() const { return impl_->unused.fixed; }
 size_t Optimizer::num_groups() const { return impl_->groups.size(); }
 size_t Optimizer::num_params(size_t group) const { return impl_->groups.at(group).params.size(); }
 size_t Optimizer::num_launches() const { return impl_->launches.size(); }
@@ -569,6 +614,10 @@ StateBuffer Optimizer::state(size_t group, size_t param, const std::string& name
         throw std::invalid_argument(fmt::format("there is no parameter {} in group {}", param, group));
     for (size_t s = 0; s < m.program.states.size(); ++s)
         if (m.program.states[s].name == name) return m.states[group][param][s];
+    if (std::find(m.unused.dropped.begin(), m.unused.dropped.end(), name) != m.unused.dropped.end())
+        throw std::invalid_argument(fmt::format("optimizer '{}' keeps no state '{}': {}its step does not use it (OptimizerOptions::keep_unused_states "
+                                                "keeps it)",
+                                                m.program.name, name, m.fixed_text().empty() ? "" : "with " + m.fixed_text() + " "));
     throw std::invalid_argument(fmt::format("optimizer '{}' has no state '{}'", m.program.name, name));
 }
 

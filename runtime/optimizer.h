@@ -12,6 +12,11 @@
 // compile, no allocation, no host synchronization; setting a hyper-parameter between steps
 // changes the launch's scalars only.
 //
+// States the options leave unused are not kept (passes/unused_states.h): SGD with momentum 0 has
+// no buffer, RMSprop's defaults keep square_avg alone, as in torch.optim. The hyper-parameters
+// that decide it are compiled in at their construction values: setting one to another value
+// throws (OptimizerOptions::keep_unused_states keeps every state and them run-time values).
+//
 // States start at the program's initial values: a block-quantized state that starts at 0 has
 // scale 0 (it reads back as exactly 0), one that starts elsewhere holds that value quantized.
 //
@@ -87,6 +92,9 @@ struct OptimizerOptions {
     // kernels read their scalars from a device block, filled each step by a one-thread kernel
     // that takes the hyper-parameters as launch arguments (no copy, no synchronization).
     bool skip_nonfinite = false;
+    // Keep every state the program declares, even where the hyper-parameter values leave it
+    // unused, so that those hyper-parameters stay run-time values (momentum from 0 up).
+    bool keep_unused_states = false;
 };
 
 // A state of one parameter as stored, on the parameter's device.
@@ -123,7 +131,8 @@ public:
     void set_step_count(int64_t steps);  // resume a schedule (load_state_dict does)
 
     // Run-time hyper-parameters: every group's, or one group's. Compiles nothing. (Capturable:
-    // both go through the device block, synchronously.)
+    // both go through the device block, synchronously.) A fixed hyper-parameter
+    // (fixed_hypers()) takes only its value.
     void set_hyper(const std::string& name, double value);
     void set_hyper(size_t group, const std::string& name, double value);
     double hyper(size_t group, const std::string& name) const;
@@ -147,7 +156,11 @@ public:
     // one's for each tensor in launch order. For tests and inspection; waits for the GPU.
     std::vector<std::vector<double>> reduction_values() const;
 
-    const Program& program() const;  // with the gradient policies applied
+    const Program& program() const;  // with the gradient policies applied, unused states dropped
+    // The states not kept and the hyper-parameters compiled in for it, with their values
+    // (passes/unused_states.h); empty with keep_unused_states.
+    const std::vector<std::string>& dropped_states() const;
+    const std::map<std::string, double>& fixed_hypers() const;
     size_t num_groups() const;
     size_t num_params(size_t group) const;
     size_t num_launches() const;  // kernel launches a step makes (statistics and reduction passes not counted)

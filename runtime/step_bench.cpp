@@ -1,6 +1,7 @@
 #include "runtime/step_bench.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +18,7 @@
 #include "ir/quantization.h"
 #include "passes/gradient_policies.h"
 #include "passes/pipeline.h"
+#include "passes/unused_states.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/optimizer.h"
@@ -161,6 +163,13 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     for (const auto& [hyper, value] : o.hypers) policies += fmt::format(" {}={}", hyper, value);
     if (o.policies.max_grad_norm > 0) policies += fmt::format(", clipped to norm {}", o.policies.max_grad_norm);
     if (o.policies.skip_nonfinite) policies += ", non-finite steps skipped";
+    // The states the Optimizer leaves out with these values (passes/unused_states.h), for the title.
+    const UnusedStates unused = drop_unused_states(apply_gradient_policies(program, o.policies), {o.hypers});
+    if (!unused.dropped.empty()) {
+        std::string fixed;
+        for (const auto& [hyper, value] : unused.fixed) fixed += fmt::format("{}{} = {}", fixed.empty() ? "" : ", ", hyper, value);
+        policies += fmt::format(" (no {}{})", fmt::join(unused.dropped, ", "), fixed.empty() ? "" : ": " + fixed);
+    }
     fmt::print("== {}: {} tensors, {:.4g} parameters; {}{}, bf16 p and g; {}{}\n", name, shapes.size(), double(total), program.name, policies,
                where, o.capturable ? "; each step a CUDA graph replay" : "");
     fmt::print("  {:<6} {:>9} {:>9} {:>8} {:>10} {:>7} {:>11} {:>9} {:>8} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
@@ -178,8 +187,6 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     const std::vector<uint8_t> p_values = bf16_pattern(1, 1.0), g_values = bf16_pattern(2, 1e-2);
     fill_with(g, device, bytes, g_values);
 
-    // The reduction pass reads what the reductions' arguments read (of the program as the
-    // Optimizer runs it, with the gradient policies).
     OptimizerOptions options;
     options.hypers = o.hypers;
     options.capturable = o.capturable;
@@ -187,18 +194,11 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     options.skip_nonfinite = o.policies.skip_nonfinite;
     options.maximize = o.policies.maximize;
     options.math = o.math;
-    // What each reduction pass reads (a pass a level of reductions), counted once a pass.
-    const Program lowered = run_pipeline(apply_gradient_policies(program, o.policies), {});
-    const std::vector<std::set<std::string>> inputs = reduction_inputs(lowered);
-    const std::vector<int> levels = reduction_levels(lowered);
-    std::vector<std::set<std::string>> pass_reads(size_t(reduction_level_count(lowered)));
-    for (size_t k = 0; k < inputs.size(); ++k) pass_reads[size_t(levels[k] - 1)].insert(inputs[k].begin(), inputs[k].end());
 
     for (const Format& f : formats) {
         fill_with(p, device, bytes, p_values);
         ParamGroup group;
         group.states = f.states;
-        double moved = 0, state_memory = 0;
         for (size_t i = 0; i < shapes.size(); ++i) {
             const BenchShape& t = shapes[i];
             Parameter param;
@@ -209,17 +209,6 @@ void run_workload(const Program& program, const std::string& name, const std::ve
             param.shape = t.columns > 0 ? std::vector<int64_t>{t.n / t.columns, t.columns} : std::vector<int64_t>{t.n};
             param.device = device;
             group.params.push_back(param);
-            StorageSignature st = storage_for_tensor(StorageSignature{DType::BF16, DType::BF16, group.states}, t.n, t.columns);
-            double states = 0, reduction_bytes = 0;
-            for (const StateDecl& s : program.states) {
-                const double b = state_bytes(st.state(s.name), t);
-                states += b;
-                for (const std::set<std::string>& reads : pass_reads) reduction_bytes += reads.count(s.name) ? b : 0;
-            }
-            for (const std::set<std::string>& reads : pass_reads)
-                for (std::string_view input : {kParamName, kGradName}) reduction_bytes += reads.count(std::string(input)) ? double(t.n) * 2 : 0;
-            moved += double(t.n) * 6 + 2 * states + reduction_bytes;
-            state_memory += states;
         }
 
         KernelCache& cache = KernelCache::global();
@@ -231,6 +220,29 @@ void run_workload(const Program& program, const std::string& name, const std::ve
         if (o.gpu) cuda::synchronize();
         const double first_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         const int compiled = cache.stats().compiles - compiles_before;
+
+        // Bytes a step must move: of the program as the Optimizer runs it (the gradient
+        // policies applied, unused states dropped), each reduction pass reading what its
+        // reductions' arguments read, once a pass.
+        const Program lowered = run_pipeline(optimizer.program(), {});
+        const std::vector<std::set<std::string>> inputs = reduction_inputs(lowered);
+        const std::vector<int> levels = reduction_levels(lowered);
+        std::vector<std::set<std::string>> pass_reads(size_t(reduction_level_count(lowered)));
+        for (size_t k = 0; k < inputs.size(); ++k) pass_reads[size_t(levels[k] - 1)].insert(inputs[k].begin(), inputs[k].end());
+        double moved = 0, state_memory = 0;
+        for (const BenchShape& t : shapes) {
+            StorageSignature st = storage_for_tensor(StorageSignature{DType::BF16, DType::BF16, group.states}, t.n, t.columns);
+            double states = 0, reduction_bytes = 0;
+            for (const StateDecl& s : optimizer.program().states) {
+                const double b = state_bytes(st.state(s.name), t);
+                states += b;
+                for (const std::set<std::string>& reads : pass_reads) reduction_bytes += reads.count(s.name) ? b : 0;
+            }
+            for (const std::set<std::string>& reads : pass_reads)
+                for (std::string_view input : {kParamName, kGradName}) reduction_bytes += reads.count(std::string(input)) ? double(t.n) * 2 : 0;
+            moved += double(t.n) * 6 + 2 * states + reduction_bytes;
+            state_memory += states;
+        }
 
         Timer timer(o.gpu);
         const int compiles_timed = cache.stats().compiles;

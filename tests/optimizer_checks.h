@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "ir/interpreter.h"
+#include "ir/library.h"
 #include "ir/numeric.h"
 #include "ir/quantization.h"
 #include "runtime/checked_run.h"
@@ -673,6 +674,53 @@ inline void check_unaligned_tensors_reduce_as_aligned(Device device) {
             check_bf16_close(aligned[t]->values(), got);
         }
     }
+}
+
+// SGD without momentum keeps no buffer, as torch.optim.SGD (passes/unused_states.h), with
+// momentum compiled in at 0; with keep_unused_states it keeps both. The parameters step alike,
+// bit for bit (both kernels dense, IEEE: an 8-bit format asked for the dropped buffer is of no
+// use); a checkpoint of one loads into its like and not into the other.
+inline void check_unused_states_are_not_kept(Device device) {
+    const uint64_t seed = test_seed();
+    INFO("seed ", seed);
+    const Program sgd = optjit::library("sgd");
+    TestParam a(device, {5000}, DType::BF16, DType::BF16, seed, 0), b(device, {5000}, DType::BF16, DType::BF16, seed, 0);
+    ParamGroup lean_group, full_group;
+    lean_group.params = {a.parameter("w")};
+    full_group.params = {b.parameter("w")};
+    lean_group.states = {{"buf", storage("q8s")}};
+    OptimizerOptions lean;
+    lean.hypers = {{"lr", 0.1}, {"weight_decay", 0.01}};
+    OptimizerOptions full = lean;
+    full.keep_unused_states = true;
+    Optimizer o(sgd, {lean_group}, lean), k(sgd, {full_group}, full);
+    CHECK(o.dropped_states() == std::vector<std::string>{"buf"});
+    CHECK(o.fixed_hypers() == std::map<std::string, double>{{"momentum", 0}});
+    CHECK(o.program().states.empty());
+    CHECK(k.dropped_states().empty());
+    CHECK(k.program().states.size() == 1);
+    CHECK(k.state(0, 0, "buf").value_bytes == 5000 * 4);
+    CHECK(refusal([&] { o.state(0, 0, "buf"); }) ==
+          "optimizer 'sgd' keeps no state 'buf': with momentum = 0 its step does not use it (OptimizerOptions::keep_unused_states keeps it)");
+    CHECK(refusal([&] { o.set_hyper("momentum", 0.9); }) ==
+          "optimizer 'sgd': momentum is fixed at 0, its value when the optimizer was built (with momentum = 0 it keeps no state buf); build it "
+          "with momentum = 0.9, or with OptimizerOptions::keep_unused_states");
+    CHECK(refusal([&] { o.set_hyper("momentun", 0.9); }).find("has no hyper-parameter 'momentun'") != std::string::npos);
+    o.set_hyper("momentum", 0);  // its own value
+    CHECK(o.hyper(0, "momentum") == 0);
+    CHECK(refusal([&] { Optimizer(sgd, {lean_group}, [&] { auto x = lean; x.hypers["momentum"] = 0.5; return x; }()).set_hyper("momentum", 0.9); }) ==
+          "(accepted)");  // momentum 0.5 keeps the buffer, and momentum a run-time value
+    for (int64_t step = 1; step <= 3; ++step) {
+        a.set_gradient(step);
+        b.set_gradient(step);
+        o.step();
+        k.step();
+        CHECK(a.values() == b.values());
+    }
+    Optimizer like(sgd, {lean_group}, lean);
+    like.load_state_dict(o.state_dict());
+    CHECK(like.step_count() == 3);
+    CHECK(refusal([&] { k.load_state_dict(o.state_dict()); }).find("another program") != std::string::npos);
 }
 
 }  // namespace optjit_test

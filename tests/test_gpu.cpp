@@ -594,6 +594,10 @@ TEST_CASE("gpu: optimizer: groups keep their own hyper-parameters and state form
     REQUIRE_GPU();
     check_groups_are_independent(Device::Cuda);
 }
+TEST_CASE("gpu: optimizer: states the options leave unused are not kept, unless asked") {
+    REQUIRE_GPU();
+    check_unused_states_are_not_kept(Device::Cuda);
+}
 TEST_CASE("gpu: optimizer: shards with global offsets step exactly as the whole tensor") {
     REQUIRE_GPU();
     check_shards_step_as_the_whole_tensor(Device::Cuda);

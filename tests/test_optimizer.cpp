@@ -94,6 +94,8 @@ TEST_CASE("optimizer: dense GPU kernels compile relocatable only beside quantize
 
 TEST_CASE("optimizer: groups keep their own hyper-parameters and state formats") { check_groups_are_independent(Device::Host); }
 
+TEST_CASE("optimizer: states the options leave unused are not kept, unless asked") { check_unused_states_are_not_kept(Device::Host); }
+
 TEST_CASE("optimizer: shards with global offsets step exactly as the whole tensor") { check_shards_step_as_the_whole_tensor(Device::Host); }
 
 TEST_CASE("optimizer: a new learning rate every step matches the interpreter and compiles nothing") {
@@ -152,7 +154,7 @@ TEST_CASE("optimizer: what it refuses, with a sentence naming the parameter") {
 
     ParamGroup bad_hyper = good;
     bad_hyper.hypers = {{"learning_rate", 1e-3}};
-    CHECK(refusal(build(bad_hyper)) == "optimizer 'adamw' has no hyper-parameter 'learning_rate' (its hyper-parameters: lr, beta1, beta2, eps, weight_decay)");
+    CHECK(refusal(build(bad_hyper)) == "group 0: optimizer 'adamw' has no hyper-parameter 'learning_rate' (its hyper-parameters: lr, beta1, beta2, eps, weight_decay)");
     OptimizerOptions bad_options;
     bad_options.hypers = {{"momentum", 0.9}};
     CHECK(refusal(build(good, bad_options)) == "optimizer 'adamw' has no hyper-parameter 'momentum' (its hyper-parameters: lr, beta1, beta2, eps, weight_decay)");

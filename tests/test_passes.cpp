@@ -23,8 +23,11 @@
 #include "passes/fold_uniform_factors.h"
 #include "passes/hoist_scalars.h"
 #include "passes/pipeline.h"
+#include "ir/library.h"
 #include "passes/specialize.h"
+#include "passes/unused_states.h"
 #include "random_program.h"
+#include "test_support.h"
 #include "runtime/random.h"
 
 using namespace optjit;
@@ -380,5 +383,99 @@ TEST_CASE("passes: the pipeline keeps the results of random programs") {
         // The lowered program is itself a fixed point of printing.
         CHECK(parse(print(lowered)).program == lowered);
         check_same_results(original, lowered, hypers, seed + uint64_t(i));
+    }
+}
+
+TEST_CASE("passes: unused states go, with the hyper-parameters that decide it") {
+    using Groups = std::vector<std::map<std::string, double>>;
+    // A state nothing reads goes without fixing anything; one written before it is read becomes
+    // a temporary.
+    {
+        Program in = load(
+            "optimizer t\n  hyper lr = 0.1\n  state trace = 0\n  state last = 0\n  state m = 0\n  update\n"
+            "    trace = trace + g\n    last = g * 2\n    m = 0.9 * m + last\n    p = p - lr * m\n");
+        UnusedStates out = drop_unused_states(in, {{}});
+        CHECK(out.fixed.empty());
+        CHECK(out.dropped == std::vector<std::string>{"trace", "last"});
+        CHECK(print(out.program) ==
+              "optimizer t\n  hyper lr = 0.1\n  state m = 0\n  update\n    last = g * 2\n    m = 0.9 * m + last\n    p = p - lr * m\n");
+        CHECK(verify(out.program).empty());
+    }
+    // SGD: momentum 0 selects the gradient, so the buffer goes and momentum is compiled in.
+    const Program sgd = library("sgd");
+    {
+        UnusedStates out = drop_unused_states(sgd, {{{"lr", 0.1}}});
+        CHECK(out.fixed == std::map<std::string, double>{{"momentum", 0}});
+        CHECK(out.dropped == std::vector<std::string>{"buf"});
+        CHECK(out.program.states.empty());
+        CHECK(out.program.hyper_index("momentum") < 0);
+        CHECK(out.program.hyper_index("dampening") >= 0);  // still declared: the kernel's interface
+        CHECK(verify(out.program).empty());
+    }
+    // Groups that disagree on momentum keep it run-time, and the buffer with it; so does a
+    // momentum that uses the buffer.
+    for (const Groups& groups : {Groups{{{"momentum", 0.0}}, {{"momentum", 0.9}}}, Groups{{{"momentum", 0.9}}}}) {
+        UnusedStates out = drop_unused_states(sgd, groups);
+        CHECK(out.fixed.empty());
+        CHECK(out.dropped.empty());
+        CHECK(out.program == sgd);
+    }
+    // RMSprop: torch keeps square_avg alone unless centered (grad_avg) or with momentum (buf).
+    const Program rmsprop = library("rmsprop");
+    auto dropped = [&](std::map<std::string, double> values) { return drop_unused_states(rmsprop, {values}).dropped; };
+    CHECK(dropped({}) == std::vector<std::string>{"grad_avg", "buf"});
+    CHECK(drop_unused_states(rmsprop, {{}}).fixed == std::map<std::string, double>{{"momentum", 0}, {"centered", 0}});
+    CHECK(dropped({{"centered", 1}}) == std::vector<std::string>{"buf"});
+    CHECK(dropped({{"momentum", 0.9}}) == std::vector<std::string>{"grad_avg"});
+    CHECK(dropped({{"momentum", 0.9}, {"centered", 1}}).empty());
+    // `0 * b` is not folded (NaN and infinities): a state read through it stays, and nothing is
+    // fixed for it.
+    {
+        Program in = load("optimizer t\n  hyper mu = 0\n  state b = 0\n  update\n    b = mu * b + g\n    p = p - b\n");
+        UnusedStates out = drop_unused_states(in, {{}});
+        CHECK(out.dropped.empty());
+        CHECK(out.fixed.empty());
+    }
+    // An unneeded state the step still assigns twice cannot be a temporary: it stays, stored as
+    // written; one whose second value nothing reads is a temporary.
+    {
+        Program in = load("optimizer t\n  state s = 0\n  state u = 0\n  update\n    s = g\n    p = p - s\n    s = s * 2\n    p = p + s\n    u = u + g\n");
+        UnusedStates out = drop_unused_states(in, {{}});
+        CHECK(out.dropped == std::vector<std::string>{"u"});
+        CHECK(print(out.program) == "optimizer t\n  state s = 0\n  update\n    s = g\n    p = p - s\n    s = s * 2\n    p = p + s\n");
+        in = load("optimizer t\n  state s = 0\n  update\n    s = g\n    p = p - s\n    s = s * 2\n");
+        out = drop_unused_states(in, {{}});
+        CHECK(out.dropped == std::vector<std::string>{"s"});
+        CHECK(print(out.program) == "optimizer t\n  update\n    s = g\n    p = p - s\n");
+    }
+    CHECK_THROWS_WITH_AS(drop_unused_states(sgd, {{{"momentun", 0.9}}}), doctest::Contains("momentun"), std::invalid_argument);
+}
+
+TEST_CASE("passes: dropping unused states leaves every parameter update as it was (float64)") {
+    uint64_t seed = optjit_test::test_seed();
+    INFO("seed ", seed);
+    for (const char* name : {"sgd", "rmsprop", "lars", "lamb"}) {
+        INFO(name);
+        const Program full = library(name);
+        std::map<std::string, double> values = {{"lr", 0.01}};
+        if (std::string(name) == "rmsprop") values["alpha"] = 0.9;
+        UnusedStates trimmed = drop_unused_states(full, {values});
+        if (std::string(name) != "lamb") CHECK(!trimmed.dropped.empty());
+        std::map<std::string, double> run_time = values;
+        for (const auto& [h, v] : trimmed.fixed) run_time.erase(h);
+        Interpreter a(full, hyper_values(full, values)), b(trimmed.program, hyper_values(trimmed.program, run_time));
+        std::vector<HostTensor> ta(1), tb(1);
+        for (uint64_t i = 0; i < 257; ++i) ta[0].p.push_back(normal(seed, 0, i));
+        ta[0].g.resize(ta[0].p.size());
+        tb[0] = ta[0];
+        a.init_states(ta[0]);
+        b.init_states(tb[0]);
+        for (int64_t step = 1; step <= 4; ++step) {
+            for (size_t i = 0; i < ta[0].g.size(); ++i) ta[0].g[i] = normal(seed, uint64_t(step), i);
+            tb[0].g = ta[0].g;
+            a.step(step, ta);
+            b.step(step, tb);
+            CHECK(ta[0].p == tb[0].p);  // bit for bit
+        }
     }
 }
