@@ -49,9 +49,9 @@ public:
         for (;;) {
             if (pos_ >= text_.size()) return {Tok::End, {}, here(1)};
             char c = text_[pos_];
-            if (c == ' ' || c == '\t' || c == '\r') { advance(1); continue; }
+            if (c == ' ' || c == '\t' || (c == '\r' && !crlf())) { advance(1); continue; }
             if (c == '#') {
-                while (pos_ < text_.size() && text_[pos_] != '\n') advance(1);
+                while (pos_ < text_.size() && text_[pos_] != '\n' && !crlf()) advance(1);
                 continue;
             }
             break;
@@ -59,9 +59,10 @@ public:
         char c = text_[pos_];
         Loc loc = here(1);
         size_t start = pos_;
-        if (c == '\n') {
-            Token t{Tok::Newline, text_.substr(pos_, 1), loc};
-            ++pos_;
+        if (c == '\n' || crlf()) {  // a CRLF line's end is where its \r is, as an LF line's is at its \n
+            const size_t bytes = c == '\n' ? 1 : 2;
+            Token t{Tok::Newline, text_.substr(pos_, bytes), loc};
+            pos_ += bytes;
             ++line_;
             line_start_ = pos_;
             return t;
@@ -109,6 +110,7 @@ public:
     }
 
 private:
+    bool crlf() const { return text_[pos_] == '\r' && pos_ + 1 < text_.size() && text_[pos_ + 1] == '\n'; }
     Loc here(uint32_t len) const { return {line_, uint32_t(pos_ - line_start_ + 1), len}; }
     void advance(size_t n) { pos_ += n; }
     Token finish(Tok kind, size_t start, Loc loc) {

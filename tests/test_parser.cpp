@@ -245,7 +245,8 @@ TEST_CASE("parser: rejected syntax has the exact line and column") {
     check_error(kHead + "p = .\n", 3, 5, "unexpected character '.'");
     check_error(kHead + "p = !g\n", 3, 5, "unexpected character '!'");
     check_error(kHead + "p = a =< b\n", 3, 7, "expected end of line");
-    check_error("optimizer t\r\nupdate\r\np = (g\r\n", 3, 8, "expected ')'");
+    check_error("optimizer t\r\nupdate\r\np = (g\r\n", 3, 7, "expected ')'");  // at the line's end, as with LF
+    check_error("optimizer t\nupdate\np = (g\n", 3, 7, "expected ')'");
     check_error("optimizer t\nupdate\n\tp = $\n", 3, 6, "unexpected character");
     check_error("optimizer t\nscalars\nx = 1\nscalars\n", 4, 1, "keyword");
     check_error("optimizer t\nupdate\np = g\nupdate\n", 4, 1, "keyword");
