@@ -24,6 +24,7 @@
 //
 // States are bytes as stored, so a checkpoint moves between the GPU and the host bit for bit.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstring>
 #include <deque>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "ir/interpreter.h"
+#include "ir/parser.h"
 #include "ir/printer.h"
 #include "ir/quantization.h"
 #include "runtime/cuda_driver.h"
@@ -180,8 +182,25 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
     const std::string mine = print(program());
     if (text != mine) {
         std::string name = text.substr(0, text.find('\n'));
-        throw std::invalid_argument(fmt::format("the checkpoint is of another program ('{}'); this optimizer runs '{}'", name,
-                                                mine.substr(0, mine.find('\n'))));
+        if (name != mine.substr(0, mine.find('\n')))
+            throw std::invalid_argument(fmt::format("the checkpoint is of another program ('{}'); this optimizer runs '{}'", name,
+                                                    mine.substr(0, mine.find('\n'))));
+        // The same optimizer built with other values of the hyper-parameters that decide its
+        // states (passes/unused_states.h), or another version of its text.
+        ParseResult theirs = parse(text);
+        auto names = [](const std::vector<StateDecl>& states) {
+            std::vector<std::string> out;
+            for (const StateDecl& s : states) out.push_back(s.name);
+            return out.empty() ? std::string("no state") : fmt::format("{} {}", out.size() == 1 ? "the state" : "the states", fmt::join(out, ", "));
+        };
+        if (theirs.ok() && names(theirs.program.states) != names(program().states))
+            throw std::invalid_argument(fmt::format("the checkpoint's '{}' keeps {}, this optimizer's keeps {}: build it with the "
+                                                    "values that decide them as the saved one was (fixed_hypers()), or both with "
+                                                    "keep_unused_states",
+                                                    program().name, names(theirs.program.states), names(program().states)));
+        throw std::invalid_argument(fmt::format("the checkpoint's program '{}' is not the text this optimizer runs (another version, or "
+                                                "other hyper-parameters compiled in)",
+                                                program().name));
     }
     const int64_t step = in.get<int64_t>();
     const uint32_t groups = in.get<uint32_t>();
