@@ -49,6 +49,12 @@ for fmt in fp32 bf16 q8 q4 fp8; do
       --steps 3 2>&1 | tail -1 | awk -v f=$fmt -v r=$rep '{print "cold", f, r, "first ms", $(NF-2), "|", $0}'
   done
 done 2>&1 | tee "$out/first_step.txt"
+# Where a cold q8 step's time goes: each kernel's LLVM phases and the driver's compile.
+if left; then
+  cold=$(mktemp -d)
+  OPTJIT_DEBUG=1 OPTJIT_CACHE_DIR=$cold CUDA_CACHE_PATH=$cold/driver "$bin" bench --workload llama --states q8 --steps 3 2>&1 \
+    | grep -E 'passes .* ms|ready in|first ms|^  q8' | sed 's/^/cold q8 debug | /' | tee -a "$out/first_step.txt"
+fi
 warm=$(mktemp -d)
 if left; then
   OPTJIT_CACHE_DIR=$warm CUDA_CACHE_PATH=$warm/driver "$bin" bench --workload llama --states q8 --steps 3 >/dev/null 2>&1
