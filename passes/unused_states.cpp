@@ -1,10 +1,14 @@
 #include "passes/unused_states.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <stdexcept>
 
 #include "ir/interpreter.h"
+#include "ir/verifier.h"
 #include "passes/constant_fold.h"
 #include "passes/dead_code.h"
 #include "passes/specialize.h"
@@ -37,49 +41,57 @@ std::set<std::string> needed_states(const Program& folded, std::set<std::string>
     }
 }
 
+// The states a folded program keeps: the needed ones, and those the step still assigns more
+// than once once the rest is dropped (they cannot be temporaries; keeping one keeps what its
+// value reads, which may keep another assigned twice: a fixed point too).
+std::set<std::string> kept_states(const Program& folded) {
+    std::set<std::string> kept = needed_states(folded);
+    for (;;) {
+        const Program swept = eliminate_dead_code_keeping(folded, kept);
+        std::set<std::string> more = kept;
+        for (const StateDecl& s : folded.states)
+            if (std::count_if(swept.update.begin(), swept.update.end(), [&](const Assign& a) { return a.target == s.name; }) > 1)
+                more.insert(s.name);
+        if (more == kept) return kept;
+        kept = needed_states(folded, std::move(more));
+    }
+}
+
 }  // namespace
 
 UnusedStates drop_unused_states(const Program& program, const std::vector<std::map<std::string, double>>& group_values) {
+    if (group_values.empty()) throw std::invalid_argument("drop_unused_states needs the values of at least one group");
     for (const auto& values : group_values) hyper_values(program, values);  // names the program lacks
-    UnusedStates out{program, {}, {}};
-    std::set<std::string> needed = needed_states(constant_fold(program));
+    const UnusedStates unchanged{program, {}, {}};
+    UnusedStates out = unchanged;
+    std::set<std::string> kept = kept_states(constant_fold(program));
     for (const HyperDecl& h : program.hypers) {
-        double value = h.value;
-        bool same = true;
-        for (size_t g = 0; g < group_values.size(); ++g) {
-            auto it = group_values[g].find(h.name);
-            const double v = it == group_values[g].end() ? h.value : it->second;
-            if (g == 0) value = v;
-            same &= v == value;
-        }
-        if (!same) continue;
+        const auto value_in = [&](const std::map<std::string, double>& values) {
+            auto it = values.find(h.name);
+            return it == values.end() ? h.value : it->second;
+        };
+        const double value = value_in(group_values.front());
+        // A program's numbers are finite (the verifier's rule): an infinite value stays run-time.
+        if (!std::isfinite(value) ||
+            !std::all_of(group_values.begin(), group_values.end(), [&](const auto& values) { return value_in(values) == value; }))
+            continue;
         std::map<std::string, double> fixed = out.fixed;
         fixed[h.name] = value;
-        std::set<std::string> fewer = needed_states(constant_fold(specialize(program, fixed)));
-        if (fewer.size() < needed.size()) {
+        std::set<std::string> fewer = kept_states(constant_fold(specialize(program, fixed)));
+        if (fewer.size() < kept.size()) {
             out.fixed = std::move(fixed);
-            needed = std::move(fewer);
+            kept = std::move(fewer);
         }
     }
-    if (needed.size() == program.states.size()) return UnusedStates{program, {}, {}};
+    if (kept.size() == program.states.size()) return unchanged;
 
-    // An unneeded state the step assigns more than once cannot be a temporary: it stays, with
-    // its stored value as the program writes it (and what that reads).
-    const Program specialized = constant_fold(specialize(program, out.fixed));
-    Program folded = eliminate_dead_code_keeping(specialized, needed);
-    std::set<std::string> stays = needed;
+    out.program = eliminate_dead_code_keeping(constant_fold(specialize(program, out.fixed)), kept);
     for (const StateDecl& s : program.states)
-        if (std::count_if(folded.update.begin(), folded.update.end(), [&](const Assign& a) { return a.target == s.name; }) > 1)
-            stays.insert(s.name);
-    if (stays != needed) {
-        needed = needed_states(specialized, stays);
-        folded = eliminate_dead_code_keeping(specialized, needed);
-    }
-    for (const StateDecl& s : program.states)
-        if (!needed.count(s.name)) out.dropped.push_back(s.name);  // gone, or a temporary bound once
-    if (out.dropped.empty()) return UnusedStates{program, {}, {}};
-    std::erase_if(folded.states, [&](const StateDecl& s) { return std::find(out.dropped.begin(), out.dropped.end(), s.name) != out.dropped.end(); });
-    out.program = std::move(folded);
+        if (!kept.count(s.name)) out.dropped.push_back(s.name);  // gone, or a temporary bound once
+    std::erase_if(out.program.states, [&](const StateDecl& s) { return !kept.count(s.name); });
+    if (std::vector<Diagnostic> errors = verify(out.program); !errors.empty())
+        throw std::logic_error(fmt::format("internal error: dropping the unused states of '{}' made an invalid program: {}", program.name,
+                                           errors.front().message));
     return out;
 }
 

@@ -8,16 +8,17 @@
 // values, unless asked to keep every state.
 //
 // Contract: a state is needed when its value before the step is read by what the step's new p,
-// or a needed state's new value, depends on (a fixed point over the steps). `drop_unused_states`
-// compiles in, one at a time in declaration order, each hyper-parameter whose value (the same
-// in every group, the program's default where a group gives none) leaves fewer states needed
-// once specialized and folded (passes/specialize.h, passes/constant_fold.h). If no state goes
-// the program is returned unchanged; else it is the program with those hyper-parameters
-// specialized, folded, the unneeded states' declarations removed and the assignments nothing
-// reads any more dropped (passes/dead_code.h). An unneeded state that the step still assigns
-// once and reads after (its value before the step unread) becomes a temporary; one assigned
-// more often stays a state. The parameters' updates are the same as the input's (`0 * x` is
-// never folded, so a state read only through it is kept).
+// or a needed state's new value, depends on (a fixed point over the steps); a state the step
+// would still assign more than once without the rest is kept too (a temporary is bound once).
+// `drop_unused_states` compiles in, one at a time in declaration order, each hyper-parameter
+// whose value (the same finite value in every group, the program's default where a group gives
+// none) leaves fewer states kept once specialized and folded (passes/specialize.h,
+// passes/constant_fold.h); a choice two hyper-parameters make together is not found. If no
+// state goes the program is returned unchanged; else it is the program with those
+// hyper-parameters specialized, folded, the other states' declarations removed and the
+// assignments nothing reads any more dropped (passes/dead_code.h): a dropped state the step
+// still assigns (once) and reads after is a temporary. The parameters' updates are the same as
+// the input's (`0 * x` is never folded, so a state read only through it is kept).
 #pragma once
 
 #include <map>
@@ -34,8 +35,8 @@ struct UnusedStates {
     std::vector<std::string> dropped;     // states no longer declared, in declaration order
 };
 
-// `group_values`: each group's hyper-parameter values (at least one map; absent names take the
-// program's defaults). Throws std::invalid_argument for a name the program lacks.
+// `group_values`: each group's hyper-parameter values (absent names take the program's
+// defaults). Throws std::invalid_argument for a name the program lacks or no group at all.
 UnusedStates drop_unused_states(const Program& program, const std::vector<std::map<std::string, double>>& group_values);
 
 }  // namespace optjit

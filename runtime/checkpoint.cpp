@@ -193,11 +193,23 @@ void Optimizer::load_state_dict(const std::vector<uint8_t>& checkpoint, LoadOpti
             for (const StateDecl& s : states) out.push_back(s.name);
             return out.empty() ? std::string("no state") : fmt::format("{} {}", out.size() == 1 ? "the state" : "the states", fmt::join(out, ", "));
         };
-        if (theirs.ok() && names(theirs.program.states) != names(program().states))
-            throw std::invalid_argument(fmt::format("the checkpoint's '{}' keeps {}, this optimizer's keeps {}: build it with the "
-                                                    "values that decide them as the saved one was (fixed_hypers()), or both with "
-                                                    "keep_unused_states",
-                                                    program().name, names(theirs.program.states), names(program().states)));
+        if (theirs.ok() && names(theirs.program.states) != names(program().states)) {
+            // The hyper-parameters one of them compiled in (passes/unused_states.h).
+            auto only_in = [](const Program& a, const Program& b) {
+                std::vector<std::string> out;
+                for (const HyperDecl& h : a.hypers)
+                    if (b.hyper_index(h.name) < 0) out.push_back(h.name);
+                return out;
+            };
+            std::string why;
+            if (auto here = only_in(theirs.program, program()); !here.empty())
+                why += fmt::format("; this optimizer compiles in {} (keep_unused_states keeps it run-time)", fmt::join(here, ", "));
+            if (auto there = only_in(program(), theirs.program); !there.empty())
+                why += fmt::format("; the saved one compiled in {}", fmt::join(there, ", "));
+            throw std::invalid_argument(fmt::format("the checkpoint's '{}' keeps {}, this optimizer's keeps {}{}: build this optimizer as the "
+                                                    "saved one was built",
+                                                    program().name, names(theirs.program.states), names(program().states), why));
+        }
         throw std::invalid_argument(fmt::format("the checkpoint's program '{}' is not the text this optimizer runs (another version, or "
                                                 "other hyper-parameters compiled in)",
                                                 program().name));

@@ -68,6 +68,7 @@ struct Optimizer::Impl {
     };
 
     Program program;
+    Program declared;     // `program` before dropping unused states: the names a user may give
     UnusedStates unused;  // what the values left out of `program`, and the hypers that decided it
     OptimizerOptions options;
     std::vector<ParamGroup> groups;
@@ -145,9 +146,11 @@ struct Optimizer::Impl {
             const double* fixed = fixed_value(name);
             if (!fixed) run_time[name] = value;
             else if (value != *fixed)
-                throw std::invalid_argument(fmt::format("optimizer '{}': {} is fixed at {}, its value when the optimizer was built (with {} it keeps "
-                                                        "no state {}); build it with {} = {}, or with OptimizerOptions::keep_unused_states",
-                                                        program.name, name, *fixed, fixed_text(), fmt::join(unused.dropped, ", "), name, value));
+                throw std::invalid_argument(fmt::format("optimizer '{}': {} is compiled in at {}, its value when the optimizer was built (with {} "
+                                                        "it keeps no {} {}); build it with {} = {}, or with "
+                                                        "OptimizerOptions::keep_unused_states",
+                                                        program.name, name, *fixed, fixed_text(), unused.dropped.size() == 1 ? "state" : "states",
+                                                        fmt::join(unused.dropped, ", "), name, value));
         }
         hyper_values(program, run_time);  // throws naming an unknown hyper-parameter
     }
@@ -271,10 +274,10 @@ void Optimizer::Impl::allocate_states(std::vector<PlannedState>& planned) {
 
 Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
     const ParamGroup& group = groups[g];
+    std::string storage_error = check_storage(StorageSignature{DType::F32, DType::F32, group.states}, declared);
+    if (!storage_error.empty()) throw std::invalid_argument(fmt::format("group {}: {}", g, storage_error));
     std::map<std::string, StateStorage> formats = group.states;  // a dropped state's is of no use
     for (const std::string& name : unused.dropped) formats.erase(name);
-    std::string storage_error = check_storage(StorageSignature{DType::F32, DType::F32, formats}, program);
-    if (!storage_error.empty()) throw std::invalid_argument(fmt::format("group {}: {}", g, storage_error));
     check_hypers(hypers[g]);
     // Launches of this group by device and storage text ("p=bf16 g=bf16 m=q8s:256 v=q8u:256").
     std::map<std::pair<Device, std::string>, size_t> launch_of;
@@ -394,6 +397,7 @@ Optimizer::Optimizer(const Program& program, std::vector<ParamGroup> groups, Opt
     if (m.options.max_grad_norm < 0 || !std::isfinite(m.options.max_grad_norm))
         throw std::invalid_argument(fmt::format("max_grad_norm must be a positive number (0 turns clipping off), not {}", m.options.max_grad_norm));
     m.program = apply_gradient_policies(m.program, {m.options.maximize, m.options.max_grad_norm, m.options.skip_nonfinite});
+    m.declared = m.program;
     m.groups = std::move(groups);
     m.check_hypers(m.options.hypers);
     for (size_t g = 0; g < m.groups.size(); ++g) {

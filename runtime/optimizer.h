@@ -12,10 +12,12 @@
 // compile, no allocation, no host synchronization; setting a hyper-parameter between steps
 // changes the launch's scalars only.
 //
-// States the options leave unused are not kept (passes/unused_states.h): SGD with momentum 0 has
-// no buffer, RMSprop's defaults keep square_avg alone, as in torch.optim. The hyper-parameters
-// that decide it are compiled in at their construction values: setting one to another value
-// throws (OptimizerOptions::keep_unused_states keeps every state and them run-time values).
+// States the values leave unused are not kept (passes/unused_states.h): SGD with momentum 0 has
+// no buffer, RMSprop's defaults keep square_avg alone, as torch.optim allocates them. The
+// hyper-parameters that decide it (where every group has the same value) are compiled in at
+// their construction values: setting one to another value throws, where torch.optim.SGD would
+// create its buffer then (OptimizerOptions::keep_unused_states keeps every state, and those
+// hyper-parameters run-time values).
 //
 // States start at the program's initial values: a block-quantized state that starts at 0 has
 // scale 0 (it reads back as exactly 0), one that starts elsewhere holds that value quantized.
@@ -93,7 +95,8 @@ struct OptimizerOptions {
     // that takes the hyper-parameters as launch arguments (no copy, no synchronization).
     bool skip_nonfinite = false;
     // Keep every state the program declares, even where the hyper-parameter values leave it
-    // unused, so that those hyper-parameters stay run-time values (momentum from 0 up).
+    // unused, so that the hyper-parameters deciding it stay run-time values (a momentum
+    // scheduled up from 0).
     bool keep_unused_states = false;
 };
 

@@ -278,7 +278,8 @@ inline std::vector<LibraryCase> library_cases() {
         {"adagrad", {{}, {{"lr_decay", 1e-2}, {"weight_decay", 1e-2}}}},
         // Centered with eps 1e-8: where a first step's gradient is within ~eps of 0 (weight decay
         // cancelling a clipped gradient), g / (sqrt(0.01 g^2) + eps) turns ulps into 1e-11.
-        {"rmsprop", {{}, {{"centered", 1}, {"momentum", 0.9}, {"weight_decay", 1e-2}, {"eps", 1e-3}}}},
+        // (Centered only and momentum only: the Optimizer keeps one state more than the default.)
+        {"rmsprop", {{}, {{"centered", 1}, {"eps", 1e-3}}, {{"momentum", 0.9}}, {{"centered", 1}, {"momentum", 0.9}, {"weight_decay", 1e-2}, {"eps", 1e-3}}}},
         {"lion", {{}, {{"weight_decay", 0.1}}}},
         {"ademamix", {{}, {{"T_alpha_beta3", 3}, {"weight_decay", 1e-2}}}},
         {"lamb", {{}, {{"weight_decay", 0}}, {{"weight_decay", 0}, {"always_adapt", 1}, {"trust_clip", 1}}}},

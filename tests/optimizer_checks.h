@@ -703,8 +703,15 @@ inline void check_unused_states_are_not_kept(Device device) {
     CHECK(refusal([&] { o.state(0, 0, "buf"); }) ==
           "optimizer 'sgd' keeps no state 'buf': with momentum = 0 its step does not use it (OptimizerOptions::keep_unused_states keeps it)");
     CHECK(refusal([&] { o.set_hyper("momentum", 0.9); }) ==
-          "optimizer 'sgd': momentum is fixed at 0, its value when the optimizer was built (with momentum = 0 it keeps no state buf); build it "
-          "with momentum = 0.9, or with OptimizerOptions::keep_unused_states");
+          "optimizer 'sgd': momentum is compiled in at 0, its value when the optimizer was built (with momentum = 0 it keeps no state buf); "
+          "build it with momentum = 0.9, or with OptimizerOptions::keep_unused_states");
+    CHECK(refusal([&] { o.hyper_address(0, "momentum"); }) ==
+          "optimizer 'sgd': momentum is compiled in (momentum = 0), not a run-time value; build the optimizer with "
+          "OptimizerOptions::keep_unused_states to schedule it");
+    // A format for a state the program does not declare is refused, dropped states or not.
+    ParamGroup misspelled = lean_group;
+    misspelled.states = {{"bufx", storage("q8s")}};
+    CHECK(refusal([&] { Optimizer(sgd, {misspelled}, lean); }) == "group 0: optimizer 'sgd' has no state 'bufx' (its states: buf)");
     CHECK(refusal([&] { o.set_hyper("momentun", 0.9); }).find("has no hyper-parameter 'momentun'") != std::string::npos);
     o.set_hyper("momentum", 0);  // its own value
     CHECK(o.hyper(0, "momentum") == 0);
@@ -717,12 +724,45 @@ inline void check_unused_states_are_not_kept(Device device) {
         k.step();
         CHECK(a.values() == b.values());
     }
+    if (device == Device::Cuda) {
+        // Capturable: the device block holds the run-time hyper-parameters only, so momentum's
+        // going moves weight_decay's word; a captured step that a schedule feeds through
+        // hyper_address equals eager steps.
+        TestParam c(device, {5000}, DType::BF16, DType::BF16, seed, 7), e(device, {5000}, DType::BF16, DType::BF16, seed, 7);
+        ParamGroup captured_group, eager_group;
+        captured_group.params = {c.parameter("w")};
+        eager_group.params = {e.parameter("w")};
+        OptimizerOptions capturable = lean;
+        capturable.capturable = true;
+        Optimizer captured(sgd, {captured_group}, capturable), eager(sgd, {eager_group}, lean);
+        CHECK(captured.dropped_states() == std::vector<std::string>{"buf"});
+        cuda::Stream stream = cuda::stream_create();
+        cuda::GraphExec graph = cuda::capture_graph(stream, [&] { captured.step(stream); });
+        for (int64_t step = 1; step <= 3; ++step) {
+            const double weight_decay = 0.01 * double(step);
+            cuda::memcpy_htod(captured.hyper_address(0, "weight_decay"), &weight_decay, 8);
+            eager.set_hyper("weight_decay", weight_decay);
+            c.set_gradient(step);
+            e.set_gradient(step);
+            cuda::graph_launch(graph, stream);
+            cuda::stream_synchronize(stream);
+            eager.step();
+            CHECK(c.values() == e.values());
+        }
+        CHECK(captured.hyper(0, "weight_decay") == 0.03);
+        CHECK(captured.hyper(0, "momentum") == 0);
+        cuda::graph_destroy(graph);
+        cuda::stream_destroy(stream);
+    }
     Optimizer like(sgd, {lean_group}, lean);
     like.load_state_dict(o.state_dict());
     CHECK(like.step_count() == 3);
     CHECK(refusal([&] { k.load_state_dict(o.state_dict()); }) ==
-          "the checkpoint's 'sgd' keeps no state, this optimizer's keeps the state buf: build it with the values that decide them as the saved "
-          "one was (fixed_hypers()), or both with keep_unused_states");
+          "the checkpoint's 'sgd' keeps no state, this optimizer's keeps the state buf; the saved one compiled in momentum: build this "
+          "optimizer as the saved one was built");
+    CHECK(refusal([&] { like.load_state_dict(k.state_dict()); }) ==
+          "the checkpoint's 'sgd' keeps the state buf, this optimizer's keeps no state; this optimizer compiles in momentum "
+          "(keep_unused_states keeps it run-time): build this optimizer as the saved one was built");
 }
 
 }  // namespace optjit_test

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -25,6 +26,7 @@
 #include "passes/pipeline.h"
 #include "ir/library.h"
 #include "passes/specialize.h"
+#include "passes/gradient_policies.h"
 #include "passes/unused_states.h"
 #include "random_program.h"
 #include "test_support.h"
@@ -448,34 +450,67 @@ TEST_CASE("passes: unused states go, with the hyper-parameters that decide it") 
         CHECK(out.dropped == std::vector<std::string>{"s"});
         CHECK(print(out.program) == "optimizer t\n  update\n    s = g\n    p = p - s\n");
     }
+    // Keeping a state assigned twice can keep another one assigned twice (a fixed point): here
+    // both stay, where dropping y would bind the temporary y twice.
+    {
+        Program in = load("optimizer t\n  state x = 0\n  state y = 0\n  update\n    y = g\n    x = y\n    x = x * 2\n    p = p - x\n"
+                          "    y = y * 3\n    x = x + y\n");
+        UnusedStates out = drop_unused_states(in, {{}});
+        CHECK(out.dropped.empty());
+        CHECK(out.program == in);
+    }
+    // A hyper-parameter is compiled in only where a state goes with it: here x stays (assigned
+    // twice) whatever m is.
+    {
+        Program in = load("optimizer t\n  hyper m = 0\n  state x = 0\n  update\n    x = select(m > 0, x, g)\n    p = p - x\n"
+                          "    x = x * 2\n    p = p - x\n");
+        UnusedStates out = drop_unused_states(in, {{}});
+        CHECK(out.fixed.empty());
+        CHECK(out.dropped.empty());
+    }
+    // A group that leaves a hyper-parameter at its default agrees with one that sets the default;
+    // an infinite value stays run-time (a program's numbers are finite).
+    CHECK(drop_unused_states(sgd, {{}, {{"momentum", 0.0}}}).fixed == std::map<std::string, double>{{"momentum", 0}});
+    {
+        Program in = load("optimizer t\n  hyper h = 1\n  state b = 0\n  update\n    b = 0.9 * b + g\n    p = p - select(h > 1e30, g, b) / h\n");
+        CHECK(drop_unused_states(in, {{{"h", 2e30}}}).dropped == std::vector<std::string>{"b"});
+        UnusedStates out = drop_unused_states(in, {{{"h", std::numeric_limits<double>::infinity()}}});
+        CHECK(out.dropped.empty());
+        CHECK(out.fixed.empty());
+    }
     CHECK_THROWS_WITH_AS(drop_unused_states(sgd, {{{"momentun", 0.9}}}), doctest::Contains("momentun"), std::invalid_argument);
+    CHECK_THROWS_AS(drop_unused_states(sgd, {}), std::invalid_argument);
+    for (const char* name : {"adamw", "lamb", "ademamix", "adan"}) CHECK(drop_unused_states(library(name), {{}}).program == library(name));
 }
 
 TEST_CASE("passes: dropping unused states leaves every parameter update as it was (float64)") {
     uint64_t seed = optjit_test::test_seed();
     INFO("seed ", seed);
-    for (const char* name : {"sgd", "rmsprop", "lars", "lamb"}) {
-        INFO(name);
-        const Program full = library(name);
-        std::map<std::string, double> values = {{"lr", 0.01}};
-        if (std::string(name) == "rmsprop") values["alpha"] = 0.9;
-        UnusedStates trimmed = drop_unused_states(full, {values});
-        if (std::string(name) != "lamb") CHECK(!trimmed.dropped.empty());
-        std::map<std::string, double> run_time = values;
-        for (const auto& [h, v] : trimmed.fixed) run_time.erase(h);
-        Interpreter a(full, hyper_values(full, values)), b(trimmed.program, hyper_values(trimmed.program, run_time));
-        std::vector<HostTensor> ta(1), tb(1);
-        for (uint64_t i = 0; i < 257; ++i) ta[0].p.push_back(normal(seed, 0, i));
-        ta[0].g.resize(ta[0].p.size());
-        tb[0] = ta[0];
-        a.init_states(ta[0]);
-        b.init_states(tb[0]);
-        for (int64_t step = 1; step <= 4; ++step) {
-            for (size_t i = 0; i < ta[0].g.size(); ++i) ta[0].g[i] = normal(seed, uint64_t(step), i);
-            tb[0].g = ta[0].g;
-            a.step(step, ta);
-            b.step(step, tb);
-            CHECK(ta[0].p == tb[0].p);  // bit for bit
+    const GradientPolicies clipped_and_skipping{false, 1.0, true}, maximizing{true, 0, false};
+    for (const char* name : {"sgd", "rmsprop", "lars"})
+        for (GradientPolicies policies : {GradientPolicies{}, clipped_and_skipping, maximizing}) {
+            INFO(name, " maximize ", policies.maximize, " clip ", policies.max_grad_norm, " skip ", policies.skip_nonfinite);
+            const Program full = apply_gradient_policies(library(name), policies);
+            std::map<std::string, double> values = {{"lr", 0.01}};
+            if (std::string(name) == "rmsprop") values["alpha"] = 0.9;
+            UnusedStates trimmed = drop_unused_states(full, {values});
+            CHECK(!trimmed.dropped.empty());
+            std::map<std::string, double> run_time = values;
+            for (const auto& [h, v] : trimmed.fixed) run_time.erase(h);
+            Interpreter a(full, hyper_values(full, values)), b(trimmed.program, hyper_values(trimmed.program, run_time));
+            std::vector<HostTensor> ta(1), tb(1);
+            for (uint64_t i = 0; i < 257; ++i) ta[0].p.push_back(normal(seed, 0, i));
+            ta[0].g.resize(ta[0].p.size());
+            tb[0] = ta[0];
+            a.init_states(ta[0]);
+            b.init_states(tb[0]);
+            for (int64_t step = 1; step <= 4; ++step) {
+                for (size_t i = 0; i < ta[0].g.size(); ++i) ta[0].g[i] = normal(seed, uint64_t(step), i);
+                if (policies.skip_nonfinite && step == 3) ta[0].g[17] = std::numeric_limits<double>::quiet_NaN();  // a skipped step
+                tb[0].g = ta[0].g;
+                a.step(step, ta);
+                b.step(step, tb);
+                CHECK(ta[0].p == tb[0].p);  // bit for bit
+            }
         }
-    }
 }
