@@ -24,6 +24,7 @@
 #include "compiler/compile.h"
 #include "passes/gradient_policies.h"
 #include "passes/pipeline.h"
+#include "passes/unused_states.h"
 #include "runtime/checked_run.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/step_bench.h"
@@ -74,6 +75,8 @@ FILE is a path, - for standard input, or the name of a built-in optimizer (adamw
   --specialize NAME=VALUE  make hyper-parameter NAME the constant VALUE (the specialize pass)
   --clip-grad-norm X, --skip-nonfinite, --maximize
                            with a gradient policy's rewrite (see 'optjit compile --help')
+  --drop-unused-states     as optjit::Optimizer runs it with the --specialize values (see
+                           'optjit compile --help')
   --fast-math              the passes as for a fast-math kernel (GPU kernels with quantized
                            states by default): fold-uniform-factors reassociates products
 passes, in order: specialize, constant-fold, fold-uniform-factors, hoist-scalars, cse, dead-code
@@ -92,8 +95,8 @@ Prints, for the parameter and each state, its L2 norm and a checksum of its fp32
                          many codes differ, each step from the kernel's own state); exit code
                          1 past tolerance
   kernel options: --param-dtype, --grad-dtype, --state, --specialize, --fast-math,
-                         --ieee-math, --stochastic-rounding, --capturable
-                         (see 'optjit compile --help')
+                         --ieee-math, --stochastic-rounding, --clip-grad-norm, --skip-nonfinite,
+                         --maximize, --drop-unused-states (see 'optjit compile --help')
   --size N[,N...]        elements of each tensor, all in one launch (default 4096)
   --columns C            the tensor is rows of C columns (default: one dimension); states stored
                          as q4u:rank1 are normalized by rows and columns only in two dimensions,
@@ -132,6 +135,10 @@ kernel options (also taken by 'optjit run'):
   --skip-nonfinite         a step whose gradients hold an inf or NaN changes nothing (the count
                            of such elements is a global reduction the caller can read)
   --maximize               ascend: every use of g reads -g (torch.optim's maximize)
+  --drop-unused-states     as optjit::Optimizer: the states the hyper-parameter values leave
+                           unused go, and the hyper-parameters deciding it are compiled in (the
+                           values: --specialize's, run's --hyper, else the defaults; RMSprop's
+                           keep square_avg alone)
   --capturable             GPU: scalars read from a device block that NAME_scalars fills
                            (for CUDA graphs; optjit compile only)
   --whole-chunks           GPU, block-quantized states: every tensor a whole number of chunks,
@@ -234,16 +241,35 @@ struct KernelOptions {
     StorageSignature storage;
     CodegenOptions codegen;
     GradientPolicies policies;
+    bool drop_unused_states = false;
 };
 
-// The program with the gradient policies the options ask for.
-Program with_policies(Program program, const KernelOptions& k) {
+// The program with the gradient policies the options ask for and, with --drop-unused-states, as
+// optjit::Optimizer runs it with the values of --specialize and `run_hypers` (run's --hyper):
+// the hyper-parameters it compiles in leave both (their values are in the program), and a
+// --state of a dropped state is of no use. Says what went on stderr.
+Program as_optimizer_runs(Program program, KernelOptions& k, std::map<std::string, double>* run_hypers = nullptr) {
     try {
         program = apply_gradient_policies(std::move(program), k.policies);
+        if (!k.drop_unused_states) return program;
+        std::map<std::string, double> values = k.passes.specialize;
+        if (run_hypers) values.insert(run_hypers->begin(), run_hypers->end());
+        UnusedStates unused = drop_unused_states(program, {values});
+        std::string fixed;
+        for (const auto& [name, value] : unused.fixed) {
+            fixed += fmt::format("{}{} = {}", fixed.empty() ? "" : ", ", name, value);
+            k.passes.specialize.erase(name);
+            if (run_hypers) run_hypers->erase(name);
+        }
+        for (const std::string& name : unused.dropped) k.storage.states.erase(name);
+        if (unused.dropped.empty()) fmt::print(stderr, "optjit: every state of '{}' is used\n", program.name);
+        else
+            fmt::print(stderr, "optjit: '{}' keeps no {}{}\n", program.name, fmt::join(unused.dropped, ", "),
+                       fixed.empty() ? "" : " (compiled in: " + fixed + ")");
+        return unused.program;
     } catch (const std::invalid_argument& e) {
         throw InputError{fmt::format("optjit: {}\n", e.what())};
     }
-    return program;
 }
 
 // Takes `option` (already read) and its value if it is a kernel option; false otherwise.
@@ -298,6 +324,10 @@ bool take_kernel_option(Args& args, const std::string& option, KernelOptions& k)
         k.codegen.capturable = true;
         return true;
     }
+    if (option == "--drop-unused-states") {
+        k.drop_unused_states = true;
+        return true;
+    }
     if (option == "--whole-chunks") {
         k.codegen.whole_chunks = true;
         return true;
@@ -350,7 +380,8 @@ int cmd_compile(Args& args) {
     if (emit == "ptx" && !target.is_gpu()) throw UsageError{"--emit ptx needs a GPU target (sm_NN); use --emit asm for the host"};
     // As optjit::Optimizer compiles it: a captured step that skips non-finite steps does not count them.
     k.codegen.count_applied_steps = k.codegen.capturable && k.policies.skip_nonfinite;
-    KernelRequest request{with_policies(load_program(file), k), k.passes, k.storage, target, k.codegen};
+    Program program = as_optimizer_runs(load_program(file), k);
+    KernelRequest request{program, k.passes, k.storage, target, k.codegen};
     try {
         write_output(output, emit_text(request, emit == "llvm" ? Emit::LLVM : Emit::Assembly));
     } catch (const std::invalid_argument& e) {
@@ -402,7 +433,9 @@ int cmd_print(Args& args) {
     while (!args.done()) {
         std::string a = args.take();
         if (a == "--help") { fmt::print("{}", kPrintHelp); return 0; }
-        if ((a == "--clip-grad-norm" || a == "--skip-nonfinite" || a == "--maximize") && take_kernel_option(args, a, policies)) continue;
+        if ((a == "--clip-grad-norm" || a == "--skip-nonfinite" || a == "--maximize" || a == "--drop-unused-states") &&
+            take_kernel_option(args, a, policies))
+            continue;
         if (a == "--after") after = args.value(a);
         else if (a == "--all-passes") all = true;
         else if (a == "--fast-math") options.fast_math = true;
@@ -418,7 +451,9 @@ int cmd_print(Args& args) {
         for (const Pass& p : pipeline_passes()) names += (names.empty() ? "" : ", ") + std::string(p.name);
         throw UsageError{fmt::format("unknown pass '{}' (passes: {})", after, names)};
     }
-    Program program = with_policies(load_program(file), policies);
+    policies.passes.specialize = options.specialize;
+    Program program = as_optimizer_runs(load_program(file), policies);
+    options.specialize = policies.passes.specialize;  // less what --drop-unused-states compiled in
     if (!all && after.empty()) {
         if (!options.specialize.empty()) throw UsageError{"--specialize needs --after or --all-passes"};
         if (options.fast_math) throw UsageError{"--fast-math needs --after or --all-passes"};
@@ -550,7 +585,7 @@ int cmd_run(Args& args) {
     } else {
         throw UsageError{fmt::format("unknown target '{}' (targets: interp, host, cuda)", target_name)};
     }
-    run.request.program = with_policies(load_program(file), k);
+    run.request.program = as_optimizer_runs(load_program(file), k, &run.hypers);
     run.request.passes = k.passes;
     run.request.storage = k.storage;
     run.request.options = k.codegen;
