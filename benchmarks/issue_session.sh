@@ -31,12 +31,12 @@ python3 benchmarks/torch_adamw_bench.py --steps 20 2>&1 | tee "$out/torch.txt"
 
 part2() {
 echo "== 2. library q8 optimizers, Llama list"
-for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop "rmsprop --hyper momentum=0.9 --hyper centered=1" lamb lars; do
+for opt in "sgd --hyper momentum=0.9" lion ademamix rmsprop "rmsprop --hyper momentum=0.9 --hyper centered=1" lamb "lars --hyper momentum=0.9"; do
   left || break
   echo "-- $opt"
   "$bin" bench --workload llama --states q8 --optimizer $opt --steps 20 2>&1 | tail -1
 done 2>&1 | tee "$out/library.txt"
-left && "$bin" bench --workload llama --states fp32 --optimizer lars --steps 20 2>&1 | tail -1
+left && "$bin" bench --workload llama --states fp32 --optimizer lars --hyper momentum=0.9 --steps 20 2>&1 | tail -1
 }
 
 part3() {
