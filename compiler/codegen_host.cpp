@@ -270,7 +270,7 @@ private:
             const StateStorage& st = spec_.storage.state(spec_.lowered.states[s].name);
             largest = std::max(largest, st.block);
             smallest = std::min(smallest, st.block);
-            quantized.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st), fn->getArg(2 + s), fn->getArg(scale_arg++), nullptr, true, nullptr});
+            quantized.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st, spec_.options.math), fn->getArg(2 + s), fn->getArg(scale_arg++), nullptr, true, nullptr});
             if (st.rank1) quantized.back().statistics = std::make_unique<Rank1Statistics>(b_, quantized.back().scales, fn->getArg(seed_arg + 1), fn->getArg(seed_arg + 2));
         }
         for (Quantized& q : quantized) {

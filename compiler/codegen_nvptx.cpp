@@ -75,7 +75,7 @@ public:
         for (int s = 0; s < layout_.num_states; ++s) {
             const StateStorage& st = spec_.storage.state(prog.states[s].name);
             if (is_block_quantized(st.format))
-                quantized_.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st, spec_.options.math == MathMode::Fast)});
+                quantized_.push_back({s, std::make_unique<StateCodec>(module_, spec_.target, st, spec_.options.math)});
             else
                 arrays_.push_back({state_dtype(st.format), layout_.state(s), true, s});
         }

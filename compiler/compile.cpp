@@ -20,7 +20,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-// The program after each pass, kept until the cache key (and so the dump folder) is known.
+// The program after each pass, kept until the cache key (and so the dump folder) is known;
+// recorded only for OPTJIT_DUMP_DIR.
 thread_local std::vector<std::pair<std::string, std::string>> pending_stages;
 
 }  // namespace
@@ -39,14 +40,14 @@ bool dump_enabled() {
     return dir && *dir;
 }
 
-void dump_stage(const std::string& key, const std::string& name, const std::string& text) {
+void dump_stage(const std::string& key, const std::string& name, const std::function<std::string()>& text) {
     if (!dump_enabled()) return;
     const char* dir = std::getenv("OPTJIT_DUMP_DIR");
     std::filesystem::path folder = std::filesystem::path(dir) / key;
     std::error_code ec;
     std::filesystem::create_directories(folder, ec);
     std::ofstream out(folder / name, std::ios::binary);
-    out << text;
+    out << text();
     if (!out) fmt::print(stderr, "optjit: warning: cannot write {} (OPTJIT_DUMP_DIR)\n", (folder / name).string());
 }
 
@@ -59,7 +60,8 @@ CodegenOptions resolved_options(const KernelRequest& request) {
 
 KernelSpec lower(const KernelRequest& request) {
     pending_stages.clear();
-    pending_stages.emplace_back("00-input.opt", print(request.program));
+    const bool dumping = dump_enabled();
+    if (dumping) pending_stages.emplace_back("00-input.opt", print(request.program));
     const CodegenOptions options = resolved_options(request);
     PassOptions passes = request.passes;
     // Not for capturable kernels: a group's launches read one scalar block, which one kernel's
@@ -68,7 +70,7 @@ KernelSpec lower(const KernelRequest& request) {
     passes.fast_math = options.math == MathMode::Fast && !options.capturable;
     int index = 1;
     Program lowered = run_pipeline(request.program, passes, [&](const Pass& pass, const Program& after) {
-        pending_stages.emplace_back(fmt::format("{:02}-after-{}.opt", index++, pass.name), print(after));
+        if (dumping) pending_stages.emplace_back(fmt::format("{:02}-after-{}.opt", index++, pass.name), print(after));
     });
     std::string error = check_storage(request.storage, request.program);
     if (!error.empty()) throw std::invalid_argument(error);
@@ -102,14 +104,14 @@ CompiledModule compile_module(const KernelRequest& request, bool optimized) {
     out.spec = lower(request);
     out.key = cache_key(out.spec);
     out.times.passes_ms = ms_since(t0);
-    for (const auto& [name, text] : pending_stages) dump_stage(out.key, name, text);
+    for (const auto& [name, text] : pending_stages) dump_stage(out.key, name, [&] { return text; });
     pending_stages.clear();
 
     auto t1 = Clock::now();
     out.context = std::make_unique<llvm::LLVMContext>();
     out.module = generate_kernel(*out.context, out.spec);
     out.times.codegen_ms = ms_since(t1);
-    if (dump_enabled()) dump_stage(out.key, "10-llvm.ll", module_text(*out.module));  // printing a module costs ~10 ms
+    dump_stage(out.key, "10-llvm.ll", [&] { return module_text(*out.module); });
     if (!optimized) return out;
 
     auto t2 = Clock::now();
@@ -117,7 +119,7 @@ CompiledModule compile_module(const KernelRequest& request, bool optimized) {
     optimize_module(*out.module, *machine);
     if (out.spec.target.is_gpu()) check_nvptx_legality(*out.module);
     out.times.optimize_ms = ms_since(t2);
-    if (dump_enabled()) dump_stage(out.key, "11-llvm-optimized.ll", module_text(*out.module));
+    dump_stage(out.key, "11-llvm-optimized.ll", [&] { return module_text(*out.module); });
     return out;
 }
 
@@ -131,7 +133,7 @@ std::string emit_text(const KernelRequest& request, Emit what, CompileTimes* tim
         std::unique_ptr<llvm::TargetMachine> machine = make_target_machine(m.spec.target);
         text = emit_assembly(*m.module, *machine);
         m.times.emit_ms = ms_since(t);
-        dump_stage(m.key, m.spec.target.is_gpu() ? "12-kernel.ptx" : "12-kernel.s", text);
+        dump_stage(m.key, m.spec.target.is_gpu() ? "12-kernel.ptx" : "12-kernel.s", [&] { return text; });
     }
     if (times) *times = m.times;
     if (key) *key = m.key;

@@ -9,6 +9,7 @@
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -65,7 +66,8 @@ std::string emit_text(const KernelRequest& request, Emit what, CompileTimes* tim
 bool debug_enabled();                     // OPTJIT_DEBUG=1 (or any non-zero value)
 void debug_log(const std::string& line);  // "optjit: <line>" on stderr when debug_enabled()
 bool dump_enabled();  // OPTJIT_DUMP_DIR is set
-// Writes `text` as `name` into the dump folder of `key`, when OPTJIT_DUMP_DIR is set.
-void dump_stage(const std::string& key, const std::string& name, const std::string& text);
+// Writes `text()` as `name` into the dump folder of `key`, when OPTJIT_DUMP_DIR is set; `text`
+// runs only then (printing a kernel's module costs ~10 ms of its compile).
+void dump_stage(const std::string& key, const std::string& name, const std::function<std::string()>& text);
 
 }  // namespace optjit

@@ -7,7 +7,7 @@ namespace optjit {
 ElementLoader::ElementLoader(llvm::Module& module, const KernelSpec& spec, const ElementMath& math) : spec_(spec), math_(math) {
     for (const StateDecl& s : spec.lowered.states) {
         const StateStorage& st = spec.storage.state(s.name);
-        codecs_.push_back(is_block_quantized(st.format) ? std::make_unique<StateCodec>(module, spec.target, st, spec.target.is_gpu() && spec.options.math == MathMode::Fast) : nullptr);
+        codecs_.push_back(is_block_quantized(st.format) ? std::make_unique<StateCodec>(module, spec.target, st, spec.options.math) : nullptr);
     }
 }
 

@@ -255,9 +255,7 @@ Program as_optimizer_runs(Program program, KernelOptions& k, std::map<std::strin
         std::map<std::string, double> values = k.passes.specialize;
         if (run_hypers) values.insert(run_hypers->begin(), run_hypers->end());
         UnusedStates unused = drop_unused_states(program, {values});
-        std::string fixed;
         for (const auto& [name, value] : unused.fixed) {
-            fixed += fmt::format("{}{} = {}", fixed.empty() ? "" : ", ", name, value);
             k.passes.specialize.erase(name);
             if (run_hypers) run_hypers->erase(name);
         }
@@ -265,7 +263,7 @@ Program as_optimizer_runs(Program program, KernelOptions& k, std::map<std::strin
         if (unused.dropped.empty()) fmt::print(stderr, "optjit: every state of '{}' is used\n", program.name);
         else
             fmt::print(stderr, "optjit: '{}' keeps no {}{}\n", program.name, fmt::join(unused.dropped, ", "),
-                       fixed.empty() ? "" : " (compiled in: " + fixed + ")");
+                       unused.fixed.empty() ? "" : " (compiled in: " + fixed_text(unused) + ")");
         return unused.program;
     } catch (const std::invalid_argument& e) {
         throw InputError{fmt::format("optjit: {}\n", e.what())};

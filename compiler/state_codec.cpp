@@ -20,8 +20,8 @@ llvm::Value* f32(llvm::IRBuilder<>& b, float v) { return llvm::ConstantFP::get(b
 
 }  // namespace
 
-StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage, bool fast_math)
-    : module_(module), target_(target), storage_(storage), fast_math_(fast_math) {
+StateCodec::StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage, MathMode math)
+    : module_(module), target_(target), storage_(storage), fast_math_(target.is_gpu() && math == MathMode::Fast) {
     if (!is_block_quantized(storage.format)) throw std::logic_error("StateCodec: not a block-quantized format");
     llvm::LLVMContext& c = module.getContext();
     StateFormat f = storage.format;

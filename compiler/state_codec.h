@@ -25,10 +25,11 @@ namespace optjit {
 
 class StateCodec {
 public:
-    // `fast_math` (fast GPU math): a decoded value's multiplication by its scale may
-    // reassociate with the update's products by launch-uniform factors (ElementMath), which
-    // then multiply the block's scale (one multiplication a block instead of one an element).
-    StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage, bool fast_math = false);
+    // With fast GPU math (`math` Fast, a GPU target) a decoded value's multiplication by its
+    // scale may reassociate with the update's products by launch-uniform factors (ElementMath),
+    // which then multiply the block's scale (one multiplication a block instead of one an
+    // element).
+    StateCodec(llvm::Module& module, const Target& target, const StateStorage& storage, MathMode math);
 
     const StateStorage& storage() const { return storage_; }
     bool four_bit() const;
@@ -95,7 +96,7 @@ private:
     llvm::GlobalVariable* values_ = nullptr;   // decoded table values (table formats)
     llvm::GlobalVariable* entries_ = nullptr;  // code_lookup entries (table formats)
     llvm::GlobalVariable* pairs_ = nullptr;    // 4-bit formats: both values of each byte
-    bool fast_math_ = false;
+    bool fast_math_ = false;  // fast GPU math
     std::vector<llvm::GlobalVariable*> tables_;
     std::map<llvm::GlobalVariable*, llvm::Value*> where_;
 };

@@ -59,6 +59,12 @@ std::set<std::string> kept_states(const Program& folded) {
 
 }  // namespace
 
+std::string fixed_text(const UnusedStates& unused) {
+    std::string out;
+    for (const auto& [name, value] : unused.fixed) out += fmt::format("{}{} = {}", out.empty() ? "" : ", ", name, value);
+    return out;
+}
+
 UnusedStates drop_unused_states(const Program& program, const std::vector<std::map<std::string, double>>& group_values) {
     if (group_values.empty()) throw std::invalid_argument("drop_unused_states needs the values of at least one group");
     for (const auto& values : group_values) hyper_values(program, values);  // names the program lacks

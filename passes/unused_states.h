@@ -35,6 +35,9 @@ struct UnusedStates {
     std::vector<std::string> dropped;     // states no longer declared, in declaration order
 };
 
+// "centered = 0, momentum = 0": the compiled-in hyper-parameters, for sentences ("" for none).
+std::string fixed_text(const UnusedStates& unused);
+
 // `group_values`: each group's hyper-parameter values (absent names take the program's
 // defaults). Throws std::invalid_argument for a name the program lacks or no group at all.
 UnusedStates drop_unused_states(const Program& program, const std::vector<std::map<std::string, double>>& group_values);

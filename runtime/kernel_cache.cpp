@@ -224,11 +224,11 @@ std::shared_ptr<Kernel> KernelCache::build(const KernelRequest& request, KernelS
     }
     debug_log(fmt::format("compile {}: cache miss ({})", key, to_string(kernel->spec().storage, kernel->spec().lowered)));
     CompiledModule m = compile_module(request);
-    if (dump_enabled()) {  // ORC makes machine code, not text: assemble a copy for the dump
+    dump_stage(key, "12-kernel.s", [&] {  // ORC makes machine code, not text: assemble a copy for the dump
         std::unique_ptr<llvm::Module> copy = llvm::CloneModule(*m.module);
         std::unique_ptr<llvm::TargetMachine> machine = make_target_machine(target);
-        dump_stage(key, "12-kernel.s", emit_assembly(*copy, *machine));
-    }
+        return emit_assembly(*copy, *machine);
+    });
     auto t = Clock::now();
     std::vector<std::string> symbols{kernel_symbol(kernel->spec())};
     const bool statistics = has_statistics_pass(kernel->spec());

@@ -130,12 +130,7 @@ struct Optimizer::Impl {
         const std::string& name = groups[g].params[i].name;
         return name.empty() ? fmt::format("group {}, parameter {}", g, i) : fmt::format("group {}, parameter '{}'", g, name);
     }
-    // "momentum = 0": the fixed hyper-parameters, for sentences.
-    std::string fixed_text() const {
-        std::string out;
-        for (const auto& [name, value] : unused.fixed) out += fmt::format("{}{} = {}", out.empty() ? "" : ", ", name, value);
-        return out;
-    }
+    std::string fixed_text() const { return optjit::fixed_text(unused); }
     const double* fixed_value(const std::string& name) const {
         auto it = unused.fixed.find(name);
         return it == unused.fixed.end() ? nullptr : &it->second;
@@ -278,7 +273,6 @@ Optimizer::Impl::PlannedGroup Optimizer::Impl::plan(size_t g) {
     if (!storage_error.empty()) throw std::invalid_argument(fmt::format("group {}: {}", g, storage_error));
     std::map<std::string, StateStorage> formats = group.states;  // a dropped state's is of no use
     for (const std::string& name : unused.dropped) formats.erase(name);
-    check_hypers(hypers[g]);
     // Launches of this group by device and storage text ("p=bf16 g=bf16 m=q8s:256 v=q8u:256").
     std::map<std::pair<Device, std::string>, size_t> launch_of;
     PlannedGroup out;

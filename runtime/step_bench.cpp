@@ -165,11 +165,8 @@ void run_workload(const Program& program, const std::string& name, const std::ve
     if (o.policies.skip_nonfinite) policies += ", non-finite steps skipped";
     // The states the Optimizer leaves out with these values (passes/unused_states.h), for the title.
     const UnusedStates unused = drop_unused_states(apply_gradient_policies(program, o.policies), {o.hypers});
-    if (!unused.dropped.empty()) {
-        std::string fixed;
-        for (const auto& [hyper, value] : unused.fixed) fixed += fmt::format("{}{} = {}", fixed.empty() ? "" : ", ", hyper, value);
-        policies += fmt::format(" (no {}{})", fmt::join(unused.dropped, ", "), fixed.empty() ? "" : ": " + fixed);
-    }
+    if (!unused.dropped.empty())
+        policies += fmt::format(" (no {}{})", fmt::join(unused.dropped, ", "), unused.fixed.empty() ? "" : ": " + fixed_text(unused));
     fmt::print("== {}: {} tensors, {:.4g} parameters; {}{}, bf16 p and g; {}{}\n", name, shapes.size(), double(total), program.name, policies,
                where, o.capturable ? "; each step a CUDA graph replay" : "");
     fmt::print("  {:<6} {:>9} {:>9} {:>8} {:>10} {:>7} {:>11} {:>9} {:>8} {:>9}\n", "states", "step ms", "GB moved", "GB/s", "copy GB/s", "% copy",
