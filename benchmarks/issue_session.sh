@@ -66,10 +66,11 @@ fi
 part4() {
   echo "== 4. tune knobs"
   # AdamW's quantized rows under each knob; unrolling also for AdEMAMix (three q8 states); the
-  # dense rows (the H200 left them nearest the bar, 90.1-90.5 % in the twelfth session).
+  # dense rows (the H200 left them nearest the bar, 90.1-90.5 % in the twelfth session) in the
+  # pipelined loop.
   for run in "max_blocks_per_sm=0 adamw q8 q4 fp8" "max_blocks_per_sm=3 adamw q8 q4 fp8" \
              "unroll_chunks=2 adamw q8 q4 fp8" "unroll_chunks=2 ademamix q8" \
-             "elements_per_thread=8 adamw fp32" "threads_per_block=256 adamw fp32 bf16"; do
+             "elements_per_thread=8 adamw fp32" "pipelined=1 adamw fp32 bf16" "pipelined=1,elements_per_thread=8 adamw fp32"; do
     left || break
     set -- $run; tune=$1; opt=$2; shift 2
     echo "-- $tune $opt: $*"

@@ -227,7 +227,7 @@ private:
         // Block b takes chunks b, b + gridDim.x, ...
         llvm::Value* first = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x);
         llvm::Value* stride = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
-        if (!quantized_.empty()) {
+        if (gpu_pipelined_loop(spec_)) {
             copy_tables_to_shared();
             pipelined_chunk_loop(fn_->getArg(2));
             b_.CreateRetVoid();

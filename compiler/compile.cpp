@@ -85,11 +85,11 @@ KernelSpec lower(const KernelRequest& request) {
 
 std::string cache_key(const KernelSpec& spec) {
     const CodegenOptions& o = spec.options;
-    std::string text = fmt::format("optjit {} {}\ntarget {} {} {}\nstorage {}\noptions math={} gpu_ept={} gpu_min_blocks={} gpu_tpb={} gpu_vec={} gpu_prefetch={} gpu_run={} gpu_unroll={} gpu_max_blocks={} whole_chunks={} relocatable={} stochastic={} capturable={} hypers_by_value={} count_applied_steps={}\n{}",
+    std::string text = fmt::format("optjit {} {}\ntarget {} {} {}\nstorage {}\noptions math={} gpu_ept={} gpu_min_blocks={} gpu_tpb={} gpu_vec={} gpu_prefetch={} gpu_run={} gpu_unroll={} gpu_pipelined={} gpu_max_blocks={} whole_chunks={} relocatable={} stochastic={} capturable={} hypers_by_value={} count_applied_steps={}\n{}",
                                    OPTJIT_VERSION, kBuildId, spec.target.name(), spec.target.is_gpu() ? "" : spec.target.cpu(),
                                    spec.target.is_gpu() ? "" : spec.target.features(), to_string(spec.storage, spec.lowered),
                                    math_mode_name(o.math), o.gpu_elements_per_thread, o.gpu_min_blocks_per_sm, o.gpu_threads_per_block,
-                                   o.gpu_vector_bytes, o.gpu_prefetch_chunks, o.gpu_run_chunks, o.gpu_unroll_chunks, o.gpu_max_blocks_per_sm, o.whole_chunks, o.gpu_relocatable, o.stochastic_rounding, o.capturable, o.hypers_by_value, o.count_applied_steps, print(spec.lowered));
+                                   o.gpu_vector_bytes, o.gpu_prefetch_chunks, o.gpu_run_chunks, o.gpu_unroll_chunks, o.gpu_pipelined, o.gpu_max_blocks_per_sm, o.whole_chunks, o.gpu_relocatable, o.stochastic_rounding, o.capturable, o.hypers_by_value, o.count_applied_steps, print(spec.lowered));
     llvm::SHA256 sha;
     sha.update(text);
     std::array<uint8_t, 32> digest = sha.final();

@@ -154,13 +154,17 @@ int gpu_vector_elements(const KernelSpec& spec);
 int gpu_elements_per_thread(const KernelSpec& spec);
 constexpr int kQuantizedElementsPerThread = 8;
 
-// Kernels with block-quantized states: the chunk ahead of the one being processed that a
-// block asks L2 for (CodegenOptions::gpu_prefetch_chunks); 0: none.
+// Whether the GPU update kernel runs the software-pipelined chunk loop, which the three knobs
+// below shape: always where a state is block-quantized, else where CodegenOptions::
+// gpu_pipelined asks it.
+bool gpu_pipelined_loop(const KernelSpec& spec);
+// Pipelined kernels: the chunk ahead of the one being processed that a block asks L2 for
+// (CodegenOptions::gpu_prefetch_chunks); 0: none.
 int gpu_prefetch_chunks(const KernelSpec& spec);
-// Kernels with block-quantized states: the consecutive chunks a block takes at a time
+// Pipelined kernels: the consecutive chunks a block takes at a time
 // (CodegenOptions::gpu_run_chunks; automatic: 2); 0: one contiguous range a block.
 int gpu_run_chunks(const KernelSpec& spec);
-// Kernels with block-quantized states: chunks a pass of the chunk loop's body processes
+// Pipelined kernels: chunks a pass of the chunk loop's body processes
 // (CodegenOptions::gpu_unroll_chunks; automatic: 1).
 int gpu_unroll_chunks(const KernelSpec& spec);
 

@@ -152,7 +152,9 @@ kernel options (also taken by 'optjit run'):
                            0 for one contiguous range a block), unroll_chunks (quantized:
                            chunks a pass of the loop body processes, 1 to 4),
                            max_blocks_per_sm (the update's grid takes at most N blocks an SM,
-                           0 for as many as fit; quantized: 4 unless asked)
+                           0 for as many as fit; quantized: 4 unless asked), pipelined (1:
+                           kernels without quantized states take the quantized kernels'
+                           loop, whose prefetch, run and unroll knobs then apply)
 environment: OPTJIT_DUMP_DIR=DIR writes every stage of every compile to DIR/<cache key>/;
              OPTJIT_DEBUG=1 logs each compile and the time of each phase;
              OPTJIT_GPU_TUNE=KNOB=N,... sets --gpu-tune knobs of every GPU kernel (also those

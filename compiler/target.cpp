@@ -64,6 +64,7 @@ constexpr GpuTuneKnob kGpuTuneKnobs[] = {
     {"vector_bytes", &CodegenOptions::gpu_vector_bytes},               {"min_blocks_per_sm", &CodegenOptions::gpu_min_blocks_per_sm},
     {"prefetch_chunks", &CodegenOptions::gpu_prefetch_chunks},         {"run_chunks", &CodegenOptions::gpu_run_chunks},
     {"unroll_chunks", &CodegenOptions::gpu_unroll_chunks},             {"max_blocks_per_sm", &CodegenOptions::gpu_max_blocks_per_sm},
+    {"pipelined", &CodegenOptions::gpu_pipelined},
 };
 
 }  // namespace

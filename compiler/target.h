@@ -56,17 +56,22 @@ struct CodegenOptions {
     // Bytes of one access to the narrowest array: 8 or 16; 0 makes accesses to the widest
     // array 16 bytes.
     int gpu_vector_bytes = 0;
-    // Kernels with block-quantized states: a block asks L2 for the chunk this many ahead of
-    // the one it processes (its next one is already loading into registers); 0 or 1: none,
-    // -1: the automatic choice.
+    // Pipelined kernels (kernel_abi.h's gpu_pipelined_loop): a block asks L2 for the chunk this
+    // many ahead of the one it processes (its next one is already loading into registers); 0
+    // or 1: none, -1: the automatic choice.
     int gpu_prefetch_chunks = -1;
-    // Kernels with block-quantized states: blocks take runs of this many consecutive chunks,
-    // block b runs b, b + grid, ...; 0: one contiguous range a block; -1: the automatic choice.
+    // Pipelined kernels: blocks take runs of this many consecutive chunks, block b runs b, b +
+    // grid, ...; 0: one contiguous range a block; -1: the automatic choice.
     int gpu_run_chunks = -1;
-    // Kernels with block-quantized states: chunks the loop body processes one after the other
-    // (the loop unrolled), so that the registers a chunk's loads land in alternate between
-    // copies instead of being moved at the back edge; 0: the automatic choice.
+    // Pipelined kernels: chunks the loop body processes one after the other (the loop
+    // unrolled), so that the registers a chunk's loads land in alternate between copies
+    // instead of being moved at the back edge; 0: the automatic choice.
     int gpu_unroll_chunks = 0;
+    // GPU kernels without block-quantized states: 1, the software-pipelined chunk loop of the
+    // quantized kernels (a thread's next chunk loading while it computes this one, runs of
+    // chunks, L2 asked along the walk, guarded branch-free division and square root); 0 or
+    // -1 (automatic), the grid-stride loop that loads a chunk, then computes it.
+    int gpu_pipelined = -1;
     // The update kernel's resident blocks an SM that the runtime's grid assumes, at most (the
     // code is the same; its launches take fewer blocks); 0: as many as fit; -1: the automatic
     // choice (kernel_abi.h's gpu_max_blocks_per_sm).
@@ -101,7 +106,8 @@ struct CodegenOptions {
 };
 
 // Sets the GPU tuning knob `knob` (elements_per_thread, threads_per_block, vector_bytes,
-// min_blocks_per_sm, max_blocks_per_sm, prefetch_chunks, run_chunks, unroll_chunks) of `options`; false for an unknown knob.
+// min_blocks_per_sm, max_blocks_per_sm, prefetch_chunks, run_chunks, unroll_chunks, pipelined) of
+// `options`; false for an unknown knob.
 bool set_gpu_tune(CodegenOptions& options, std::string_view knob, int value);
 // The knobs' names, comma-separated, for messages.
 std::string gpu_tune_knob_names();

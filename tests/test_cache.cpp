@@ -42,21 +42,6 @@ std::string read_file(const fs::path& path) {
 }
 
 
-// Sets an environment variable for one scope and restores its previous value.
-struct ScopedEnv {
-    std::string name;
-    std::optional<std::string> old;
-    ScopedEnv(std::string n, const char* value) : name(std::move(n)) {
-        if (const char* v = std::getenv(name.c_str())) old = v;
-        if (value) ::setenv(name.c_str(), value, 1);
-        else ::unsetenv(name.c_str());
-    }
-    ~ScopedEnv() {
-        if (old) ::setenv(name.c_str(), old->c_str(), 1);
-        else ::unsetenv(name.c_str());
-    }
-};
-
 std::vector<std::string> files_in(const fs::path& dir) {
     std::vector<std::string> names;
     std::error_code ec;

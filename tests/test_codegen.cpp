@@ -589,6 +589,18 @@ TEST_CASE("codegen: OPTJIT_GPU_TUNE reaches GPU kernels and refuses bad knobs") 
     ::setenv("OPTJIT_GPU_TUNE", "max_blocks_per_sm=0", 1);
     CHECK(gpu_max_blocks_per_sm(lower(r)) == 0);
     ::unsetenv("OPTJIT_GPU_TUNE");
+    // The pipelined loop: always for quantized states (only it encodes them), for dense
+    // kernels where asked, and then a kernel of its own in the cache.
+    const KernelRequest dense{load_example("adamw"), {}, {}, Target{Target::Kind::NVPTX, 90}, {}};
+    CHECK(gpu_pipelined_loop(lower(r)));
+    CHECK_FALSE(gpu_pipelined_loop(lower(dense)));
+    const std::string dense_key = cache_key(lower(dense));
+    ::setenv("OPTJIT_GPU_TUNE", "pipelined=0", 1);
+    CHECK(gpu_pipelined_loop(lower(r)));
+    ::setenv("OPTJIT_GPU_TUNE", "pipelined=1", 1);
+    CHECK(gpu_pipelined_loop(lower(dense)));
+    CHECK(cache_key(lower(dense)) != dense_key);
+    ::unsetenv("OPTJIT_GPU_TUNE");
 }
 
 TEST_CASE("codegen host: every elementwise operation matches the interpreter") { check_elementwise_on(Target{}); }

@@ -550,17 +550,21 @@ TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host 
     b = (g * select(g > 2, 1e19, 1)) / (abs(p) + 1) + sqrt(g * g * select(g < -2, 1e-35, 1))
     p = p - lr * (a + b * 1e-3 + (u > 1e37) * 1e-3) + min(abs(w), 1) * 1e-6
 )";
-    for (StateFormat f : {StateFormat::F32, StateFormat::Q8S, StateFormat::FP8, StateFormat::Q4S}) {
+    // fp32 states also in the pipelined loop, whose divisions and square roots are guarded.
+    const std::pair<StateFormat, int> kRuns[] = {{StateFormat::F32, -1}, {StateFormat::F32, 1}, {StateFormat::Q8S, -1}, {StateFormat::FP8, -1},
+                                                 {StateFormat::Q4S, -1}};
+    for (auto [f, pipelined] : kRuns) {
         RunOptions o;
         o.request = KernelRequest{parse_and_verify(kSpecials, "<specials>"), {}, {}, Target{Target::Kind::Host, 0}, {}};
         o.request.options.math = MathMode::Ieee;  // the guarded IEEE paths (fast math is the quantized default)
+        o.request.options.gpu_pipelined = pipelined;
         o.request.storage.param = o.request.storage.grad = DType::BF16;
         o.request.storage.states["m"] = StateStorage{f, f == StateFormat::Q4S ? 128u : 256u};
         o.request.storage.states["v"] = StateStorage{f == StateFormat::Q8S ? StateFormat::Q8U : f, f == StateFormat::Q4S ? 128u : 256u};
         o.sizes = {3 * 4096 + 5, 70001};
         o.steps = 5;
         o.seed = test_seed();
-        INFO("format ", std::string(format_name(f)), ", seed ", o.seed);
+        INFO("format ", std::string(format_name(f)), ", pipelined ", pipelined, ", seed ", o.seed);
         RunSummary host, gpu;
         if (!checked_run(o, host)) continue;
         o.request.target = gpu_target();
@@ -571,6 +575,20 @@ TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host 
             CHECK(host.tensors[t].checksum == gpu.tensors[t].checksum);
         }
     }
+}
+
+// Dense kernels (no block-quantized state) in the quantized kernels' pipelined chunk loop
+// (--gpu-tune pipelined=1): the examples with and without reductions, 4 and 8 elements a
+// thread, stochastic rounding.
+TEST_CASE("gpu: dense kernels in the pipelined loop match the interpreter in every dtype") {
+    REQUIRE_GPU();
+    {
+        ScopedEnv tune("OPTJIT_GPU_TUNE", "pipelined=1");
+        for (const char* name : {"adamw", "adan", "lamb", "lion", "sgd"}) check_example_on(name, gpu_target());
+        check_stochastic_rounding_on(gpu_target());
+    }
+    ScopedEnv tune("OPTJIT_GPU_TUNE", "pipelined=1,elements_per_thread=8");
+    check_example_on("adamw", gpu_target());
 }
 
 // optjit::Optimizer on the GPU: the checks test_optimizer.cpp runs on the host.
