@@ -13,7 +13,9 @@
 // runs of chunks with per-thread addresses stepped by constants (pipelined_chunk_loop), and
 // compute with fast math unless asked for IEEE arithmetic (compiler/target.h's MathMode). A rank-1 state instead scales
 // each element by its row's and column's statistics (compiler/rank1_statistics.h), found by a
-// second kernel in the module that runs before this one.
+// second kernel in the module that runs before this one. Kernels without quantized states
+// take the same loop where asked (CodegenOptions::gpu_pipelined), each thread then owning
+// gpu_elements_per_thread consecutive elements.
 #include <fmt/format.h>
 #include <llvm/IR/InlineAsm.h>
 #include <llvm/IR/IntrinsicsNVPTX.h>

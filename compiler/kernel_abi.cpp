@@ -99,15 +99,15 @@ int gpu_elements_per_thread(const KernelSpec& spec) {
     return std::max(vec, requested / vec * vec);
 }
 
-// Both defaults from the H200 (Llama list, AdamW, % of copy, runs of 1 / 2 / 4 with the L2
-// asked for the chunk 2 / 3 / 5 ahead in the block's walk; benchmarks/NOTES.md): runs of 2 and
-// 2 ahead were best or within 0.1 of it for every format: q8 82.4 (81.3 and 81.0 with runs of
-// 1 and 4), q4 69.3 (65.1, 67.2), fp8 86.5 (84.8, 83.1); 5 ahead lost 2 to 8 points.
 bool gpu_pipelined_loop(const KernelSpec& spec) {
     // Only this loop decodes and encodes quantized states.
     return has_quantized_state(spec) || spec.options.gpu_pipelined > 0;
 }
 
+// Both defaults from the H200 (Llama list, AdamW, % of copy, runs of 1 / 2 / 4 with the L2
+// asked for the chunk 2 / 3 / 5 ahead in the block's walk; benchmarks/NOTES.md): runs of 2 and
+// 2 ahead were best or within 0.1 of it for every format: q8 82.4 (81.3 and 81.0 with runs of
+// 1 and 4), q4 69.3 (65.1, 67.2), fp8 86.5 (84.8, 83.1); 5 ahead lost 2 to 8 points.
 int gpu_prefetch_chunks(const KernelSpec& spec) {
     int requested = spec.options.gpu_prefetch_chunks;
     return requested >= 0 ? requested : 2;
