@@ -579,8 +579,9 @@ TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host 
 
 // Dense kernels (no block-quantized state) in the quantized kernels' pipelined chunk loop
 // (--gpu-tune pipelined=1): the examples with and without reductions, 4 and 8 elements a
-// thread, stochastic rounding.
-TEST_CASE("gpu: dense kernels in the pipelined loop match the interpreter in every dtype") {
+// thread, stochastic rounding. (Not "every dtype" in its name: benchmarks/issue_session.sh
+// runs those cases in one process and this one in another.)
+TEST_CASE("gpu: dense kernels in the pipelined loop match the interpreter, with reductions and stochastic rounding") {
     REQUIRE_GPU();
     {
         ScopedEnv tune("OPTJIT_GPU_TUNE", "pipelined=1");
