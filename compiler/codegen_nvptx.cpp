@@ -226,15 +226,15 @@ private:
 
     void body() {  // the builder is in fn_'s entry block
         tid_ = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x);
-        // Block b takes chunks b, b + gridDim.x, ...
-        llvm::Value* first = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x);
-        llvm::Value* stride = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
         if (gpu_pipelined_loop(spec_)) {
             copy_tables_to_shared();
             pipelined_chunk_loop(fn_->getArg(2));
             b_.CreateRetVoid();
             return;
         }
+        // Block b takes chunks b, b + gridDim.x, ...
+        llvm::Value* first = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x);
+        llvm::Value* stride = sreg(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x);
         emit_chunk_loop(b_, spec_, fn_->getArg(0), fn_->getArg(1), first, stride, fn_->getArg(2), [&](const ChunkContext& c) {
             reductions_ = reduction_values(fn_, c.tensor);
             llvm::Value* any_bits = b_.getInt64(0);

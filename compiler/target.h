@@ -69,9 +69,9 @@ struct CodegenOptions {
     int gpu_unroll_chunks = 0;
     // GPU kernels without block-quantized states: 1, the software-pipelined chunk loop of the
     // quantized kernels (a thread's next chunk loading while it computes this one, runs of
-    // chunks, L2 asked along the walk, guarded branch-free division and square root); 0 or
-    // -1 (automatic), the grid-stride loop that loads a chunk, then computes it.
-    int gpu_pipelined = -1;
+    // chunks, L2 asked along the walk, guarded branch-free division and square root); 0, the
+    // grid-stride loop that loads a chunk, then computes it.
+    int gpu_pipelined = 0;
     // The update kernel's resident blocks an SM that the runtime's grid assumes, at most (the
     // code is the same; its launches take fewer blocks); 0: as many as fit; -1: the automatic
     // choice (kernel_abi.h's gpu_max_blocks_per_sm).

@@ -130,7 +130,6 @@ struct Optimizer::Impl {
         const std::string& name = groups[g].params[i].name;
         return name.empty() ? fmt::format("group {}, parameter {}", g, i) : fmt::format("group {}, parameter '{}'", g, name);
     }
-    std::string fixed_text() const { return optjit::fixed_text(unused); }
     const double* fixed_value(const std::string& name) const {
         auto it = unused.fixed.find(name);
         return it == unused.fixed.end() ? nullptr : &it->second;
@@ -144,7 +143,7 @@ struct Optimizer::Impl {
                 throw std::invalid_argument(fmt::format("optimizer '{}': {} is compiled in at {}, its value when the optimizer was built (with {} "
                                                         "it keeps no {} {}); build it with {} = {}, or with "
                                                         "OptimizerOptions::keep_unused_states",
-                                                        program.name, name, *fixed, fixed_text(), unused.dropped.size() == 1 ? "state" : "states",
+                                                        program.name, name, *fixed, fixed_text(unused), unused.dropped.size() == 1 ? "state" : "states",
                                                         fmt::join(unused.dropped, ", "), name, value));
         }
         hyper_values(program, run_time);  // throws naming an unknown hyper-parameter
@@ -585,7 +584,7 @@ uint64_t Optimizer::hyper_address(size_t group, const std::string& name) const {
     if (impl_->fixed_value(name))
         throw std::invalid_argument(fmt::format("optimizer '{}': {} is compiled in ({}), not a run-time value; build the optimizer with "
                                                 "OptimizerOptions::keep_unused_states to schedule it",
-                                                impl_->program.name, name, impl_->fixed_text()));
+                                                impl_->program.name, name, fixed_text(impl_->unused)));
     const Impl::ScalarBlock* block = impl_->block_of(group);
     if (!impl_->hypers_on_device(group))
         throw std::invalid_argument(fmt::format("group {} keeps no hyper-parameters on the device: the optimizer is not capturable or "
@@ -615,7 +614,7 @@ StateBuffer Optimizer::state(size_t group, size_t param, const std::string& name
     if (std::find(m.unused.dropped.begin(), m.unused.dropped.end(), name) != m.unused.dropped.end())
         throw std::invalid_argument(fmt::format("optimizer '{}' keeps no state '{}': {}its step does not use it (OptimizerOptions::keep_unused_states "
                                                 "keeps it)",
-                                                m.program.name, name, m.fixed_text().empty() ? "" : "with " + m.fixed_text() + " "));
+                                                m.program.name, name, m.unused.fixed.empty() ? "" : "with " + fixed_text(m.unused) + " "));
     throw std::invalid_argument(fmt::format("optimizer '{}' has no state '{}'", m.program.name, name));
 }
 

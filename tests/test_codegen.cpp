@@ -595,12 +595,13 @@ TEST_CASE("codegen: OPTJIT_GPU_TUNE reaches GPU kernels and refuses bad knobs") 
     CHECK(gpu_pipelined_loop(lower(r)));
     CHECK_FALSE(gpu_pipelined_loop(lower(dense)));
     const std::string dense_key = cache_key(lower(dense));
-    ::setenv("OPTJIT_GPU_TUNE", "pipelined=0", 1);
-    CHECK(gpu_pipelined_loop(lower(r)));
-    ::setenv("OPTJIT_GPU_TUNE", "pipelined=1", 1);
+    {
+        ScopedEnv tune("OPTJIT_GPU_TUNE", "pipelined=0");
+        CHECK(gpu_pipelined_loop(lower(r)));
+    }
+    ScopedEnv tune("OPTJIT_GPU_TUNE", "pipelined=1");
     CHECK(gpu_pipelined_loop(lower(dense)));
     CHECK(cache_key(lower(dense)) != dense_key);
-    ::unsetenv("OPTJIT_GPU_TUNE");
 }
 
 TEST_CASE("codegen host: every elementwise operation matches the interpreter") { check_elementwise_on(Target{}); }

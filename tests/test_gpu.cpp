@@ -551,8 +551,8 @@ TEST_CASE("gpu: zero and out-of-range divisions and square roots equal the host 
     p = p - lr * (a + b * 1e-3 + (u > 1e37) * 1e-3) + min(abs(w), 1) * 1e-6
 )";
     // fp32 states also in the pipelined loop, whose divisions and square roots are guarded.
-    const std::pair<StateFormat, int> kRuns[] = {{StateFormat::F32, -1}, {StateFormat::F32, 1}, {StateFormat::Q8S, -1}, {StateFormat::FP8, -1},
-                                                 {StateFormat::Q4S, -1}};
+    const std::pair<StateFormat, int> kRuns[] = {{StateFormat::F32, 0}, {StateFormat::F32, 1}, {StateFormat::Q8S, 0}, {StateFormat::FP8, 0},
+                                                 {StateFormat::Q4S, 0}};
     for (auto [f, pipelined] : kRuns) {
         RunOptions o;
         o.request = KernelRequest{parse_and_verify(kSpecials, "<specials>"), {}, {}, Target{Target::Kind::Host, 0}, {}};
